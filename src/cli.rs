@@ -1,0 +1,139 @@
+//! The command line as clap sees it. Nothing here is validated beyond what clap does;
+//! [`crate::config`] turns it into the settings the rest of the program uses.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser};
+
+const AFTER_HELP: &str = "\
+Examples:
+  skypipe | gzip -c > out.gz          wait for a payload on the default pipe
+  cat file | skypipe                  send file into the default pipe
+  cat a | skypipe files               queue a payload on pipe 'files'
+  skypipe files > a                   take the oldest payload of 'files'
+  skypipe go                          block until someone runs: echo | skypipe go
+
+Mode: skypipe sends when stdin is a file, a FIFO or a socket, and receives otherwise.
+--send and --recv force the mode.
+
+Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its sender,
+124 --timeout ran out, 130 interrupted.";
+
+/// Named pipes in the sky: move bytes between shells and machines through NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "skypipe", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Pipe name: letters, digits, '-' and '_' (1 to 128 characters).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Send stdin into the pipe, whatever stdin is.
+    #[arg(long, conflicts_with = "recv")]
+    pub send: bool,
+
+    /// Receive from the pipe, whatever stdin is.
+    #[arg(long)]
+    pub recv: bool,
+
+    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+
+    /// Receiver: give up with exit code 124 when no payload arrives within DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Print nothing but errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Say more about what skypipe does, on stderr (repeat for more).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Where the server is and how to log in; the natscli's flags and variables.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnArgs {
+    /// NATS server URL(s), comma-separated [env: NATS_URL]
+    #[arg(short, long, value_name = "URL", global = true)]
+    pub server: Option<String>,
+
+    /// natscli context to use [env: NATS_CONTEXT]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub context: Option<String>,
+
+    /// Subject prefix: pipes under different prefixes are separate [env: SKYPIPE_PREFIX]
+    #[arg(long, value_name = "PREFIX", global = true)]
+    pub prefix: Option<String>,
+
+    /// User name [env: NATS_USER]
+    #[arg(long, value_name = "USER", global = true)]
+    pub user: Option<String>,
+
+    /// Password [env: NATS_PASSWORD]
+    #[arg(long, value_name = "PASSWORD", global = true)]
+    pub password: Option<String>,
+
+    /// Authentication token [env: NATS_TOKEN]
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
+
+    /// Credentials file (JWT and nkey seed) [env: NATS_CREDS]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub creds: Option<PathBuf>,
+
+    /// Nkey seed file [env: NATS_NKEY]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub nkey: Option<PathBuf>,
+
+    /// TLS client certificate [env: NATS_CERT]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlscert: Option<PathBuf>,
+
+    /// TLS client key [env: NATS_KEY]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlskey: Option<PathBuf>,
+
+    /// TLS certificate authority [env: NATS_CA]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlsca: Option<PathBuf>,
+
+    /// Start TLS before the NATS handshake [env: NATS_TLSFIRST]
+    #[arg(long, global = true)]
+    pub tlsfirst: bool,
+}
+
+/// A humantime duration that is not zero.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (try a duration such as 500ms, 30s, 2h or 7days)"))?;
+    if d.is_zero() {
+        return Err("a duration of zero is not allowed".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,522 @@
+//! Validated settings, built from the command line, the environment and natscli context
+//! files. First match wins: flag, then `NATS_*` variable, then the context, then defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{Cli, ConnArgs};
+use crate::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
+
+/// Where skypipe looks when nothing names a server.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// How long a payload waits when `--ttl` is not given.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A setting that cannot be used. All of these are usage errors (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("bad prefix: {0}")]
+    Prefix(NameError),
+    #[error("bad server URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("context {name:?} not found: {path} does not exist")]
+    NoContext { name: String, path: PathBuf },
+    #[error("cannot read context {name:?} at {path}: {reason}")]
+    BadContext {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{what} file {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("--password (or NATS_PASSWORD) needs a user name too (--user or NATS_USER)")]
+    PasswordWithoutUser,
+    #[error("a TLS client certificate needs its key, and a key its certificate (--tlscert and --tlskey)")]
+    HalfClientCert,
+}
+
+/// Where the server URL came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    Context(String),
+    Default,
+}
+
+/// How to reach and log in to the server.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub urls: Vec<String>,
+    pub source: Source,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub tls_first: bool,
+    pub inbox_prefix: Option<String>,
+    pub js_domain: Option<String>,
+    pub js_api_prefix: Option<String>,
+    pub layout: Layout,
+}
+
+impl Conn {
+    /// The URLs as one string, for messages (never includes credentials).
+    pub fn display_urls(&self) -> String {
+        self.urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Removes `user:password@` from a URL so it can be shown.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        (None, Some(at)) => url[at + 1..].to_string(),
+        _ => url.to_string(),
+    }
+}
+
+/// The natscli's context file, the fields skypipe uses. Unknown fields are ignored, as the
+/// natscli ignores ours.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ContextFile {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub token: String,
+    pub creds: String,
+    pub nkey: String,
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    pub tls_first: bool,
+    pub inbox_prefix: String,
+    pub jetstream_domain: String,
+    pub jetstream_api_prefix: String,
+    /// skypipe's own: the subject prefix for this context.
+    pub skypipe_prefix: String,
+}
+
+/// The natscli's config directory: `$XDG_CONFIG_HOME/nats` or `~/.config/nats`.
+pub fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(x) = env("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(x).join("nats"));
+    }
+    env("HOME")
+        .filter(|s| !s.is_empty())
+        .map(|h| PathBuf::from(h).join(".config").join("nats"))
+}
+
+fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match (path.strip_prefix("~/"), env("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Loads the context chosen by `--context`, `NATS_CONTEXT` or the natscli's `context.txt`.
+pub fn load_context(
+    flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(String, ContextFile)>, ConfigError> {
+    let Some(dir) = nats_config_dir(env) else {
+        return Ok(None);
+    };
+    let name = match flag
+        .map(str::to_string)
+        .or_else(|| env("NATS_CONTEXT"))
+        .filter(|s| !s.is_empty())
+    {
+        Some(n) => n,
+        None => match std::fs::read_to_string(dir.join("context.txt")) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            _ => return Ok(None),
+        },
+    };
+    if name.contains('/') || name.contains("..") {
+        return Err(ConfigError::BadContext {
+            name: name.clone(),
+            path: dir.join("context"),
+            reason: "a context name cannot contain '/' or '..'".into(),
+        });
+    }
+    let path = dir.join("context").join(format!("{name}.json"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NoContext { name, path })
+        }
+        Err(e) => {
+            return Err(ConfigError::BadContext {
+                name,
+                path,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let ctx: ContextFile = serde_json::from_str(&text).map_err(|e| ConfigError::BadContext {
+        name: name.clone(),
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((name, ctx)))
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Splits a comma-separated URL list and checks each URL.
+pub fn parse_urls(text: &str) -> Result<Vec<String>, ConfigError> {
+    let urls: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err(ConfigError::Url {
+            url: text.to_string(),
+            reason: "no URL given".into(),
+        });
+    }
+    for url in &urls {
+        check_url(url)?;
+    }
+    Ok(urls)
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::Url {
+        url: redact_url(url),
+        reason: reason.to_string(),
+    };
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                return Err(bad("the scheme must be nats://, tls://, ws:// or wss://"));
+            }
+            rest
+        }
+        None => url,
+    };
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = host_port.split('/').next().unwrap_or(host_port);
+    if host_port.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').and_then(|(_, p)| p.strip_prefix(':')),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err(bad("the port is not a number from 0 to 65535"));
+    }
+    url.parse::<async_nats::ServerAddr>()
+        .map(|_| ())
+        .map_err(|e| bad(&e.to_string()))
+}
+
+fn readable(what: &'static str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    match std::fs::File::open(&path) {
+        Ok(f) => match f.metadata() {
+            Ok(m) if m.is_dir() => Err(ConfigError::File {
+                what,
+                path,
+                reason: "is a directory".into(),
+            }),
+            _ => Ok(path),
+        },
+        Err(e) => Err(ConfigError::File {
+            what,
+            path,
+            reason: io_reason(&e),
+        }),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => "is not readable (permission denied)".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Resolves connection settings from flags, environment and context.
+pub fn resolve_conn(
+    args: &ConnArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Conn, ConfigError> {
+    let context = load_context(args.context.as_deref(), env)?;
+    let (ctx_name, ctx) = match context {
+        Some((n, c)) => (Some(n), c),
+        None => (None, ContextFile::default()),
+    };
+    let envs = |k: &str| env(k).filter(|s| !s.is_empty());
+
+    let (url_text, source) = if let Some(s) = args.server.clone() {
+        (s, Source::Flag)
+    } else if let Some(s) = envs("NATS_URL") {
+        (s, Source::Env)
+    } else if let (Some(u), Some(n)) = (nonempty(&ctx.url), ctx_name.clone()) {
+        (u, Source::Context(n))
+    } else {
+        (DEFAULT_URL.to_string(), Source::Default)
+    };
+    let urls = parse_urls(&url_text)?;
+
+    let pick = |flag: &Option<String>, var: &str, ctx_value: &str| -> Option<String> {
+        flag.clone()
+            .or_else(|| envs(var))
+            .or_else(|| nonempty(ctx_value))
+    };
+    let pick_path = |flag: &Option<PathBuf>, var: &str, ctx_value: &str| -> Option<PathBuf> {
+        flag.clone()
+            .or_else(|| envs(var).map(PathBuf::from))
+            .or_else(|| nonempty(ctx_value).map(|p| expand_home(&p, env)))
+    };
+
+    let user = pick(&args.user, "NATS_USER", &ctx.user);
+    let password = pick(&args.password, "NATS_PASSWORD", &ctx.password);
+    if password.is_some() && user.is_none() {
+        return Err(ConfigError::PasswordWithoutUser);
+    }
+    let token = pick(&args.token, "NATS_TOKEN", &ctx.token);
+    let creds = pick_path(&args.creds, "NATS_CREDS", &ctx.creds)
+        .map(|p| readable("credentials", p))
+        .transpose()?;
+    let nkey = pick_path(&args.nkey, "NATS_NKEY", &ctx.nkey)
+        .map(|p| readable("nkey seed", p))
+        .transpose()?;
+    let cert = pick_path(&args.tlscert, "NATS_CERT", &ctx.cert)
+        .map(|p| readable("TLS certificate", p))
+        .transpose()?;
+    let key = pick_path(&args.tlskey, "NATS_KEY", &ctx.key)
+        .map(|p| readable("TLS key", p))
+        .transpose()?;
+    if cert.is_some() != key.is_some() {
+        return Err(ConfigError::HalfClientCert);
+    }
+    let ca = pick_path(&args.tlsca, "NATS_CA", &ctx.ca)
+        .map(|p| readable("TLS CA", p))
+        .transpose()?;
+    let tls_first = args.tlsfirst
+        || envs("NATS_TLSFIRST").is_some_and(|v| v != "0" && v != "false")
+        || ctx.tls_first;
+    let prefix = args
+        .prefix
+        .clone()
+        .or_else(|| envs("SKYPIPE_PREFIX"))
+        .or_else(|| nonempty(&ctx.skypipe_prefix))
+        .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    let layout = Layout::new(&prefix).map_err(ConfigError::Prefix)?;
+
+    Ok(Conn {
+        urls,
+        source,
+        user,
+        password,
+        token,
+        creds,
+        nkey,
+        cert,
+        key,
+        ca,
+        tls_first,
+        inbox_prefix: nonempty(&ctx.inbox_prefix),
+        js_domain: nonempty(&ctx.jetstream_domain),
+        js_api_prefix: nonempty(&ctx.jetstream_api_prefix),
+        layout,
+    })
+}
+
+/// Send or receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Send,
+    Recv,
+}
+
+/// What stdin is, as far as the mode choice cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinKind {
+    /// A regular file, FIFO or socket: something to read.
+    Readable,
+    /// A terminal, /dev/null, closed, or unknown: do not read.
+    Other,
+}
+
+/// Inspects fd 0 the safe way: regular file, FIFO and socket are readable; anything else
+/// (a terminal, a character device such as /dev/null, a closed fd) is not.
+pub fn stdin_kind() -> StdinKind {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return StdinKind::Other;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => {
+            let t = m.file_type();
+            if t.is_file() || t.is_fifo() || t.is_socket() {
+                StdinKind::Readable
+            } else {
+                StdinKind::Other
+            }
+        }
+        Err(_) => StdinKind::Other,
+    }
+}
+
+/// Everything a pipe command needs.
+#[derive(Debug, Clone)]
+pub struct PipeSettings {
+    pub pipe: PipeName,
+    pub mode: Mode,
+    pub ttl: Duration,
+    pub ttl_given: bool,
+    pub timeout: Option<Duration>,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub conn: Conn,
+}
+
+/// Builds the settings of a pipe command.
+pub fn pipe_settings(
+    cli: &Cli,
+    stdin: StdinKind,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipeSettings, ConfigError> {
+    let pipe = PipeName::new(cli.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
+    let mode = if cli.send {
+        Mode::Send
+    } else if cli.recv {
+        Mode::Recv
+    } else if stdin == StdinKind::Readable {
+        Mode::Send
+    } else {
+        Mode::Recv
+    };
+    Ok(PipeSettings {
+        pipe,
+        mode,
+        ttl: cli.ttl.unwrap_or(DEFAULT_TTL),
+        ttl_given: cli.ttl.is_some(),
+        timeout: cli.timeout,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        conn: resolve_conn(&cli.conn, env)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn default_url_when_nothing_is_set() {
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("resolves");
+        assert_eq!(c.urls, vec![DEFAULT_URL.to_string()]);
+        assert_eq!(c.source, Source::Default);
+    }
+
+    #[test]
+    fn flag_beats_env() {
+        let args = ConnArgs {
+            server: Some("nats://a:1".into()),
+            ..Default::default()
+        };
+        let c = resolve_conn(&args, &env_of(&[("NATS_URL", "nats://b:2")])).expect("ok");
+        assert_eq!(c.urls, vec!["nats://a:1".to_string()]);
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("NATS_URL", "nats://b:2, c:3")]),
+        )
+        .expect("ok");
+        assert_eq!(c.urls, vec!["nats://b:2".to_string(), "c:3".to_string()]);
+        assert_eq!(c.source, Source::Env);
+    }
+
+    #[test]
+    fn context_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = dir.path().join("nats");
+        std::fs::create_dir_all(nats.join("context")).expect("mkdir");
+        std::fs::write(nats.join("context.txt"), "work\n").expect("write");
+        std::fs::write(
+            nats.join("context/work.json"),
+            r#"{"url":"nats://ctx:4222","user":"u","password":"p","description":"x"}"#,
+        )
+        .expect("write");
+        let xdg = dir.path().to_string_lossy().to_string();
+        let c =
+            resolve_conn(&ConnArgs::default(), &env_of(&[("XDG_CONFIG_HOME", &xdg)])).expect("ok");
+        assert_eq!(c.urls, vec!["nats://ctx:4222".to_string()]);
+        assert_eq!(c.source, Source::Context("work".into()));
+        assert_eq!(c.user.as_deref(), Some("u"));
+        // A variable beats the context, field by field.
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("XDG_CONFIG_HOME", &xdg), ("NATS_USER", "v")]),
+        )
+        .expect("ok");
+        assert_eq!(c.user.as_deref(), Some("v"));
+        let missing = ConnArgs {
+            context: Some("nope".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve_conn(&missing, &env_of(&[("XDG_CONFIG_HOME", &xdg)])),
+            Err(ConfigError::NoContext { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_urls() {
+        for u in ["http://x:1", "nats://x:notaport", "", "nats://"] {
+            assert!(parse_urls(u).is_err(), "{u}");
+        }
+        for u in [
+            "nats://127.0.0.1:4222",
+            "localhost:4222",
+            "tls://a.b:4443",
+            "ws://h:80",
+        ] {
+            assert!(parse_urls(u).is_ok(), "{u}");
+        }
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("nats://u:p@h:1"), "nats://h:1");
+        assert_eq!(redact_url("u:p@h:1"), "h:1");
+        assert_eq!(redact_url("nats://h:1"), "nats://h:1");
+    }
+}

@@ -1,0 +1,61 @@
+//! Failures that end a command with a particular exit code, and the one place that maps an
+//! error to its code. Anything else is a runtime error (exit 1).
+
+/// Exit codes, as documented in README.md and `skypipe --help`.
+pub mod code {
+    pub const OK: i32 = 0;
+    pub const RUNTIME: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const ABORTED: i32 = 3;
+    pub const TIMEOUT: i32 = 124;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// An ending that is not a plain runtime error.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad input from the user: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The sender aborted the payload: exit 3.
+    #[error("{0}")]
+    Aborted(String),
+    /// `--timeout` ran out: exit 124.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Ctrl-C (or SIGTERM): exit 130.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// The exit code for an error: a [`Failure`] anywhere in the chain decides, else 1.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return match f {
+                Failure::Usage(_) => code::USAGE,
+                Failure::Aborted(_) => code::ABORTED,
+                Failure::TimedOut(_) => code::TIMEOUT,
+                Failure::Interrupted => code::INTERRUPTED,
+            };
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+            return code::USAGE;
+        }
+    }
+    code::RUNTIME
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn codes_follow_the_chain() {
+        let e: anyhow::Result<()> = Err(Failure::TimedOut("x".into()).into());
+        let e = e.context("while waiting").expect_err("error");
+        assert_eq!(exit_code(&e), code::TIMEOUT);
+        assert_eq!(exit_code(&anyhow::anyhow!("boom")), code::RUNTIME);
+    }
+}

@@ -1,0 +1,120 @@
+//! skypipe: named pipes in the sky, on NATS JetStream.
+//!
+//! A map of the modules:
+//! - [`cli`]: the command line as clap parses it.
+//! - [`config`]: validated settings from flags, `NATS_*` variables and natscli contexts.
+//! - [`pipe`]: the protocol without IO: names, subjects, headers, checksums.
+//! - [`session`]: connecting, and creating skypipe's streams and consumers.
+//! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
+//! - [`send`] / [`recv`]: one payload into a pipe, and the oldest payload out of it.
+//! - [`error`]: failures with their own exit codes.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod output;
+pub mod pipe;
+pub mod recv;
+pub mod send;
+pub mod session;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Cli;
+use crate::config::{Mode, PipeSettings};
+use crate::error::code;
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skypipe: cannot start: {e}");
+            return code::RUNTIME;
+        }
+    };
+    let result = runtime.block_on(run_async(cli));
+    // The stdin reader may be blocked in read(); do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let code = error::exit_code(&err);
+            if code != code::INTERRUPTED {
+                eprintln!("skypipe: {err:#}");
+            }
+            code
+        }
+    }
+}
+
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Ctrl-C and SIGTERM cancel the token; a second one exits at once.
+fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                cancel.cancel();
+            } else {
+                std::process::exit(code::INTERRUPTED);
+            }
+        }
+    });
+    interrupted
+}
+
+async fn run_async(cli: Cli) -> anyhow::Result<i32> {
+    let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
+    let cancel = CancellationToken::new();
+    let interrupted = watch_signals(cancel.clone());
+    run_pipe(&settings, cancel, interrupted).await
+}
+
+async fn run_pipe(
+    settings: &PipeSettings,
+    cancel: CancellationToken,
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<i32> {
+    let session = tokio::select! {
+        s = session::connect(&settings.conn) => s?,
+        _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
+    };
+    match settings.mode {
+        Mode::Send => {
+            let input = input::spawn_stdin(session.chunk_size)?;
+            send::send(&session, settings, input, cancel, interrupted).await?;
+        }
+        Mode::Recv => {
+            recv::recv(&session, settings, cancel).await?;
+        }
+    }
+    // Publishes and acks are buffered by the client: make sure they left.
+    let _ = session.client.flush().await;
+    Ok(code::OK)
+}

@@ -1,0 +1,487 @@
+//! The pipe protocol without any IO: pipe names, subjects, stream names, and the headers
+//! that carry a payload's identity, order, end and checksum. `docs/protocol.md` is the
+//! prose version of this module; keep the two in step.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+
+/// Protocol version carried in every message (`Skypipe-Version`).
+pub const VERSION: u32 = 1;
+/// The pipe used when none is named.
+pub const DEFAULT_PIPE: &str = "default";
+/// The subject prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "skypipe";
+/// Largest chunk payload; smaller when the server's `max_payload` asks for it.
+pub const MAX_CHUNK: usize = 256 * 1024;
+/// Room left in each message for headers, below the server's `max_payload`.
+pub const HEADER_ROOM: usize = 4 * 1024;
+/// Longest pipe name.
+pub const MAX_NAME: usize = 128;
+
+pub const H_VERSION: &str = "Skypipe-Version";
+pub const H_ID: &str = "Skypipe-Id";
+pub const H_CHUNK: &str = "Skypipe-Chunk";
+pub const H_OFFSET: &str = "Skypipe-Offset";
+pub const H_PRIOR_CRC: &str = "Skypipe-Prior-Crc32";
+pub const H_END: &str = "Skypipe-End";
+pub const H_TOTAL_CHUNKS: &str = "Skypipe-Total-Chunks";
+pub const H_TOTAL_BYTES: &str = "Skypipe-Total-Bytes";
+pub const H_TOTAL_CRC: &str = "Skypipe-Total-Crc32";
+pub const H_REASON: &str = "Skypipe-Reason";
+pub const H_NATS_TTL: &str = "Nats-TTL";
+pub const H_NATS_MSG_ID: &str = "Nats-Msg-Id";
+
+/// Why a pipe name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("pipe name is empty")]
+    Empty,
+    #[error("pipe name is {0} characters long; the limit is {MAX_NAME}")]
+    TooLong(usize),
+    #[error("pipe name {name:?} has {ch:?} at position {pos}; only letters, digits, '-' and '_' are allowed")]
+    BadChar { name: String, ch: char, pos: usize },
+}
+
+/// A validated pipe name: 1 to 128 of `[A-Za-z0-9_-]`, so it can never be a NATS wildcard
+/// nor reach into another pipe's subjects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipeName(String);
+
+impl PipeName {
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        check_token(name)?;
+        Ok(PipeName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PipeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for PipeName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PipeName::new(s)
+    }
+}
+
+/// The rule shared by pipe names and subject prefixes.
+pub fn check_token(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let count = name.chars().count();
+    if count > MAX_NAME {
+        return Err(NameError::TooLong(count));
+    }
+    if let Some((pos, ch)) = name
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(NameError::BadChar {
+            name: name.to_string(),
+            ch,
+            pos: pos + 1,
+        });
+    }
+    Ok(())
+}
+
+/// Subjects and stream names under one prefix (a namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    pub fn new(prefix: &str) -> Result<Self, NameError> {
+        check_token(prefix)?;
+        Ok(Layout {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Limits-retention stream holding every payload's chunks.
+    pub fn data_stream(&self) -> String {
+        format!("{}-data", self.prefix)
+    }
+
+    /// Work-queue stream holding one ticket per payload, in arrival order.
+    pub fn queue_stream(&self) -> String {
+        format!("{}-queue", self.prefix)
+    }
+
+    pub fn data_wildcard(&self) -> String {
+        format!("{}.data.>", self.prefix)
+    }
+
+    pub fn queue_wildcard(&self) -> String {
+        format!("{}.q.*", self.prefix)
+    }
+
+    /// All chunks of all payloads of one pipe.
+    pub fn pipe_data_wildcard(&self, pipe: &PipeName) -> String {
+        format!("{}.data.{}.*", self.prefix, pipe)
+    }
+
+    /// The chunks of one payload.
+    pub fn payload_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
+        format!("{}.data.{}.{}", self.prefix, pipe, id)
+    }
+
+    /// Where a pipe's tickets go.
+    pub fn queue_subject(&self, pipe: &PipeName) -> String {
+        format!("{}.q.{}", self.prefix, pipe)
+    }
+
+    /// The durable work-queue consumer that hands out a pipe's tickets.
+    pub fn queue_consumer(&self, pipe: &PipeName) -> String {
+        pipe.to_string()
+    }
+}
+
+/// A payload's identity: 16 lowercase hex digits, random.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PayloadId(String);
+
+impl PayloadId {
+    pub fn random() -> Self {
+        PayloadId(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        ok.then(|| PayloadId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `Nats-Msg-Id` of the ticket.
+    pub fn ticket_msg_id(&self) -> String {
+        format!("{}.t", self.0)
+    }
+
+    /// `Nats-Msg-Id` of chunk `n`.
+    pub fn chunk_msg_id(&self, n: u64) -> String {
+        format!("{}.{}", self.0, n)
+    }
+}
+
+impl fmt::Display for PayloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a payload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Complete: totals to verify.
+    Eof(Totals),
+    /// The sender gave up (Ctrl-C, read error); the reason is free text.
+    Abort { totals: Totals, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub crc: u32,
+}
+
+/// What the headers of one chunk say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMeta {
+    pub id: PayloadId,
+    pub chunk: u64,
+    pub offset: u64,
+    pub prior_crc: u32,
+    pub end: Option<End>,
+}
+
+/// A chunk whose headers do not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("message has no headers")]
+    NoHeaders,
+    #[error("header {0} is missing")]
+    Missing(&'static str),
+    #[error("header {name} has a bad value {value:?}")]
+    Bad { name: &'static str, value: String },
+    #[error(
+        "protocol version {0} is newer than this skypipe understands ({VERSION}); upgrade skypipe"
+    )]
+    Version(u32),
+}
+
+fn get<'a>(h: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
+    h.get(name).map(|v| v.as_str())
+}
+
+fn req<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, HeaderError> {
+    get(h, name).ok_or(HeaderError::Missing(name))
+}
+
+fn num(h: &HeaderMap, name: &'static str) -> Result<u64, HeaderError> {
+    let v = req(h, name)?;
+    v.trim().parse().map_err(|_| HeaderError::Bad {
+        name,
+        value: v.to_string(),
+    })
+}
+
+fn crc(h: &HeaderMap, name: &'static str) -> Result<u32, HeaderError> {
+    let v = req(h, name)?;
+    let t = v.trim();
+    if t.len() != 8 {
+        return Err(HeaderError::Bad {
+            name,
+            value: v.to_string(),
+        });
+    }
+    u32::from_str_radix(t, 16).map_err(|_| HeaderError::Bad {
+        name,
+        value: v.to_string(),
+    })
+}
+
+/// Checks `Skypipe-Version`; a missing header means version 1.
+pub fn check_version(h: &HeaderMap) -> Result<(), HeaderError> {
+    if let Some(v) = get(h, H_VERSION) {
+        let major: u32 = v.trim().parse().map_err(|_| HeaderError::Bad {
+            name: H_VERSION,
+            value: v.to_string(),
+        })?;
+        if major > VERSION {
+            return Err(HeaderError::Version(major));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a ticket's headers into the payload id it announces.
+pub fn parse_ticket(h: Option<&HeaderMap>) -> Result<PayloadId, HeaderError> {
+    let h = h.ok_or(HeaderError::NoHeaders)?;
+    check_version(h)?;
+    let v = req(h, H_ID)?;
+    PayloadId::parse(v.trim()).ok_or(HeaderError::Bad {
+        name: H_ID,
+        value: v.to_string(),
+    })
+}
+
+/// Parses a chunk's headers.
+pub fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderError> {
+    let h = h.ok_or(HeaderError::NoHeaders)?;
+    check_version(h)?;
+    let id_text = req(h, H_ID)?;
+    let id = PayloadId::parse(id_text.trim()).ok_or(HeaderError::Bad {
+        name: H_ID,
+        value: id_text.to_string(),
+    })?;
+    let chunk = num(h, H_CHUNK)?;
+    let offset = num(h, H_OFFSET)?;
+    let prior_crc = crc(h, H_PRIOR_CRC)?;
+    let end = match get(h, H_END).map(str::trim) {
+        None => None,
+        Some(kind @ ("eof" | "abort")) => {
+            let totals = Totals {
+                chunks: num(h, H_TOTAL_CHUNKS)?,
+                bytes: num(h, H_TOTAL_BYTES)?,
+                crc: crc(h, H_TOTAL_CRC)?,
+            };
+            Some(if kind == "eof" {
+                End::Eof(totals)
+            } else {
+                let reason = get(h, H_REASON).unwrap_or("no reason given").to_string();
+                End::Abort { totals, reason }
+            })
+        }
+        Some(other) => {
+            return Err(HeaderError::Bad {
+                name: H_END,
+                value: other.to_string(),
+            })
+        }
+    };
+    Ok(ChunkMeta {
+        id,
+        chunk,
+        offset,
+        prior_crc,
+        end,
+    })
+}
+
+/// The TTL header value: whole seconds, at least one.
+pub fn ttl_value(ttl: Duration) -> String {
+    ttl.as_secs().max(1).to_string()
+}
+
+/// Headers of a ticket.
+pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_VERSION, VERSION.to_string().as_str());
+    h.insert(H_ID, id.as_str());
+    h.insert(H_NATS_MSG_ID, id.ticket_msg_id().as_str());
+    if let Some(ttl) = ttl {
+        h.insert(H_NATS_TTL, ttl_value(ttl).as_str());
+    }
+    h
+}
+
+/// Headers of chunk `meta.chunk`.
+pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_VERSION, VERSION.to_string().as_str());
+    h.insert(H_ID, meta.id.as_str());
+    h.insert(H_NATS_MSG_ID, meta.id.chunk_msg_id(meta.chunk).as_str());
+    h.insert(H_CHUNK, meta.chunk.to_string().as_str());
+    h.insert(H_OFFSET, meta.offset.to_string().as_str());
+    h.insert(H_PRIOR_CRC, format!("{:08x}", meta.prior_crc).as_str());
+    if let Some(ttl) = ttl {
+        h.insert(H_NATS_TTL, ttl_value(ttl).as_str());
+    }
+    let (kind, totals, reason) = match &meta.end {
+        None => return h,
+        Some(End::Eof(t)) => ("eof", t, None),
+        Some(End::Abort { totals, reason }) => ("abort", totals, Some(reason)),
+    };
+    h.insert(H_END, kind);
+    h.insert(H_TOTAL_CHUNKS, totals.chunks.to_string().as_str());
+    h.insert(H_TOTAL_BYTES, totals.bytes.to_string().as_str());
+    h.insert(H_TOTAL_CRC, format!("{:08x}", totals.crc).as_str());
+    if let Some(reason) = reason {
+        // Header values cannot hold line breaks.
+        let clean: String = reason.chars().filter(|c| !c.is_control()).collect();
+        h.insert(H_REASON, clean.as_str());
+    }
+    h
+}
+
+/// The chunk size for a server's `max_payload`.
+pub fn chunk_size(max_payload: usize) -> usize {
+    MAX_CHUNK
+        .min(max_payload.saturating_sub(HEADER_ROOM))
+        .max(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_names() {
+        for n in ["a", "files", "A-b_9", &"x".repeat(128)] {
+            assert!(PipeName::new(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn bad_names_name_the_problem() {
+        assert_eq!(PipeName::new(""), Err(NameError::Empty));
+        assert_eq!(
+            PipeName::new(&"x".repeat(129)),
+            Err(NameError::TooLong(129))
+        );
+        for (n, ch) in [
+            ("a.b", '.'),
+            ("*", '*'),
+            (">", '>'),
+            ("a b", ' '),
+            ("é", 'é'),
+        ] {
+            match PipeName::new(n) {
+                Err(NameError::BadChar { ch: c, .. }) => assert_eq!(c, ch),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn subjects() {
+        let l = Layout::new("skypipe").expect("prefix");
+        let p = PipeName::new("files").expect("name");
+        let id = PayloadId("00ff".into());
+        assert_eq!(l.payload_subject(&p, &id), "skypipe.data.files.00ff");
+        assert_eq!(l.queue_subject(&p), "skypipe.q.files");
+        assert_eq!(l.pipe_data_wildcard(&p), "skypipe.data.files.*");
+        assert_eq!(l.data_stream(), "skypipe-data");
+    }
+
+    #[test]
+    fn chunk_headers_round_trip() {
+        let id = PayloadId::random();
+        for end in [
+            None,
+            Some(End::Eof(Totals {
+                chunks: 3,
+                bytes: 10,
+                crc: 0xdead_beef,
+            })),
+            Some(End::Abort {
+                totals: Totals {
+                    chunks: 1,
+                    bytes: 0,
+                    crc: 0,
+                },
+                reason: "interrupted\n".into(),
+            }),
+        ] {
+            let meta = ChunkMeta {
+                id: id.clone(),
+                chunk: 2,
+                offset: 7,
+                prior_crc: 0x0102_0304,
+                end,
+            };
+            let h = chunk_headers(&meta, Some(Duration::from_secs(60)));
+            let mut back = parse_chunk(Some(&h)).expect("parses");
+            if let Some(End::Abort { reason, .. }) = &mut back.end {
+                assert_eq!(reason, "interrupted");
+                *reason = "interrupted\n".into();
+            }
+            assert_eq!(back, meta);
+            assert_eq!(h.get(H_NATS_TTL).map(|v| v.as_str()), Some("60"));
+        }
+    }
+
+    #[test]
+    fn broken_headers_are_errors() {
+        let mut h = HeaderMap::new();
+        h.insert(H_ID, "abc");
+        assert_eq!(parse_chunk(Some(&h)), Err(HeaderError::Missing(H_CHUNK)));
+        h.insert(H_CHUNK, "x");
+        assert!(matches!(
+            parse_chunk(Some(&h)),
+            Err(HeaderError::Bad { .. })
+        ));
+        h.insert(H_VERSION, "9");
+        assert_eq!(parse_chunk(Some(&h)), Err(HeaderError::Version(9)));
+        assert_eq!(parse_chunk(None), Err(HeaderError::NoHeaders));
+    }
+
+    #[test]
+    fn chunk_size_fits_max_payload() {
+        assert_eq!(chunk_size(1024 * 1024), MAX_CHUNK);
+        assert_eq!(chunk_size(64 * 1024), 60 * 1024);
+    }
+}

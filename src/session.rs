@@ -1,0 +1,306 @@
+//! One connection to the server and the JetStream context on it: connecting with the
+//! configured credentials, turning connect failures into one clear line, and creating
+//! skypipe's two streams when they are missing.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{ConnectErrorKind, ConnectOptions};
+
+use crate::config::{Conn, DEFAULT_TTL};
+use crate::error::Failure;
+use crate::pipe::{self, Layout, PipeName};
+
+/// How long an unreachable server may take to say so.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a taken ticket stays with its receiver without a progress ack.
+pub const TICKET_ACK_WAIT: Duration = Duration::from_secs(30);
+/// How often a receiver tells the server it is still working on its ticket.
+pub const TICKET_PROGRESS: Duration = Duration::from_secs(10);
+/// Durable queue consumers of pipes nobody uses go away after this.
+pub const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A connected client plus what skypipe learned about the server.
+#[derive(Clone)]
+pub struct Session {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub layout: Layout,
+    pub url: String,
+    /// Whether the server knows per-message TTL (2.11 and later).
+    pub ttl_supported: bool,
+    pub server_version: String,
+    pub chunk_size: usize,
+}
+
+/// `major.minor` of a version string such as `2.15.1`.
+pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+fn hint_unreachable(url: &str) -> String {
+    format!(
+        "cannot reach a NATS server at {url}; start one with `nats-server -js`, \
+         or point skypipe at one with --server URL or NATS_URL"
+    )
+}
+
+/// Connects, mapping failures to one line that names the server.
+pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
+    let shown = conn.display_urls();
+    let mut opts = ConnectOptions::new()
+        .name("skypipe")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    } else if let Some(u) = &conn.user {
+        // A user name without a password is how the natscli passes a token too.
+        opts = opts.token(u.clone());
+    }
+    if let Some(t) = &conn.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(path) = &conn.creds {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| Failure::Usage(format!("credentials file {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &conn.nkey {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::Usage(format!("nkey seed file {}: {e}", path.display())))?;
+        let seed = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with('S'))
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "nkey seed file {} holds no seed (a line starting with 'S')",
+                    path.display()
+                ))
+            })?;
+        opts = opts.nkey(seed.to_string());
+    }
+    if let Some(ca) = &conn.ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&conn.cert, &conn.key) {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if conn.tls_first {
+        opts = opts.tls_first();
+    }
+    if let Some(p) = &conn.inbox_prefix {
+        opts = opts.custom_inbox_prefix(p);
+    }
+    let urls: Vec<async_nats::ServerAddr> = conn
+        .urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Usage(format!("bad server URL {shown}: {e}")))?;
+    let client = match opts.connect(urls).await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = match e.kind() {
+                ConnectErrorKind::AuthorizationViolation => format!(
+                    "the server at {shown} refused the credentials (authorization violation)"
+                ),
+                ConnectErrorKind::Authentication => {
+                    format!("could not authenticate to {shown}: {e}")
+                }
+                ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
+                ConnectErrorKind::TimedOut => {
+                    format!(
+                        "{} (no answer within {CONNECT_TIMEOUT:?})",
+                        hint_unreachable(&shown)
+                    )
+                }
+                _ => format!("{} ({e})", hint_unreachable(&shown)),
+            };
+            return Err(anyhow!(msg));
+        }
+    };
+    let info = client.server_info();
+    if !info.jetstream {
+        return Err(anyhow!(
+            "the server at {shown} (nats-server {}) has JetStream disabled; start it with -js",
+            info.version
+        ));
+    }
+    let js = match (&conn.js_domain, &conn.js_api_prefix) {
+        (Some(d), _) => jetstream::ContextBuilder::new()
+            .domain(d)
+            .timeout(Duration::from_secs(10))
+            .build(client.clone()),
+        (None, Some(p)) => jetstream::ContextBuilder::new()
+            .api_prefix(p)
+            .timeout(Duration::from_secs(10))
+            .build(client.clone()),
+        (None, None) => jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(client.clone()),
+    };
+    Ok(Session {
+        js,
+        layout: conn.layout.clone(),
+        url: shown,
+        ttl_supported: version_at_least(&info.version, 2, 11),
+        server_version: info.version.clone(),
+        chunk_size: pipe::chunk_size(info.max_payload),
+        client,
+    })
+}
+
+/// Whether an error carries the given JetStream API error code. async-nats keeps the API
+/// error in the error's kind or its source depending on the call, and prints it as
+/// "error code N" either way, so both are checked.
+pub fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
+    let needle = format!("error code {code}");
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(js) = e.downcast_ref::<jetstream::Error>() {
+            if js.error_code().0 == code {
+                return true;
+            }
+        }
+        if e.to_string().contains(&needle) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+pub const CODE_STREAM_NOT_FOUND: u64 = 10059;
+pub const CODE_TTL_DISABLED: u64 = 10166;
+
+impl Session {
+    /// The data stream's config.
+    pub fn data_stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.layout.data_stream(),
+            description: Some("skypipe: chunks of payloads, one subject per payload".into()),
+            subjects: vec![self.layout.data_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_message_ttl: self.ttl_supported,
+            max_age: if self.ttl_supported {
+                Duration::ZERO
+            } else {
+                DEFAULT_TTL
+            },
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }
+    }
+
+    /// The queue stream's config.
+    pub fn queue_stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.layout.queue_stream(),
+            description: Some("skypipe: one ticket per payload, taken in order".into()),
+            subjects: vec![self.layout.queue_wildcard()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_message_ttl: self.ttl_supported,
+            max_age: if self.ttl_supported {
+                Duration::ZERO
+            } else {
+                DEFAULT_TTL
+            },
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }
+    }
+
+    /// Creates both streams when missing (an existing stream is left as it is).
+    pub async fn ensure_streams(&self) -> anyhow::Result<()> {
+        for config in [self.data_stream_config(), self.queue_stream_config()] {
+            let name = config.name.clone();
+            if let Err(e) = self.js.create_stream(config).await {
+                // Another client may have created it a moment ago, with this or an older
+                // config; either way the stream is there to use.
+                if self.js.get_stream_no_info(&name).await.is_ok()
+                    && self.js.get_stream(&name).await.is_ok()
+                {
+                    continue;
+                }
+                return Err(anyhow!(e))
+                    .with_context(|| format!("cannot create stream {name} on {}", self.url));
+            }
+        }
+        Ok(())
+    }
+
+    /// The durable work-queue consumer that hands out a pipe's tickets, created on demand
+    /// (and the streams with it).
+    pub async fn queue_consumer(
+        &self,
+        pipe: &PipeName,
+    ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+        let config = consumer::pull::Config {
+            durable_name: Some(self.layout.queue_consumer(pipe)),
+            description: Some(format!("skypipe: takers of pipe {pipe}")),
+            filter_subject: self.layout.queue_subject(pipe),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: TICKET_ACK_WAIT,
+            max_deliver: -1,
+            inactive_threshold: QUEUE_CONSUMER_IDLE,
+            ..Default::default()
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(self.layout.queue_stream())
+            .await?;
+        match stream.create_consumer(config.clone()).await {
+            Ok(c) => Ok(c),
+            Err(e) if has_code(&e, CODE_STREAM_NOT_FOUND) => {
+                self.ensure_streams().await?;
+                Ok(stream
+                    .create_consumer(config)
+                    .await
+                    .with_context(|| format!("cannot create the queue consumer of pipe {pipe}"))?)
+            }
+            Err(e) => {
+                // An existing consumer with an older config is still usable.
+                match stream
+                    .get_consumer::<consumer::pull::Config>(&self.layout.queue_consumer(pipe))
+                    .await
+                {
+                    Ok(c) => Ok(c),
+                    Err(_) => Err(anyhow!(e)).with_context(|| {
+                        format!(
+                            "cannot create the queue consumer of pipe {pipe} on {}",
+                            self.url
+                        )
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(version_at_least("2.15.1", 2, 11));
+        assert!(version_at_least("2.11.0", 2, 11));
+        assert!(!version_at_least("2.9.10", 2, 11));
+        assert!(version_at_least("v3.0.0-beta", 2, 11));
+    }
+}

@@ -1,0 +1,284 @@
+//! The test bench: a real `nats-server` per test (its own port and temp dir, killed on
+//! drop) and the real `skypipe` binary, run with a clean environment.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use skypipe_nats::{Server, ServerConfig};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_skypipe");
+
+/// Longest any single skypipe command may run in a test before it counts as hung.
+pub const HANG: Duration = Duration::from_secs(120);
+
+pub struct Bench {
+    pub dir: TempDir,
+    pub server: Server,
+}
+
+impl Bench {
+    /// A fresh JetStream server.
+    pub fn new() -> Bench {
+        Bench::with(|_| {})
+    }
+
+    /// A fresh server whose config the caller adjusts first (auth blocks and such).
+    pub fn with(adjust: impl FnOnce(&mut ServerConfig)) -> Bench {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ServerConfig::new(dir.path().join("server"));
+        adjust(&mut config);
+        let server = config.start().expect("nats-server starts (is it on PATH?)");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        Bench { dir, server }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `skypipe ARGS` with HOME in the temp dir, no NATS_* from the outside, and NATS_URL
+    /// pointing at this bench's server.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bare_cmd(&self.path("home"));
+        c.env("NATS_URL", self.url());
+        c.args(args);
+        c
+    }
+
+    /// Writes `data` to a file in the temp dir and returns its path.
+    pub fn file(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).expect("write input file");
+        p
+    }
+
+    /// `skypipe ARGS < file`: a sender whose stdin is a regular file.
+    pub fn send_file(&self, args: &[&str], file: &Path) -> Output {
+        let input = std::fs::File::open(file).expect("open input");
+        let child = self
+            .cmd(args)
+            .stdin(Stdio::from(input))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe");
+        wait_output(child, HANG)
+    }
+
+    /// `cat data | skypipe ARGS`: a sender whose stdin is a pipe.
+    pub fn send_bytes(&self, args: &[&str], data: &[u8]) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = wait_output(child, HANG);
+        writer.join().expect("writer");
+        out
+    }
+
+    /// `skypipe ARGS < /dev/null` with stdout captured.
+    pub fn recv(&self, args: &[&str]) -> Output {
+        let child = self.spawn_recv(args);
+        wait_output(child, HANG)
+    }
+
+    /// A receiver running in the background, stdout and stderr piped.
+    pub fn spawn_recv(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe")
+    }
+
+    /// Receives into a file (for big payloads), returns the exit status and stderr.
+    pub fn recv_to_file(&self, args: &[&str], out: &Path) -> (ExitStatus, String) {
+        let file = std::fs::File::create(out).expect("create output");
+        let child = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe");
+        let out = wait_output(child, HANG);
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// `bash -c SCRIPT` with the same clean environment as [`Bench::cmd`], stdin at /dev/null.
+pub fn shell(bench: &Bench, script: &str) -> Command {
+    let mut c = Command::new("bash");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k == "XDG_CONFIG_HOME" {
+            c.env_remove(&k);
+        }
+    }
+    c.env("HOME", bench.path("home"))
+        .env("NATS_URL", bench.url())
+        .env("SKYPIPE", BIN)
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null());
+    c
+}
+
+/// `skypipe` with a clean environment: HOME set, no NATS or skypipe variables.
+pub fn bare_cmd(home: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k == "XDG_CONFIG_HOME" {
+            c.env_remove(&k);
+        }
+    }
+    c.env("HOME", home);
+    c
+}
+
+/// Waits for a child with a deadline; a child still running then is killed and the test
+/// fails, so no test can hang.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let status = wait_status(&mut child, limit);
+    Output {
+        status,
+        stdout: out_t.join().expect("stdout reader"),
+        stderr: err_t.join().expect("stderr reader"),
+    }
+}
+
+/// Waits for exit with a deadline, killing the child and failing the test when it passes.
+pub fn wait_status(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("skypipe (pid {}) still running after {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn sha(data: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(data);
+    format!("{:x}", h.finalize())
+}
+
+pub fn sha_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).expect("open");
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures can be reproduced.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes `len` pseudo-random bytes to a file without holding them all in memory.
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut left = len;
+    let mut s = seed;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        f.write_all(&random_bytes(n, s)).expect("write");
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+        left -= n;
+    }
+    f.flush().expect("flush");
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a clean exit with a readable message when it is not.
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status.code(),
+        stderr_of(out)
+    );
+}
+
+/// Sends SIGINT to a child.
+pub fn interrupt(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("kill -INT");
+}
+
+/// Waits until `cond` holds, up to `limit`.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

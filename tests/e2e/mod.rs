@@ -1,0 +1,4 @@
+pub mod harness;
+
+mod config;
+mod core;
