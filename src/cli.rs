@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -21,9 +21,19 @@ Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its 
 
 /// Named pipes in the sky: move bytes between shells and machines through NATS JetStream.
 #[derive(Debug, Parser)]
-#[command(name = "skypipe", version, about, after_help = AFTER_HELP)]
+#[command(
+    name = "skypipe",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
-    /// Pipe name: letters, digits, '-' and '_' (1 to 128 characters).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Pipe name: letters, digits, '-' and '_' (1 to 128 characters). A pipe named like a
+    /// subcommand is reached with `skypipe -- NAME`.
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
 
@@ -54,6 +64,10 @@ pub struct Cli {
     #[command(flatten)]
     pub conn: ConnArgs,
 }
+
+/// Commands other than using a pipe.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]
