@@ -1,0 +1,401 @@
+//! The benchmark: skypipe beside raw async-nats (examples/raw_baseline.rs) and `nc`, on
+//! loopback, against a nats-server it starts itself. Prints a table of medians and ratios.
+//! Run it with `scripts/bench` (which builds everything in release mode first).
+//!
+//! ```text
+//! bench [--size-mib N] [--runs N] [--latency-runs N] [--memory-mib N] [--only CASES]
+//! ```
+//! CASES is a comma-separated list of: throughput, latency, memory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use skypipe_nats::ServerConfig;
+
+struct Opts {
+    size_mib: u64,
+    runs: usize,
+    latency_runs: usize,
+    memory_mib: u64,
+    only: Vec<String>,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        size_mib: 1024,
+        runs: 3,
+        latency_runs: 50,
+        memory_mib: 4096,
+        only: vec!["throughput".into(), "latency".into(), "memory".into()],
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--size-mib" => o.size_mib = v.parse().unwrap_or(o.size_mib),
+            "--runs" => o.runs = v.parse().unwrap_or(o.runs),
+            "--latency-runs" => o.latency_runs = v.parse().unwrap_or(o.latency_runs),
+            "--memory-mib" => o.memory_mib = v.parse().unwrap_or(o.memory_mib),
+            "--only" => o.only = v.split(',').map(str::to_string).collect(),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+struct Bench {
+    url: String,
+    dir: PathBuf,
+    skypipe: PathBuf,
+    raw: PathBuf,
+}
+
+impl Bench {
+    fn skypipe(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.skypipe);
+        c.env("NATS_URL", &self.url).args(args);
+        c
+    }
+
+    fn raw(&self, mode: &str, subject: &str) -> Command {
+        let mut c = Command::new(&self.raw);
+        c.args([mode, &self.url, subject]);
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn file_in(path: &Path) -> Stdio {
+    Stdio::from(std::fs::File::open(path).expect("open input"))
+}
+
+fn file_out(path: &Path) -> Stdio {
+    Stdio::from(std::fs::File::create(path).expect("create output"))
+}
+
+fn run_ok(mut c: Command) -> Duration {
+    let start = Instant::now();
+    let status = c.status().expect("spawn");
+    let t = start.elapsed();
+    assert!(status.success(), "{c:?} failed: {status}");
+    t
+}
+
+fn wait_ok(mut child: Child, what: &str) {
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+fn mbs(bytes: u64, t: Duration) -> f64 {
+    bytes as f64 / 1e6 / t.as_secs_f64()
+}
+
+fn check_size(path: &Path, bytes: u64) {
+    let got = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(
+        got,
+        bytes,
+        "{} has {got} bytes, expected {bytes}",
+        path.display()
+    );
+}
+
+/// Starts a receiver, gives it time to be waiting, then times `sender` until the receiver
+/// exits.
+fn live(receiver: Command, sender: Command, out: &Path, bytes: u64) -> Duration {
+    let mut receiver = receiver;
+    let child = receiver.spawn().expect("spawn receiver");
+    std::thread::sleep(Duration::from_millis(400));
+    let start = Instant::now();
+    let mut sender = sender;
+    let status = sender.status().expect("spawn sender");
+    assert!(status.success(), "sender failed");
+    wait_ok(child, "receiver");
+    let t = start.elapsed();
+    check_size(out, bytes);
+    t
+}
+
+fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
+    let bytes = o.size_mib * 1024 * 1024;
+    let input = b.path("input");
+    eprintln!("writing {} MiB of random bytes", o.size_mib);
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..o.size_mib {
+            for c in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).expect("write");
+        }
+    }
+    let out = b.path("out");
+    let (mut send, mut drain, mut live_t) = (vec![], vec![], vec![]);
+    let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
+    let mut nc = vec![];
+    for run in 0..o.runs {
+        eprintln!("throughput run {}/{}", run + 1, o.runs);
+        // 1, 2: stored send, then drain.
+        let mut c = b.skypipe(&["--send", "bench-stored"]);
+        c.stdin(file_in(&input));
+        send.push(mbs(bytes, run_ok(c)));
+        let mut c = b.skypipe(&["--recv", "bench-stored"]);
+        c.stdout(file_out(&out));
+        drain.push(mbs(bytes, run_ok(c)));
+        check_size(&out, bytes);
+        // 3: live.
+        let mut r = b.skypipe(&["--recv", "bench-live"]);
+        r.stdout(file_out(&out));
+        let mut s = b.skypipe(&["--send", "bench-live"]);
+        s.stdin(file_in(&input));
+        live_t.push(mbs(bytes, live(r, s, &out, bytes)));
+        // 4: the raw baseline.
+        let mut c = b.raw("publish", "raw.stored");
+        c.stdin(file_in(&input));
+        rsend.push(mbs(bytes, run_ok(c)));
+        let mut c = b.raw("read", "raw.stored");
+        c.stdout(file_out(&out));
+        rread.push(mbs(bytes, run_ok(c)));
+        check_size(&out, bytes);
+        let mut r = b.raw("read", "raw.live");
+        r.stdout(file_out(&out));
+        let mut s = b.raw("publish", "raw.live");
+        s.stdin(file_in(&input));
+        rlive.push(mbs(bytes, live(r, s, &out, bytes)));
+        // 5: nc over loopback.
+        let port = skypipe_nats::free_port().expect("port");
+        let mut r = Command::new("nc");
+        r.args(["-l", "127.0.0.1", &port.to_string()])
+            .stdout(file_out(&out));
+        let mut s = Command::new("nc");
+        s.args(["-N", "127.0.0.1", &port.to_string()])
+            .stdin(file_in(&input));
+        nc.push(mbs(bytes, live(r, s, &out, bytes)));
+    }
+    let _ = std::fs::remove_file(&out);
+    let (send, drain, live_t) = (median(send), median(drain), median(live_t));
+    let (rsend, rread, rlive, nc) = (median(rsend), median(rread), median(rlive), median(nc));
+    println!(
+        "\n## Throughput: {} MiB, median of {} runs (MB/s = 10^6 bytes/s)\n",
+        o.size_mib, o.runs
+    );
+    println!("| case | skypipe | raw async-nats | ratio | target |");
+    println!("| --- | ---: | ---: | ---: | --- |");
+    println!(
+        "| 1. stored send | {send:.0} | {rsend:.0} | {:.2} | >= 0.9 |",
+        send / rsend
+    );
+    println!(
+        "| 2. drain | {drain:.0} | {rread:.0} | {:.2} | >= 0.9 |",
+        drain / rread
+    );
+    println!(
+        "| 3. live | {live_t:.0} | {rlive:.0} | {:.2} | >= 0.8 |",
+        live_t / rlive
+    );
+    println!(
+        "| 5. nc over loopback | | | {nc:.0} MB/s; live / nc = {:.2} | >= 0.5 |",
+        live_t / nc
+    );
+    vec![
+        ("stored send".into(), send),
+        ("drain".into(), drain),
+        ("live".into(), live_t),
+    ]
+}
+
+fn latency(b: &Bench, o: &Opts) {
+    let (mut send_ms, mut recv_ms, mut trig_ms) = (vec![], vec![], vec![]);
+    let x = b.path("x");
+    std::fs::write(&x, b"x\n").expect("write");
+    for _ in 0..o.latency_runs {
+        let mut c = b.skypipe(&["--send", "small"]);
+        c.stdin(file_in(&x));
+        send_ms.push(run_ok(c).as_secs_f64() * 1e3);
+        let mut c = b.skypipe(&["--recv", "small"]);
+        c.stdout(Stdio::null());
+        recv_ms.push(run_ok(c).as_secs_f64() * 1e3);
+    }
+    let nl = b.path("nl");
+    std::fs::write(&nl, b"\n").expect("write");
+    for _ in 0..o.latency_runs {
+        let mut waiter = b.skypipe(&["--recv", "t"]);
+        waiter.stdout(Stdio::null());
+        let mut child = waiter.spawn().expect("spawn");
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let mut s = b.skypipe(&["--send", "t"]);
+        s.stdin(file_in(&nl));
+        let mut sender = s.spawn().expect("spawn");
+        let status = child.wait().expect("wait");
+        let t = start.elapsed();
+        assert!(status.success());
+        let _ = sender.wait();
+        trig_ms.push(t.as_secs_f64() * 1e3);
+    }
+    println!(
+        "\n## Latency: whole commands, {} runs each\n",
+        o.latency_runs
+    );
+    println!("| case | median ms | p95 ms | target |");
+    println!("| --- | ---: | ---: | --- |");
+    println!(
+        "| 6. `echo x \\| skypipe p` | {:.1} | {:.1} | <= 10 |",
+        median(send_ms.clone()),
+        percentile(send_ms, 0.95)
+    );
+    println!(
+        "| 6. `skypipe p` (payload waiting) | {:.1} | {:.1} | <= 10 |",
+        median(recv_ms.clone()),
+        percentile(recv_ms, 0.95)
+    );
+    println!(
+        "| 7. trigger: start of sender to exit of waiter | {:.1} | {:.1} | median <= 5, p95 <= 20 |",
+        median(trig_ms.clone()),
+        percentile(trig_ms, 0.95)
+    );
+}
+
+/// Peak RSS (KiB) of a command, through /usr/bin/time.
+fn timed(b: &Bench, args: &[&str]) -> Command {
+    let mut c = Command::new("/usr/bin/time");
+    c.args(["-f", "%M"])
+        .arg(&b.skypipe)
+        .args(args)
+        .env("NATS_URL", &b.url);
+    c
+}
+
+fn peak_kib(stderr: &[u8]) -> u64 {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .last()
+        .unwrap_or(0)
+}
+
+fn memory(b: &Bench, o: &Opts) {
+    let bytes = o.memory_mib * 1024 * 1024;
+    // Live: a receiver waiting, a sender fed from a generator (no 4 GiB file needed).
+    let mut r = timed(b, &["--recv", "mem-live"]);
+    r.stdout(Stdio::null()).stderr(Stdio::piped());
+    let receiver = r.spawn().expect("spawn");
+    std::thread::sleep(Duration::from_millis(400));
+    let script = format!(
+        "head -c {bytes} /dev/zero | /usr/bin/time -f %M {} --send mem-live",
+        b.skypipe.display()
+    );
+    let sender = Command::new("bash")
+        .args(["-c", &script])
+        .env("NATS_URL", &b.url)
+        .output()
+        .expect("sender");
+    let recv_out = receiver.wait_with_output().expect("receiver");
+    assert!(sender.status.success() && recv_out.status.success());
+    let (s_live, r_live) = (peak_kib(&sender.stderr), peak_kib(&recv_out.stderr));
+    // Stored: send all, then drain.
+    let script = format!(
+        "head -c {bytes} /dev/zero | /usr/bin/time -f %M {} --send mem-stored",
+        b.skypipe.display()
+    );
+    let sender = Command::new("bash")
+        .args(["-c", &script])
+        .env("NATS_URL", &b.url)
+        .output()
+        .expect("sender");
+    let mut r = timed(b, &["--recv", "mem-stored"]);
+    let recv_out = r.stdout(Stdio::null()).output().expect("receiver");
+    assert!(sender.status.success() && recv_out.status.success());
+    let (s_stored, r_stored) = (peak_kib(&sender.stderr), peak_kib(&recv_out.stderr));
+    println!(
+        "\n## Peak resident memory, {} MiB payload (/usr/bin/time %M)\n",
+        o.memory_mib
+    );
+    println!("| case | sender MiB | receiver MiB | target |");
+    println!("| --- | ---: | ---: | --- |");
+    println!(
+        "| 8. live | {:.1} | {:.1} | <= 32 |",
+        s_live as f64 / 1024.0,
+        r_live as f64 / 1024.0
+    );
+    println!(
+        "| stored | {:.1} | {:.1} | <= 32 |",
+        s_stored as f64 / 1024.0,
+        r_stored as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let o = parse_opts();
+    let exe = std::env::current_exe().expect("current exe");
+    let release = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerConfig::new(dir.path().join("server"))
+        .start()
+        .expect("nats-server starts");
+    let b = Bench {
+        url: server.url(),
+        dir: dir.path().to_path_buf(),
+        skypipe: release.join("skypipe"),
+        raw: release.join("examples/raw_baseline"),
+    };
+    let version = Command::new(&b.skypipe)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "# {version} against nats-server {} on {}, file store in {}",
+        skypipe_nats::find_binary()
+            .and_then(|p| skypipe_nats::binary_version(&p))
+            .unwrap_or_default(),
+        b.url,
+        dir.path().display()
+    );
+    if o.only.iter().any(|c| c == "throughput") {
+        throughput(&b, &o);
+    }
+    if o.only.iter().any(|c| c == "latency") {
+        latency(&b, &o);
+    }
+    if o.only.iter().any(|c| c == "memory") {
+        memory(&b, &o);
+    }
+    drop(server);
+}
