@@ -301,8 +301,8 @@ fn timed(b: &Bench, args: &[&str]) -> Command {
 fn peak_kib(stderr: &[u8]) -> u64 {
     String::from_utf8_lossy(stderr)
         .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().parse::<u64>().ok())
         .unwrap_or(0)
 }
 
