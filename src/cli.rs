@@ -12,6 +12,8 @@ Examples:
   cat a | skypipe files               queue a payload on pipe 'files'
   skypipe files > a                   take the oldest payload of 'files'
   skypipe go                          block until someone runs: echo | skypipe go
+  skypipe logs --follow > all.log     take every payload of 'logs', forever
+  skypipe logs --listen               tap 'logs' live without taking anything
 
 Mode: skypipe sends when stdin is a file, a FIFO or a socket, and receives otherwise.
 --send and --recv force the mode.
@@ -45,11 +47,26 @@ pub struct Cli {
     #[arg(long)]
     pub recv: bool,
 
+    /// Tap the pipe: a live copy of everything sent from now on; takes nothing. Exits at the
+    /// first end of a payload unless --follow.
+    #[arg(short, long, conflicts_with = "send")]
+    pub listen: bool,
+
+    /// Keep going: take (or, with --listen, copy) every payload as it comes, oldest first,
+    /// concurrent payloads interleaved chunk by chunk.
+    #[arg(short, long, conflicts_with = "send")]
+    pub follow: bool,
+
+    /// Show progress on stderr even when it is not a terminal (plain lines).
+    #[arg(long, conflicts_with = "quiet")]
+    pub progress: bool,
+
     /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<std::time::Duration>,
 
-    /// Receiver: give up with exit code 124 when no payload arrives within DURATION.
+    /// Receiver: give up with exit code 124 when no payload arrives within DURATION (with
+    /// --follow: when nothing arrives for DURATION).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::cli::{Cli, ConnArgs};
 use crate::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
+use crate::progress::ProgressMode;
 
 /// Where skypipe looks when nothing names a server.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -386,6 +387,20 @@ pub fn stdin_kind() -> StdinKind {
     }
 }
 
+/// The bytes left to read when stdin is a regular file (for progress).
+pub fn stdin_file_size() -> Option<u64> {
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let pos = file.stream_position().unwrap_or(0);
+    Some(meta.len().saturating_sub(pos))
+}
+
 /// Everything a pipe command needs.
 #[derive(Debug, Clone)]
 pub struct PipeSettings {
@@ -394,6 +409,9 @@ pub struct PipeSettings {
     pub ttl: Duration,
     pub ttl_given: bool,
     pub timeout: Option<Duration>,
+    pub listen: bool,
+    pub follow: bool,
+    pub progress: ProgressMode,
     pub quiet: bool,
     pub verbose: u8,
     pub conn: Conn,
@@ -408,7 +426,7 @@ pub fn pipe_settings(
     let pipe = PipeName::new(cli.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
     let mode = if cli.send {
         Mode::Send
-    } else if cli.recv {
+    } else if cli.recv || cli.listen || cli.follow {
         Mode::Recv
     } else if stdin == StdinKind::Readable {
         Mode::Send
@@ -421,6 +439,13 @@ pub fn pipe_settings(
         ttl: cli.ttl.unwrap_or(DEFAULT_TTL),
         ttl_given: cli.ttl.is_some(),
         timeout: cli.timeout,
+        listen: cli.listen,
+        follow: cli.follow,
+        progress: ProgressMode::choose(
+            cli.quiet,
+            cli.progress,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
         quiet: cli.quiet,
         verbose: cli.verbose,
         conn: resolve_conn(&cli.conn, env)?,

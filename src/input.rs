@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 pub const LINE_PAUSE: Duration = Duration::from_millis(20);
 /// A pause this long sends whatever was read, partial line included.
 pub const PARTIAL_PAUSE: Duration = Duration::from_millis(250);
+/// Whole lines never wait longer than this, even when the input never pauses (a steady
+/// trickle of lines must not wait for a full chunk).
+pub const LINE_DELAY: Duration = Duration::from_millis(100);
 
 /// One cut of the input.
 #[derive(Debug)]
@@ -52,6 +55,8 @@ struct Chunker<R> {
     filled: usize,
     newline: Option<usize>,
     last_data: Instant,
+    /// When the oldest byte in the buffer arrived.
+    first_data: Instant,
 }
 
 impl<R: Read + AsFd> Chunker<R> {
@@ -63,6 +68,7 @@ impl<R: Read + AsFd> Chunker<R> {
             filled: 0,
             newline: None,
             last_data: Instant::now(),
+            first_data: Instant::now(),
         }
     }
 
@@ -74,6 +80,8 @@ impl<R: Read + AsFd> Chunker<R> {
         // Only the remainder is copied into the fresh buffer, never the whole chunk.
         self.buf.resize(self.chunk, 0);
         self.newline = memchr::memrchr(b'\n', &self.buf[..self.filled]);
+        // The remainder is a partial line that arrived with the last read.
+        self.first_data = self.last_data;
         out
     }
 
@@ -101,16 +109,20 @@ impl<R: Read + AsFd> Chunker<R> {
                 });
             }
             if self.filled > 0 {
-                let limit = if self.newline.is_some() {
-                    LINE_PAUSE
+                // Time left before a cut: whole lines go after a short pause or a short
+                // delay; a partial line only after a long one.
+                let (pause, delay) = if self.newline.is_some() {
+                    (LINE_PAUSE, LINE_DELAY)
                 } else {
-                    PARTIAL_PAUSE
+                    (PARTIAL_PAUSE, PARTIAL_PAUSE)
                 };
-                let paused = self.last_data.elapsed();
-                let ready = paused < limit && self.wait_readable(limit - paused)?;
+                let left = pause
+                    .saturating_sub(self.last_data.elapsed())
+                    .min(delay.saturating_sub(self.first_data.elapsed()));
+                let ready = !left.is_zero() && self.wait_readable(left)?;
                 if !ready {
-                    let paused = self.last_data.elapsed();
-                    if let Some(at) = cut_point(self.filled, self.newline, false, paused) {
+                    let waited = self.first_data.elapsed();
+                    if let Some(at) = cut_point(self.filled, self.newline, false, waited) {
                         return Ok(Piece {
                             data: self.cut(at),
                             eof: false,
@@ -131,6 +143,9 @@ impl<R: Read + AsFd> Chunker<R> {
                     data: self.cut(all),
                     eof: true,
                 });
+            }
+            if self.filled == 0 {
+                self.first_data = Instant::now();
             }
             self.filled += n;
             self.last_data = Instant::now();

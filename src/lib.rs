@@ -6,15 +6,21 @@
 //! - [`pipe`]: the protocol without IO: names, subjects, headers, checksums.
 //! - [`session`]: connecting, and creating skypipe's streams and consumers.
 //! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
-//! - [`send`] / [`recv`]: one payload into a pipe, and the oldest payload out of it.
+//! - [`send`] / [`recv`]: one payload into a pipe; the oldest (or every) payload out of it.
+//! - [`payload`]: one payload's chunks put back together and checked.
+//! - [`listen`]: a live copy of a pipe that takes nothing.
+//! - [`progress`]: bytes and rate on stderr.
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod listen;
 pub mod output;
+pub mod payload;
 pub mod pipe;
+pub mod progress;
 pub mod recv;
 pub mod send;
 pub mod session;
@@ -108,11 +114,12 @@ async fn run_pipe(
     match settings.mode {
         Mode::Send => {
             let input = input::spawn_stdin(session.chunk_size)?;
-            send::send(&session, settings, input, cancel, interrupted).await?;
+            let total = config::stdin_file_size();
+            send::send(&session, settings, input, cancel, interrupted, total).await?;
         }
-        Mode::Recv => {
-            recv::recv(&session, settings, cancel).await?;
-        }
+        Mode::Recv if settings.listen => listen::listen(&session, settings, cancel).await?,
+        Mode::Recv if settings.follow => recv::follow(&session, settings, cancel).await?,
+        Mode::Recv => recv::recv(&session, settings, cancel).await?,
     }
     // Publishes and acks are buffered by the client: make sure they left.
     let _ = session.client.flush().await;

@@ -1,6 +1,8 @@
 //! Writing payload bytes to stdout on a thread of its own, unbuffered (chunks are already
 //! large), and reporting how far it got so that only written bytes are removed from the
-//! server. A closed stdout (EPIPE) is reported as such: it is a normal end, not an error.
+//! server. Several payloads can share one writer (a follower interleaves them chunk by
+//! chunk); each has its own [`Mark`]. A closed stdout (EPIPE) is reported as such: it is a
+//! normal end, not an error.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -19,16 +21,44 @@ pub enum WriteEnd {
     Failed(String),
 }
 
+/// How far one payload's writes got: the value given with its last written chunk.
+#[derive(Debug, Clone, Default)]
+pub struct Mark(Arc<AtomicU64>);
+
+impl Mark {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A byte count shared between threads (bytes written, bytes sent).
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 enum Cmd {
-    Data { bytes: Bytes, mark: u64 },
+    Data {
+        bytes: Bytes,
+        mark: Mark,
+        value: u64,
+    },
     Flush(oneshot::Sender<WriteEnd>),
 }
 
 /// The handle of the writer thread.
 pub struct Writer {
     tx: std::sync::mpsc::SyncSender<Cmd>,
-    written_mark: Arc<AtomicU64>,
     failed: Arc<std::sync::Mutex<Option<WriteEnd>>>,
+    written: Counter,
 }
 
 impl Writer {
@@ -40,21 +70,25 @@ impl Writer {
 
     pub fn new<W: Write + Send + 'static>(mut out: W) -> Writer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(8);
-        let written_mark = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(std::sync::Mutex::new(None));
-        let (mark, fail) = (written_mark.clone(), failed.clone());
+        let fail = failed.clone();
+        let written = Counter::default();
+        let count = written.clone();
         let _ = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
                 let mut end = WriteEnd::Ok;
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
-                        Cmd::Data { bytes, mark: m } => {
+                        Cmd::Data { bytes, mark, value } => {
                             if end != WriteEnd::Ok {
                                 continue;
                             }
                             match out.write_all(&bytes) {
-                                Ok(()) => mark.store(m, Ordering::Release),
+                                Ok(()) => {
+                                    count.add(bytes.len() as u64);
+                                    mark.0.store(value, Ordering::Release)
+                                }
                                 Err(e) => {
                                     end = if e.kind() == std::io::ErrorKind::BrokenPipe {
                                         WriteEnd::Closed
@@ -84,19 +118,29 @@ impl Writer {
             });
         Writer {
             tx,
-            written_mark,
             failed,
+            written,
         }
     }
 
-    /// Queues bytes; `mark` becomes [`Writer::written_mark`] once they are written. Blocks
-    /// the calling task only when eight chunks are already queued (backpressure).
-    pub async fn write(&self, bytes: Bytes, mark: u64) -> WriteEnd {
+    /// Bytes written so far.
+    pub fn counter(&self) -> Counter {
+        self.written.clone()
+    }
+
+    /// Queues bytes; `mark` takes `value` once they are written. Waits only when eight
+    /// chunks are already queued (backpressure from a slow stdout).
+    pub async fn write(&self, bytes: Bytes, mark: &Mark, value: u64) -> WriteEnd {
         if let Some(end) = self.failure() {
             return end;
         }
         let tx = self.tx.clone();
-        let sent = match tx.try_send(Cmd::Data { bytes, mark }) {
+        let cmd = Cmd::Data {
+            bytes,
+            mark: mark.clone(),
+            value,
+        };
+        let sent = match tx.try_send(cmd) {
             Ok(()) => true,
             Err(std::sync::mpsc::TrySendError::Full(cmd)) => {
                 tokio::task::spawn_blocking(move || tx.send(cmd).is_ok())
@@ -124,11 +168,6 @@ impl Writer {
         }
         wait.await
             .unwrap_or_else(|_| WriteEnd::Failed("the stdout writer stopped".into()))
-    }
-
-    /// The mark of the last chunk fully written.
-    pub fn written_mark(&self) -> u64 {
-        self.written_mark.load(Ordering::Acquire)
     }
 
     /// Set once a write failed or stdout closed.

@@ -1,26 +1,30 @@
-//! Receiving: take the oldest payload of a pipe and write it to stdout.
+//! Taking payloads out of a pipe: the oldest one (plain receive), or every one as it comes
+//! (`--follow`, concurrent payloads interleaved chunk by chunk).
 //!
-//! Order of operations (see docs/protocol.md): take one ticket from the pipe's work-queue
-//! consumer (waiting for one if none is there); read the payload's subject with an ordered
-//! consumer, writing chunks in chunk order and checking each one's offset and checksum;
+//! Order of operations (see docs/protocol.md): take a ticket from the pipe's work-queue
+//! consumer; read the payload's subject with an ordered consumer, writing chunks in order;
 //! remove written chunks from the server as it goes, so a live transfer never piles up; at
-//! the end check the totals, ack the ticket, and remove what is left.
+//! the end ack the ticket and remove what is left. A taker that is interrupted removes only
+//! what it wrote and gives the ticket back, so the next taker resumes right after it.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, Consumer, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
-use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
-use crate::pipe::{self, ChunkMeta, End, PayloadId, PipeName};
+use crate::payload::{self, Reader, Start, Step};
+use crate::pipe::{self, End, PayloadId, PipeName};
+use crate::progress::Progress;
 use crate::session::{Session, TICKET_PROGRESS};
 
 /// Longest single pull request for a ticket; longer waits repeat it.
@@ -29,28 +33,41 @@ const TICKET_POLL: Duration = Duration::from_secs(30);
 const READ_BATCH: i64 = 16;
 /// How often written chunks are removed from the server.
 const PURGE_EVERY: Duration = Duration::from_millis(500);
-/// More chunks than this arriving ahead of a missing one means it is lost.
-const MAX_OUT_OF_ORDER: usize = 1024;
+/// Payloads a follower takes at once.
+const FOLLOW_MAX_ACTIVE: usize = 1000;
+/// Tickets a follower asks for in one pull request.
+const FOLLOW_TICKET_BATCH: usize = 64;
 
-/// A payload that does not add up. It is removed from the pipe (its ticket terminated) so
-/// that it cannot block the payloads behind it; what was verified before the fault was
-/// written, and the receiver exits 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Corrupt(pub String);
+/// How one taken payload ended.
+#[derive(Debug)]
+pub enum Taken {
+    Complete {
+        id: PayloadId,
+        bytes: u64,
+    },
+    Aborted {
+        id: PayloadId,
+        reason: String,
+        bytes: u64,
+    },
+    /// stdout closed: the payload counts as taken (plain receive) or was given back (follow).
+    StdoutClosed,
+    /// A ticket that names no payload; terminated and skipped.
+    Skipped(String),
+}
 
-/// What a finished receive did.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub id: PayloadId,
-    pub bytes: u64,
-    /// The reader of stdout went away before the end.
-    pub stdout_closed: bool,
+/// What a taker does with a payload when its stdout closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnClose {
+    /// The reader went away on purpose (`skypipe x | head`): the payload is taken.
+    Take,
+    /// Keep the unwritten rest for the next taker.
+    GiveBack,
 }
 
 /// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out.
 pub async fn take_ticket(
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    consumer: &Consumer<pull::Config>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<jetstream::Message>> {
@@ -83,7 +100,7 @@ pub async fn take_ticket(
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(None);
                 }
-                tracing_hint(&e);
+                debug(&e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             None => {}
@@ -91,134 +108,9 @@ pub async fn take_ticket(
     }
 }
 
-fn tracing_hint(e: &dyn std::fmt::Display) {
+fn debug(e: &dyn std::fmt::Display) {
     if std::env::var_os("SKYPIPE_DEBUG").is_some() {
         eprintln!("skypipe: debug: {e}");
-    }
-}
-
-/// Reads one payload: verifies order, offsets and checksums, writes to `out`.
-struct Reader<'a> {
-    id: &'a PayloadId,
-    next: Option<u64>,
-    offset: u64,
-    crc: crc32fast::Hasher,
-    pending: BTreeMap<u64, (ChunkMeta, Bytes, u64)>,
-    max_seen: u64,
-    resumed_at: Option<u64>,
-}
-
-enum Step {
-    More,
-    End(End),
-}
-
-impl<'a> Reader<'a> {
-    fn new(id: &'a PayloadId) -> Self {
-        Reader {
-            id,
-            next: None,
-            offset: 0,
-            crc: crc32fast::Hasher::new(),
-            pending: BTreeMap::new(),
-            max_seen: 0,
-            resumed_at: None,
-        }
-    }
-
-    fn corrupt(&self, what: String) -> anyhow::Error {
-        Corrupt(format!("payload {} is corrupt: {what}", self.id)).into()
-    }
-
-    /// The stream sequence below which everything seen has been handed to the writer.
-    fn purge_bound(&self) -> u64 {
-        match self.pending.values().map(|(_, _, s)| *s).min() {
-            Some(s) => s,
-            None => self.max_seen + 1,
-        }
-    }
-
-    /// Accepts one message; writes whatever is now in order.
-    async fn accept(
-        &mut self,
-        meta: ChunkMeta,
-        data: Bytes,
-        stream_seq: u64,
-        redelivered: bool,
-        out: &Writer,
-    ) -> anyhow::Result<Result<Step, WriteEnd>> {
-        if &meta.id != self.id {
-            return Err(self.corrupt(format!(
-                "a chunk of payload {} is stored under its subject",
-                meta.id
-            )));
-        }
-        self.max_seen = self.max_seen.max(stream_seq);
-        if self.next.is_none() {
-            if meta.chunk != 0 && redelivered {
-                // An earlier receiver took and removed the chunks before this one.
-                self.next = Some(meta.chunk);
-                self.offset = meta.offset;
-                self.crc = crc32fast::Hasher::new_with_initial_len(meta.prior_crc, meta.offset);
-                self.resumed_at = Some(meta.offset);
-            } else {
-                self.next = Some(0);
-            }
-        }
-        let next = self.next.unwrap_or(0);
-        if meta.chunk < next {
-            return Ok(Ok(Step::More)); // a duplicate of a chunk already written
-        }
-        self.pending.insert(meta.chunk, (meta, data, stream_seq));
-        if self.pending.len() > MAX_OUT_OF_ORDER {
-            return Err(self.corrupt(format!(
-                "chunk {next} never arrived while {} later chunks did",
-                self.pending.len()
-            )));
-        }
-        while let Some((meta, data, _)) = self.pending.remove(&self.next.unwrap_or(0)) {
-            let before = self.crc.clone().finalize();
-            if meta.offset != self.offset || meta.prior_crc != before {
-                return Err(self.corrupt(format!(
-                    "chunk {} says {} bytes with checksum {:08x} came before it, \
-                     but {} bytes with checksum {:08x} did",
-                    meta.chunk, meta.offset, meta.prior_crc, self.offset, before
-                )));
-            }
-            self.crc.update(&data);
-            self.offset += data.len() as u64;
-            self.next = Some(meta.chunk + 1);
-            if !data.is_empty() {
-                let bound = self.purge_bound();
-                let end = out.write(data, bound).await;
-                if end != WriteEnd::Ok {
-                    return Ok(Err(end));
-                }
-            }
-            if let Some(end) = meta.end {
-                let totals = match &end {
-                    End::Eof(t) | End::Abort { totals: t, .. } => *t,
-                };
-                let crc = self.crc.clone().finalize();
-                if totals.chunks != meta.chunk + 1 || totals.bytes != self.offset {
-                    return Err(self.corrupt(format!(
-                        "its end says {} chunks and {} bytes, but {} chunks and {} bytes arrived",
-                        totals.chunks,
-                        totals.bytes,
-                        meta.chunk + 1,
-                        self.offset
-                    )));
-                }
-                if totals.crc != crc {
-                    return Err(self.corrupt(format!(
-                        "checksum {crc:08x} of the bytes received does not match {:08x} sent",
-                        totals.crc
-                    )));
-                }
-                return Ok(Ok(Step::End(end)));
-            }
-        }
-        Ok(Ok(Step::More))
     }
 }
 
@@ -232,110 +124,201 @@ async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> 
     .map_err(|e| anyhow!("cannot remove taken chunks of {subject}: {e}"))
 }
 
-/// How a payload read ended.
-enum Outcome {
-    Done(End),
-    StdoutClosed,
+/// One payload being taken.
+struct Take<'a> {
+    session: &'a Session,
+    ticket: jetstream::Message,
+    data: stream::Stream<()>,
+    subject: String,
+    reader: Reader,
 }
 
-/// Reads the payload of `ticket` to `out`. Leaves the ticket to the caller.
-async fn read_payload(
+enum ReadEnd {
+    Done(End),
+    Stopped(WriteEnd),
+    Cancelled,
+}
+
+impl Take<'_> {
+    /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
+    async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
+        let id = self.reader.id.clone();
+        let consumer = self
+            .data
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy: DeliverPolicy::All,
+                max_batch: READ_BATCH,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
+        let consumer_name = consumer.cached_info().name.clone();
+        let mut messages = consumer
+            .messages()
+            .await
+            .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
+        let mut progress = tokio::time::interval(TICKET_PROGRESS);
+        progress.tick().await;
+        let mut purge_tick = tokio::time::interval(PURGE_EVERY);
+        let mut purged = 0u64;
+        let mut purge_job: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break ReadEnd::Cancelled,
+                _ = progress.tick() => {
+                    let _ = self.ticket.ack_with(AckKind::Progress).await;
+                }
+                _ = purge_tick.tick() => {
+                    let mark = self.reader.mark.get();
+                    let idle = purge_job.as_ref().is_none_or(|j| j.is_finished());
+                    if mark > purged && idle {
+                        purged = mark;
+                        let (data, subject) = (self.data.clone(), self.subject.clone());
+                        purge_job = Some(tokio::spawn(async move {
+                            purge(&data, &subject, Some(mark)).await
+                        }));
+                    }
+                }
+                msg = messages.next() => {
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            return Err(anyhow!(e)).with_context(|| {
+                                format!(
+                                    "lost the connection while reading payload {id} from {}",
+                                    self.session.url
+                                )
+                            })
+                        }
+                        None => return Err(anyhow!("the server ended the read of payload {id}")),
+                    };
+                    let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
+                    let meta = pipe::parse_chunk(msg.headers.as_ref())
+                        .map_err(|e| payload::bad_headers(&id, seq, e))?;
+                    let bytes = msg.message.payload.clone();
+                    match self.reader.accept(meta, bytes, seq, out).await? {
+                        Step::More => {}
+                        Step::End(end) => break ReadEnd::Done(end),
+                        Step::Stopped(end) => break ReadEnd::Stopped(end),
+                    }
+                }
+            }
+        };
+        if let Some(job) = purge_job.take() {
+            let _ = job.await;
+        }
+        let _ = self.data.delete_consumer(&consumer_name).await;
+        Ok(end)
+    }
+
+    /// The payload is taken: ack the ticket and remove what is left, together.
+    async fn finish(&self, kind: AckKind) -> anyhow::Result<()> {
+        let (acked, purged) = tokio::join!(
+            self.ticket.double_ack_with(kind),
+            purge(&self.data, &self.subject, None)
+        );
+        acked.map_err(|e| anyhow!("cannot confirm payload {} as taken: {e}", self.reader.id))?;
+        purged
+    }
+
+    /// Keeps what was taken but not written: removes only written chunks, and gives the
+    /// ticket back at once so the next taker resumes right after them.
+    async fn give_back(&self, out: &Writer) {
+        let _ = out.flush().await;
+        let mark = self.reader.mark.get();
+        if mark > 0 {
+            let _ = purge(&self.data, &self.subject, Some(mark)).await;
+        }
+        let _ = self.ticket.ack_with(AckKind::Nak(None)).await;
+        let _ = self.session.client.flush().await;
+    }
+}
+
+/// Takes the payload a ticket announces and writes it to `out`.
+pub async fn take_payload(
     session: &Session,
     pipe: &PipeName,
-    id: &PayloadId,
-    ticket: &jetstream::Message,
+    ticket: jetstream::Message,
     out: &Writer,
     cancel: &CancellationToken,
-) -> anyhow::Result<(Outcome, u64, Option<u64>)> {
-    let subject = session.layout.payload_subject(pipe, id);
+    on_close: OnClose,
+    quiet: bool,
+) -> anyhow::Result<Taken> {
+    let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = ticket.double_ack_with(AckKind::Term).await;
+            return Ok(Taken::Skipped(format!(
+                "skipped a malformed ticket on pipe {pipe}: {e}"
+            )));
+        }
+    };
+    let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
+    let start = if redelivered {
+        Start::AtFirstSeen
+    } else {
+        Start::AtZero
+    };
     let data = session
         .js
         .get_stream_no_info(session.layout.data_stream())
         .await?;
-    let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
-    let consumer = data
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: DeliverPolicy::All,
-            max_batch: READ_BATCH,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("cannot read payload {id} from {}", session.url))?;
-    let consumer_name = consumer.cached_info().name.clone();
-    let mut messages = consumer
-        .messages()
-        .await
-        .with_context(|| format!("cannot read payload {id} from {}", session.url))?;
-
-    let mut reader = Reader::new(id);
-    let mut progress = tokio::time::interval(TICKET_PROGRESS);
-    progress.tick().await;
-    let mut purge_tick = tokio::time::interval(PURGE_EVERY);
-    let mut purged = 0u64;
-    let mut purge_job: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
-
-    let outcome = loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                // Keep what was taken but not written: remove only written chunks, and give
-                // the ticket back at once so the next taker resumes right after them.
-                let _ = out.flush().await;
-                if let Some(job) = purge_job.take() {
-                    let _ = job.await;
-                }
-                let mark = out.written_mark();
-                if mark > 0 {
-                    purge(&data, &subject, Some(mark)).await?;
-                }
-                let _ = ticket.ack_with(AckKind::Nak(None)).await;
-                let _ = session.client.flush().await;
-                return Err(Failure::Interrupted.into());
-            }
-            _ = progress.tick() => {
-                let _ = ticket.ack_with(AckKind::Progress).await;
-            }
-            _ = purge_tick.tick() => {
-                let mark = out.written_mark();
-                let idle = purge_job.as_ref().is_none_or(|j| j.is_finished());
-                if mark > purged && idle {
-                    purged = mark;
-                    let (data, subject) = (data.clone(), subject.clone());
-                    purge_job = Some(tokio::spawn(async move {
-                        purge(&data, &subject, Some(mark)).await
-                    }));
-                }
-            }
-            msg = messages.next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        return Err(anyhow!(e)).with_context(|| {
-                            format!("lost the connection while reading payload {id} from {}", session.url)
-                        })
-                    }
-                    None => return Err(anyhow!("the server ended the read of payload {id}")),
-                };
-                let seq = msg.info().map(|i| i.stream_sequence).map_err(|e| anyhow!("{e}"))?;
-                let meta = pipe::parse_chunk(msg.headers.as_ref())
-                    .map_err(|e| reader.corrupt(format!("chunk at stream sequence {seq}: {e}")))?;
-                let payload = msg.message.payload.clone();
-                match reader.accept(meta, payload, seq, redelivered, out).await? {
-                    Ok(Step::More) => {}
-                    Ok(Step::End(end)) => break Outcome::Done(end),
-                    Err(WriteEnd::Closed) => break Outcome::StdoutClosed,
-                    Err(WriteEnd::Failed(m)) => return Err(anyhow!(m)),
-                    Err(WriteEnd::Ok) => {}
-                }
-            }
-        }
+    let mut take = Take {
+        session,
+        subject: session.layout.payload_subject(pipe, &id),
+        reader: Reader::new(id.clone(), start, false),
+        ticket,
+        data,
     };
-    if let Some(job) = purge_job.take() {
-        let _ = job.await;
+    let end = match take.read(out, cancel).await {
+        Ok(end) => end,
+        Err(e) if payload::is_payload_fault(&e) => {
+            let _ = out.flush().await;
+            let _ = take.finish(AckKind::Term).await;
+            return Err(anyhow!("{e}; it was removed from the pipe"));
+        }
+        // Connection trouble: the ticket comes back to some taker after its ack wait.
+        Err(e) => return Err(e),
+    };
+    if let (Some(at), false) = (take.reader.started_at, quiet) {
+        eprintln!(
+            "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to a \
+             taker that stopped"
+        );
     }
-    let _ = data.delete_consumer(&consumer_name).await;
-    Ok((outcome, reader.offset, reader.resumed_at))
+    match end {
+        ReadEnd::Cancelled => {
+            take.give_back(out).await;
+            Err(Failure::Interrupted.into())
+        }
+        ReadEnd::Stopped(WriteEnd::Closed) => {
+            match on_close {
+                OnClose::Take => take.finish(AckKind::Ack).await?,
+                OnClose::GiveBack => take.give_back(out).await,
+            }
+            Ok(Taken::StdoutClosed)
+        }
+        ReadEnd::Stopped(WriteEnd::Failed(m)) => {
+            take.give_back(out).await;
+            Err(anyhow!(m))
+        }
+        ReadEnd::Stopped(WriteEnd::Ok) => Err(anyhow!("the stdout writer stopped")),
+        ReadEnd::Done(end) => {
+            let flushed = out.flush().await;
+            if let WriteEnd::Failed(m) = flushed {
+                take.give_back(out).await;
+                return Err(anyhow!(m));
+            }
+            take.finish(AckKind::Ack).await?;
+            let bytes = take.reader.offset;
+            Ok(match end {
+                End::Eof(_) => Taken::Complete { id, bytes },
+                End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
+            })
+        }
+    }
 }
 
 /// Takes the oldest payload of the pipe and writes it to stdout.
@@ -343,80 +326,190 @@ pub async fn recv(
     session: &Session,
     settings: &PipeSettings,
     cancel: CancellationToken,
-) -> anyhow::Result<Received> {
+) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
     let consumer = session.queue_consumer(pipe).await?;
     let out = Writer::stdout().context("cannot open stdout")?;
+    let progress = Progress::start(settings.progress, "received", None, out.counter());
     loop {
         let Some(ticket) = take_ticket(&consumer, settings.timeout, &cancel).await? else {
-            let waited = settings
-                .timeout
-                .map(|t| humantime::format_duration(t).to_string())
-                .unwrap_or_default();
-            return Err(Failure::TimedOut(format!(
-                "no payload arrived on pipe {pipe} within {waited}"
-            ))
-            .into());
+            progress.finish();
+            return Err(timed_out(pipe, settings.timeout));
         };
-        let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
-            Ok(id) => id,
+        let taken = take_payload(
+            session,
+            pipe,
+            ticket,
+            &out,
+            &cancel,
+            OnClose::Take,
+            settings.quiet,
+        )
+        .await;
+        progress.finish();
+        match taken? {
+            Taken::Skipped(m) => {
+                eprintln!("skypipe: {m}");
+                continue;
+            }
+            Taken::Complete { .. } | Taken::StdoutClosed => return Ok(()),
+            Taken::Aborted { id, reason, bytes } => {
+                return Err(Failure::Aborted(payload::aborted_message(
+                    &id,
+                    pipe.as_str(),
+                    &reason,
+                    Some(bytes),
+                ))
+                .into())
+            }
+        }
+    }
+}
+
+fn timed_out(pipe: &PipeName, timeout: Option<Duration>) -> anyhow::Error {
+    let waited = timeout
+        .map(|t| humantime::format_duration(t).to_string())
+        .unwrap_or_default();
+    Failure::TimedOut(format!("no payload arrived on pipe {pipe} within {waited}")).into()
+}
+
+/// Asks for tickets whenever the follower has room, and hands each one over with the
+/// permit that holds its room.
+async fn fetch_tickets(
+    consumer: Consumer<pull::Config>,
+    room: Arc<Semaphore>,
+    tx: mpsc::Sender<(jetstream::Message, OwnedSemaphorePermit)>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = room.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let mut permits = vec![first];
+        while permits.len() < FOLLOW_TICKET_BATCH {
+            match room.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
             Err(e) => {
-                eprintln!("skypipe: skipping a malformed ticket on pipe {pipe}: {e}");
-                let _ = ticket.double_ack_with(AckKind::Term).await;
+                debug(&e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let read = read_payload(session, pipe, &id, &ticket, &out, &cancel).await;
-        let (outcome, bytes, resumed_at) = match read {
-            Ok(r) => r,
-            Err(e) if e.downcast_ref::<Corrupt>().is_some() => {
-                let _ = out.flush().await;
-                let data = session
-                    .js
-                    .get_stream_no_info(session.layout.data_stream())
-                    .await?;
-                let subject = session.layout.payload_subject(pipe, &id);
-                let _ = tokio::join!(
-                    ticket.double_ack_with(AckKind::Term),
-                    purge(&data, &subject, None)
-                );
-                return Err(anyhow!("{e}; it was removed from the pipe"));
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(at) = resumed_at {
-            if !settings.quiet {
-                eprintln!(
-                    "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to \
-                     a receiver that stopped"
-                );
+        while let Some(msg) = batch.next().await {
+            match msg {
+                Ok(ticket) => {
+                    let Some(permit) = permits.pop() else { break };
+                    if tx.send((ticket, permit)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => debug(&e),
             }
         }
-        let flushed = out.flush().await;
-        // The payload is taken: ack the ticket and remove what is left, together.
-        let data = session
-            .js
-            .get_stream_no_info(session.layout.data_stream())
-            .await?;
-        let subject = session.layout.payload_subject(pipe, &id);
-        let (acked, purged) = tokio::join!(ticket.double_ack(), purge(&data, &subject, None));
-        acked.map_err(|e| anyhow!("cannot confirm payload {id} as taken: {e}"))?;
-        purged?;
-        let stdout_closed = matches!(outcome, Outcome::StdoutClosed) || flushed == WriteEnd::Closed;
-        if let WriteEnd::Failed(m) = flushed {
-            return Err(anyhow!(m));
-        }
-        if let Outcome::Done(End::Abort { reason, .. }) = outcome {
-            return Err(Failure::Aborted(format!(
-                "payload {id} on pipe {pipe} was aborted by its sender ({reason}); \
-                 the {bytes} bytes that arrived were written"
-            ))
-            .into());
-        }
-        return Ok(Received {
-            id,
-            bytes,
-            stdout_closed,
-        });
     }
+}
+
+/// Takes every payload of the pipe as it comes, oldest first, until interrupted or idle for
+/// `--timeout`. Payloads in progress at the same time are interleaved chunk by chunk.
+pub async fn follow(
+    session: &Session,
+    settings: &PipeSettings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let pipe = settings.pipe.clone();
+    let consumer = session.queue_consumer(&pipe).await?;
+    let out = Arc::new(Writer::stdout().context("cannot open stdout")?);
+    let progress = Progress::start(settings.progress, "received", None, out.counter());
+    let room = Arc::new(Semaphore::new(FOLLOW_MAX_ACTIVE));
+    let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
+    let stop_fetch = CancellationToken::new();
+    let fetcher = tokio::spawn(fetch_tickets(consumer, room, tx, stop_fetch.clone()));
+    // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
+    let stop = cancel.child_token();
+    let mut tasks: JoinSet<anyhow::Result<Taken>> = JoinSet::new();
+    let mut last_activity = Instant::now();
+    let mut last_bytes = out.counter().get();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let result: anyhow::Result<()> = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
+            Some((ticket, permit)) = tickets.recv() => {
+                last_activity = Instant::now();
+                let (session, pipe, out, stop) =
+                    (session.clone(), pipe.clone(), out.clone(), stop.clone());
+                let quiet = settings.quiet;
+                tasks.spawn(async move {
+                    let taken = take_payload(
+                        &session, &pipe, ticket, &out, &stop, OnClose::GiveBack, quiet,
+                    )
+                    .await;
+                    drop(permit);
+                    taken
+                });
+            }
+            Some(joined) = tasks.join_next() => {
+                last_activity = Instant::now();
+                match joined {
+                    Ok(Ok(Taken::Complete { .. })) => {}
+                    Ok(Ok(Taken::Aborted { id, reason, bytes })) => {
+                        eprintln!("skypipe: {}", payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes)));
+                    }
+                    Ok(Ok(Taken::Skipped(m))) => eprintln!("skypipe: {m}"),
+                    Ok(Ok(Taken::StdoutClosed)) => break Ok(()),
+                    Ok(Err(e)) if payload::is_payload_fault(&e) => eprintln!("skypipe: {e:#}"),
+                    Ok(Err(e)) if e.downcast_ref::<Failure>().is_some() => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(anyhow!("a payload task failed: {e}")),
+                }
+            }
+            _ = tick.tick() => {
+                let bytes = out.counter().get();
+                if bytes != last_bytes {
+                    last_bytes = bytes;
+                    last_activity = Instant::now();
+                }
+                if let Some(t) = settings.timeout {
+                    if last_activity.elapsed() >= t {
+                        break Err(Failure::TimedOut(format!(
+                            "nothing arrived on pipe {pipe} for {}",
+                            humantime::format_duration(t)
+                        )).into());
+                    }
+                }
+            }
+        }
+    };
+    // Stop taking; give back whatever is in progress or handed over but not started.
+    stop_fetch.cancel();
+    let _ = fetcher.await;
+    stop.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Ok(Taken::Aborted { id, reason, bytes })) = joined {
+            eprintln!(
+                "skypipe: {}",
+                payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes))
+            );
+        }
+    }
+    tickets.close();
+    while let Some((ticket, _permit)) = tickets.recv().await {
+        let _ = ticket.ack_with(AckKind::Nak(None)).await;
+    }
+    let _ = out.flush().await;
+    let _ = session.client.flush().await;
+    progress.finish();
+    result
 }

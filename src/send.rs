@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::input::Piece;
+use crate::output::Counter;
 use crate::pipe::{self, ChunkMeta, End, PayloadId, Totals};
+use crate::progress::Progress;
 use crate::session::{has_code, Session, CODE_TTL_DISABLED};
 
 /// At most this many chunks wait for their acks at once.
@@ -48,6 +50,8 @@ struct Sender<'a> {
     crc: crc32fast::Hasher,
     window: VecDeque<(PublishAckFuture, usize)>,
     window_bytes: usize,
+    /// Bytes stored (acked), for progress.
+    stored: Counter,
 }
 
 impl<'a> Sender<'a> {
@@ -74,6 +78,7 @@ impl<'a> Sender<'a> {
             crc: crc32fast::Hasher::new(),
             window: VecDeque::new(),
             window_bytes: 0,
+            stored: Counter::default(),
         }
     }
 
@@ -163,6 +168,7 @@ impl<'a> Sender<'a> {
     async fn await_oldest(&mut self) -> anyhow::Result<()> {
         if let Some((ack, len)) = self.window.pop_front() {
             self.window_bytes -= len;
+            self.stored.add(len as u64);
             ack.await.map_err(|e| {
                 if has_code(&e, 10077) || e.to_string().contains("maximum bytes") {
                     anyhow!(
@@ -239,8 +245,21 @@ pub async fn send(
     mut input: mpsc::Receiver<std::io::Result<Piece>>,
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
+    total: Option<u64>,
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session, settings);
+    let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
+    let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
+    progress.finish();
+    result
+}
+
+async fn send_all(
+    s: &mut Sender<'_>,
+    input: &mut mpsc::Receiver<std::io::Result<Piece>>,
+    cancel: &CancellationToken,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Sent> {
     loop {
         let next = tokio::select! {
             biased;
@@ -249,14 +268,14 @@ pub async fn send(
         };
         match next {
             None => {
-                abort_within(&mut s, "the sender was interrupted").await;
+                abort_within(s, "the sender was interrupted").await;
                 return Err(Failure::Interrupted.into());
             }
             Some(Some(Ok(piece))) => {
                 // Ctrl-C in a shell also kills the program feeding stdin, which closes it:
                 // that EOF is the interruption's, not the end of the data.
                 if piece.eof && (interrupted.load(Ordering::SeqCst) || cancel.is_cancelled()) {
-                    abort_within(&mut s, "the sender was interrupted").await;
+                    abort_within(s, "the sender was interrupted").await;
                     return Err(Failure::Interrupted.into());
                 }
                 s.piece(piece.data, piece.eof).await?;
@@ -267,13 +286,13 @@ pub async fn send(
             }
             Some(Some(Err(e))) => {
                 let reason = format!("the sender could not read its input: {e}");
-                abort_within(&mut s, &reason).await;
+                abort_within(s, &reason).await;
                 return Err(anyhow!(
                     "cannot read stdin: {e}; the payload was marked aborted"
                 ));
             }
             Some(None) => {
-                abort_within(&mut s, "the sender's input reader stopped").await;
+                abort_within(s, "the sender's input reader stopped").await;
                 return Err(anyhow!("the stdin reader stopped unexpectedly"));
             }
         }

@@ -2,3 +2,5 @@ pub mod harness;
 
 mod config;
 mod core;
+mod examples;
+mod follow;

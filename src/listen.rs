@@ -1,0 +1,133 @@
+//! Listening in: a live copy of everything sent to a pipe from now on, through an ephemeral
+//! ordered consumer on the pipe's data subjects. It takes no ticket and removes nothing, so
+//! what the pipe's takers get is exactly what they would get without it.
+//!
+//! A listener that joins in the middle of a payload starts at the next chunk. It exits at the
+//! first end of a payload unless `--follow`. One that falls behind so far that takers removed
+//! chunks before it read them says how many it missed and exits 1: it never writes a gap.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PipeSettings;
+use crate::error::Failure;
+use crate::output::{WriteEnd, Writer};
+use crate::payload::{self, Reader, Start, Step};
+use crate::pipe::{self, End, PayloadId};
+use crate::progress::Progress;
+use crate::session::Session;
+
+/// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
+/// as the takers has the chunks in hand before they are removed.
+const LISTEN_BATCH: i64 = 64;
+
+/// Listens on the pipe until the first payload ends (or forever with `--follow`).
+pub async fn listen(
+    session: &Session,
+    settings: &PipeSettings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let pipe = &settings.pipe;
+    let data = session
+        .js
+        .get_stream_no_info(session.layout.data_stream())
+        .await?;
+    let config = pull::OrderedConfig {
+        filter_subject: session.layout.pipe_data_wildcard(pipe),
+        deliver_policy: DeliverPolicy::New,
+        max_batch: LISTEN_BATCH,
+        ..Default::default()
+    };
+    let consumer = match data.create_consumer(config.clone()).await {
+        Ok(c) => c,
+        Err(e) if crate::session::has_code(&e, crate::session::CODE_STREAM_NOT_FOUND) => {
+            session.ensure_streams().await?;
+            data.create_consumer(config).await?
+        }
+        Err(e) => {
+            return Err(anyhow!(e))
+                .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))
+        }
+    };
+    let consumer_name = consumer.cached_info().name.clone();
+    let mut messages = consumer
+        .messages()
+        .await
+        .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    let out = Writer::stdout().context("cannot open stdout")?;
+    let progress = Progress::start(settings.progress, "received", None, out.counter());
+    let mut payloads: HashMap<PayloadId, Reader> = HashMap::new();
+    let mut last_activity = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
+            _ = tick.tick() => {
+                if let Some(t) = settings.timeout {
+                    if last_activity.elapsed() >= t {
+                        let what = if settings.follow { "nothing arrived" } else { "no payload ended" };
+                        break Err(Failure::TimedOut(format!(
+                            "{what} on pipe {pipe} within {}",
+                            humantime::format_duration(t)
+                        )).into());
+                    }
+                }
+            }
+            msg = messages.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => break Err(anyhow!(e)).with_context(|| {
+                        format!("lost the connection while listening on pipe {pipe} at {}", session.url)
+                    }),
+                    None => break Err(anyhow!("the server ended the listen on pipe {pipe}")),
+                };
+                last_activity = Instant::now();
+                let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
+                let meta = match pipe::parse_chunk(msg.headers.as_ref()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
+                        continue;
+                    }
+                };
+                let id = meta.id.clone();
+                let reader = payloads
+                    .entry(id.clone())
+                    .or_insert_with(|| Reader::new(id.clone(), Start::AtFirstSeen, true));
+                let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
+                match step {
+                    Ok(Step::More) => {}
+                    Ok(Step::Stopped(WriteEnd::Closed)) => break Ok(()),
+                    Ok(Step::Stopped(end)) => break Err(anyhow!("{end:?}")),
+                    Ok(Step::End(end)) => {
+                        payloads.remove(&id);
+                        match end {
+                            End::Eof(_) if settings.follow => {}
+                            End::Eof(_) => break Ok(()),
+                            End::Abort { reason, .. } => {
+                                let m = payload::aborted_message(&id, pipe.as_str(), &reason, None);
+                                if settings.follow {
+                                    eprintln!("skypipe: {m}");
+                                } else {
+                                    break Err(Failure::Aborted(m).into());
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if payload::is_payload_fault(&e) => break Err(e),
+                    Err(e) => break Err(e),
+                }
+            }
+        }
+    };
+    let _ = out.flush().await;
+    progress.finish();
+    let _ = data.delete_consumer(&consumer_name).await;
+    result
+}

@@ -1,0 +1,213 @@
+//! Putting one payload's chunks back together: order by chunk number, check each chunk's
+//! offset and running checksum, check the totals at the end, and hand the bytes to the
+//! writer. Shared by takers (which may resume a payload another taker started) and listeners
+//! (which may join a payload in the middle).
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use bytes::Bytes;
+
+use crate::output::{Mark, WriteEnd, Writer};
+use crate::pipe::{ChunkMeta, End, PayloadId};
+
+/// More chunks than this arriving ahead of a missing one means it is lost.
+const MAX_OUT_OF_ORDER: usize = 1024;
+
+/// A payload that does not add up. A taker removes it from the pipe (its ticket terminated)
+/// so it cannot block the payloads behind it; what was verified before the fault was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Corrupt(pub String);
+
+/// A listener fell behind and chunks were removed before it read them.
+#[derive(Debug, thiserror::Error)]
+#[error("missed {chunks} chunks of payload {id}: the pipe's takers removed them before this listener read them")]
+pub struct Missed {
+    pub id: PayloadId,
+    pub chunks: u64,
+}
+
+/// How a payload may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At chunk 0; later chunks arriving first wait for it.
+    AtZero,
+    /// At the first chunk seen: a resumed payload, or a listener joining late.
+    AtFirstSeen,
+}
+
+/// What accepting a chunk led to.
+#[derive(Debug)]
+pub enum Step {
+    More,
+    End(End),
+    /// stdout closed or failed.
+    Stopped(WriteEnd),
+}
+
+/// One payload being reassembled.
+pub struct Reader {
+    pub id: PayloadId,
+    start: Start,
+    /// With listeners, a gap is data removed before it could be read, not a late chunk.
+    gaps_are_losses: bool,
+    next: Option<u64>,
+    pub offset: u64,
+    crc: crc32fast::Hasher,
+    pending: BTreeMap<u64, (ChunkMeta, Bytes, u64)>,
+    max_seen: u64,
+    /// Offset of the first byte this reader wrote when it did not start at chunk 0.
+    pub started_at: Option<u64>,
+    /// Carries the purge bound of each written chunk back from the writer.
+    pub mark: Mark,
+}
+
+impl Reader {
+    pub fn new(id: PayloadId, start: Start, gaps_are_losses: bool) -> Self {
+        Reader {
+            id,
+            start,
+            gaps_are_losses,
+            next: None,
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+            pending: BTreeMap::new(),
+            max_seen: 0,
+            started_at: None,
+            mark: Mark::default(),
+        }
+    }
+
+    pub fn corrupt(&self, what: String) -> anyhow::Error {
+        Corrupt(format!("payload {} is corrupt: {what}", self.id)).into()
+    }
+
+    /// The stream sequence below which every message seen has been handed to the writer.
+    fn purge_bound(&self) -> u64 {
+        match self.pending.values().map(|(_, _, s)| *s).min() {
+            Some(s) => s,
+            None => self.max_seen + 1,
+        }
+    }
+
+    /// Accepts one chunk (stored at `stream_seq`) and writes whatever is now in order.
+    pub async fn accept(
+        &mut self,
+        meta: ChunkMeta,
+        data: Bytes,
+        stream_seq: u64,
+        out: &Writer,
+    ) -> anyhow::Result<Step> {
+        if meta.id != self.id {
+            return Err(self.corrupt(format!(
+                "a chunk of payload {} is stored under its subject",
+                meta.id
+            )));
+        }
+        self.max_seen = self.max_seen.max(stream_seq);
+        if self.next.is_none() {
+            if meta.chunk != 0 && self.start == Start::AtFirstSeen {
+                self.next = Some(meta.chunk);
+                self.offset = meta.offset;
+                self.crc = crc32fast::Hasher::new_with_initial_len(meta.prior_crc, meta.offset);
+                self.started_at = Some(meta.offset);
+            } else {
+                self.next = Some(0);
+            }
+        }
+        let next = self.next.unwrap_or(0);
+        if meta.chunk < next {
+            return Ok(Step::More); // a duplicate of a chunk already written
+        }
+        if meta.chunk > next && self.gaps_are_losses {
+            return Err(Missed {
+                id: self.id.clone(),
+                chunks: meta.chunk - next,
+            }
+            .into());
+        }
+        self.pending.insert(meta.chunk, (meta, data, stream_seq));
+        if self.pending.len() > MAX_OUT_OF_ORDER {
+            return Err(self.corrupt(format!(
+                "chunk {next} never arrived while {} later chunks did",
+                self.pending.len()
+            )));
+        }
+        while let Some((meta, data, _)) = self.pending.remove(&self.next.unwrap_or(0)) {
+            let before = self.crc.clone().finalize();
+            if meta.offset != self.offset || meta.prior_crc != before {
+                return Err(self.corrupt(format!(
+                    "chunk {} says {} bytes with checksum {:08x} came before it, \
+                     but {} bytes with checksum {:08x} did",
+                    meta.chunk, meta.offset, meta.prior_crc, self.offset, before
+                )));
+            }
+            self.crc.update(&data);
+            self.offset += data.len() as u64;
+            self.next = Some(meta.chunk + 1);
+            if !data.is_empty() {
+                let bound = self.purge_bound();
+                let end = out.write(data, &self.mark, bound).await;
+                if end != WriteEnd::Ok {
+                    return Ok(Step::Stopped(end));
+                }
+            }
+            if let Some(end) = meta.end {
+                self.check_totals(&end, meta.chunk)?;
+                return Ok(Step::End(end));
+            }
+        }
+        Ok(Step::More)
+    }
+
+    fn check_totals(&self, end: &End, chunk: u64) -> anyhow::Result<()> {
+        let totals = match end {
+            End::Eof(t) | End::Abort { totals: t, .. } => *t,
+        };
+        if totals.chunks != chunk + 1 || totals.bytes != self.offset {
+            return Err(self.corrupt(format!(
+                "its end says {} chunks and {} bytes, but {} chunks and {} bytes arrived",
+                totals.chunks,
+                totals.bytes,
+                chunk + 1,
+                self.offset
+            )));
+        }
+        let crc = self.crc.clone().finalize();
+        if totals.crc != crc {
+            return Err(self.corrupt(format!(
+                "checksum {crc:08x} of the bytes received does not match {:08x} sent",
+                totals.crc
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The one-line report of an aborted payload.
+pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u64>) -> String {
+    let written = match bytes {
+        Some(n) => format!("the {n} bytes that arrived were written"),
+        None => "what arrived was written".to_string(),
+    };
+    format!("payload {id} on pipe {pipe} was aborted by its sender ({reason}); {written}")
+}
+
+/// Whether an error is one of this module's payload faults.
+pub fn is_payload_fault(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Corrupt>().is_some() || e.downcast_ref::<Missed>().is_some()
+}
+
+/// Turns a header parse failure into a corrupt-payload error.
+pub fn bad_headers(id: &PayloadId, seq: u64, e: impl std::fmt::Display) -> anyhow::Error {
+    Corrupt(format!(
+        "payload {id} is corrupt: chunk at stream sequence {seq}: {e}"
+    ))
+    .into()
+}
+
+/// An error for a message whose JetStream metadata cannot be read.
+pub fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("a message without JetStream metadata: {e}")
+}

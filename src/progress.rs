@@ -1,0 +1,159 @@
+//! Progress on stderr: a one-line bar (bytes, rate, and for a sender reading a regular file
+//! the percentage and time left) when stderr is a terminal, plain lines every few seconds with
+//! `--progress` when it is not, nothing with `-q`. The line clears at the end.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+
+use crate::output::Counter;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Off,
+    /// A bar redrawn in place (stderr is a terminal).
+    Bar,
+    /// A plain line every few seconds and one at the end (`--progress` without a terminal).
+    Lines,
+}
+
+impl ProgressMode {
+    /// The mode for the flags and what stderr is.
+    pub fn choose(quiet: bool, forced: bool, stderr_is_terminal: bool) -> Self {
+        match (quiet, forced, stderr_is_terminal) {
+            (true, _, _) => ProgressMode::Off,
+            (false, _, true) => ProgressMode::Bar,
+            (false, true, false) => ProgressMode::Lines,
+            (false, false, false) => ProgressMode::Off,
+        }
+    }
+}
+
+/// A running progress display; [`Progress::finish`] ends it.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    task: Option<JoinHandle<()>>,
+    lines: Option<(String, Counter, Instant)>,
+}
+
+/// `12.3 MiB`
+pub fn human_bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}
+
+impl Progress {
+    /// Starts showing `counter` (bytes `verb`, e.g. "sent"); `total` when known.
+    pub fn start(mode: ProgressMode, verb: &str, total: Option<u64>, counter: Counter) -> Self {
+        match mode {
+            ProgressMode::Off => Progress {
+                bar: None,
+                task: None,
+                lines: None,
+            },
+            ProgressMode::Bar => {
+                let bar = match total {
+                    Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+                    None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                };
+                let template = match total {
+                    Some(_) => format!(
+                        "{{bytes}} {verb} of {{total_bytes}} ({{percent}}%), {{binary_bytes_per_sec}}, {{eta}} left"
+                    ),
+                    None => format!("{{bytes}} {verb}, {{binary_bytes_per_sec}}"),
+                };
+                if let Ok(style) = ProgressStyle::with_template(&template) {
+                    bar.set_style(style);
+                }
+                let b = bar.clone();
+                let task = tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    loop {
+                        tick.tick().await;
+                        b.set_position(counter.get());
+                    }
+                });
+                Progress {
+                    bar: Some(bar),
+                    task: Some(task),
+                    lines: None,
+                }
+            }
+            ProgressMode::Lines => {
+                let verb = verb.to_string();
+                let (c, v) = (counter.clone(), verb.clone());
+                let started = Instant::now();
+                let task = tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(2));
+                    tick.tick().await;
+                    loop {
+                        tick.tick().await;
+                        eprintln!("skypipe: {}", line(&v, c.get(), started.elapsed(), total));
+                    }
+                });
+                Progress {
+                    bar: None,
+                    task: Some(task),
+                    lines: Some((verb, counter, started)),
+                }
+            }
+        }
+    }
+
+    /// Stops the display: the bar is cleared, plain lines end with a summary.
+    pub fn finish(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if let Some((verb, counter, started)) = &self.lines {
+            eprintln!(
+                "skypipe: {}",
+                line(verb, counter.get(), started.elapsed(), None)
+            );
+        }
+    }
+}
+
+fn line(verb: &str, bytes: u64, elapsed: Duration, total: Option<u64>) -> String {
+    let rate = bytes as f64 / elapsed.as_secs_f64().max(0.001);
+    let mut s = format!(
+        "{} {verb}, {}/s",
+        human_bytes(bytes),
+        human_bytes(rate as u64)
+    );
+    if let Some(t) = total.filter(|t| *t > 0) {
+        s.push_str(&format!(", {}%", bytes * 100 / t));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(ProgressMode::choose(true, true, true), ProgressMode::Off);
+        assert_eq!(ProgressMode::choose(false, false, true), ProgressMode::Bar);
+        assert_eq!(
+            ProgressMode::choose(false, true, false),
+            ProgressMode::Lines
+        );
+        assert_eq!(ProgressMode::choose(false, false, false), ProgressMode::Off);
+    }
+
+    #[test]
+    fn lines_say_bytes_rate_and_percent() {
+        let l = line(
+            "sent",
+            2 * 1024 * 1024,
+            Duration::from_secs(2),
+            Some(4 * 1024 * 1024),
+        );
+        assert_eq!(l, "2.00 MiB sent, 1.00 MiB/s, 50%");
+    }
+}

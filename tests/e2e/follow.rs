@@ -1,0 +1,198 @@
+//! Listening in, log aggregation (`--follow`) and scripted coordination.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::harness::*;
+
+/// Lines of a payload named `tag`: "tag 0\n", "tag 1\n", ...
+fn numbered(tag: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("{tag} {i}\n").into_bytes())
+        .collect()
+}
+
+#[test]
+fn listeners_get_a_copy_and_the_taker_gets_what_it_would_alone() {
+    let b = Bench::new();
+    let listeners: Vec<_> = (0..3)
+        .map(|_| b.spawn_recv(&["news", "--listen", "--follow", "--timeout", "3s"]))
+        .collect();
+    let taker = b.spawn_recv(&["news", "--follow", "--timeout", "3s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let p1 = random_bytes(1_500_000, 21);
+    let p2 = random_bytes(700_001, 22);
+    assert_ok(&b.send_bytes(&["news"], &p1));
+    assert_ok(&b.send_bytes(&["news"], &p2));
+    let want = sha(&[p1.as_slice(), p2.as_slice()].concat());
+    for l in listeners {
+        let out = wait_output(l, HANG);
+        assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+        assert_eq!(sha(&out.stdout), want, "listener output");
+    }
+    let out = wait_output(taker, HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    assert_eq!(sha(&out.stdout), want, "taker output");
+    // Listening took nothing and left nothing behind.
+    let after = b.recv(&["news", "--timeout", "1s"]);
+    assert_eq!(after.status.code(), Some(124));
+}
+
+#[test]
+fn a_listener_without_follow_exits_at_the_first_end() {
+    let b = Bench::new();
+    let listener = b.spawn_recv(&["one", "--listen"]);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_ok(&b.send_bytes(&["one"], b"first\n"));
+    let out = wait_output(listener, HANG);
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"first\n");
+    // The payload is still there for a taker.
+    let taken = b.recv(&["one"]);
+    assert_ok(&taken);
+    assert_eq!(taken.stdout, b"first\n");
+}
+
+#[test]
+fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
+    let b = Bench::new();
+    let follower = b.spawn_recv(&["logs", "--follow", "--timeout", "4s"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let senders: Vec<_> = (0..20)
+        .map(|s| {
+            let mut child = b
+                .cmd(&["logs"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let data = numbered(&format!("sender-{s:02} line"), 5000);
+            let writer = std::thread::spawn(move || {
+                // Written in odd-sized pieces so cuts can only keep lines whole by choice.
+                for piece in data.chunks(4093) {
+                    stdin.write_all(piece).expect("write");
+                }
+            });
+            (child, writer)
+        })
+        .collect();
+    for (child, writer) in senders {
+        writer.join().expect("writer");
+        assert_ok(&wait_output(child, HANG));
+    }
+    let out = wait_output(follower, HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        let (tag, n) = line.rsplit_once(' ').expect("a whole line");
+        let n: usize = n.parse().expect("a whole number");
+        let expected = next.entry(tag.to_string()).or_insert(0);
+        assert_eq!(n, *expected, "{tag}: line {n} out of order or torn");
+        *expected += 1;
+        lines += 1;
+    }
+    assert_eq!(lines, 20 * 5000);
+    assert_eq!(next.len(), 20);
+    assert!(next.values().all(|n| *n == 5000));
+}
+
+#[test]
+fn a_trigger_wakes_the_taker_and_every_listener() {
+    let b = Bench::new();
+    let plain = b.spawn_recv(&["go"]);
+    let l1 = b.spawn_recv(&["go", "--listen"]);
+    let l2 = b.spawn_recv(&["go", "--listen"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ok(&b.send_bytes(&["go"], b"\n"));
+    for child in [plain, l1, l2] {
+        let out = wait_output(child, HANG);
+        assert_ok(&out);
+        assert_eq!(out.stdout, b"\n");
+    }
+}
+
+#[test]
+fn two_followers_share_ten_queued_payloads_exactly_once() {
+    let b = Bench::new();
+    for p in 0..10 {
+        assert_ok(&b.send_bytes(&["jobs"], &numbered(&format!("job-{p}"), 2000)));
+    }
+    let f1 = b.spawn_recv(&["jobs", "--follow", "--timeout", "2s"]);
+    let f2 = b.spawn_recv(&["jobs", "--follow", "--timeout", "2s"]);
+    let o1 = wait_output(f1, HANG);
+    let o2 = wait_output(f2, HANG);
+    assert_eq!(o1.status.code(), Some(124), "{}", stderr_of(&o1));
+    assert_eq!(o2.status.code(), Some(124), "{}", stderr_of(&o2));
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for out in [&o1.stdout, &o2.stdout] {
+        for line in String::from_utf8_lossy(out).lines() {
+            *count.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(count.len(), 10 * 2000, "every line arrived");
+    assert!(count.values().all(|n| *n == 1), "no line twice");
+}
+
+#[test]
+fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
+    let b = Bench::new();
+    let lines = numbered("slow", 300);
+    let mut sender = b
+        .cmd(&["tail"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let data = lines.clone();
+    let writer = std::thread::spawn(move || {
+        for line in data.split_inclusive(|c| *c == b'\n') {
+            stdin.write_all(line).expect("write");
+            std::thread::sleep(Duration::from_millis(8));
+        }
+    });
+    let first = b.spawn_recv(&["tail", "--follow"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    interrupt(&first);
+    let o1 = wait_output(first, HANG);
+    assert_eq!(o1.status.code(), Some(130), "{}", stderr_of(&o1));
+    let second = b.spawn_recv(&["tail", "--follow", "--timeout", "3s"]);
+    writer.join().expect("writer");
+    assert_ok(&wait_output(sender, HANG));
+    let o2 = wait_output(second, HANG);
+    assert_eq!(o2.status.code(), Some(124), "{}", stderr_of(&o2));
+    assert!(!o1.stdout.is_empty(), "the first follower took some lines");
+    let both = [o1.stdout.as_slice(), o2.stdout.as_slice()].concat();
+    assert_eq!(
+        String::from_utf8_lossy(&both),
+        String::from_utf8_lossy(&lines),
+        "between them every byte once, in order"
+    );
+}
+
+#[test]
+fn progress_lines_appear_only_when_asked_and_quiet_silences() {
+    let b = Bench::new();
+    let f = b.file("in", &random_bytes(3_000_000, 9));
+    let out = b.send_file(&["prog", "--progress"], &f);
+    assert_ok(&out);
+    let err = stderr_of(&out);
+    assert!(err.contains("sent"), "{err}");
+    let out = b.recv(&["prog", "-q"]);
+    assert_ok(&out);
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+    let out = b.send_file(&["prog"], &f);
+    assert_ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "no progress without a terminal: {}",
+        stderr_of(&out)
+    );
+}
