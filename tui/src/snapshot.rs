@@ -60,7 +60,7 @@ pub struct PipeSample {
     pub bytes_in: u64,
     /// Bytes taken out of the pipe by receivers since the monitor started (cumulative).
     pub bytes_out: u64,
-    /// Payloads stored in the pipe and not yet taken (including one still being sent).
+    /// Payloads in the pipe that no receiver has taken yet.
     pub payloads_waiting: u64,
     /// Bytes the pipe holds on the server right now.
     pub bytes_stored: u64,

@@ -117,7 +117,9 @@ pub struct Report {
 /// The server in a [`Report`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerReport {
+    /// The server URL.
     pub url: String,
+    /// The `nats-server` version.
     pub version: String,
     /// `connected`, `reconnecting` or `disconnected`.
     pub state: ConnState,
@@ -132,6 +134,7 @@ pub struct ServerReport {
 /// One pipe in a [`Report`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PipeReport {
+    /// The pipe's name.
     pub name: String,
     /// Bytes per second into the pipe, averaged over the last few seconds; `None` until two
     /// samples were seen.
@@ -142,12 +145,17 @@ pub struct PipeReport {
     pub bytes_in: u64,
     /// Bytes out of the pipe since the monitor started.
     pub bytes_out: u64,
+    /// Payloads not taken yet.
     pub payloads_waiting: u64,
+    /// Bytes the pipe holds on the server.
     pub bytes_stored: u64,
     /// Age of the oldest waiting payload in seconds; `None` when nothing waits.
     pub oldest_waiting_secs: Option<f64>,
+    /// Senders publishing into the pipe.
     pub senders: u32,
+    /// Receivers waiting or taking.
     pub takers: u32,
+    /// Listeners watching the pipe.
     pub listeners: u32,
     /// Payloads wait, nobody takes them, and the stored bytes are not shrinking.
     pub stalled: bool,
