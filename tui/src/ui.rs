@@ -219,8 +219,8 @@ fn layout_columns(width: u16, longest_name: u16) -> Vec<(Col, u16)> {
             need += name_wanted.min(NAME_BEFORE_TREND) - Col::Name.width();
         }
         // A column that does not fit is skipped; a later, narrower one may still fit.
-        if used + need <= width {
-            used += col.width() + if kept.is_empty() { 0 } else { GAP };
+        if used.saturating_add(need) <= width {
+            used = used.saturating_add(col.width() + if kept.is_empty() { 0 } else { GAP });
             kept.push(col);
         }
     }
@@ -763,6 +763,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn huge_screens_draw_too() {
+        let columns = layout_columns(u16::MAX, u16::MAX);
+        assert_eq!(columns.len(), Col::SCREEN_ORDER.len());
     }
 
     #[test]
