@@ -84,7 +84,21 @@ pub struct Cli {
 
 /// Commands other than using a pipe.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
+    Monitor(MonitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Print the table once as text and exit (also what happens when stdout is not a terminal).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Print the table once as JSON and exit.
+    #[arg(long, conflicts_with = "once")]
+    pub json: bool,
+}
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]

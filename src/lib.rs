@@ -10,6 +10,8 @@
 //! - [`payload`]: one payload's chunks put back together and checked.
 //! - [`listen`]: a live copy of a pipe that takes nothing.
 //! - [`progress`]: bytes and rate on stderr.
+//! - [`presence`]: running skypipes announce what they do, for the monitor.
+//! - [`monitor`]: samples the server for the `skypipe monitor` dashboard (`skypipe-tui`).
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
@@ -17,9 +19,11 @@ pub mod config;
 pub mod error;
 pub mod input;
 pub mod listen;
+pub mod monitor;
 pub mod output;
 pub mod payload;
 pub mod pipe;
+pub mod presence;
 pub mod progress;
 pub mod recv;
 pub mod send;
@@ -96,10 +100,52 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(cli::Command::Monitor(args)) = &cli.command {
+        return run_monitor(&cli, args).await;
+    }
     let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
     let cancel = CancellationToken::new();
     let interrupted = watch_signals(cancel.clone());
     run_pipe(&settings, cancel, interrupted).await
+}
+
+async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let conn = config::resolve_conn(&cli.conn, &env_var)?;
+    let session = session::connect(&conn).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone()));
+    let interactive = !(args.once || args.json) && std::io::stdout().is_terminal();
+    if !(interactive || args.once || args.json) {
+        eprintln!("skypipe: stdout is not a terminal: printing the table once (--json for JSON)");
+    }
+    let result = if interactive {
+        skypipe_tui::run(rx, skypipe_tui::App::new())
+            .await
+            .map_err(|e| anyhow::anyhow!("the terminal failed: {e}"))
+    } else {
+        // Rates need samples over a few seconds: takers announce their bytes once a second.
+        let mut app = skypipe_tui::App::new();
+        for _ in 0..3 {
+            match rx.recv().await {
+                Some(s) => app.push(s),
+                None => break,
+            }
+        }
+        if args.json {
+            let report = serde_json::to_string_pretty(&skypipe_tui::json_report(&app))?;
+            println!("{report}");
+        } else {
+            print!("{}", skypipe_tui::text_table(&app));
+        }
+        Ok(())
+    };
+    cancel.cancel();
+    if collector.is_finished() {
+        collector.await??;
+    }
+    result.map(|()| code::OK)
 }
 
 async fn run_pipe(

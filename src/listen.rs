@@ -19,6 +19,7 @@ use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
 use crate::pipe::{self, End, PayloadId};
+use crate::presence::{Presence, Role};
 use crate::progress::Progress;
 use crate::session::Session;
 
@@ -61,6 +62,14 @@ pub async fn listen(
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
     let out = Writer::stdout().context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
+    let _presence = Presence::start(
+        session.client.clone(),
+        &session.layout,
+        pipe,
+        Role::Listen,
+        out.counter(),
+        Default::default(),
+    );
     let mut payloads: HashMap<PayloadId, Reader> = HashMap::new();
     let mut last_activity = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -147,6 +147,15 @@ impl Layout {
         format!("{}.q.{}", self.prefix, pipe)
     }
 
+    /// Where running skypipes announce themselves (core NATS, not stored).
+    pub fn presence_subject(&self, pipe: &PipeName) -> String {
+        format!("{}.presence.{}", self.prefix, pipe)
+    }
+
+    pub fn presence_wildcard(&self) -> String {
+        format!("{}.presence.*", self.prefix)
+    }
+
     /// The durable work-queue consumer that hands out a pipe's tickets.
     pub fn queue_consumer(&self, pipe: &PipeName) -> String {
         pipe.to_string()

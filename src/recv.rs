@@ -24,6 +24,7 @@ use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
 use crate::pipe::{self, End, PayloadId, PipeName};
+use crate::presence::{self, Payloads, Presence, Role};
 use crate::progress::Progress;
 use crate::session::{Session, TICKET_PROGRESS};
 
@@ -236,87 +237,106 @@ impl Take<'_> {
     }
 }
 
-/// Takes the payload a ticket announces and writes it to `out`.
-pub async fn take_payload(
-    session: &Session,
-    pipe: &PipeName,
-    ticket: jetstream::Message,
-    out: &Writer,
-    cancel: &CancellationToken,
-    on_close: OnClose,
-    quiet: bool,
-) -> anyhow::Result<Taken> {
-    let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
-        Ok(id) => id,
-        Err(e) => {
-            let _ = ticket.double_ack_with(AckKind::Term).await;
-            return Ok(Taken::Skipped(format!(
-                "skipped a malformed ticket on pipe {pipe}: {e}"
-            )));
-        }
-    };
-    let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
-    let start = if redelivered {
-        Start::AtFirstSeen
-    } else {
-        Start::AtZero
-    };
-    let data = session
-        .js
-        .get_stream_no_info(session.layout.data_stream())
-        .await?;
-    let mut take = Take {
-        session,
-        subject: session.layout.payload_subject(pipe, &id),
-        reader: Reader::new(id.clone(), start, false),
-        ticket,
-        data,
-    };
-    let end = match take.read(out, cancel).await {
-        Ok(end) => end,
-        Err(e) if payload::is_payload_fault(&e) => {
-            let _ = out.flush().await;
-            let _ = take.finish(AckKind::Term).await;
-            return Err(anyhow!("{e}; it was removed from the pipe"));
-        }
-        // Connection trouble: the ticket comes back to some taker after its ack wait.
-        Err(e) => return Err(e),
-    };
-    if let (Some(at), false) = (take.reader.started_at, quiet) {
-        eprintln!(
-            "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to a \
-             taker that stopped"
-        );
+/// Everything taking a payload needs besides its ticket.
+pub struct Taker<'a> {
+    pub session: &'a Session,
+    pub pipe: &'a PipeName,
+    pub out: &'a Writer,
+    pub cancel: &'a CancellationToken,
+    pub on_close: OnClose,
+    pub quiet: bool,
+    /// Payloads being taken, for presence.
+    pub active: &'a Payloads,
+}
+
+impl Taker<'_> {
+    /// Takes the payload a ticket announces and writes it to `out`.
+    pub async fn take(&self, ticket: jetstream::Message) -> anyhow::Result<Taken> {
+        let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = ticket.double_ack_with(AckKind::Term).await;
+                return Ok(Taken::Skipped(format!(
+                    "skipped a malformed ticket on pipe {}: {e}",
+                    self.pipe
+                )));
+            }
+        };
+        presence::track(self.active, id.as_str(), true);
+        let taken = self.take_ticketed(ticket, id.clone()).await;
+        presence::track(self.active, id.as_str(), false);
+        taken
     }
-    match end {
-        ReadEnd::Cancelled => {
-            take.give_back(out).await;
-            Err(Failure::Interrupted.into())
-        }
-        ReadEnd::Stopped(WriteEnd::Closed) => {
-            match on_close {
-                OnClose::Take => take.finish(AckKind::Ack).await?,
-                OnClose::GiveBack => take.give_back(out).await,
+
+    async fn take_ticketed(
+        &self,
+        ticket: jetstream::Message,
+        id: PayloadId,
+    ) -> anyhow::Result<Taken> {
+        let (session, out, cancel, quiet) = (self.session, self.out, self.cancel, self.quiet);
+        let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
+        let start = if redelivered {
+            Start::AtFirstSeen
+        } else {
+            Start::AtZero
+        };
+        let data = session
+            .js
+            .get_stream_no_info(session.layout.data_stream())
+            .await?;
+        let mut take = Take {
+            session,
+            subject: session.layout.payload_subject(self.pipe, &id),
+            reader: Reader::new(id.clone(), start, false),
+            ticket,
+            data,
+        };
+        let end = match take.read(out, cancel).await {
+            Ok(end) => end,
+            Err(e) if payload::is_payload_fault(&e) => {
+                let _ = out.flush().await;
+                let _ = take.finish(AckKind::Term).await;
+                return Err(anyhow!("{e}; it was removed from the pipe"));
             }
-            Ok(Taken::StdoutClosed)
+            // Connection trouble: the ticket comes back to some taker after its ack wait.
+            Err(e) => return Err(e),
+        };
+        if let (Some(at), false) = (take.reader.started_at, quiet) {
+            eprintln!(
+                "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to a \
+                 taker that stopped"
+            );
         }
-        ReadEnd::Stopped(WriteEnd::Failed(m)) => {
-            take.give_back(out).await;
-            Err(anyhow!(m))
-        }
-        ReadEnd::Stopped(WriteEnd::Ok) => Err(anyhow!("the stdout writer stopped")),
-        ReadEnd::Done(end) => {
-            let flushed = out.flush().await;
-            if let WriteEnd::Failed(m) = flushed {
+        match end {
+            ReadEnd::Cancelled => {
                 take.give_back(out).await;
-                return Err(anyhow!(m));
+                Err(Failure::Interrupted.into())
             }
-            take.finish(AckKind::Ack).await?;
-            let bytes = take.reader.offset;
-            Ok(match end {
-                End::Eof(_) => Taken::Complete { id, bytes },
-                End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
-            })
+            ReadEnd::Stopped(WriteEnd::Closed) => {
+                match self.on_close {
+                    OnClose::Take => take.finish(AckKind::Ack).await?,
+                    OnClose::GiveBack => take.give_back(out).await,
+                }
+                Ok(Taken::StdoutClosed)
+            }
+            ReadEnd::Stopped(WriteEnd::Failed(m)) => {
+                take.give_back(out).await;
+                Err(anyhow!(m))
+            }
+            ReadEnd::Stopped(WriteEnd::Ok) => Err(anyhow!("the stdout writer stopped")),
+            ReadEnd::Done(end) => {
+                let flushed = out.flush().await;
+                if let WriteEnd::Failed(m) = flushed {
+                    take.give_back(out).await;
+                    return Err(anyhow!(m));
+                }
+                take.finish(AckKind::Ack).await?;
+                let bytes = take.reader.offset;
+                Ok(match end {
+                    End::Eof(_) => Taken::Complete { id, bytes },
+                    End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
+                })
+            }
         }
     }
 }
@@ -331,21 +351,30 @@ pub async fn recv(
     let consumer = session.queue_consumer(pipe).await?;
     let out = Writer::stdout().context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
+    let active = Payloads::default();
+    let _presence = Presence::start(
+        session.client.clone(),
+        &session.layout,
+        pipe,
+        Role::Take,
+        out.counter(),
+        active.clone(),
+    );
     loop {
         let Some(ticket) = take_ticket(&consumer, settings.timeout, &cancel).await? else {
             progress.finish();
             return Err(timed_out(pipe, settings.timeout));
         };
-        let taken = take_payload(
+        let taker = Taker {
             session,
             pipe,
-            ticket,
-            &out,
-            &cancel,
-            OnClose::Take,
-            settings.quiet,
-        )
-        .await;
+            out: &out,
+            cancel: &cancel,
+            on_close: OnClose::Take,
+            quiet: settings.quiet,
+            active: &active,
+        };
+        let taken = taker.take(ticket).await;
         progress.finish();
         match taken? {
             Taken::Skipped(m) => {
@@ -432,6 +461,15 @@ pub async fn follow(
     let consumer = session.queue_consumer(&pipe).await?;
     let out = Arc::new(Writer::stdout().context("cannot open stdout")?);
     let progress = Progress::start(settings.progress, "received", None, out.counter());
+    let active = Payloads::default();
+    let _presence = Presence::start(
+        session.client.clone(),
+        &session.layout,
+        &pipe,
+        Role::Follow,
+        out.counter(),
+        active.clone(),
+    );
     let room = Arc::new(Semaphore::new(FOLLOW_MAX_ACTIVE));
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
@@ -448,14 +486,20 @@ pub async fn follow(
             _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
             Some((ticket, permit)) = tickets.recv() => {
                 last_activity = Instant::now();
-                let (session, pipe, out, stop) =
-                    (session.clone(), pipe.clone(), out.clone(), stop.clone());
+                let (session, pipe, out, stop, active) =
+                    (session.clone(), pipe.clone(), out.clone(), stop.clone(), active.clone());
                 let quiet = settings.quiet;
                 tasks.spawn(async move {
-                    let taken = take_payload(
-                        &session, &pipe, ticket, &out, &stop, OnClose::GiveBack, quiet,
-                    )
-                    .await;
+                    let taker = Taker {
+                        session: &session,
+                        pipe: &pipe,
+                        out: &out,
+                        cancel: &stop,
+                        on_close: OnClose::GiveBack,
+                        quiet,
+                        active: &active,
+                    };
+                    let taken = taker.take(ticket).await;
                     drop(permit);
                     taken
                 });

@@ -22,6 +22,7 @@ use crate::error::Failure;
 use crate::input::Piece;
 use crate::output::Counter;
 use crate::pipe::{self, ChunkMeta, End, PayloadId, Totals};
+use crate::presence::{self, Payloads, Presence, Role};
 use crate::progress::Progress;
 use crate::session::{has_code, Session, CODE_TTL_DISABLED};
 
@@ -52,6 +53,8 @@ struct Sender<'a> {
     window_bytes: usize,
     /// Bytes stored (acked), for progress.
     stored: Counter,
+    /// The payload being sent, once announced, for presence.
+    active: Payloads,
 }
 
 impl<'a> Sender<'a> {
@@ -79,6 +82,7 @@ impl<'a> Sender<'a> {
             window: VecDeque::new(),
             window_bytes: 0,
             stored: Counter::default(),
+            active: Payloads::default(),
         }
     }
 
@@ -125,6 +129,7 @@ impl<'a> Sender<'a> {
             }
         }
         self.ticket_sent = true;
+        presence::track(&self.active, self.id.as_str(), true);
         Ok(())
     }
 
@@ -249,6 +254,14 @@ pub async fn send(
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session, settings);
     let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
+    let _presence = Presence::start(
+        session.client.clone(),
+        &session.layout,
+        &settings.pipe,
+        Role::Send,
+        s.stored.clone(),
+        s.active.clone(),
+    );
     let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
     progress.finish();
     result

@@ -1,0 +1,122 @@
+//! Presence: every running skypipe says once a second, on core NATS (nothing stored), what it
+//! is doing on which pipe. The monitor counts senders, takers and listeners from it and
+//! learns how many bytes takers wrote; no payload byte is ever copied for this.
+//!
+//! Subject `P.presence.N`, body JSON, see docs/protocol.md.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::output::Counter;
+use crate::pipe::{Layout, PipeName};
+
+/// How often a process announces itself.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// An announcement older than this means the process is gone.
+pub const STALE: Duration = Duration::from_secs(3);
+
+/// What a process does on a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Send,
+    Take,
+    Follow,
+    Listen,
+}
+
+/// One announcement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Protocol version.
+    pub v: u32,
+    pub role: Role,
+    /// Random per process.
+    pub instance: String,
+    /// Bytes sent (senders) or written (takers, listeners) so far.
+    pub bytes: u64,
+    /// Payloads this process is sending or taking now.
+    #[serde(default)]
+    pub payloads: Vec<String>,
+}
+
+/// Publishes announcements until dropped.
+pub struct Presence {
+    task: JoinHandle<()>,
+}
+
+impl Presence {
+    pub fn start(
+        client: async_nats::Client,
+        layout: &Layout,
+        pipe: &PipeName,
+        role: Role,
+        bytes: Counter,
+        payloads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Presence {
+        let subject = layout.presence_subject(pipe);
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INTERVAL);
+            loop {
+                tick.tick().await;
+                let announce = Announce {
+                    v: 1,
+                    role,
+                    instance: instance.clone(),
+                    bytes: bytes.get(),
+                    payloads: payloads.lock().map(|p| p.clone()).unwrap_or_default(),
+                };
+                if let Ok(body) = serde_json::to_vec(&announce) {
+                    let _ = client.publish(subject.clone(), body.into()).await;
+                }
+            }
+        });
+        Presence { task }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The shared list of payloads a process works on.
+pub type Payloads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Adds or removes a payload id in a shared list.
+pub fn track(list: &Payloads, id: &str, on: bool) {
+    if let Ok(mut l) = list.lock() {
+        l.retain(|x| x != id);
+        if on {
+            l.push(id.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_as_json() {
+        let a = Announce {
+            v: 1,
+            role: Role::Take,
+            instance: "ab".into(),
+            bytes: 7,
+            payloads: vec!["x".into()],
+        };
+        let text = serde_json::to_string(&a).expect("json");
+        assert!(text.contains("\"role\":\"take\""));
+        let back: Announce = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, a);
+        let old: Announce =
+            serde_json::from_str(r#"{"v":1,"role":"send","instance":"i","bytes":0}"#)
+                .expect("parse");
+        assert!(old.payloads.is_empty());
+    }
+}
