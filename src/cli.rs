@@ -57,6 +57,11 @@ pub struct Cli {
     #[arg(short, long, conflicts_with = "send")]
     pub follow: bool,
 
+    /// Taker: declare a payload's sender gone after DURATION with no data and no sign of life
+    /// (living senders announce themselves every second, even when idle).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub sender_timeout: std::time::Duration,
+
     /// Show progress on stderr even when it is not a terminal (plain lines).
     #[arg(long, conflicts_with = "quiet")]
     pub progress: bool,

@@ -411,6 +411,7 @@ pub struct PipeSettings {
     pub timeout: Option<Duration>,
     pub listen: bool,
     pub follow: bool,
+    pub sender_timeout: Duration,
     pub progress: ProgressMode,
     pub quiet: bool,
     pub verbose: u8,
@@ -441,6 +442,7 @@ pub fn pipe_settings(
         timeout: cli.timeout,
         listen: cli.listen,
         follow: cli.follow,
+        sender_timeout: cli.sender_timeout,
         progress: ProgressMode::choose(
             cli.quiet,
             cli.progress,

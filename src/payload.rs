@@ -28,6 +28,15 @@ pub struct Missed {
     pub chunks: u64,
 }
 
+/// A payload whose sender stopped without ending it (killed, or its machine gone).
+#[derive(Debug, thiserror::Error)]
+#[error("the sender of payload {id} vanished: no data and no sign of it for {waited}; the {bytes} bytes that arrived were written, but the payload is incomplete")]
+pub struct Vanished {
+    pub id: PayloadId,
+    pub waited: String,
+    pub bytes: u64,
+}
+
 /// How a payload may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -196,7 +205,9 @@ pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u
 
 /// Whether an error is one of this module's payload faults.
 pub fn is_payload_fault(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Corrupt>().is_some() || e.downcast_ref::<Missed>().is_some()
+    e.downcast_ref::<Corrupt>().is_some()
+        || e.downcast_ref::<Missed>().is_some()
+        || e.downcast_ref::<Vanished>().is_some()
 }
 
 /// Turns a header parse failure into a corrupt-payload error.

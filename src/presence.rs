@@ -84,6 +84,63 @@ impl Drop for Presence {
     }
 }
 
+/// When each payload's sender last announced itself, as seen by a taker.
+#[derive(Clone, Default)]
+pub struct Watch {
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    _task: Option<std::sync::Arc<AbortOnDrop>>,
+}
+
+/// Stops the watching task with its last handle.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Watch {
+    /// Follows the senders' announcements on a pipe.
+    pub async fn start(
+        client: &async_nats::Client,
+        layout: &Layout,
+        pipe: &PipeName,
+    ) -> Result<Watch, async_nats::SubscribeError> {
+        use futures::StreamExt;
+        let mut sub = client.subscribe(layout.presence_subject(pipe)).await?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let shared = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Ok(a) = serde_json::from_slice::<Announce>(&msg.payload) else {
+                    continue;
+                };
+                if a.role != Role::Send {
+                    continue;
+                }
+                if let Ok(mut seen) = shared.lock() {
+                    let now = std::time::Instant::now();
+                    for id in a.payloads {
+                        seen.insert(id, now);
+                    }
+                    // Forget senders not heard of for long.
+                    seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
+                }
+            }
+        });
+        Ok(Watch {
+            seen,
+            _task: Some(std::sync::Arc::new(AbortOnDrop(task))),
+        })
+    }
+
+    /// When the sender of `id` was last heard of.
+    pub fn sender_seen(&self, id: &str) -> Option<std::time::Instant> {
+        self.seen.lock().ok().and_then(|s| s.get(id).copied())
+    }
+}
+
 /// The shared list of payloads a process works on.
 pub type Payloads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 

@@ -24,7 +24,7 @@ use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
 use crate::pipe::{self, End, PayloadId, PipeName};
-use crate::presence::{self, Payloads, Presence, Role};
+use crate::presence::{self, Payloads, Presence, Role, Watch};
 use crate::progress::Progress;
 use crate::session::{Session, TICKET_PROGRESS};
 
@@ -128,6 +128,8 @@ async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> 
 /// One payload being taken.
 struct Take<'a> {
     session: &'a Session,
+    senders: Watch,
+    sender_timeout: Duration,
     ticket: jetstream::Message,
     data: stream::Stream<()>,
     subject: String,
@@ -150,6 +152,8 @@ impl Take<'_> {
                 filter_subject: self.subject.clone(),
                 deliver_policy: DeliverPolicy::All,
                 max_batch: READ_BATCH,
+                // Short pull requests: a restarted server is noticed within seconds.
+                max_expires: Duration::from_secs(5),
                 ..Default::default()
             })
             .await
@@ -164,12 +168,39 @@ impl Take<'_> {
         let mut purge_tick = tokio::time::interval(PURGE_EVERY);
         let mut purged = 0u64;
         let mut purge_job: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+        let mut last_chunk = Instant::now();
+        let mut connected_at = Instant::now();
         let end = loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break ReadEnd::Cancelled,
                 _ = progress.tick() => {
                     let _ = self.ticket.ack_with(AckKind::Progress).await;
+                    // Liveness: of the server, then of the sender.
+                    let connected = self.session.client.connection_state()
+                        == async_nats::connection::State::Connected;
+                    if connected {
+                        connected_at = Instant::now();
+                    } else if connected_at.elapsed() >= crate::send::RETRY_FOR {
+                        return Err(anyhow!(
+                            "lost the server at {} for {}s while reading payload {id}; \
+                             the payload is incomplete",
+                            self.session.url,
+                            crate::send::RETRY_FOR.as_secs()
+                        ));
+                    }
+                    let heard = self
+                        .senders
+                        .sender_seen(id.as_str())
+                        .map_or(last_chunk, |t| t.max(last_chunk));
+                    if connected && heard.elapsed() >= self.sender_timeout {
+                        return Err(payload::Vanished {
+                            id: id.clone(),
+                            waited: humantime::format_duration(self.sender_timeout).to_string(),
+                            bytes: self.reader.offset,
+                        }
+                        .into());
+                    }
                 }
                 _ = purge_tick.tick() => {
                     let mark = self.reader.mark.get();
@@ -195,6 +226,7 @@ impl Take<'_> {
                         }
                         None => return Err(anyhow!("the server ended the read of payload {id}")),
                     };
+                    last_chunk = Instant::now();
                     let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
@@ -247,6 +279,9 @@ pub struct Taker<'a> {
     pub quiet: bool,
     /// Payloads being taken, for presence.
     pub active: &'a Payloads,
+    /// Senders' announcements, to tell a quiet sender from a vanished one.
+    pub senders: &'a Watch,
+    pub sender_timeout: Duration,
 }
 
 impl Taker<'_> {
@@ -285,6 +320,8 @@ impl Taker<'_> {
             .get_stream_no_info(session.layout.data_stream())
             .await?;
         let mut take = Take {
+            senders: self.senders.clone(),
+            sender_timeout: self.sender_timeout,
             session,
             subject: session.layout.payload_subject(self.pipe, &id),
             reader: Reader::new(id.clone(), start, false),
@@ -352,6 +389,9 @@ pub async fn recv(
     let out = Writer::stdout().context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let active = Payloads::default();
+    let senders = Watch::start(&session.client, &session.layout, pipe)
+        .await
+        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
     let _presence = Presence::start(
         session.client.clone(),
         &session.layout,
@@ -373,6 +413,8 @@ pub async fn recv(
             on_close: OnClose::Take,
             quiet: settings.quiet,
             active: &active,
+            senders: &senders,
+            sender_timeout: settings.sender_timeout,
         };
         let taken = taker.take(ticket).await;
         progress.finish();
@@ -462,6 +504,9 @@ pub async fn follow(
     let out = Arc::new(Writer::stdout().context("cannot open stdout")?);
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let active = Payloads::default();
+    let senders = Watch::start(&session.client, &session.layout, &pipe)
+        .await
+        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
     let _presence = Presence::start(
         session.client.clone(),
         &session.layout,
@@ -486,9 +531,15 @@ pub async fn follow(
             _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
             Some((ticket, permit)) = tickets.recv() => {
                 last_activity = Instant::now();
-                let (session, pipe, out, stop, active) =
-                    (session.clone(), pipe.clone(), out.clone(), stop.clone(), active.clone());
-                let quiet = settings.quiet;
+                let (session, pipe, out, stop, active, senders) = (
+                    session.clone(),
+                    pipe.clone(),
+                    out.clone(),
+                    stop.clone(),
+                    active.clone(),
+                    senders.clone(),
+                );
+                let (quiet, sender_timeout) = (settings.quiet, settings.sender_timeout);
                 tasks.spawn(async move {
                     let taker = Taker {
                         session: &session,
@@ -498,6 +549,8 @@ pub async fn follow(
                         on_close: OnClose::GiveBack,
                         quiet,
                         active: &active,
+                        senders: &senders,
+                        sender_timeout,
                     };
                     let taken = taker.take(ticket).await;
                     drop(permit);

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -31,6 +31,19 @@ pub const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
+/// How long a sender keeps retrying a chunk while the server is unreachable.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+/// JetStream's "maximum bytes exceeded": the server's storage limit was reached.
+const CODE_STORAGE_FULL: u64 = 10077;
+
+/// A published chunk whose ack has not arrived; kept whole so it can be published again
+/// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
+struct InFlight {
+    ack: PublishAckFuture,
+    headers: async_nats::HeaderMap,
+    data: Bytes,
+}
+
 /// What a finished send did.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -40,7 +53,7 @@ pub struct Sent {
 }
 
 struct Sender<'a> {
-    session: &'a Session,
+    session: Session,
     settings: &'a PipeSettings,
     id: PayloadId,
     subject: String,
@@ -49,8 +62,10 @@ struct Sender<'a> {
     chunk: u64,
     offset: u64,
     crc: crc32fast::Hasher,
-    window: VecDeque<(PublishAckFuture, usize)>,
+    window: VecDeque<InFlight>,
     window_bytes: usize,
+    /// Said once: the server's storage is full and the sender waits.
+    told_full: bool,
     /// Bytes stored (acked), for progress.
     stored: Counter,
     /// The payload being sent, once announced, for presence.
@@ -58,7 +73,7 @@ struct Sender<'a> {
 }
 
 impl<'a> Sender<'a> {
-    fn new(session: &'a Session, settings: &'a PipeSettings) -> Self {
+    fn new(session: Session, settings: &'a PipeSettings) -> Self {
         let id = PayloadId::random();
         let subject = session.layout.payload_subject(&settings.pipe, &id);
         let ttl = session.ttl_supported.then_some(settings.ttl);
@@ -81,6 +96,7 @@ impl<'a> Sender<'a> {
             crc: crc32fast::Hasher::new(),
             window: VecDeque::new(),
             window_bytes: 0,
+            told_full: false,
             stored: Counter::default(),
             active: Payloads::default(),
         }
@@ -158,33 +174,124 @@ impl<'a> Sender<'a> {
         {
             self.await_oldest().await?;
         }
-        let ack = self
-            .session
-            .js
-            .publish_with_headers(self.subject.clone(), headers, data)
-            .await
-            .with_context(|| format!("cannot publish to {}", self.session.url))?;
-        self.window.push_back((ack, len));
+        let ack = self.publish_once(&headers, &data).await?;
+        self.window.push_back(InFlight { ack, headers, data });
         self.window_bytes += len;
         self.chunk += 1;
         Ok(())
     }
 
-    async fn await_oldest(&mut self) -> anyhow::Result<()> {
-        if let Some((ack, len)) = self.window.pop_front() {
-            self.window_bytes -= len;
-            self.stored.add(len as u64);
-            ack.await.map_err(|e| {
-                if has_code(&e, 10077) || e.to_string().contains("maximum bytes") {
-                    anyhow!(
-                        "the server's storage for pipes is full ({e}); the payload is incomplete"
-                    )
-                } else {
-                    anyhow!("a chunk was not stored: {e}")
+    /// Hands one message to the client, retrying while the server is away.
+    async fn publish_once(
+        &self,
+        headers: &async_nats::HeaderMap,
+        data: &Bytes,
+    ) -> anyhow::Result<PublishAckFuture> {
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            match self
+                .session
+                .js
+                .publish_with_headers(self.subject.clone(), headers.clone(), data.clone())
+                .await
+            {
+                Ok(ack) => return Ok(ack),
+                Err(e) if Instant::now() < deadline => {
+                    debug(&e);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-            })?;
+                Err(e) => {
+                    return Err(anyhow!(
+                        "lost the server at {} for {}s ({e}); the payload is incomplete",
+                        self.session.url,
+                        RETRY_FOR.as_secs()
+                    ))
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Waits for the oldest chunk's ack. A chunk whose ack never came (the server restarted,
+    /// the connection dropped) is published again; a full server is waited out like a full
+    /// pipe, up to `--timeout`.
+    async fn await_oldest(&mut self) -> anyhow::Result<()> {
+        let Some(mut f) = self.window.pop_front() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        loop {
+            let err = match f.ack.await {
+                Ok(_) => {
+                    self.window_bytes -= f.data.len();
+                    self.stored.add(f.data.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if has_code(&err, CODE_STORAGE_FULL) {
+                if let Some(t) = self.settings.timeout {
+                    if started.elapsed() >= t {
+                        return Err(anyhow!(
+                            "the server's storage for pipes stayed full for {} ({err}); \
+                             the payload is incomplete",
+                            humantime::format_duration(t)
+                        ));
+                    }
+                }
+                if !self.told_full && !self.settings.quiet {
+                    eprintln!(
+                        "skypipe: the server's storage for pipes is full; waiting for takers to drain it"
+                    );
+                    self.told_full = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else if is_api_error(&err) {
+                return Err(anyhow!("a chunk was not stored: {err}"));
+            } else if started.elapsed() >= RETRY_FOR {
+                return Err(anyhow!(
+                    "lost the server at {} for {}s ({err}); the payload is incomplete",
+                    self.session.url,
+                    RETRY_FOR.as_secs()
+                ));
+            } else {
+                // The ack never came: the server restarted or the connection dropped. A
+                // fresh connection, and every unacknowledged chunk published again (the
+                // server keeps one copy of each, by its Nats-Msg-Id).
+                debug(&format!("{err}; reconnecting and publishing again"));
+                self.reconnect().await?;
+                for later in self.window.iter_mut() {
+                    later.ack = self
+                        .session
+                        .js_publish(&self.subject, &later.headers, &later.data)
+                        .await?;
+                }
+            }
+            f.ack = self.publish_once(&f.headers, &f.data).await?;
+        }
+    }
+
+    /// Replaces the connection with a new one, for as long as [`RETRY_FOR`] allows.
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            match crate::session::connect(&self.session.conn).await {
+                Ok(fresh) => {
+                    let old = std::mem::replace(&mut self.session, fresh);
+                    drop(old);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    debug(&e);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "lost the server for {}s; the payload is incomplete",
+                        RETRY_FOR.as_secs()
+                    )))
+                }
+            }
+        }
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
@@ -252,7 +359,7 @@ pub async fn send(
     interrupted: Arc<AtomicBool>,
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
-    let mut s = Sender::new(session, settings);
+    let mut s = Sender::new(session.clone(), settings);
     let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
     let _presence = Presence::start(
         session.client.clone(),
@@ -309,6 +416,18 @@ async fn send_all(
                 return Err(anyhow!("the stdin reader stopped unexpectedly"));
             }
         }
+    }
+}
+
+/// A refusal by JetStream itself (as opposed to a lost ack).
+fn is_api_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let text = e.to_string();
+    text.contains("error code") && !text.contains("no responders")
+}
+
+fn debug(e: &dyn std::fmt::Display) {
+    if std::env::var_os("SKYPIPE_DEBUG").is_some() {
+        eprintln!("skypipe: debug: {e}");
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Session {
     pub ttl_supported: bool,
     pub server_version: String,
     pub chunk_size: usize,
+    /// How this session was made, to make another.
+    pub conn: Conn,
 }
 
 /// `major.minor` of a version string such as `2.15.1`.
@@ -54,8 +56,14 @@ fn hint_unreachable(url: &str) -> String {
 /// Connects, mapping failures to one line that names the server.
 pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
     let shown = conn.display_urls();
+    let debug = std::env::var_os("SKYPIPE_DEBUG").is_some();
     let mut opts = ConnectOptions::new()
         .name("skypipe")
+        .event_callback(move |event| async move {
+            if debug {
+                eprintln!("skypipe: debug: connection event: {event}");
+            }
+        })
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(Duration::from_secs(10)));
     if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
@@ -157,6 +165,7 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
         ttl_supported: version_at_least(&info.version, 2, 11),
         server_version: info.version.clone(),
         chunk_size: pipe::chunk_size(info.max_payload),
+        conn: conn.clone(),
         client,
     })
 }
@@ -223,6 +232,19 @@ impl Session {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         }
+    }
+
+    /// Hands one JetStream publish to the client; its ack comes later.
+    pub async fn js_publish(
+        &self,
+        subject: &str,
+        headers: &async_nats::HeaderMap,
+        data: &bytes::Bytes,
+    ) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+        self.js
+            .publish_with_headers(subject.to_string(), headers.clone(), data.clone())
+            .await
+            .map_err(|e| anyhow!("cannot publish to {}: {e}", self.url))
     }
 
     /// Creates both streams when missing (an existing stream is left as it is).

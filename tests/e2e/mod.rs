@@ -3,5 +3,6 @@ pub mod harness;
 mod config;
 mod core;
 mod examples;
+mod faults;
 mod follow;
 mod monitor;
