@@ -88,6 +88,11 @@ impl Reader {
         }
     }
 
+    /// The chunk being waited for while later ones already arrived.
+    pub fn missing(&self) -> Option<u64> {
+        (!self.pending.is_empty()).then(|| self.next.unwrap_or(0))
+    }
+
     pub fn corrupt(&self, what: String) -> anyhow::Error {
         Corrupt(format!("payload {} is corrupt: {what}", self.id)).into()
     }
@@ -210,8 +215,12 @@ pub fn is_payload_fault(e: &anyhow::Error) -> bool {
         || e.downcast_ref::<Vanished>().is_some()
 }
 
-/// Turns a header parse failure into a corrupt-payload error.
-pub fn bad_headers(id: &PayloadId, seq: u64, e: impl std::fmt::Display) -> anyhow::Error {
+/// Turns a header parse failure into an error: a corrupt payload, except that a payload of a
+/// newer protocol is left alone for a newer skypipe to take.
+pub fn bad_headers(id: &PayloadId, seq: u64, e: crate::pipe::HeaderError) -> anyhow::Error {
+    if let crate::pipe::HeaderError::Version(_) = e {
+        return anyhow!("payload {id}: {e}; it was left in the pipe");
+    }
     Corrupt(format!(
         "payload {id} is corrupt: chunk at stream sequence {seq}: {e}"
     ))

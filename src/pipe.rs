@@ -488,6 +488,44 @@ mod tests {
         assert_eq!(parse_chunk(None), Err(HeaderError::NoHeaders));
     }
 
+    proptest::proptest! {
+        // Whatever another client puts in the headers, parsing answers and never panics.
+        #[test]
+        fn parsing_arbitrary_headers_never_panics(
+            values in proptest::collection::vec("\\PC{0,24}", 10),
+            present in proptest::collection::vec(proptest::bool::ANY, 10),
+        ) {
+            let names = [
+                H_VERSION, H_ID, H_CHUNK, H_OFFSET, H_PRIOR_CRC, H_END,
+                H_TOTAL_CHUNKS, H_TOTAL_BYTES, H_TOTAL_CRC, H_REASON,
+            ];
+            let mut h = HeaderMap::new();
+            for ((name, value), on) in names.iter().zip(&values).zip(&present) {
+                if *on {
+                    h.insert(*name, value.as_str());
+                }
+            }
+            let _ = parse_chunk(Some(&h));
+            let _ = parse_ticket(Some(&h));
+        }
+
+        #[test]
+        fn valid_chunk_headers_round_trip(
+            chunk in 0u64..u64::MAX, offset in 0u64..u64::MAX, crc in proptest::num::u32::ANY,
+            end in proptest::option::of((1u64..1000, 0u64..1 << 40, proptest::num::u32::ANY)),
+        ) {
+            let meta = ChunkMeta {
+                id: PayloadId::random(),
+                chunk,
+                offset,
+                prior_crc: crc,
+                end: end.map(|(chunks, bytes, crc)| End::Eof(Totals { chunks, bytes, crc })),
+            };
+            let back = parse_chunk(Some(&chunk_headers(&meta, None)));
+            proptest::prop_assert_eq!(back, Ok(meta));
+        }
+    }
+
     #[test]
     fn chunk_size_fits_max_payload() {
         assert_eq!(chunk_size(1024 * 1024), MAX_CHUNK);

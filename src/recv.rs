@@ -194,6 +194,11 @@ impl Take<'_> {
                         .sender_seen(id.as_str())
                         .map_or(last_chunk, |t| t.max(last_chunk));
                     if connected && heard.elapsed() >= self.sender_timeout {
+                        if let Some(missing) = self.reader.missing() {
+                            return Err(self.reader.corrupt(format!(
+                                "chunk {missing} never arrived (later chunks did)"
+                            )));
+                        }
                         return Err(payload::Vanished {
                             id: id.clone(),
                             waited: humantime::format_duration(self.sender_timeout).to_string(),
@@ -289,6 +294,13 @@ impl Taker<'_> {
     pub async fn take(&self, ticket: jetstream::Message) -> anyhow::Result<Taken> {
         let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
             Ok(id) => id,
+            Err(e @ pipe::HeaderError::Version(_)) => {
+                let _ = ticket.ack_with(AckKind::Nak(None)).await;
+                return Err(anyhow!(
+                    "a payload on pipe {}: {e}; it was left in the pipe",
+                    self.pipe
+                ));
+            }
             Err(e) => {
                 let _ = ticket.double_ack_with(AckKind::Term).await;
                 return Ok(Taken::Skipped(format!(

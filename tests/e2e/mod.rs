@@ -5,4 +5,5 @@ mod core;
 mod examples;
 mod faults;
 mod follow;
+mod malformed;
 mod monitor;
