@@ -9,9 +9,12 @@ use bytes::Bytes;
 
 use super::harness::*;
 
+/// A raw message: subject, headers, body.
+type Raw = (String, Vec<(&'static str, String)>, Vec<u8>);
+
 /// Publishes raw messages through JetStream, creating skypipe's streams first (by running a
 /// receiver that times out at once).
-fn publish_raw(b: &Bench, messages: Vec<(String, Vec<(&str, String)>, Vec<u8>)>) {
+fn publish_raw(b: &Bench, messages: Vec<Raw>) {
     let _ = b.recv(&["setup-streams", "--timeout", "10ms"]);
     let url = b.url();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -33,7 +36,7 @@ fn publish_raw(b: &Bench, messages: Vec<(String, Vec<(&str, String)>, Vec<u8>)>)
     });
 }
 
-fn ticket(pipe: &str, id: &str) -> (String, Vec<(&'static str, String)>, Vec<u8>) {
+fn ticket(pipe: &str, id: &str) -> Raw {
     (
         format!("skypipe.q.{pipe}"),
         vec![("Skypipe-Version", "1".into()), ("Skypipe-Id", id.into())],
@@ -49,7 +52,7 @@ fn chunk(
     before: &[u8],
     data: &[u8],
     end: Option<(u64, &[u8])>,
-) -> (String, Vec<(&'static str, String)>, Vec<u8>) {
+) -> Raw {
     let mut h = vec![
         ("Skypipe-Version", "1".to_string()),
         ("Skypipe-Id", id.to_string()),
