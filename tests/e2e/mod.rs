@@ -4,3 +4,4 @@ mod config;
 mod core;
 mod examples;
 mod follow;
+mod websocket;
