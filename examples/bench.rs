@@ -1,5 +1,6 @@
 //! The benchmark: skypipe beside raw async-nats (examples/raw_baseline.rs) and `nc`, on
-//! loopback, against a nats-server it starts itself. Prints a table of medians and ratios.
+//! loopback, against a nats-server it starts itself (with a WebSocket listener too, for the
+//! live case over `ws://`). Prints a table of medians and ratios.
 //! Run it with `scripts/bench` (which builds everything in release mode first).
 //!
 //! ```text
@@ -52,6 +53,8 @@ fn parse_opts() -> Opts {
 
 struct Bench {
     url: String,
+    /// The server's WebSocket listener, `ws://127.0.0.1:PORT`.
+    ws_url: String,
     dir: PathBuf,
     skypipe: PathBuf,
     raw: PathBuf,
@@ -64,9 +67,20 @@ impl Bench {
         c
     }
 
+    /// skypipe dialing the WebSocket listener (`-s` wins over `NATS_URL`).
+    fn skypipe_ws(&self, args: &[&str]) -> Command {
+        let mut c = self.skypipe(&["-s", &self.ws_url]);
+        c.args(args);
+        c
+    }
+
     fn raw(&self, mode: &str, subject: &str) -> Command {
+        self.raw_at(&self.url, mode, subject)
+    }
+
+    fn raw_at(&self, url: &str, mode: &str, subject: &str) -> Command {
         let mut c = Command::new(&self.raw);
-        c.args([mode, &self.url, subject]);
+        c.args([mode, url, subject]);
         c
     }
 
@@ -164,6 +178,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     let out = b.path("out");
     let (mut send, mut drain, mut live_t) = (vec![], vec![], vec![]);
     let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
+    let (mut ws_live, mut rws_live) = (vec![], vec![]);
     let mut nc = vec![];
     for run in 0..o.runs {
         eprintln!("throughput run {}/{}", run + 1, o.runs);
@@ -194,6 +209,17 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         let mut s = b.raw("publish", "raw.live");
         s.stdin(file_in(&input));
         rlive.push(mbs(bytes, live(r, s, &out, bytes)));
+        // 3w: live again, skypipe and the baseline both over WebSocket.
+        let mut r = b.skypipe_ws(&["--recv", "bench-live-ws"]);
+        r.stdout(file_out(&out));
+        let mut s = b.skypipe_ws(&["--send", "bench-live-ws"]);
+        s.stdin(file_in(&input));
+        ws_live.push(mbs(bytes, live(r, s, &out, bytes)));
+        let mut r = b.raw_at(&b.ws_url, "read", "raw.live-ws");
+        r.stdout(file_out(&out));
+        let mut s = b.raw_at(&b.ws_url, "publish", "raw.live-ws");
+        s.stdin(file_in(&input));
+        rws_live.push(mbs(bytes, live(r, s, &out, bytes)));
         // 5: nc over loopback.
         let port = skypipe_nats::free_port().expect("port");
         let mut r = Command::new("nc");
@@ -207,6 +233,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     let _ = std::fs::remove_file(&out);
     let (send, drain, live_t) = (median(send), median(drain), median(live_t));
     let (rsend, rread, rlive, nc) = (median(rsend), median(rread), median(rlive), median(nc));
+    let (ws_live, rws_live) = (median(ws_live), median(rws_live));
     println!(
         "\n## Throughput: {} MiB, median of {} runs (MB/s = 10^6 bytes/s)\n",
         o.size_mib, o.runs
@@ -226,6 +253,11 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         live_t / rlive
     );
     println!(
+        "| 3w. live over WebSocket (`-s ws://`) | {ws_live:.0} | {rws_live:.0} | {:.2} | cost: {:.2} of case 3 |",
+        ws_live / rws_live,
+        ws_live / live_t
+    );
+    println!(
         "| 5. nc over loopback | | | {nc:.0} MB/s; live / nc = {:.2} | >= 0.5 |",
         live_t / nc
     );
@@ -233,6 +265,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         ("stored send".into(), send),
         ("drain".into(), drain),
         ("live".into(), live_t),
+        ("live over WebSocket".into(), ws_live),
     ]
 }
 
@@ -366,11 +399,14 @@ fn main() {
         .expect("target dir")
         .to_path_buf();
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerConfig::new(dir.path().join("server"))
-        .start()
-        .expect("nats-server starts");
+    let mut config = ServerConfig::new(dir.path().join("server"));
+    config
+        .websocket()
+        .expect("a free port for the websocket listener");
+    let server = config.start().expect("nats-server starts");
     let b = Bench {
         url: server.url(),
+        ws_url: server.websocket_url().expect("websocket listener"),
         dir: dir.path().to_path_buf(),
         skypipe: release.join("skypipe"),
         raw: release.join("examples/raw_baseline"),
@@ -381,11 +417,12 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     println!(
-        "# {version} against nats-server {} on {}, file store in {}",
+        "# {version} against nats-server {} on {} and {}, file store in {}",
         skypipe_nats::find_binary()
             .and_then(|p| skypipe_nats::binary_version(&p))
             .unwrap_or_default(),
         b.url,
+        b.ws_url,
         dir.path().display()
     );
     if o.only.iter().any(|c| c == "throughput") {

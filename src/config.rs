@@ -205,6 +205,21 @@ pub fn parse_urls(text: &str) -> Result<Vec<String>, ConfigError> {
     Ok(urls)
 }
 
+/// Whether a URL dials a WebSocket listener (`ws://` or `wss://`) rather than a NATS
+/// client port.
+pub fn is_websocket(url: &str) -> bool {
+    url.starts_with("ws://") || url.starts_with("wss://")
+}
+
+/// `ws://` becomes `wss://`: used when TLS is asked for (a CA, a client certificate or TLS
+/// first), so a plain WebSocket URL never quietly drops it. The natscli does the same.
+fn with_websocket_tls(url: String) -> String {
+    match url.strip_prefix("ws://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => url,
+    }
+}
+
 fn check_url(url: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::Url {
         url: redact_url(url),
@@ -323,6 +338,11 @@ pub fn resolve_conn(
     let tls_first = args.tlsfirst
         || envs("NATS_TLSFIRST").is_some_and(|v| v != "0" && v != "false")
         || ctx.tls_first;
+    let urls = if ca.is_some() || cert.is_some() || tls_first {
+        urls.into_iter().map(with_websocket_tls).collect()
+    } else {
+        urls
+    };
     let prefix = args
         .prefix
         .clone()
@@ -535,9 +555,47 @@ mod tests {
             "localhost:4222",
             "tls://a.b:4443",
             "ws://h:80",
+            "wss://nats.example.org",
+            "wss://u:p@nats.example.org:443/nats",
         ] {
             assert!(parse_urls(u).is_ok(), "{u}");
         }
+        assert!(parse_urls("ws://h:notaport").is_err());
+    }
+
+    #[test]
+    fn websocket_urls_mix_with_nats_urls() {
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("NATS_URL", "nats://a:4222, ws://b:8080,wss://c:443")]),
+        )
+        .expect("ok");
+        assert_eq!(c.urls, ["nats://a:4222", "ws://b:8080", "wss://c:443"]);
+        assert!(!is_websocket(&c.urls[0]));
+        assert!(is_websocket(&c.urls[1]) && is_websocket(&c.urls[2]));
+    }
+
+    #[test]
+    fn tls_settings_turn_ws_into_wss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not checked here").expect("write");
+        let args = ConnArgs {
+            server: Some("ws://a:8080,nats://b:4222,wss://c:443".into()),
+            tlsca: Some(ca),
+            ..Default::default()
+        };
+        let c = resolve_conn(&args, &env_of(&[])).expect("ok");
+        assert_eq!(c.urls, ["wss://a:8080", "nats://b:4222", "wss://c:443"]);
+        let c = resolve_conn(
+            &ConnArgs {
+                server: Some("ws://a:8080".into()),
+                ..Default::default()
+            },
+            &env_of(&[("NATS_TLSFIRST", "1")]),
+        )
+        .expect("ok");
+        assert_eq!(c.urls, ["wss://a:8080"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
-use crate::config::{Conn, DEFAULT_TTL};
+use crate::config::{is_websocket, Conn, DEFAULT_TTL};
 use crate::error::Failure;
 use crate::pipe::{self, Layout, PipeName};
 
@@ -51,6 +51,39 @@ fn hint_unreachable(url: &str) -> String {
         "cannot reach a NATS server at {url}; start one with `nats-server -js`, \
          or point skypipe at one with --server URL or NATS_URL"
     )
+}
+
+/// The TLS error somewhere in a connect error's chain, if any. std's `io::Error` hides the
+/// error it wraps from `source()`, so wrapped errors are looked at too.
+fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(tls) = e.downcast_ref::<async_nats::rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<async_nats::rustls::Error>())
+        {
+            return Some(inner.to_string());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Whether a connect error comes from the socket itself (refused, reset, unreachable), as
+/// opposed to a peer that answered in a way the client did not expect.
+fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Connects, mapping failures to one line that names the server.
@@ -119,6 +152,7 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
     let client = match opts.connect(urls).await {
         Ok(c) => c,
         Err(e) => {
+            let tls = tls_failure(&e);
             let msg = match e.kind() {
                 ConnectErrorKind::AuthorizationViolation => format!(
                     "the server at {shown} refused the credentials (authorization violation)"
@@ -127,10 +161,31 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
                     format!("could not authenticate to {shown}: {e}")
                 }
                 ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
+                // Over wss:// the TLS handshake happens inside the WebSocket dial, and its
+                // failures arrive as IO errors.
+                _ if tls.is_some() => {
+                    format!("TLS with {shown} failed: {}", tls.unwrap_or_default())
+                }
+                ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => {
+                    format!(
+                        "{} (no answer within {CONNECT_TIMEOUT:?}; \
+                         a WebSocket port needs a ws:// or wss:// URL)",
+                        hint_unreachable(&shown)
+                    )
+                }
                 ConnectErrorKind::TimedOut => {
                     format!(
                         "{} (no answer within {CONNECT_TIMEOUT:?})",
                         hint_unreachable(&shown)
+                    )
+                }
+                ConnectErrorKind::Io
+                    if conn.urls.iter().all(|u| is_websocket(u)) && !has_io_error(&e) =>
+                {
+                    format!(
+                        "the server at {shown} did not accept a NATS WebSocket connection ({e}); \
+                         a ws:// or wss:// URL needs the port of the server's websocket block \
+                         (wss:// when that has TLS), a client port needs nats://"
                     )
                 }
                 _ => format!("{} ({e})", hint_unreachable(&shown)),

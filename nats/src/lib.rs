@@ -101,6 +101,13 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A PEM certificate (chain) and its private key, for a listener that speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// What to start. Build with [`ServerConfig::new`], adjust, then [`ServerConfig::start`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -120,8 +127,10 @@ pub struct ServerConfig {
     pub max_file_store: Option<u64>,
     /// Cluster routing: (cluster name, our route port, all route ports).
     pub cluster: Option<(String, u16, Vec<u16>)>,
-    /// Optional websocket port (plain, loopback only).
+    /// Port of an optional WebSocket listener on `host` (plain text unless `websocket_tls`).
     pub websocket_port: Option<u16>,
+    /// Certificate and key for the WebSocket listener: with them it speaks `wss://`.
+    pub websocket_tls: Option<TlsFiles>,
     /// How long to wait for readiness.
     pub ready_timeout: Duration,
 }
@@ -138,6 +147,7 @@ impl ServerConfig {
             max_file_store: None,
             cluster: None,
             websocket_port: None,
+            websocket_tls: None,
             ready_timeout: Duration::from_secs(20),
         }
     }
@@ -170,14 +180,44 @@ impl ServerConfig {
             );
         }
         if let Some(ws) = self.websocket_port {
-            let _ = writeln!(
-                c,
-                "websocket {{\n  listen: \"127.0.0.1:{ws}\"\n  no_tls: true\n}}"
-            );
+            let _ = writeln!(c, "websocket {{\n  listen: \"{}:{ws}\"", self.host);
+            match &self.websocket_tls {
+                Some(tls) => {
+                    let _ = writeln!(
+                        c,
+                        "  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n  }}",
+                        tls.cert_file.display(),
+                        tls.key_file.display()
+                    );
+                }
+                None => c.push_str("  no_tls: true\n"),
+            }
+            c.push_str("}\n");
         }
         c.push_str(&self.extra);
         c.push('\n');
         c
+    }
+
+    /// Adds a plain-text WebSocket listener on a free port and returns the port.
+    pub fn websocket(&mut self) -> Result<u16> {
+        let port = free_port()?;
+        self.websocket_port = Some(port);
+        Ok(port)
+    }
+
+    /// Adds a WebSocket listener on a free port that speaks TLS with the given PEM
+    /// certificate (chain) and key, and returns the port.
+    pub fn websocket_with_tls(
+        &mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Result<u16> {
+        self.websocket_tls = Some(TlsFiles {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+        });
+        self.websocket()
     }
 
     /// Writes the config and starts the server, waiting until it accepts clients.
@@ -221,6 +261,18 @@ impl Server {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port())
+    }
+
+    /// The URL of the WebSocket listener, when there is one: `ws://HOST:PORT`, or
+    /// `wss://HOST:PORT` when it speaks TLS.
+    pub fn websocket_url(&self) -> Option<String> {
+        let port = self.config.websocket_port?;
+        let scheme = if self.config.websocket_tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        Some(format!("{scheme}://127.0.0.1:{port}"))
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -286,7 +338,10 @@ impl Server {
             if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
                 stream.set_read_timeout(Some(Duration::from_secs(2)))?;
                 let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO") {
+                if BufReader::new(stream).read_line(&mut line).is_ok()
+                    && line.starts_with("INFO")
+                    && self.websocket_listening()
+                {
                     return Ok(());
                 }
             }
@@ -298,6 +353,18 @@ impl Server {
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the WebSocket listener, if any, accepts connections.
+    fn websocket_listening(&self) -> bool {
+        match self.config.websocket_port {
+            Some(port) => TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            )
+            .is_ok(),
+            None => true,
         }
     }
 
@@ -414,6 +481,22 @@ mod tests {
         assert!(text.contains("listen: \"127.0.0.1:4333\""));
         assert!(text.contains("store_dir: \"/tmp/x/jetstream\""));
         assert!(text.contains("max_file_store: 1024"));
+    }
+
+    #[test]
+    fn render_websocket_plain_and_tls() {
+        let mut c = ServerConfig::new("/tmp/x");
+        c.websocket_port = Some(8080);
+        let text = c.render(4333);
+        assert!(text.contains("websocket {\n  listen: \"127.0.0.1:8080\"\n  no_tls: true\n}"));
+        c.websocket_tls = Some(TlsFiles {
+            cert_file: "/tmp/x/cert.pem".into(),
+            key_file: "/tmp/x/key.pem".into(),
+        });
+        let text = c.render(4333);
+        assert!(text.contains("cert_file: \"/tmp/x/cert.pem\""));
+        assert!(text.contains("key_file: \"/tmp/x/key.pem\""));
+        assert!(!text.contains("no_tls"));
     }
 
     #[test]

@@ -38,8 +38,23 @@ impl Bench {
         Bench { dir, server }
     }
 
+    /// A fresh server that also listens for WebSocket clients (plain text, loopback).
+    pub fn websocket() -> Bench {
+        Bench::with(|c| {
+            c.websocket()
+                .expect("a free port for the websocket listener");
+        })
+    }
+
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// The `ws://` (or `wss://`) URL of the server's WebSocket listener.
+    pub fn ws_url(&self) -> String {
+        self.server
+            .websocket_url()
+            .expect("this bench's server has a websocket listener")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

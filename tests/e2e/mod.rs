@@ -7,3 +7,4 @@ mod faults;
 mod follow;
 mod malformed;
 mod monitor;
+mod websocket;
