@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
+use crate::crypto;
 use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
@@ -268,7 +269,7 @@ pub async fn take_payload(
     let mut take = Take {
         session,
         subject: session.layout.payload_subject(pipe, &id),
-        reader: Reader::new(id.clone(), start, false),
+        reader: Reader::new(id.clone(), start, false).opening(session.opener(pipe)),
         ticket,
         data,
     };
@@ -278,6 +279,11 @@ pub async fn take_payload(
             let _ = out.flush().await;
             let _ = take.finish(AckKind::Term).await;
             return Err(anyhow!("{e}; it was removed from the pipe"));
+        }
+        // Not for this receiver (no secret, another secret, or plain): for another one.
+        Err(e) if crypto::is_refused(&e) => {
+            take.give_back(out).await;
+            return Err(e);
         }
         // Connection trouble: the ticket comes back to some taker after its ack wait.
         Err(e) => return Err(e),

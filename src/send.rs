@@ -4,7 +4,8 @@
 //! ends), publish the ticket and wait for its ack, creating the streams if the server has
 //! none; then publish chunks through a window of outstanding acks; the last chunk carries the
 //! EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
-//! payload for a whole one.
+//! payload for a whole one. With a secret, every chunk is sealed before it leaves
+//! ([`crate::crypto`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
+use crate::crypto::Sealer;
 use crate::error::Failure;
 use crate::input::Piece;
 use crate::output::Counter;
@@ -47,11 +49,14 @@ struct Sender<'a> {
     ticket_sent: bool,
     chunk: u64,
     offset: u64,
+    /// CRC-32 of the bodies published so far (sealed bodies when sealing).
     crc: crc32fast::Hasher,
-    window: VecDeque<(PublishAckFuture, usize)>,
+    /// Each unacknowledged chunk: its ack, its body's size, its payload bytes.
+    window: VecDeque<(PublishAckFuture, usize, u64)>,
     window_bytes: usize,
     /// Bytes stored (acked), for progress.
     stored: Counter,
+    sealer: Option<Sealer>,
 }
 
 impl<'a> Sender<'a> {
@@ -79,6 +84,7 @@ impl<'a> Sender<'a> {
             window: VecDeque::new(),
             window_bytes: 0,
             stored: Counter::default(),
+            sealer: None,
         }
     }
 
@@ -128,26 +134,32 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
-    /// Publishes one chunk into the window, waiting for old acks when the window is full.
-    /// `prior_crc` and `self.offset` describe the bytes before this chunk.
-    async fn publish(
-        &mut self,
-        data: Bytes,
-        prior_crc: u32,
-        end: Option<End>,
-    ) -> anyhow::Result<()> {
+    /// Publishes the next chunk into the window, waiting for old acks when the window is
+    /// full: `data` are its payload bytes, sealed first when sealing; `end` its end, whose
+    /// CRC this fills in. Afterwards `self.offset` counts `data` in.
+    async fn publish(&mut self, data: Bytes, end: Option<End>) -> anyhow::Result<()> {
         if !self.ticket_sent {
             self.send_ticket().await?;
         }
-        let meta = ChunkMeta {
+        let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: self.chunk,
             offset: self.offset,
-            prior_crc,
+            prior_crc: self.crc.clone().finalize(),
             end,
+            seal: self.sealer.as_ref().map(Sealer::seal_headers),
         };
+        let plain_len = data.len() as u64;
+        let body = match &self.sealer {
+            Some(sealer) => sealer.seal(&meta, &data)?,
+            None => data,
+        };
+        self.crc.update(&body);
+        if let Some(End::Eof(totals) | End::Abort { totals, .. }) = &mut meta.end {
+            totals.crc = self.crc.clone().finalize();
+        }
         let headers = pipe::chunk_headers(&meta, self.ttl);
-        let len = data.len();
+        let len = body.len();
         while self.window.len() >= WINDOW_CHUNKS
             || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
         {
@@ -156,19 +168,20 @@ impl<'a> Sender<'a> {
         let ack = self
             .session
             .js
-            .publish_with_headers(self.subject.clone(), headers, data)
+            .publish_with_headers(self.subject.clone(), headers, body)
             .await
             .with_context(|| format!("cannot publish to {}", self.session.url))?;
-        self.window.push_back((ack, len));
+        self.window.push_back((ack, len, plain_len));
         self.window_bytes += len;
         self.chunk += 1;
+        self.offset += plain_len;
         Ok(())
     }
 
     async fn await_oldest(&mut self) -> anyhow::Result<()> {
-        if let Some((ack, len)) = self.window.pop_front() {
+        if let Some((ack, len, plain_len)) = self.window.pop_front() {
             self.window_bytes -= len;
-            self.stored.add(len as u64);
+            self.stored.add(plain_len);
             ack.await.map_err(|e| {
                 if has_code(&e, 10077) || e.to_string().contains("maximum bytes") {
                     anyhow!(
@@ -195,19 +208,14 @@ impl<'a> Sender<'a> {
         if data.is_empty() && !eof {
             return Ok(());
         }
-        let len = data.len() as u64;
-        let prior_crc = self.crc.clone().finalize();
-        self.crc.update(&data);
         let end = eof.then(|| {
             End::Eof(Totals {
                 chunks: self.chunk + 1,
-                bytes: self.offset + len,
-                crc: self.crc.clone().finalize(),
+                bytes: self.offset + data.len() as u64,
+                crc: 0, // filled in by publish
             })
         });
-        self.publish(data, prior_crc, end).await?;
-        self.offset += len;
-        Ok(())
+        self.publish(data, end).await
     }
 
     /// Marks the payload aborted (only when a ticket announced it).
@@ -218,14 +226,13 @@ impl<'a> Sender<'a> {
         let totals = Totals {
             chunks: self.chunk + 1,
             bytes: self.offset,
-            crc: self.crc.clone().finalize(),
+            crc: 0, // filled in by publish
         };
         let end = End::Abort {
             totals,
             reason: reason.to_string(),
         };
-        let prior_crc = totals.crc;
-        self.publish(Bytes::new(), prior_crc, Some(end)).await?;
+        self.publish(Bytes::new(), Some(end)).await?;
         self.drain().await
     }
 
@@ -248,6 +255,15 @@ pub async fn send(
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session, settings);
+    if let Some(secret) = &session.crypto.secret {
+        // Stdin is read meanwhile, on its own thread.
+        let key = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Failure::Interrupted.into()),
+            key = secret.new_payload_key() => key?,
+        };
+        s.sealer = Some(Sealer::new(key, session.place(&settings.pipe)));
+    }
     let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
     let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
     progress.finish();
