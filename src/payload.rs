@@ -102,6 +102,21 @@ impl Reader {
         Corrupt(format!("payload {} is corrupt: {what}; {note}", self.id)).into()
     }
 
+    /// Called when the server holds nothing more for this reader: a chunk still missing
+    /// below a stored last chunk is lost, because a sender publishes its last chunk after
+    /// every other (docs/protocol.md, "Receiving").
+    pub fn nothing_more_stored(&self) -> anyhow::Result<()> {
+        let next = self.next.unwrap_or(0);
+        match self.pending.values().find(|(m, _, _)| m.end.is_some()) {
+            Some((last, _, _)) => Err(self.corrupt(format!(
+                "chunk {next} is missing: the payload ends at chunk {} and nothing more is \
+                 stored",
+                last.chunk
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The stream sequence below which every message seen has been handed to the writer.
     fn purge_bound(&self) -> u64 {
         match self.pending.values().map(|(_, _, s)| *s).min() {

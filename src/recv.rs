@@ -195,11 +195,15 @@ impl Take<'_> {
                         }
                         None => return Err(anyhow!("the server ended the read of payload {id}")),
                     };
-                    let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
+                    let (seq, last) = msg
+                        .info()
+                        .map(|i| (i.stream_sequence, i.pending == 0))
+                        .map_err(payload::no_info)?;
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
                     let bytes = msg.message.payload.clone();
                     match self.reader.accept(meta, bytes, seq, out).await? {
+                        Step::More if last => self.reader.nothing_more_stored()?,
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
                         Step::Stopped(end) => break ReadEnd::Stopped(end),
