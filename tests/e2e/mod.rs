@@ -2,5 +2,6 @@ pub mod harness;
 
 mod config;
 mod core;
+mod crypto;
 mod examples;
 mod follow;
