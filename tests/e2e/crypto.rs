@@ -1,6 +1,7 @@
 //! Sealed payloads: round trips with a secret, what the server keeps, receivers without the
 //! secret or with another, and payloads tampered with on the server by a raw NATS client.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -220,6 +221,38 @@ impl Raw {
             .expect("stored");
     }
 
+    /// What a headers-only reader (the monitor's way) sees of each chunk of `pipe`:
+    /// `Nats-Msg-Size` and `Skypipe-Offset`, in chunk order.
+    fn sizes(&self, pipe: &str, count: usize) -> Vec<(u64, u64)> {
+        use futures::StreamExt;
+        self.rt.block_on(async {
+            let stream = self.js.get_stream("skypipe-data").await.expect("stream");
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: format!("skypipe.data.{pipe}.*"),
+                    headers_only: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("consumer");
+            let mut messages = consumer.messages().await.expect("messages");
+            let mut seen = Vec::new();
+            while seen.len() < count {
+                let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+                let m = next.expect("in time").expect("a message").expect("ok");
+                let h = m.headers.as_ref().expect("headers");
+                let num = |n: &str| -> u64 {
+                    h.get(n)
+                        .and_then(|v| v.as_str().parse().ok())
+                        .unwrap_or_else(|| panic!("header {n}"))
+                };
+                assert!(m.payload.is_empty(), "headers only");
+                seen.push((num("Nats-Msg-Size"), num("Skypipe-Offset")));
+            }
+            seen
+        })
+    }
+
     /// Announces payload `id` on `pipe` with a ticket of its own.
     fn ticket(&self, pipe: &str, id: &str) {
         let headers = [
@@ -304,6 +337,12 @@ fn the_server_stores_no_plaintext_of_a_sealed_payload() {
         stored_bytes += c.body.len();
     }
     assert_eq!(stored_bytes, secret_text.len() + 40 * chunks.len());
+    // A headers-only reader, as the monitor is, still sees every size.
+    let sizes = raw.sizes("sealed", chunks.len());
+    for (c, (size, offset)) in chunks.iter().zip(&sizes) {
+        assert_eq!(*size, c.body.len() as u64);
+        assert_eq!(*offset, c.num("Skypipe-Offset"));
+    }
     let last = chunks.last().expect("chunks");
     let plain_crc = format!("{:08x}", crc32fast::hash(&secret_text));
     assert_eq!(last.num("Skypipe-Total-Bytes"), secret_text.len() as u64);
@@ -519,4 +558,106 @@ fn a_payload_whose_last_chunk_was_deleted_never_ends_in_success() {
     let out = wait_output(receiver, HANG);
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert_eq!(sha(&out.stdout), sha(&data[..at as usize]));
+}
+
+#[test]
+fn a_listener_joining_a_sealed_payload_midway_opens_the_rest() {
+    let b = Bench::new();
+    let taker = spawn_recv(&b, &["ticker"], Some(SECRET));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sender = cmd(&b, &["ticker"], Some(SECRET))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let mut all = Vec::new();
+    let mut listener = None;
+    for i in 0..12 {
+        let line = format!("tick {i}\n");
+        stdin.write_all(line.as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        all.extend_from_slice(line.as_bytes());
+        if i == 4 {
+            listener = Some(spawn_recv(&b, &["ticker", "--listen"], Some(SECRET)));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(stdin);
+    assert!(wait_status(&mut sender, HANG).success());
+    let out = wait_output(taker, HANG);
+    assert_ok(&out);
+    assert_eq!(out.stdout, all);
+    let out = wait_output(listener.expect("listener"), HANG);
+    assert_ok(&out);
+    let heard = String::from_utf8(out.stdout).expect("text");
+    assert!(
+        !heard.is_empty() && !heard.starts_with("tick 0\n"),
+        "{heard:?}"
+    );
+    assert!(all.ends_with(heard.as_bytes()), "{heard:?}");
+}
+
+#[test]
+fn an_interrupted_sealed_sender_makes_the_receiver_exit_3() {
+    let b = Bench::new();
+    let receiver = spawn_recv(&b, &["cut"], Some(SECRET));
+    let mut sender = cmd(&b, &["cut"], Some(SECRET))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    stdin.write_all(b"partial line one\n").expect("write");
+    std::thread::sleep(Duration::from_millis(600));
+    interrupt(&sender);
+    assert_eq!(wait_status(&mut sender, HANG).code(), Some(130));
+    drop(stdin);
+    let out = wait_output(receiver, HANG);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("sender was interrupted"));
+    assert_eq!(out.stdout, b"partial line one\n");
+}
+
+#[test]
+fn a_taker_resumes_a_sealed_payload_another_one_gave_back() {
+    let b = Bench::new();
+    let first = spawn_recv(&b, &["relay"], Some(SECRET));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sender = cmd(&b, &["relay"], Some(SECRET))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let mut all = Vec::new();
+    let mut say = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {
+        for i in from..to {
+            let line = format!("relay line {i}\n");
+            stdin.write_all(line.as_bytes()).expect("write");
+            stdin.flush().expect("flush");
+            all.extend_from_slice(line.as_bytes());
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    };
+    say(&mut stdin, 0, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(&first);
+    let one = wait_output(first, HANG);
+    assert_eq!(one.status.code(), Some(130), "{}", stderr_of(&one));
+    say(&mut stdin, 6, 12);
+    drop(stdin);
+    assert!(wait_status(&mut sender, HANG).success());
+    let two = recv(&b, &["relay"], Some(SECRET));
+    assert_ok(&two);
+    assert!(!one.stdout.is_empty());
+    assert!(
+        stderr_of(&two).contains(&format!("resumed at byte {}", one.stdout.len())),
+        "{}",
+        stderr_of(&two)
+    );
+    assert_eq!([one.stdout, two.stdout].concat(), all);
 }
