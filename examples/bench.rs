@@ -1,5 +1,6 @@
 //! The benchmark: skypipe beside raw async-nats (examples/raw_baseline.rs) and `nc`, on
-//! loopback, against a nats-server it starts itself. Prints a table of medians and ratios.
+//! loopback, against a nats-server it starts itself, and skypipe live with a secret beside
+//! skypipe live without one. Prints a table of medians and ratios.
 //! Run it with `scripts/bench` (which builds everything in release mode first).
 //!
 //! ```text
@@ -61,6 +62,16 @@ impl Bench {
     fn skypipe(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.skypipe);
         c.env("NATS_URL", &self.url).args(args);
+        c
+    }
+
+    /// skypipe with a secret: payloads sealed end to end.
+    fn sealed(&self, args: &[&str]) -> Command {
+        let mut c = self.skypipe(args);
+        c.env(
+            "SKYPIPE_SECRET",
+            "bench secret: correct horse battery staple",
+        );
         c
     }
 
@@ -162,7 +173,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         }
     }
     let out = b.path("out");
-    let (mut send, mut drain, mut live_t) = (vec![], vec![], vec![]);
+    let (mut send, mut drain, mut live_t, mut sealed_t) = (vec![], vec![], vec![], vec![]);
     let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
     let mut nc = vec![];
     for run in 0..o.runs {
@@ -181,6 +192,12 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         let mut s = b.skypipe(&["--send", "bench-live"]);
         s.stdin(file_in(&input));
         live_t.push(mbs(bytes, live(r, s, &out, bytes)));
+        // 3s: live, sealed end to end.
+        let mut r = b.sealed(&["--recv", "bench-sealed"]);
+        r.stdout(file_out(&out));
+        let mut s = b.sealed(&["--send", "bench-sealed"]);
+        s.stdin(file_in(&input));
+        sealed_t.push(mbs(bytes, live(r, s, &out, bytes)));
         // 4: the raw baseline.
         let mut c = b.raw("publish", "raw.stored");
         c.stdin(file_in(&input));
@@ -206,6 +223,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     }
     let _ = std::fs::remove_file(&out);
     let (send, drain, live_t) = (median(send), median(drain), median(live_t));
+    let sealed_t = median(sealed_t);
     let (rsend, rread, rlive, nc) = (median(rsend), median(rread), median(rlive), median(nc));
     println!(
         "\n## Throughput: {} MiB, median of {} runs (MB/s = 10^6 bytes/s)\n",
@@ -226,6 +244,10 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         live_t / rlive
     );
     println!(
+        "| 3s. live, sealed (SKYPIPE_SECRET) | {sealed_t:.0} | skypipe live {live_t:.0} | {:.2} | >= 0.7 |",
+        sealed_t / live_t
+    );
+    println!(
         "| 5. nc over loopback | | | {nc:.0} MB/s; live / nc = {:.2} | >= 0.5 |",
         live_t / nc
     );
@@ -233,6 +255,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         ("stored send".into(), send),
         ("drain".into(), drain),
         ("live".into(), live_t),
+        ("live sealed".into(), sealed_t),
     ]
 }
 
