@@ -661,3 +661,23 @@ fn a_taker_resumes_a_sealed_payload_another_one_gave_back() {
     );
     assert_eq!([one.stdout, two.stdout].concat(), all);
 }
+
+#[test]
+fn a_follower_with_a_secret_takes_sealed_payloads_and_stops_at_a_plain_one() {
+    let b = Bench::new();
+    let follower = spawn_recv(&b, &["feed", "--follow"], Some(SECRET));
+    std::thread::sleep(Duration::from_millis(400));
+    let one = b.file("one", b"first sealed\n");
+    let two = b.file("two", b"second sealed\n");
+    assert_ok(&send(&b, &["feed"], Some(SECRET), &one));
+    assert_ok(&send(&b, &["feed"], Some(SECRET), &two));
+    std::thread::sleep(Duration::from_millis(500));
+    let plain = b.file("plain", b"plain\n");
+    assert_ok(&send(&b, &["feed"], None, &plain));
+    let out = wait_output(follower, HANG);
+    assert_fails_with(&out, &["is not encrypted", "left in the pipe"]);
+    assert_eq!(out.stdout, b"first sealed\nsecond sealed\n");
+    let out = recv(&b, &["feed"], None);
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"plain\n");
+}
