@@ -9,12 +9,17 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use std::future::IntoFuture as _;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
@@ -27,6 +32,39 @@ use crate::session::{has_code, Session, CODE_TTL_DISABLED};
 pub const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// How long a chunk whose ack was lost is published again, well inside the streams'
+/// two-minute duplicate window.
+pub const REPUBLISH_FOR: Duration = Duration::from_secs(60);
+
+/// A published chunk waiting for its ack, kept so it can be published again. The ack is
+/// awaited on a task of its own from the moment of publishing: a `PublishAckFuture` starts
+/// its timeout only when first polled, so awaiting a window of lost acks one after another
+/// would stall for the timeout once per chunk.
+struct InFlight {
+    ack: JoinHandle<Result<PublishAck, PublishError>>,
+    headers: HeaderMap,
+    data: Bytes,
+}
+
+/// Errors after which the chunk may or may not be stored, and the server may be back soon:
+/// an ack lost with a cluster node that died or a connection that dropped, or a stream with
+/// no leader for a moment.
+fn retryable(e: &PublishError) -> bool {
+    matches!(
+        e.kind(),
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+    ) || has_code(e, 10008)
+}
+
+fn not_stored(e: PublishError) -> anyhow::Error {
+    if has_code(&e, 10077) || e.to_string().contains("maximum bytes") {
+        anyhow!("the server's storage for pipes is full ({e}); the payload is incomplete")
+    } else {
+        anyhow!("a chunk was not stored: {e}")
+    }
+}
 
 /// What a finished send did.
 #[derive(Debug, Clone)]
@@ -46,7 +84,7 @@ struct Sender<'a> {
     chunk: u64,
     offset: u64,
     crc: crc32fast::Hasher,
-    window: VecDeque<(PublishAckFuture, usize)>,
+    window: VecDeque<InFlight>,
     window_bytes: usize,
 }
 
@@ -151,29 +189,66 @@ impl<'a> Sender<'a> {
         let ack = self
             .session
             .js
-            .publish_with_headers(self.subject.clone(), headers, data)
+            .publish_with_headers(self.subject.clone(), headers.clone(), data.clone())
             .await
             .with_context(|| format!("cannot publish to {}", self.session.url))?;
-        self.window.push_back((ack, len));
+        self.window.push_back(InFlight {
+            ack: tokio::spawn(ack.into_future()),
+            headers,
+            data,
+        });
         self.window_bytes += len;
         self.chunk += 1;
         Ok(())
     }
 
     async fn await_oldest(&mut self) -> anyhow::Result<()> {
-        if let Some((ack, len)) = self.window.pop_front() {
-            self.window_bytes -= len;
-            ack.await.map_err(|e| {
-                if has_code(&e, 10077) || e.to_string().contains("maximum bytes") {
-                    anyhow!(
-                        "the server's storage for pipes is full ({e}); the payload is incomplete"
-                    )
-                } else {
-                    anyhow!("a chunk was not stored: {e}")
-                }
-            })?;
+        if let Some(chunk) = self.window.pop_front() {
+            self.window_bytes -= chunk.data.len();
+            let acked = chunk
+                .ack
+                .await
+                .map_err(|e| anyhow!("waiting for a chunk's ack failed: {e}"))?;
+            match acked {
+                Ok(_) => {}
+                Err(e) if retryable(&e) => self.republish(chunk.headers, chunk.data, e).await?,
+                Err(e) => return Err(not_stored(e)),
+            }
         }
         Ok(())
+    }
+
+    /// Publishes a chunk whose ack was lost again, with the same `Nats-Msg-Id`: the stream
+    /// stores it at most once, and a duplicate's ack means it was stored the first time.
+    /// A receiver puts a chunk that lands late back in its place by its chunk number.
+    async fn republish(
+        &self,
+        headers: HeaderMap,
+        data: Bytes,
+        first: PublishError,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + REPUBLISH_FOR;
+        let mut delay = Duration::from_millis(100);
+        let mut last = first;
+        while Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            let result = match self
+                .session
+                .js
+                .publish_with_headers(self.subject.clone(), headers.clone(), data.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if retryable(&e) => last = e,
+                Err(e) => return Err(not_stored(e)),
+            }
+        }
+        Err(not_stored(last))
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
