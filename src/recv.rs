@@ -232,6 +232,35 @@ async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> 
     .map_err(|e| anyhow!("cannot remove taken chunks of {subject}: {e}"))
 }
 
+/// How long a reader that lost its consumer tries to get a new one.
+const REREAD_FOR: Duration = Duration::from_secs(60);
+
+/// An ordered consumer on a payload's subject, from the stream sequence after `after`
+/// (from the start when 0), and its message stream.
+async fn open_reader(
+    data: &stream::Stream<()>,
+    subject: &str,
+    after: u64,
+) -> anyhow::Result<(String, pull::Ordered)> {
+    let deliver_policy = if after == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    };
+    let consumer = data
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            deliver_policy,
+            max_batch: READ_BATCH,
+            ..Default::default()
+        })
+        .await?;
+    let name = consumer.cached_info().name.clone();
+    Ok((name, consumer.messages().await?))
+}
+
 /// How a payload read ended.
 enum Outcome {
     Done(End),
@@ -253,20 +282,10 @@ async fn read_payload(
         .get_stream_no_info(session.layout.data_stream())
         .await?;
     let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
-    let consumer = data
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: DeliverPolicy::All,
-            max_batch: READ_BATCH,
-            ..Default::default()
-        })
+    let (mut consumer_name, mut messages) = open_reader(&data, &subject, 0)
         .await
         .with_context(|| format!("cannot read payload {id} from {}", session.url))?;
-    let consumer_name = consumer.cached_info().name.clone();
-    let mut messages = consumer
-        .messages()
-        .await
-        .with_context(|| format!("cannot read payload {id} from {}", session.url))?;
+    let mut lost_since: Option<Instant> = None;
 
     let mut reader = Reader::new(id);
     let mut progress = tokio::time::interval(TICKET_PROGRESS);
@@ -310,13 +329,30 @@ async fn read_payload(
             msg = messages.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => {
-                        return Err(anyhow!(e)).with_context(|| {
-                            format!("lost the connection while reading payload {id} from {}", session.url)
-                        })
+                    failed => {
+                        // A cluster node that died can take the ordered consumer (a single
+                        // replica) with it, and the client does not always recreate it: read
+                        // on after the last chunk seen with a new one, for a while.
+                        let since = *lost_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > REREAD_FOR {
+                            return match failed {
+                                Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
+                                    format!("lost the connection while reading payload {id} from {}", session.url)
+                                }),
+                                _ => Err(anyhow!("the server ended the read of payload {id}")),
+                            };
+                        }
+                        tracing_hint(&format!("reading payload {id} again after stream sequence {}", reader.max_seen));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Ok((name, m)) = open_reader(&data, &subject, reader.max_seen).await {
+                            let (data, old) = (data.clone(), std::mem::replace(&mut consumer_name, name));
+                            tokio::spawn(async move { data.delete_consumer(&old).await });
+                            messages = m;
+                        }
+                        continue;
                     }
-                    None => return Err(anyhow!("the server ended the read of payload {id}")),
                 };
+                lost_since = None;
                 let seq = msg.info().map(|i| i.stream_sequence).map_err(|e| anyhow!("{e}"))?;
                 let meta = pipe::parse_chunk(msg.headers.as_ref())
                     .map_err(|e| reader.corrupt(format!("chunk at stream sequence {seq}: {e}")))?;
