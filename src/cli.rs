@@ -119,6 +119,11 @@ pub struct ConnArgs {
     /// Start TLS before the NATS handshake [env: NATS_TLSFIRST]
     #[arg(long, global = true)]
     pub tlsfirst: bool,
+
+    /// Replicas of skypipe's streams when it creates them, 1 to 5 (3 on a cluster of three)
+    /// [env: SKYPIPE_REPLICAS]
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
 }
 
 /// A humantime duration that is not zero.

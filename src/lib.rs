@@ -105,15 +105,20 @@ async fn run_pipe(
         s = session::connect(&settings.conn) => s?,
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };
-    match settings.mode {
-        Mode::Send => {
-            let input = input::spawn_stdin(session.chunk_size)?;
-            send::send(&session, settings, input, cancel, interrupted).await?;
-        }
-        Mode::Recv => {
-            recv::recv(&session, settings, cancel).await?;
-        }
-    }
+    session
+        .unless_denied(async {
+            match settings.mode {
+                Mode::Send => {
+                    let input = input::spawn_stdin(session.chunk_size)?;
+                    send::send(&session, settings, input, cancel, interrupted).await?;
+                }
+                Mode::Recv => {
+                    recv::recv(&session, settings, cancel).await?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
     // Publishes and acks are buffered by the client: make sure they left.
     let _ = session.client.flush().await;
     Ok(code::OK)
