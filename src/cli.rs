@@ -67,7 +67,37 @@ pub struct Cli {
 
 /// Commands other than using a pipe.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
+    Server(ServerArgs),
+}
+
+/// `skypipe server ...`
+#[derive(Debug, Args)]
+#[command(after_help = SERVER_AFTER_HELP)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: ServerAction,
+}
+
+const SERVER_AFTER_HELP: &str = "\
+The local server listens on 127.0.0.1:4222 (SKYPIPE_LOCAL_PORT moves it), keeps its data, log
+and pid file in $XDG_DATA_HOME/skypipe (~/.local/share/skypipe), and is what skypipe uses
+when no server is configured. A pipe command starts it by itself when nothing answers there.";
+
+/// What to do with the local server.
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// Start the local server in the background (nothing happens when it runs already)
+    Start,
+    /// Stop the local server
+    Stop,
+    /// Show whether the local server runs, where, its version, data and stored pipes
+    /// (exit 0 when it runs, 3 when it does not)
+    Status,
+    /// Run the local server in the foreground, logging to stderr (for service managers)
+    Run,
+}
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]

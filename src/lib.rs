@@ -7,12 +7,14 @@
 //! - [`session`]: connecting, and creating skypipe's streams and consumers.
 //! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
 //! - [`send`] / [`recv`]: one payload into a pipe, and the oldest payload out of it.
+//! - [`local`]: skypipe's own local server (`skypipe server`) and its auto-start.
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod local;
 pub mod output;
 pub mod pipe;
 pub mod recv;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, ServerAction};
 use crate::config::{Mode, PipeSettings};
 use crate::error::code;
 
@@ -90,10 +92,26 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(command) = &cli.command {
+        return run_command(command, &cli).await;
+    }
     let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
     let cancel = CancellationToken::new();
     let interrupted = watch_signals(cancel.clone());
     run_pipe(&settings, cancel, interrupted).await
+}
+
+/// The subcommands: the local server.
+async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
+    let conn = config::resolve_conn(&cli.conn, &env_var)?;
+    match command {
+        Command::Server(args) => match args.action {
+            ServerAction::Start => local::cmd_start(&conn, &env_var).await,
+            ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
+            ServerAction::Status => local::cmd_status(&conn, &env_var).await,
+            ServerAction::Run => local::cmd_run(&conn, &env_var),
+        },
+    }
 }
 
 async fn run_pipe(
@@ -102,7 +120,10 @@ async fn run_pipe(
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
     let session = tokio::select! {
-        s = session::connect(&settings.conn) => s?,
+        s = async {
+            local::autostart(&settings.conn, &env_var).await?;
+            session::connect(&settings.conn).await
+        } => s?,
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };
     session
