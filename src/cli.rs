@@ -70,6 +70,10 @@ pub struct Cli {
 pub enum Command {
     /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
     Server(ServerArgs),
+    /// Check a server and save it as the one skypipe uses from now on
+    Setup(SetupArgs),
+    /// Check the server skypipe uses: connection, JetStream, version, permissions, storage
+    Check,
 }
 
 /// `skypipe server ...`
@@ -98,6 +102,29 @@ pub enum ServerAction {
     /// Run the local server in the foreground, logging to stderr (for service managers)
     Run,
 }
+
+/// `skypipe setup ...`
+#[derive(Debug, Args)]
+#[command(after_help = SETUP_AFTER_HELP)]
+pub struct SetupArgs {
+    /// Name of the natscli context to write
+    #[arg(long, value_name = "NAME", default_value = "skypipe")]
+    pub name: String,
+
+    /// Also make it the natscli's selected context (context.txt)
+    #[arg(long)]
+    pub select: bool,
+}
+
+const SETUP_AFTER_HELP: &str = "\
+Examples:
+  skypipe setup -s nats://nats.example.internal:4222 --creds team.creds
+  skypipe setup -s tls://a:4222,tls://b:4222,tls://c:4222 --replicas 3 --tlsca ca.pem
+
+The server is checked first (as `skypipe check` does); when a check fails nothing is saved.
+The context is written to ~/.config/nats/context/NAME.json (natscli's format and fields) and
+named in ~/.config/skypipe/config.json, so skypipe uses it from then on; the natscli's own
+selection changes only with --select.";
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]

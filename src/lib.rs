@@ -8,6 +8,7 @@
 //! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
 //! - [`send`] / [`recv`]: one payload into a pipe, and the oldest payload out of it.
 //! - [`local`]: skypipe's own local server (`skypipe server`) and its auto-start.
+//! - [`setup`]: `skypipe check` and `skypipe setup`.
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod pipe;
 pub mod recv;
 pub mod send;
 pub mod session;
+pub mod setup;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -101,7 +103,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
     run_pipe(&settings, cancel, interrupted).await
 }
 
-/// The subcommands: the local server.
+/// The subcommands: the local server, setup and check.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
     let conn = config::resolve_conn(&cli.conn, &env_var)?;
     match command {
@@ -111,6 +113,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
             ServerAction::Status => local::cmd_status(&conn, &env_var).await,
             ServerAction::Run => local::cmd_run(&conn, &env_var),
         },
+        Command::Setup(args) => setup::cmd_setup(&conn, args, &env_var).await,
+        Command::Check => setup::cmd_check(&conn).await,
     }
 }
 
