@@ -74,6 +74,14 @@ pub enum Command {
     Setup(SetupArgs),
     /// Check the server skypipe uses: connection, JetStream, version, permissions, storage
     Check,
+    /// Print a shell completion script to stdout
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
 }
 
 /// `skypipe server ...`

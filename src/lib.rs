@@ -9,9 +9,11 @@
 //! - [`send`] / [`recv`]: one payload into a pipe, and the oldest payload out of it.
 //! - [`local`]: skypipe's own local server (`skypipe server`) and its auto-start.
 //! - [`setup`]: `skypipe check` and `skypipe setup`.
+//! - [`completions`]: shell completions and the man page.
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod error;
 pub mod input;
@@ -103,8 +105,13 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
     run_pipe(&settings, cancel, interrupted).await
 }
 
-/// The subcommands: the local server, setup and check.
+/// The subcommands: the local server, setup and check, completions and the man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
+    match command {
+        Command::Completions { shell } => return completions::completions(*shell),
+        Command::Man => return completions::man(),
+        _ => {}
+    }
     let conn = config::resolve_conn(&cli.conn, &env_var)?;
     match command {
         Command::Server(args) => match args.action {
@@ -115,6 +122,7 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         },
         Command::Setup(args) => setup::cmd_setup(&conn, args, &env_var).await,
         Command::Check => setup::cmd_check(&conn).await,
+        Command::Completions { .. } | Command::Man => Ok(code::OK),
     }
 }
 
