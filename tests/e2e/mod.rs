@@ -2,3 +2,4 @@ pub mod harness;
 
 mod config;
 mod core;
+mod service;
