@@ -1,5 +1,6 @@
 pub mod harness;
 
+mod auth;
 mod config;
 mod core;
 mod service;
