@@ -1,6 +1,7 @@
 pub mod harness;
 
 mod auth;
+mod cluster;
 mod config;
 mod core;
 mod service;
