@@ -151,11 +151,19 @@ impl Local {
         let _ = std::fs::remove_file(self.state_file());
     }
 
-    /// The local server, when its pid file names a live `nats-server`.
+    /// The local server, when its pid file names a live `nats-server` started with this
+    /// data directory's config (a pid reused by someone else's server does not count).
     pub fn running(&self) -> Option<Running> {
         let pid = skypipe_nats::read_pid(&self.pid_file())?;
         if !skypipe_nats::is_nats_server(pid) {
             return None;
+        }
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let config = self.dir.join("nats-server.conf");
+            let config = config.to_string_lossy();
+            if !String::from_utf8_lossy(&cmdline).contains(config.as_ref()) {
+                return None;
+            }
         }
         let state = self.read_state().filter(|s| s.pid == pid);
         Some(Running {
@@ -295,12 +303,13 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
         return Ok(());
     }
     let port = conn.local_port;
-    let local = Local::new(env, port)?;
+    // Only needed when nothing answers: a server that runs needs no HOME.
+    let local = Local::new(env, port);
     let started = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Running>> {
         if skypipe_nats::answers(port, PROBE_WAIT) {
             return Ok(None);
         }
-        match local.start() {
+        match local?.start() {
             Ok(Start::Started(r)) => Ok(Some(r)),
             Ok(Start::AlreadyRunning(_)) => Ok(None),
             Err(e) => Err(e),
