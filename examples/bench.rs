@@ -1,6 +1,7 @@
 //! The benchmark: skypipe beside raw async-nats (examples/raw_baseline.rs) and `nc`, on
 //! loopback, against a nats-server it starts itself (with a WebSocket listener too, for the
-//! live case over `ws://`). Prints a table of medians and ratios.
+//! live case over `ws://`), and skypipe live with a secret beside skypipe live without one.
+//! Prints a table of medians and ratios.
 //! Run it with `scripts/bench` (which builds everything in release mode first).
 //!
 //! ```text
@@ -71,6 +72,16 @@ impl Bench {
     fn skypipe_ws(&self, args: &[&str]) -> Command {
         let mut c = self.skypipe(&["-s", &self.ws_url]);
         c.args(args);
+        c
+    }
+
+    /// skypipe with a secret: payloads sealed end to end.
+    fn sealed(&self, args: &[&str]) -> Command {
+        let mut c = self.skypipe(args);
+        c.env(
+            "SKYPIPE_SECRET",
+            "bench secret: correct horse battery staple",
+        );
         c
     }
 
@@ -176,7 +187,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         }
     }
     let out = b.path("out");
-    let (mut send, mut drain, mut live_t) = (vec![], vec![], vec![]);
+    let (mut send, mut drain, mut live_t, mut sealed_t) = (vec![], vec![], vec![], vec![]);
     let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
     let (mut ws_live, mut rws_live) = (vec![], vec![]);
     let mut nc = vec![];
@@ -196,6 +207,12 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         let mut s = b.skypipe(&["--send", "bench-live"]);
         s.stdin(file_in(&input));
         live_t.push(mbs(bytes, live(r, s, &out, bytes)));
+        // 3s: live, sealed end to end.
+        let mut r = b.sealed(&["--recv", "bench-sealed"]);
+        r.stdout(file_out(&out));
+        let mut s = b.sealed(&["--send", "bench-sealed"]);
+        s.stdin(file_in(&input));
+        sealed_t.push(mbs(bytes, live(r, s, &out, bytes)));
         // 4: the raw baseline.
         let mut c = b.raw("publish", "raw.stored");
         c.stdin(file_in(&input));
@@ -232,6 +249,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     }
     let _ = std::fs::remove_file(&out);
     let (send, drain, live_t) = (median(send), median(drain), median(live_t));
+    let sealed_t = median(sealed_t);
     let (rsend, rread, rlive, nc) = (median(rsend), median(rread), median(rlive), median(nc));
     let (ws_live, rws_live) = (median(ws_live), median(rws_live));
     println!(
@@ -258,6 +276,10 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         ws_live / live_t
     );
     println!(
+        "| 3s. live, sealed (SKYPIPE_SECRET) | {sealed_t:.0} | skypipe live {live_t:.0} | {:.2} | >= 0.7 |",
+        sealed_t / live_t
+    );
+    println!(
         "| 5. nc over loopback | | | {nc:.0} MB/s; live / nc = {:.2} | >= 0.5 |",
         live_t / nc
     );
@@ -266,6 +288,7 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         ("drain".into(), drain),
         ("live".into(), live_t),
         ("live over WebSocket".into(), ws_live),
+        ("live sealed".into(), sealed_t),
     ]
 }
 

@@ -14,6 +14,7 @@ Examples:
   skypipe go                          block until someone runs: echo | skypipe go
   skypipe logs --follow > all.log     take every payload of 'logs', forever
   skypipe logs --listen               tap 'logs' live without taking anything
+  SKYPIPE_SECRET=... skypipe docs     with a secret: payloads are encrypted end to end
 
 Mode: skypipe sends when stdin is a file, a FIFO or a socket, and receives otherwise.
 --send and --recv force the mode.
@@ -82,6 +83,16 @@ pub struct Cli {
     /// Say more about what skypipe does, on stderr (repeat for more).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Encrypt end to end with the secret in FILE (its contents, less a final line break;
+    /// overrides SKYPIPE_SECRET): senders seal payloads, receivers open them and refuse
+    /// plain ones
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Receiver with a secret: accept payloads that are not encrypted too.
+    #[arg(long, conflicts_with = "send")]
+    pub allow_plaintext: bool,
 
     #[command(flatten)]
     pub conn: ConnArgs,

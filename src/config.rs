@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{Cli, ConnArgs};
+use crate::crypto::{Crypto, Secret};
 use crate::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
 use crate::progress::ProgressMode;
 
@@ -42,6 +43,8 @@ pub enum ConfigError {
     PasswordWithoutUser,
     #[error("a TLS client certificate needs its key, and a key its certificate (--tlscert and --tlskey)")]
     HalfClientCert,
+    #[error("the secret {0} is empty")]
+    EmptySecret(String),
 }
 
 /// Where the server URL came from, for messages.
@@ -436,6 +439,41 @@ pub struct PipeSettings {
     pub quiet: bool,
     pub verbose: u8,
     pub conn: Conn,
+    pub crypto: Crypto,
+}
+
+/// The secret from `--secret-file` (its contents less one final line break) or else
+/// `SKYPIPE_SECRET`, and what to do with plain payloads.
+pub fn resolve_crypto(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Crypto, ConfigError> {
+    let secret = match &cli.secret_file {
+        Some(path) => {
+            let mut bytes = std::fs::read(path).map_err(|e| ConfigError::File {
+                what: "secret",
+                path: path.clone(),
+                reason: io_reason(&e),
+            })?;
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            if bytes.is_empty() {
+                return Err(ConfigError::EmptySecret(format!("in {}", path.display())));
+            }
+            Some(Secret::new(bytes))
+        }
+        None => env("SKYPIPE_SECRET")
+            .filter(|s| !s.is_empty())
+            .map(|s| Secret::new(s.into_bytes())),
+    };
+    Ok(Crypto {
+        secret,
+        allow_plaintext: cli.allow_plaintext,
+    })
 }
 
 /// Builds the settings of a pipe command.
@@ -471,6 +509,7 @@ pub fn pipe_settings(
         quiet: cli.quiet,
         verbose: cli.verbose,
         conn: resolve_conn(&cli.conn, env)?,
+        crypto: resolve_crypto(cli, env)?,
     })
 }
 
@@ -596,6 +635,32 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(c.urls, ["wss://a:8080"]);
+    }
+
+    #[test]
+    fn the_secret_comes_from_the_file_first() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from file\r\n").expect("write");
+        let env = env_of(&[("SKYPIPE_SECRET", "from env")]);
+        let with_file = Cli::parse_from(["skypipe", "--secret-file", &file.to_string_lossy()]);
+        let c = resolve_crypto(&with_file, &env).expect("ok");
+        assert!(c.secret.is_some());
+        assert!(!format!("{c:?}").contains("from"), "never printed: {c:?}");
+        let plain = Cli::parse_from(["skypipe", "--allow-plaintext"]);
+        let c = resolve_crypto(&plain, &env_of(&[("SKYPIPE_SECRET", "")])).expect("ok");
+        assert!(c.secret.is_none() && c.allow_plaintext);
+        std::fs::write(&file, "\n").expect("write");
+        assert!(matches!(
+            resolve_crypto(&with_file, &env),
+            Err(ConfigError::EmptySecret(_))
+        ));
+        let missing = Cli::parse_from(["skypipe", "--secret-file", "/nonexistent/s"]);
+        assert!(matches!(
+            resolve_crypto(&missing, &env),
+            Err(ConfigError::File { .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`cli`]: the command line as clap parses it.
 //! - [`config`]: validated settings from flags, `NATS_*` variables and natscli contexts.
 //! - [`pipe`]: the protocol without IO: names, subjects, headers, checksums.
+//! - [`crypto`]: sealed payloads: keys from a secret, chunks sealed and opened.
 //! - [`session`]: connecting, and creating skypipe's streams and consumers.
 //! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
 //! - [`send`] / [`recv`]: one payload into a pipe; the oldest (or every) payload out of it.
@@ -16,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod input;
 pub mod listen;
@@ -153,10 +155,11 @@ async fn run_pipe(
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
-    let session = tokio::select! {
+    let mut session = tokio::select! {
         s = session::connect(&settings.conn) => s?,
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };
+    session.crypto = settings.crypto.clone();
     match settings.mode {
         Mode::Send => {
             let input = input::spawn_stdin(session.chunk_size)?;

@@ -108,7 +108,10 @@ pub async fn listen(
                 let id = meta.id.clone();
                 let reader = payloads
                     .entry(id.clone())
-                    .or_insert_with(|| Reader::new(id.clone(), Start::AtFirstSeen, true));
+                    .or_insert_with(|| {
+                        Reader::new(id.clone(), Start::AtFirstSeen, true)
+                            .opening(session.opener(pipe))
+                    });
                 let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
                 match step {
                     Ok(Step::More) => {}

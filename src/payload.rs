@@ -1,13 +1,17 @@
 //! Putting one payload's chunks back together: order by chunk number, check each chunk's
-//! offset and running checksum, check the totals at the end, and hand the bytes to the
-//! writer. Shared by takers (which may resume a payload another taker started) and listeners
-//! (which may join a payload in the middle).
+//! offset and running checksum, open it when it is sealed, check the totals at the end, and
+//! hand the bytes to the writer. Shared by takers (which may resume a payload another taker
+//! started) and listeners (which may join a payload in the middle).
+//!
+//! Offsets and byte totals count payload bytes; the checksums cover the bodies as stored
+//! (ciphertext when sealed), so they reveal nothing of a sealed payload.
 
 use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 use bytes::Bytes;
 
+use crate::crypto::{OpenError, Opener};
 use crate::output::{Mark, WriteEnd, Writer};
 use crate::pipe::{ChunkMeta, End, PayloadId};
 
@@ -70,6 +74,7 @@ pub struct Reader {
     pub started_at: Option<u64>,
     /// Carries the purge bound of each written chunk back from the writer.
     pub mark: Mark,
+    opener: Opener,
 }
 
 impl Reader {
@@ -85,6 +90,7 @@ impl Reader {
             max_seen: 0,
             started_at: None,
             mark: Mark::default(),
+            opener: Opener::default(),
         }
     }
 
@@ -93,8 +99,36 @@ impl Reader {
         (!self.pending.is_empty()).then(|| self.next.unwrap_or(0))
     }
 
+    /// Opens chunks with `opener` (a reader without one reads plain payloads only).
+    pub fn opening(mut self, opener: Opener) -> Self {
+        self.opener = opener;
+        self
+    }
+
+    /// A corrupt payload, saying what of it was already written.
     pub fn corrupt(&self, what: String) -> anyhow::Error {
-        Corrupt(format!("payload {} is corrupt: {what}", self.id)).into()
+        let written = self.offset - self.started_at.unwrap_or(0);
+        let note = if written == 0 {
+            "nothing of it was written".to_string()
+        } else {
+            format!("the {written} bytes written before the fault are incomplete")
+        };
+        Corrupt(format!("payload {} is corrupt: {what}; {note}", self.id)).into()
+    }
+
+    /// Called when the server holds nothing more for this reader: a chunk still missing
+    /// below a stored last chunk is lost, because a sender publishes its last chunk after
+    /// every other (docs/protocol.md, "Receiving").
+    pub fn nothing_more_stored(&self) -> anyhow::Result<()> {
+        let next = self.next.unwrap_or(0);
+        match self.pending.values().find(|(m, _, _)| m.end.is_some()) {
+            Some((last, _, _)) => Err(self.corrupt(format!(
+                "chunk {next} is missing: the payload ends at chunk {} and nothing more is \
+                 stored",
+                last.chunk
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The stream sequence below which every message seen has been handed to the writer.
@@ -157,12 +191,19 @@ impl Reader {
                     meta.chunk, meta.offset, meta.prior_crc, self.offset, before
                 )));
             }
+            // Nothing is written before it is opened: a refused or forged chunk writes nothing.
+            let plain = match self.opener.open(&meta, data.clone()).await {
+                Ok(plain) => plain,
+                Err(OpenError::Refused(r)) => return Err(r.into()),
+                Err(OpenError::Bad(what)) => return Err(self.corrupt(what)),
+                Err(OpenError::Failed(e)) => return Err(e),
+            };
             self.crc.update(&data);
-            self.offset += data.len() as u64;
+            self.offset += plain.len() as u64;
             self.next = Some(meta.chunk + 1);
-            if !data.is_empty() {
+            if !plain.is_empty() {
                 let bound = self.purge_bound();
-                let end = out.write(data, &self.mark, bound).await;
+                let end = out.write(plain, &self.mark, bound).await;
                 if end != WriteEnd::Ok {
                     return Ok(Step::Stopped(end));
                 }

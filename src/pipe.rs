@@ -7,8 +7,13 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 
-/// Protocol version carried in every message (`Skypipe-Version`).
-pub const VERSION: u32 = 1;
+/// The highest protocol version this skypipe understands (`Skypipe-Version`).
+pub const VERSION: u32 = 2;
+/// The version tickets and plain chunks carry: version-1 receivers read them.
+pub const VERSION_PLAIN: u32 = 1;
+/// The version sealed chunks carry, so that a version-1 receiver refuses them instead of
+/// writing ciphertext.
+pub const VERSION_SEALED: u32 = 2;
 /// The pipe used when none is named.
 pub const DEFAULT_PIPE: &str = "default";
 /// The subject prefix used when none is configured.
@@ -30,6 +35,9 @@ pub const H_TOTAL_CHUNKS: &str = "Skypipe-Total-Chunks";
 pub const H_TOTAL_BYTES: &str = "Skypipe-Total-Bytes";
 pub const H_TOTAL_CRC: &str = "Skypipe-Total-Crc32";
 pub const H_REASON: &str = "Skypipe-Reason";
+pub const H_SEAL: &str = "Skypipe-Seal";
+pub const H_SALT: &str = "Skypipe-Salt";
+pub const H_KEY_CHECK: &str = "Skypipe-Key-Check";
 pub const H_NATS_TTL: &str = "Nats-TTL";
 pub const H_NATS_MSG_ID: &str = "Nats-Msg-Id";
 
@@ -216,14 +224,34 @@ pub struct Totals {
     pub crc: u32,
 }
 
+/// The one sealing method there is (`Skypipe-Seal`): Argon2id with 19 MiB, 2 passes and
+/// 1 lane derives the payload's key from the secret and the salt; XChaCha20-Poly1305 seals
+/// each chunk. Another method or other parameters get another name.
+pub const SEAL_SUITE: &str = "argon2id-19m-2t-1p+xchacha20poly1305";
+/// Bytes of salt, and of key check, in the headers of a sealed chunk.
+pub const SALT_LEN: usize = 16;
+pub const KEY_CHECK_LEN: usize = 16;
+
+/// The headers that mark a chunk as sealed: the payload's salt and key check (the same on
+/// every chunk of a payload, so a listener that joins late can derive the key too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal {
+    pub salt: [u8; SALT_LEN],
+    pub check: [u8; KEY_CHECK_LEN],
+}
+
 /// What the headers of one chunk say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkMeta {
     pub id: PayloadId,
     pub chunk: u64,
+    /// Payload bytes (plaintext) before this chunk.
     pub offset: u64,
+    /// CRC-32 of the bodies before this chunk, as stored (ciphertext when sealed).
     pub prior_crc: u32,
     pub end: Option<End>,
+    /// Present when the body is sealed (`docs/protocol.md`, "Sealed payloads").
+    pub seal: Option<Seal>,
 }
 
 /// A chunk whose headers do not parse.
@@ -239,6 +267,8 @@ pub enum HeaderError {
         "protocol version {0} is newer than this skypipe understands ({VERSION}); upgrade skypipe"
     )]
     Version(u32),
+    #[error("the payload is sealed with {0:?}, which this skypipe does not know; upgrade skypipe")]
+    UnknownSeal(String),
 }
 
 fn get<'a>(h: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
@@ -270,6 +300,48 @@ fn crc(h: &HeaderMap, name: &'static str) -> Result<u32, HeaderError> {
         name,
         value: v.to_string(),
     })
+}
+
+fn hex_bytes<const N: usize>(h: &HeaderMap, name: &'static str) -> Result<[u8; N], HeaderError> {
+    let v = req(h, name)?;
+    let bad = || HeaderError::Bad {
+        name,
+        value: v.to_string(),
+    };
+    let t = v.trim();
+    if t.len() != 2 * N || !t.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The seal headers of a chunk, if it has any.
+fn parse_seal(h: &HeaderMap) -> Result<Option<Seal>, HeaderError> {
+    let Some(suite) = get(h, H_SEAL).map(str::trim) else {
+        return Ok(None);
+    };
+    if suite != SEAL_SUITE {
+        return Err(HeaderError::UnknownSeal(suite.to_string()));
+    }
+    Ok(Some(Seal {
+        salt: hex_bytes(h, H_SALT)?,
+        check: hex_bytes(h, H_KEY_CHECK)?,
+    }))
+}
+
+/// An abort reason as a header can hold it: no control characters (header values cannot
+/// hold line breaks), no surrounding spaces. Sealed chunks bind this form.
+pub fn clean_reason(reason: &str) -> String {
+    let clean: String = reason.chars().filter(|c| !c.is_control()).collect();
+    clean.trim().to_string()
 }
 
 /// Checks `Skypipe-Version`; a missing header means version 1.
@@ -331,12 +403,14 @@ pub fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderError> {
             })
         }
     };
+    let seal = parse_seal(h)?;
     Ok(ChunkMeta {
         id,
         chunk,
         offset,
         prior_crc,
         end,
+        seal,
     })
 }
 
@@ -348,7 +422,7 @@ pub fn ttl_value(ttl: Duration) -> String {
 /// Headers of a ticket.
 pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(H_VERSION, VERSION.to_string().as_str());
+    h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
     h.insert(H_ID, id.as_str());
     h.insert(H_NATS_MSG_ID, id.ticket_msg_id().as_str());
     if let Some(ttl) = ttl {
@@ -360,7 +434,11 @@ pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
 /// Headers of chunk `meta.chunk`.
 pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(H_VERSION, VERSION.to_string().as_str());
+    let version = match meta.seal {
+        Some(_) => VERSION_SEALED,
+        None => VERSION_PLAIN,
+    };
+    h.insert(H_VERSION, version.to_string().as_str());
     h.insert(H_ID, meta.id.as_str());
     h.insert(H_NATS_MSG_ID, meta.id.chunk_msg_id(meta.chunk).as_str());
     h.insert(H_CHUNK, meta.chunk.to_string().as_str());
@@ -368,6 +446,11 @@ pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
     h.insert(H_PRIOR_CRC, format!("{:08x}", meta.prior_crc).as_str());
     if let Some(ttl) = ttl {
         h.insert(H_NATS_TTL, ttl_value(ttl).as_str());
+    }
+    if let Some(seal) = &meta.seal {
+        h.insert(H_SEAL, SEAL_SUITE);
+        h.insert(H_SALT, hex(&seal.salt).as_str());
+        h.insert(H_KEY_CHECK, hex(&seal.check).as_str());
     }
     let (kind, totals, reason) = match &meta.end {
         None => return h,
@@ -379,9 +462,7 @@ pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
     h.insert(H_TOTAL_BYTES, totals.bytes.to_string().as_str());
     h.insert(H_TOTAL_CRC, format!("{:08x}", totals.crc).as_str());
     if let Some(reason) = reason {
-        // Header values cannot hold line breaks.
-        let clean: String = reason.chars().filter(|c| !c.is_control()).collect();
-        h.insert(H_REASON, clean.as_str());
+        h.insert(H_REASON, clean_reason(reason).as_str());
     }
     h
 }
@@ -455,22 +536,58 @@ mod tests {
                 reason: "interrupted\n".into(),
             }),
         ] {
-            let meta = ChunkMeta {
-                id: id.clone(),
-                chunk: 2,
-                offset: 7,
-                prior_crc: 0x0102_0304,
-                end,
+            let sealed = Seal {
+                salt: [0xa5; SALT_LEN],
+                check: *b"0123456789abcdef",
             };
-            let h = chunk_headers(&meta, Some(Duration::from_secs(60)));
-            let mut back = parse_chunk(Some(&h)).expect("parses");
-            if let Some(End::Abort { reason, .. }) = &mut back.end {
-                assert_eq!(reason, "interrupted");
-                *reason = "interrupted\n".into();
+            for seal in [None, Some(sealed)] {
+                let meta = ChunkMeta {
+                    id: id.clone(),
+                    chunk: 2,
+                    offset: 7,
+                    prior_crc: 0x0102_0304,
+                    end: end.clone(),
+                    seal,
+                };
+                let h = chunk_headers(&meta, Some(Duration::from_secs(60)));
+                let mut back = parse_chunk(Some(&h)).expect("parses");
+                if let Some(End::Abort { reason, .. }) = &mut back.end {
+                    assert_eq!(reason, "interrupted");
+                    *reason = "interrupted\n".into();
+                }
+                assert_eq!(back, meta);
+                assert_eq!(h.get(H_NATS_TTL).map(|v| v.as_str()), Some("60"));
+                let version = if seal.is_some() { "2" } else { "1" };
+                assert_eq!(h.get(H_VERSION).map(|v| v.as_str()), Some(version));
             }
-            assert_eq!(back, meta);
-            assert_eq!(h.get(H_NATS_TTL).map(|v| v.as_str()), Some("60"));
         }
+    }
+
+    #[test]
+    fn seal_headers_are_checked() {
+        let meta = ChunkMeta {
+            id: PayloadId::random(),
+            chunk: 0,
+            offset: 0,
+            prior_crc: 0,
+            end: None,
+            seal: Some(Seal {
+                salt: [1; SALT_LEN],
+                check: [2; KEY_CHECK_LEN],
+            }),
+        };
+        let mut h = chunk_headers(&meta, None);
+        h.insert(H_SALT, "0101");
+        assert!(matches!(
+            parse_chunk(Some(&h)),
+            Err(HeaderError::Bad { name: H_SALT, .. })
+        ));
+        h.insert(H_SEAL, "rot13");
+        assert_eq!(
+            parse_chunk(Some(&h)),
+            Err(HeaderError::UnknownSeal("rot13".into()))
+        );
+        assert_eq!(clean_reason(" a\nb\t "), "ab");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
+use crate::crypto;
 use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
@@ -232,11 +233,15 @@ impl Take<'_> {
                         None => return Err(anyhow!("the server ended the read of payload {id}")),
                     };
                     last_chunk = Instant::now();
-                    let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
+                    let (seq, last) = msg
+                        .info()
+                        .map(|i| (i.stream_sequence, i.pending == 0))
+                        .map_err(payload::no_info)?;
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
                     let bytes = msg.message.payload.clone();
                     match self.reader.accept(meta, bytes, seq, out).await? {
+                        Step::More if last => self.reader.nothing_more_stored()?,
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
                         Step::Stopped(end) => break ReadEnd::Stopped(end),
@@ -336,7 +341,7 @@ impl Taker<'_> {
             sender_timeout: self.sender_timeout,
             session,
             subject: session.layout.payload_subject(self.pipe, &id),
-            reader: Reader::new(id.clone(), start, false),
+            reader: Reader::new(id.clone(), start, false).opening(session.opener(self.pipe)),
             ticket,
             data,
         };
@@ -346,6 +351,11 @@ impl Taker<'_> {
                 let _ = out.flush().await;
                 let _ = take.finish(AckKind::Term).await;
                 return Err(anyhow!("{e}; it was removed from the pipe"));
+            }
+            // Not for this receiver (no secret, another secret, or plain): for another one.
+            Err(e) if crypto::is_refused(&e) => {
+                take.give_back(out).await;
+                return Err(e);
             }
             // Connection trouble: the ticket comes back to some taker after its ack wait.
             Err(e) => return Err(e),

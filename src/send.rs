@@ -4,7 +4,8 @@
 //! ends), publish the ticket and wait for its ack, creating the streams if the server has
 //! none; then publish chunks through a window of outstanding acks; the last chunk carries the
 //! EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
-//! payload for a whole one.
+//! payload for a whole one. With a secret, every chunk is sealed before it leaves
+//! ([`crate::crypto`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PipeSettings;
+use crate::crypto::Sealer;
 use crate::error::Failure;
 use crate::input::Piece;
 use crate::output::Counter;
@@ -41,7 +43,10 @@ const CODE_STORAGE_FULL: u64 = 10077;
 struct InFlight {
     ack: PublishAckFuture,
     headers: async_nats::HeaderMap,
+    /// The body as published (sealed when sealing).
     data: Bytes,
+    /// How many payload bytes the body carries.
+    plain_len: u64,
 }
 
 /// What a finished send did.
@@ -61,6 +66,7 @@ struct Sender<'a> {
     ticket_sent: bool,
     chunk: u64,
     offset: u64,
+    /// CRC-32 of the bodies published so far (sealed bodies when sealing).
     crc: crc32fast::Hasher,
     window: VecDeque<InFlight>,
     window_bytes: usize,
@@ -70,6 +76,7 @@ struct Sender<'a> {
     stored: Counter,
     /// The payload being sent, once announced, for presence.
     active: Payloads,
+    sealer: Option<Sealer>,
 }
 
 impl<'a> Sender<'a> {
@@ -99,6 +106,7 @@ impl<'a> Sender<'a> {
             told_full: false,
             stored: Counter::default(),
             active: Payloads::default(),
+            sealer: None,
         }
     }
 
@@ -149,35 +157,47 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
-    /// Publishes one chunk into the window, waiting for old acks when the window is full.
-    /// `prior_crc` and `self.offset` describe the bytes before this chunk.
-    async fn publish(
-        &mut self,
-        data: Bytes,
-        prior_crc: u32,
-        end: Option<End>,
-    ) -> anyhow::Result<()> {
+    /// Publishes the next chunk into the window, waiting for old acks when the window is
+    /// full: `data` are its payload bytes, sealed first when sealing; `end` its end, whose
+    /// CRC this fills in. Afterwards `self.offset` counts `data` in.
+    async fn publish(&mut self, data: Bytes, end: Option<End>) -> anyhow::Result<()> {
         if !self.ticket_sent {
             self.send_ticket().await?;
         }
-        let meta = ChunkMeta {
+        let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: self.chunk,
             offset: self.offset,
-            prior_crc,
+            prior_crc: self.crc.clone().finalize(),
             end,
+            seal: self.sealer.as_ref().map(Sealer::seal_headers),
         };
+        let plain_len = data.len() as u64;
+        let body = match &self.sealer {
+            Some(sealer) => sealer.seal(&meta, &data)?,
+            None => data,
+        };
+        self.crc.update(&body);
+        if let Some(End::Eof(totals) | End::Abort { totals, .. }) = &mut meta.end {
+            totals.crc = self.crc.clone().finalize();
+        }
         let headers = pipe::chunk_headers(&meta, self.ttl);
-        let len = data.len();
+        let len = body.len();
         while self.window.len() >= WINDOW_CHUNKS
             || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
         {
             self.await_oldest().await?;
         }
-        let ack = self.publish_once(&headers, &data).await?;
-        self.window.push_back(InFlight { ack, headers, data });
+        let ack = self.publish_once(&headers, &body).await?;
+        self.window.push_back(InFlight {
+            ack,
+            headers,
+            data: body,
+            plain_len,
+        });
         self.window_bytes += len;
         self.chunk += 1;
+        self.offset += plain_len;
         Ok(())
     }
 
@@ -223,7 +243,7 @@ impl<'a> Sender<'a> {
             let err = match f.ack.await {
                 Ok(_) => {
                     self.window_bytes -= f.data.len();
-                    self.stored.add(f.data.len() as u64);
+                    self.stored.add(f.plain_len);
                     return Ok(());
                 }
                 Err(e) => e,
@@ -275,7 +295,8 @@ impl<'a> Sender<'a> {
         let deadline = Instant::now() + RETRY_FOR;
         loop {
             match crate::session::connect(&self.session.conn).await {
-                Ok(fresh) => {
+                Ok(mut fresh) => {
+                    fresh.crypto = self.session.crypto.clone();
                     let old = std::mem::replace(&mut self.session, fresh);
                     drop(old);
                     return Ok(());
@@ -307,19 +328,14 @@ impl<'a> Sender<'a> {
         if data.is_empty() && !eof {
             return Ok(());
         }
-        let len = data.len() as u64;
-        let prior_crc = self.crc.clone().finalize();
-        self.crc.update(&data);
         let end = eof.then(|| {
             End::Eof(Totals {
                 chunks: self.chunk + 1,
-                bytes: self.offset + len,
-                crc: self.crc.clone().finalize(),
+                bytes: self.offset + data.len() as u64,
+                crc: 0, // filled in by publish
             })
         });
-        self.publish(data, prior_crc, end).await?;
-        self.offset += len;
-        Ok(())
+        self.publish(data, end).await
     }
 
     /// Marks the payload aborted (only when a ticket announced it).
@@ -330,14 +346,13 @@ impl<'a> Sender<'a> {
         let totals = Totals {
             chunks: self.chunk + 1,
             bytes: self.offset,
-            crc: self.crc.clone().finalize(),
+            crc: 0, // filled in by publish
         };
         let end = End::Abort {
             totals,
             reason: reason.to_string(),
         };
-        let prior_crc = totals.crc;
-        self.publish(Bytes::new(), prior_crc, Some(end)).await?;
+        self.publish(Bytes::new(), Some(end)).await?;
         self.drain().await
     }
 
@@ -360,6 +375,15 @@ pub async fn send(
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session.clone(), settings);
+    if let Some(secret) = &session.crypto.secret {
+        // Stdin is read meanwhile, on its own thread.
+        let key = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Failure::Interrupted.into()),
+            key = secret.new_payload_key() => key?,
+        };
+        s.sealer = Some(Sealer::new(key, session.place(&settings.pipe)));
+    }
     let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
     let _presence = Presence::start(
         session.client.clone(),

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
 use crate::config::{is_websocket, Conn, DEFAULT_TTL};
+use crate::crypto::{Crypto, Opener, Place};
 use crate::error::Failure;
 use crate::pipe::{self, Layout, PipeName};
 
@@ -34,6 +35,8 @@ pub struct Session {
     pub chunk_size: usize,
     /// How this session was made, to make another.
     pub conn: Conn,
+    /// The secret that seals and opens payloads, if any.
+    pub crypto: Crypto,
 }
 
 /// `major.minor` of a version string such as `2.15.1`.
@@ -222,6 +225,7 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
         chunk_size: pipe::chunk_size(info.max_payload),
         conn: conn.clone(),
         client,
+        crypto: Crypto::default(),
     })
 }
 
@@ -249,6 +253,19 @@ pub const CODE_STREAM_NOT_FOUND: u64 = 10059;
 pub const CODE_TTL_DISABLED: u64 = 10166;
 
 impl Session {
+    /// Where a pipe's payloads belong, as sealed chunks bind it.
+    pub fn place(&self, pipe: &PipeName) -> Place {
+        Place {
+            prefix: self.layout.prefix().to_string(),
+            pipe: pipe.to_string(),
+        }
+    }
+
+    /// What opens one payload of a pipe.
+    pub fn opener(&self, pipe: &PipeName) -> Opener {
+        Opener::new(self.crypto.clone(), self.place(pipe))
+    }
+
     /// The data stream's config.
     pub fn data_stream_config(&self) -> stream::Config {
         stream::Config {

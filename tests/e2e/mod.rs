@@ -2,6 +2,7 @@ pub mod harness;
 
 mod config;
 mod core;
+mod crypto;
 mod examples;
 mod faults;
 mod follow;
