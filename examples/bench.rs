@@ -7,7 +7,7 @@
 //! ```text
 //! bench [--size-mib N] [--runs N] [--latency-runs N] [--memory-mib N] [--only CASES]
 //! ```
-//! CASES is a comma-separated list of: throughput, latency, memory.
+//! CASES is a comma-separated list of: throughput, latency, memory, fan, monitor, startup.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,16 @@ fn parse_opts() -> Opts {
         runs: 3,
         latency_runs: 50,
         memory_mib: 4096,
-        only: vec!["throughput".into(), "latency".into(), "memory".into()],
+        only: [
+            "throughput",
+            "latency",
+            "memory",
+            "fan",
+            "monitor",
+            "startup",
+        ]
+        .map(String::from)
+        .to_vec(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -168,24 +177,30 @@ fn live(receiver: Command, sender: Command, out: &Path, bytes: u64) -> Duration 
     t
 }
 
+/// A file of `mib` MiB of pseudo-random bytes (xorshift: incompressible, cheap to make).
+fn random_file(path: &Path, mib: u64) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == mib * 1024 * 1024) {
+        return;
+    }
+    eprintln!("writing {mib} MiB of random bytes");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for c in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).expect("write");
+    }
+}
+
 fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     let bytes = o.size_mib * 1024 * 1024;
     let input = b.path("input");
-    eprintln!("writing {} MiB of random bytes", o.size_mib);
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut block = vec![0u8; 1 << 20];
-        for _ in 0..o.size_mib {
-            for c in block.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all(&block).expect("write");
-        }
-    }
+    random_file(&input, o.size_mib);
     let out = b.path("out");
     let (mut send, mut drain, mut live_t, mut sealed_t) = (vec![], vec![], vec![], vec![]);
     let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
@@ -457,5 +472,266 @@ fn main() {
     if o.only.iter().any(|c| c == "memory") {
         memory(&b, &o);
     }
+    if o.only.iter().any(|c| c == "fan") {
+        fan(&b, &o);
+    }
+    if o.only.iter().any(|c| c == "monitor") {
+        monitor(&b, &o);
+    }
+    if o.only.iter().any(|c| c == "startup") {
+        startup(&b, &o);
+    }
     drop(server);
+}
+
+/// Waits until every file in `paths` holds `bytes` bytes (or `limit` passes: a panic).
+fn wait_sizes(paths: &[PathBuf], bytes: u64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let done = paths
+            .iter()
+            .all(|p| std::fs::metadata(p).is_ok_and(|m| m.len() >= bytes));
+        if done {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "outputs did not fill within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// 9 and 10: one payload to a taker and ten listeners; fifty senders into one follower.
+fn fan(b: &Bench, o: &Opts) {
+    const LISTENERS: usize = 10;
+    const SENDERS: usize = 50;
+    let (mut out_mbs, mut in_mbs) = (vec![], vec![]);
+    let fan_mib = 512;
+    let bytes = fan_mib * 1024 * 1024;
+    let input = b.path("fan-input");
+    random_file(&input, fan_mib);
+    let small = b.path("fan-small");
+    random_file(&small, 10);
+    let small_bytes = 10 * 1024 * 1024;
+    for run in 0..o.runs {
+        eprintln!("fan run {}/{}", run + 1, o.runs);
+        // 9: fan-out. Listeners hear what is sent after they subscribe: they start first.
+        let pipe = format!("fan-out-{run}");
+        let mut children = vec![];
+        let mut outs = vec![];
+        for i in 0..LISTENERS {
+            let out = b.path(&format!("fan-listener-{i}"));
+            let mut c = b.skypipe(&["--recv", "--listen", &pipe]);
+            c.stdout(file_out(&out));
+            children.push(c.spawn().expect("spawn listener"));
+            outs.push(out);
+        }
+        let out = b.path("fan-taker");
+        let mut c = b.skypipe(&["--recv", &pipe]);
+        c.stdout(file_out(&out));
+        children.push(c.spawn().expect("spawn taker"));
+        outs.push(out);
+        std::thread::sleep(Duration::from_millis(1500));
+        let start = Instant::now();
+        let mut s = b.skypipe(&["--send", &pipe]);
+        s.stdin(file_in(&input));
+        let status = s.status().expect("spawn sender");
+        assert!(status.success(), "fan-out sender failed");
+        for (i, child) in children.into_iter().enumerate() {
+            wait_ok(child, &format!("fan-out reader {i}"));
+        }
+        let t = start.elapsed();
+        for out in &outs {
+            check_size(out, bytes);
+        }
+        out_mbs.push(mbs(bytes * outs.len() as u64, t));
+        // 10: fan-in, into one follower that takes every payload.
+        let pipe = format!("fan-in-{run}");
+        let out = b.path("fan-follower");
+        let mut c = b.skypipe(&["--recv", "--follow", &pipe]);
+        c.stdout(file_out(&out));
+        let mut follower = c.spawn().expect("spawn follower");
+        std::thread::sleep(Duration::from_millis(400));
+        let start = Instant::now();
+        let senders: Vec<Child> = (0..SENDERS)
+            .map(|_| {
+                let mut s = b.skypipe(&["--send", &pipe]);
+                s.stdin(file_in(&small));
+                s.spawn().expect("spawn sender")
+            })
+            .collect();
+        for (i, sender) in senders.into_iter().enumerate() {
+            wait_ok(sender, &format!("fan-in sender {i}"));
+        }
+        let total = small_bytes * SENDERS as u64;
+        wait_sizes(std::slice::from_ref(&out), total, Duration::from_secs(300));
+        let t = start.elapsed();
+        let _ = nix_kill(&follower);
+        let _ = follower.wait();
+        check_size(&out, total);
+        in_mbs.push(mbs(total, t));
+    }
+    println!(
+        "\n## Fan-out and fan-in, median of {} runs (aggregate MB/s)\n",
+        o.runs
+    );
+    println!("| case | MB/s |");
+    println!("| --- | ---: |");
+    println!(
+        "| 9. fan-out: one {fan_mib} MiB payload to 1 taker + {LISTENERS} listeners (bytes written by all 11) | {:.0} |",
+        median(out_mbs)
+    );
+    println!(
+        "| 10. fan-in: {SENDERS} senders x 10 MiB into one `--follow` taker | {:.0} |",
+        median(in_mbs)
+    );
+}
+
+/// Stops a follower the way Ctrl-C does.
+fn nix_kill(child: &Child) -> std::io::Result<()> {
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .map(|_| ())
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far, from /proc.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The dashboard, running for real in a detached tmux session; returns its pid.
+fn open_monitor(b: &Bench, session: &str) -> u32 {
+    let cmd = format!(
+        "exec env NATS_URL={} {} monitor",
+        b.url,
+        b.skypipe.display()
+    );
+    let status = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "50",
+            &cmd,
+        ])
+        .status()
+        .expect("tmux (the monitor case needs it)");
+    assert!(status.success(), "tmux new-session failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("tmux")
+        .args(["list-panes", "-t", session, "-F", "#{pane_pid}"])
+        .output()
+        .expect("tmux list-panes");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the monitor's pid")
+}
+
+fn close_monitor(session: &str) {
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", session])
+        .status();
+}
+
+/// The monitor's cost: a live transfer with and without a dashboard open, and the
+/// dashboard's CPU with 1,000 pipes on the server.
+fn monitor(b: &Bench, o: &Opts) {
+    let bytes = o.size_mib * 1024 * 1024;
+    let input = b.path("input");
+    random_file(&input, o.size_mib);
+    let out = b.path("out");
+    let (mut without, mut with) = (vec![], vec![]);
+    let mut during_live = vec![];
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    for run in 0..o.runs {
+        eprintln!("monitor run {}/{}", run + 1, o.runs);
+        let mut r = b.skypipe(&["--recv", "mon-live"]);
+        r.stdout(file_out(&out));
+        let mut s = b.skypipe(&["--send", "mon-live"]);
+        s.stdin(file_in(&input));
+        without.push(mbs(bytes, live(r, s, &out, bytes)));
+        let pid = open_monitor(b, "skypipe-bench-monitor");
+        let before = cpu_ticks(pid).unwrap_or(0);
+        let started = Instant::now();
+        let mut r = b.skypipe(&["--recv", "mon-live"]);
+        r.stdout(file_out(&out));
+        let mut s = b.skypipe(&["--send", "mon-live"]);
+        s.stdin(file_in(&input));
+        with.push(mbs(bytes, live(r, s, &out, bytes)));
+        let used = cpu_ticks(pid).unwrap_or(0).saturating_sub(before) as f64 / ticks_per_s;
+        during_live.push(100.0 * used / started.elapsed().as_secs_f64());
+        close_monitor("skypipe-bench-monitor");
+    }
+    let _ = std::fs::remove_file(&out);
+    // 1,000 pipes, each with a payload waiting.
+    eprintln!("filling 1000 pipes");
+    let x = b.path("x");
+    std::fs::write(&x, b"x\n").expect("write");
+    for i in 0..1000 {
+        let mut c = b.skypipe(&["--send", &format!("many-{i:04}")]);
+        c.stdin(file_in(&x));
+        run_ok(c);
+    }
+    let pid = open_monitor(b, "skypipe-bench-monitor");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_ticks(pid).unwrap_or(0);
+    let window = Duration::from_secs(20);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid).unwrap_or(0).saturating_sub(before) as f64 / ticks_per_s;
+    close_monitor("skypipe-bench-monitor");
+    let idle_cpu = 100.0 * used / window.as_secs_f64();
+    let (without, with) = (median(without), median(with));
+    println!(
+        "\n## With `skypipe monitor` open (the real dashboard, in tmux), median of {} runs\n",
+        o.runs
+    );
+    println!("| case | result | target |");
+    println!("| --- | ---: | --- |");
+    println!(
+        "| live {} MiB, no monitor | {without:.0} MB/s | |",
+        o.size_mib
+    );
+    println!(
+        "| live {} MiB, monitor open | {with:.0} MB/s ({:+.1}%) | loss < 5% |",
+        o.size_mib,
+        100.0 * (with - without) / without
+    );
+    println!(
+        "| monitor CPU during that transfer | {:.1}% of a core | |",
+        median(during_live)
+    );
+    println!("| monitor CPU, 1000 pipes, over {window:?} | {idle_cpu:.1}% of a core | < 10% |");
+}
+
+/// Start-up: commands that never touch the network.
+fn startup(b: &Bench, o: &Opts) {
+    let mut rows = vec![];
+    for args in [&["--version"][..], &["--help"][..]] {
+        let mut ms = vec![];
+        for _ in 0..o.latency_runs {
+            let mut c = b.skypipe(args);
+            c.stdout(Stdio::null());
+            ms.push(run_ok(c).as_secs_f64() * 1e3);
+        }
+        rows.push((args[0], median(ms.clone()), percentile(ms, 0.95)));
+    }
+    println!("\n## Start-up, {} runs each\n", o.latency_runs);
+    println!("| command | median ms | p95 ms |");
+    println!("| --- | ---: | ---: |");
+    for (what, m, p) in rows {
+        println!("| `skypipe {what}` | {m:.1} | {p:.1} |");
+    }
 }

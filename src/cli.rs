@@ -103,6 +103,20 @@ pub struct Cli {
 pub enum Command {
     /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
     Monitor(MonitorArgs),
+    /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
+    Server(ServerArgs),
+    /// Check a server and save it as the one skypipe uses from now on
+    Setup(SetupArgs),
+    /// Check the server skypipe uses: connection, JetStream, version, permissions, storage
+    Check,
+    /// Print a shell completion script to stdout
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +129,56 @@ pub struct MonitorArgs {
     #[arg(long, conflicts_with = "once")]
     pub json: bool,
 }
+
+/// `skypipe server ...`
+#[derive(Debug, Args)]
+#[command(after_help = SERVER_AFTER_HELP)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: ServerAction,
+}
+
+const SERVER_AFTER_HELP: &str = "\
+The local server listens on 127.0.0.1:4222 (SKYPIPE_LOCAL_PORT moves it), keeps its data, log
+and pid file in $XDG_DATA_HOME/skypipe (~/.local/share/skypipe), and is what skypipe uses
+when no server is configured. A pipe command starts it by itself when nothing answers there.";
+
+/// What to do with the local server.
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// Start the local server in the background (nothing happens when it runs already)
+    Start,
+    /// Stop the local server
+    Stop,
+    /// Show whether the local server runs, where, its version, data and stored pipes
+    /// (exit 0 when it runs, 3 when it does not)
+    Status,
+    /// Run the local server in the foreground, logging to stderr (for service managers)
+    Run,
+}
+
+/// `skypipe setup ...`
+#[derive(Debug, Args)]
+#[command(after_help = SETUP_AFTER_HELP)]
+pub struct SetupArgs {
+    /// Name of the natscli context to write
+    #[arg(long, value_name = "NAME", default_value = "skypipe")]
+    pub name: String,
+
+    /// Also make it the natscli's selected context (context.txt)
+    #[arg(long)]
+    pub select: bool,
+}
+
+const SETUP_AFTER_HELP: &str = "\
+Examples:
+  skypipe setup -s nats://nats.example.internal:4222 --creds team.creds
+  skypipe setup -s tls://a:4222,tls://b:4222,tls://c:4222 --replicas 3 --tlsca ca.pem
+
+The server is checked first (as `skypipe check` does); when a check fails nothing is saved.
+The context is written to ~/.config/nats/context/NAME.json (natscli's format and fields) and
+named in ~/.config/skypipe/config.json, so skypipe uses it from then on; the natscli's own
+selection changes only with --select.";
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]
@@ -166,6 +230,11 @@ pub struct ConnArgs {
     /// Start TLS before the NATS handshake [env: NATS_TLSFIRST]
     #[arg(long, global = true)]
     pub tlsfirst: bool,
+
+    /// Replicas of skypipe's streams when it creates them, 1 to 5 (3 on a cluster of three)
+    /// [env: SKYPIPE_REPLICAS]
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
 }
 
 /// A humantime duration that is not zero.

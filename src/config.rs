@@ -11,8 +11,15 @@ use crate::crypto::{Crypto, Secret};
 use crate::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
 use crate::progress::ProgressMode;
 
-/// Where skypipe looks when nothing names a server.
+/// Where skypipe looks when nothing names a server (and where its local server listens),
+/// unless `SKYPIPE_LOCAL_PORT` names another port.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
+/// The port of [`DEFAULT_URL`].
+pub const DEFAULT_PORT: u16 = 4222;
+/// The variable that moves the default address, and the local server, to another port.
+pub const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
+/// The most replicas a JetStream stream can have.
+pub const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -45,6 +52,12 @@ pub enum ConfigError {
     HalfClientCert,
     #[error("the secret {0} is empty")]
     EmptySecret(String),
+    #[error("{LOCAL_PORT_ENV}={value:?} is not a port number from 1 to 65535")]
+    LocalPort { value: String },
+    #[error("bad replica count {value:?} (from {from}): give a number from 1 to {MAX_REPLICAS}")]
+    Replicas { value: String, from: &'static str },
+    #[error("cannot read skypipe's config file {path}: {reason}")]
+    BadConfigFile { path: PathBuf, reason: String },
 }
 
 /// Where the server URL came from, for messages.
@@ -74,6 +87,11 @@ pub struct Conn {
     pub js_domain: Option<String>,
     pub js_api_prefix: Option<String>,
     pub layout: Layout,
+    /// Replicas for skypipe's streams when they are created; `None`: decided at creation
+    /// (see `Session::replicas_for_new_streams`).
+    pub replicas: Option<usize>,
+    /// The port of the default address, where skypipe's local server listens.
+    pub local_port: u16,
 }
 
 impl Conn {
@@ -116,6 +134,69 @@ pub struct ContextFile {
     pub jetstream_api_prefix: String,
     /// skypipe's own: the subject prefix for this context.
     pub skypipe_prefix: String,
+    /// skypipe's own: replicas of the streams it creates (0: not set).
+    pub skypipe_replicas: usize,
+}
+
+/// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
+/// `~/.config`). It names the natscli context skypipe uses, so that skypipe can have a
+/// server of its own without changing the natscli's selection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SkypipeConfig {
+    pub context: String,
+}
+
+/// skypipe's config directory: `$XDG_CONFIG_HOME/skypipe` or `~/.config/skypipe`.
+pub fn skypipe_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    nats_config_dir(env).and_then(|d| d.parent().map(|p| p.join("skypipe")))
+}
+
+/// Reads skypipe's config file; a missing file is an empty config.
+pub fn load_skypipe_config(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SkypipeConfig, ConfigError> {
+    let Some(dir) = skypipe_config_dir(env) else {
+        return Ok(SkypipeConfig::default());
+    };
+    let path = dir.join("config.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::BadConfigFile {
+            path,
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SkypipeConfig::default()),
+        Err(e) => Err(ConfigError::BadConfigFile {
+            path,
+            reason: io_reason(&e),
+        }),
+    }
+}
+
+/// The port of the default address: `SKYPIPE_LOCAL_PORT`, or 4222.
+pub fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
+    match env(LOCAL_PORT_ENV).filter(|s| !s.trim().is_empty()) {
+        None => Ok(DEFAULT_PORT),
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(ConfigError::LocalPort { value: v }),
+    }
+}
+
+/// Checks a replica count.
+pub fn parse_replicas(value: &str, from: &'static str) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_REPLICAS).contains(n))
+        .ok_or_else(|| ConfigError::Replicas {
+            value: value.to_string(),
+            from,
+        })
 }
 
 /// The natscli's config directory: `$XDG_CONFIG_HOME/nats` or `~/.config/nats`.
@@ -135,7 +216,8 @@ fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     }
 }
 
-/// Loads the context chosen by `--context`, `NATS_CONTEXT` or the natscli's `context.txt`.
+/// Loads the context chosen by `--context`, `NATS_CONTEXT`, skypipe's config file or the
+/// natscli's `context.txt`, in that order.
 pub fn load_context(
     flag: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -149,9 +231,12 @@ pub fn load_context(
         .filter(|s| !s.is_empty())
     {
         Some(n) => n,
-        None => match std::fs::read_to_string(dir.join("context.txt")) {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-            _ => return Ok(None),
+        None => match nonempty(&load_skypipe_config(env)?.context) {
+            Some(n) => n,
+            None => match std::fs::read_to_string(dir.join("context.txt")) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+                _ => return Ok(None),
+            },
         },
     };
     if name.contains('/') || name.contains("..") {
@@ -291,6 +376,7 @@ pub fn resolve_conn(
         None => (None, ContextFile::default()),
     };
     let envs = |k: &str| env(k).filter(|s| !s.is_empty());
+    let local_port = local_port(env)?;
 
     let (url_text, source) = if let Some(s) = args.server.clone() {
         (s, Source::Flag)
@@ -299,7 +385,7 @@ pub fn resolve_conn(
     } else if let (Some(u), Some(n)) = (nonempty(&ctx.url), ctx_name.clone()) {
         (u, Source::Context(n))
     } else {
-        (DEFAULT_URL.to_string(), Source::Default)
+        (format!("nats://127.0.0.1:{local_port}"), Source::Default)
     };
     let urls = parse_urls(&url_text)?;
 
@@ -353,6 +439,15 @@ pub fn resolve_conn(
         .or_else(|| nonempty(&ctx.skypipe_prefix))
         .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
     let layout = Layout::new(&prefix).map_err(ConfigError::Prefix)?;
+    let replicas = match (args.replicas, envs("SKYPIPE_REPLICAS")) {
+        (Some(n), _) => Some(parse_replicas(&n.to_string(), "--replicas")?),
+        (None, Some(v)) => Some(parse_replicas(&v, "SKYPIPE_REPLICAS")?),
+        (None, None) if ctx.skypipe_replicas > 0 => Some(parse_replicas(
+            &ctx.skypipe_replicas.to_string(),
+            "the context's skypipe_replicas",
+        )?),
+        (None, None) => None,
+    };
 
     Ok(Conn {
         urls,
@@ -370,6 +465,8 @@ pub fn resolve_conn(
         js_domain: nonempty(&ctx.jetstream_domain),
         js_api_prefix: nonempty(&ctx.jetstream_api_prefix),
         layout,
+        replicas,
+        local_port,
     })
 }
 
@@ -582,6 +679,62 @@ mod tests {
             resolve_conn(&missing, &env_of(&[("XDG_CONFIG_HOME", &xdg)])),
             Err(ConfigError::NoContext { .. })
         ));
+    }
+
+    #[test]
+    fn skypipe_config_names_its_context_before_the_natscli_selection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = dir.path().join("nats");
+        std::fs::create_dir_all(nats.join("context")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("skypipe")).expect("mkdir");
+        std::fs::write(nats.join("context.txt"), "theirs").expect("write");
+        std::fs::write(nats.join("context/theirs.json"), r#"{"url":"nats://a:1"}"#).expect("write");
+        std::fs::write(
+            nats.join("context/ours.json"),
+            r#"{"url":"nats://b:2","skypipe_replicas":3}"#,
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("skypipe/config.json"),
+            r#"{"context":"ours"}"#,
+        )
+        .expect("write");
+        let xdg = dir.path().to_string_lossy().to_string();
+        let c =
+            resolve_conn(&ConnArgs::default(), &env_of(&[("XDG_CONFIG_HOME", &xdg)])).expect("ok");
+        assert_eq!(c.source, Source::Context("ours".into()));
+        assert_eq!(c.replicas, Some(3));
+        // NATS_CONTEXT still wins over skypipe's choice.
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("XDG_CONFIG_HOME", &xdg), ("NATS_CONTEXT", "theirs")]),
+        )
+        .expect("ok");
+        assert_eq!(c.urls, vec!["nats://a:1".to_string()]);
+        assert_eq!(c.replicas, None);
+    }
+
+    #[test]
+    fn local_port_moves_the_default_address() {
+        let c =
+            resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_PORT_ENV, "14222")])).expect("ok");
+        assert_eq!(c.urls, vec!["nats://127.0.0.1:14222".to_string()]);
+        assert_eq!(c.local_port, 14222);
+        for bad in ["0", "70000", "x"] {
+            assert!(matches!(
+                resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_PORT_ENV, bad)])),
+                Err(ConfigError::LocalPort { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn replicas_are_checked() {
+        assert_eq!(parse_replicas("3", "x").ok(), Some(3));
+        assert!(parse_replicas("0", "x").is_err());
+        assert!(parse_replicas("6", "x").is_err());
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[("SKYPIPE_REPLICAS", "7")]));
+        assert!(matches!(c, Err(ConfigError::Replicas { .. })));
     }
 
     #[test]

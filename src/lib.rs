@@ -13,14 +13,19 @@
 //! - [`progress`]: bytes and rate on stderr.
 //! - [`presence`]: running skypipes announce what they do, for the monitor.
 //! - [`monitor`]: samples the server for the `skypipe monitor` dashboard (`skypipe-tui`).
+//! - [`local`]: skypipe's own local server (`skypipe server`) and its auto-start.
+//! - [`setup`]: `skypipe check` and `skypipe setup`.
+//! - [`completions`]: shell completions and the man page.
 //! - [`error`]: failures with their own exit codes.
 
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod input;
 pub mod listen;
+pub mod local;
 pub mod monitor;
 pub mod output;
 pub mod payload;
@@ -30,13 +35,14 @@ pub mod progress;
 pub mod recv;
 pub mod send;
 pub mod session;
+pub mod setup;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, ServerAction};
 use crate::config::{Mode, PipeSettings};
 use crate::error::code;
 
@@ -102,8 +108,8 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(cli::Command::Monitor(args)) = &cli.command {
-        return run_monitor(&cli, args).await;
+    if let Some(command) = &cli.command {
+        return run_command(command, &cli).await;
     }
     let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
     let cancel = CancellationToken::new();
@@ -150,26 +156,56 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     result.map(|()| code::OK)
 }
 
+/// The subcommands: the local server, setup and check, completions and the man page.
+async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
+    match command {
+        Command::Completions { shell } => return completions::completions(*shell),
+        Command::Man => return completions::man(),
+        Command::Monitor(args) => return run_monitor(cli, args).await,
+        _ => {}
+    }
+    let conn = config::resolve_conn(&cli.conn, &env_var)?;
+    match command {
+        Command::Server(args) => match args.action {
+            ServerAction::Start => local::cmd_start(&conn, &env_var).await,
+            ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
+            ServerAction::Status => local::cmd_status(&conn, &env_var).await,
+            ServerAction::Run => local::cmd_run(&conn, &env_var),
+        },
+        Command::Setup(args) => setup::cmd_setup(&conn, args, &env_var).await,
+        Command::Check => setup::cmd_check(&conn).await,
+        Command::Completions { .. } | Command::Man | Command::Monitor(_) => Ok(code::OK),
+    }
+}
+
 async fn run_pipe(
     settings: &PipeSettings,
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
     let mut session = tokio::select! {
-        s = session::connect(&settings.conn) => s?,
+        s = async {
+            local::autostart(&settings.conn, &env_var).await?;
+            session::connect(&settings.conn).await
+        } => s?,
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };
     session.crypto = settings.crypto.clone();
-    match settings.mode {
-        Mode::Send => {
-            let input = input::spawn_stdin(session.chunk_size)?;
-            let total = config::stdin_file_size();
-            send::send(&session, settings, input, cancel, interrupted, total).await?;
-        }
-        Mode::Recv if settings.listen => listen::listen(&session, settings, cancel).await?,
-        Mode::Recv if settings.follow => recv::follow(&session, settings, cancel).await?,
-        Mode::Recv => recv::recv(&session, settings, cancel).await?,
-    }
+    session
+        .unless_denied(async {
+            match settings.mode {
+                Mode::Send => {
+                    let input = input::spawn_stdin(session.chunk_size)?;
+                    let total = config::stdin_file_size();
+                    send::send(&session, settings, input, cancel, interrupted, total).await?;
+                }
+                Mode::Recv if settings.listen => listen::listen(&session, settings, cancel).await?,
+                Mode::Recv if settings.follow => recv::follow(&session, settings, cancel).await?,
+                Mode::Recv => recv::recv(&session, settings, cancel).await?,
+            }
+            Ok(())
+        })
+        .await?;
     // Publishes and acks are buffered by the client: make sure they left.
     let _ = session.client.flush().await;
     Ok(code::OK)

@@ -69,7 +69,7 @@ pub struct Reader {
     pub offset: u64,
     crc: crc32fast::Hasher,
     pending: BTreeMap<u64, (ChunkMeta, Bytes, u64)>,
-    max_seen: u64,
+    pub max_seen: u64,
     /// Offset of the first byte this reader wrote when it did not start at chunk 0.
     pub started_at: Option<u64>,
     /// Carries the purge bound of each written chunk back from the writer.

@@ -637,6 +637,7 @@ mod tests {
                 offset,
                 prior_crc: crc,
                 end: end.map(|(chunks, bytes, crc)| End::Eof(Totals { chunks, bytes, crc })),
+                seal: None,
             };
             let back = parse_chunk(Some(&chunk_headers(&meta, None)));
             proptest::prop_assert_eq!(back, Ok(meta));

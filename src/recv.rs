@@ -144,26 +144,38 @@ enum ReadEnd {
 }
 
 impl Take<'_> {
-    /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
-    async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
-        let id = self.reader.id.clone();
+    /// An ordered consumer on the payload's subject from the stream sequence after `after`
+    /// (from the start when 0), and its messages.
+    async fn open_reader(&self, after: u64) -> anyhow::Result<(String, pull::Ordered)> {
+        let deliver_policy = match after {
+            0 => DeliverPolicy::All,
+            seq => DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
         let consumer = self
             .data
             .create_consumer(pull::OrderedConfig {
                 filter_subject: self.subject.clone(),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy,
                 max_batch: READ_BATCH,
                 // Short pull requests: a restarted server is noticed within seconds.
                 max_expires: Duration::from_secs(5),
                 ..Default::default()
             })
+            .await?;
+        let name = consumer.cached_info().name.clone();
+        Ok((name, consumer.messages().await?))
+    }
+
+    /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
+    async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
+        let id = self.reader.id.clone();
+        let (mut consumer_name, mut messages) = self
+            .open_reader(0)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
-        let consumer_name = consumer.cached_info().name.clone();
-        let mut messages = consumer
-            .messages()
-            .await
-            .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
+        let mut lost_since: Option<Instant> = None;
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
         progress.tick().await;
         let mut purge_tick = tokio::time::interval(PURGE_EVERY);
@@ -222,16 +234,33 @@ impl Take<'_> {
                 msg = messages.next() => {
                     let msg = match msg {
                         Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            return Err(anyhow!(e)).with_context(|| {
-                                format!(
-                                    "lost the connection while reading payload {id} from {}",
-                                    self.session.url
-                                )
-                            })
+                        failed => {
+                            // A cluster node that died can take the ordered consumer (one
+                            // replica) with it, and the client does not always make a new
+                            // one: read on after the last chunk seen, for a while.
+                            let since = *lost_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > crate::send::RETRY_FOR {
+                                return match failed {
+                                    Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
+                                        format!(
+                                            "lost the connection while reading payload {id} from {}",
+                                            self.session.url
+                                        )
+                                    }),
+                                    _ => Err(anyhow!("the server ended the read of payload {id}")),
+                                };
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            if let Ok((name, m)) = self.open_reader(self.reader.max_seen).await {
+                                let old = std::mem::replace(&mut consumer_name, name);
+                                let data = self.data.clone();
+                                tokio::spawn(async move { data.delete_consumer(&old).await });
+                                messages = m;
+                            }
+                            continue;
                         }
-                        None => return Err(anyhow!("the server ended the read of payload {id}")),
                     };
+                    lost_since = None;
                     last_chunk = Instant::now();
                     let (seq, last) = msg
                         .info()

@@ -25,6 +25,10 @@ pub const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
 pub struct Session {
+    /// The first permission violation the server reported on this connection.
+    pub denied: Denied,
+    /// Replicas of skypipe's streams when this session creates them.
+    pub replicas: usize,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub layout: Layout,
@@ -51,8 +55,8 @@ pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
 
 fn hint_unreachable(url: &str) -> String {
     format!(
-        "cannot reach a NATS server at {url}; start one with `nats-server -js`, \
-         or point skypipe at one with --server URL or NATS_URL"
+        "cannot reach a NATS server at {url}; start one with `skypipe server start` (or \
+         `nats-server -js`), or point skypipe at one with --server URL or NATS_URL"
     )
 }
 
@@ -89,19 +93,63 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The server's word that this connection may not publish or subscribe somewhere. A NATS
+/// server answers a forbidden publish with an asynchronous `-ERR` and drops the message, so
+/// the request behind it would only time out; this lets a command fail at once instead.
+#[derive(Clone)]
+pub struct Denied(tokio::sync::watch::Receiver<Option<String>>);
+
+impl Denied {
+    /// Waits until the server reports a permission violation, and returns its text.
+    pub async fn wait(&self) -> String {
+        let mut rx = self.0.clone();
+        let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match seen {
+            Ok(v) => v.unwrap_or_default(),
+            // The client is gone; nothing more will be reported.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The violation reported so far, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+/// A connected client, before anything JetStream is asked of it.
+pub struct Connected {
+    pub client: async_nats::Client,
+    pub denied: Denied,
+    /// The URLs, without credentials, for messages.
+    pub shown: String,
+}
+
 /// Connects, mapping failures to one line that names the server.
-pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
+pub async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
     let debug = std::env::var_os("SKYPIPE_DEBUG").is_some();
+    let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
     let mut opts = ConnectOptions::new()
         .name("skypipe")
-        .event_callback(move |event| async move {
-            if debug {
-                eprintln!("skypipe: debug: connection event: {event}");
-            }
-        })
         .connection_timeout(CONNECT_TIMEOUT)
-        .request_timeout(Some(Duration::from_secs(10)));
+        .request_timeout(Some(Duration::from_secs(10)))
+        .event_callback(move |event| {
+            let tx = denied_tx.clone();
+            async move {
+                if debug {
+                    eprintln!("skypipe: debug: connection event: {event}");
+                }
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event
+                {
+                    if text.to_ascii_lowercase().contains("permissions violation") {
+                        tx.send_if_modified(|slot| {
+                            slot.is_none().then(|| *slot = Some(text)).is_some()
+                        });
+                    }
+                }
+            }
+        });
     if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     } else if let Some(u) = &conn.user {
@@ -167,7 +215,11 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
                 // Over wss:// the TLS handshake happens inside the WebSocket dial, and its
                 // failures arrive as IO errors.
                 _ if tls.is_some() => {
-                    format!("TLS with {shown} failed: {}", tls.unwrap_or_default())
+                    let tls = tls.unwrap_or_default();
+                    match tls_hint(&tls) {
+                        Some(hint) => format!("TLS with {shown} failed: {tls}; {hint}"),
+                        None => format!("TLS with {shown} failed: {tls}"),
+                    }
                 }
                 ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => {
                     format!(
@@ -176,6 +228,11 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
                         hint_unreachable(&shown)
                     )
                 }
+                // async-nats reports certificates refused on either side as IO errors.
+                _ if tls_hint(&e.to_string()).is_some() => format!(
+                    "TLS with {shown} failed: {e}; {}",
+                    tls_hint(&e.to_string()).unwrap_or_default()
+                ),
                 ConnectErrorKind::TimedOut => {
                     format!(
                         "{} (no answer within {CONNECT_TIMEOUT:?})",
@@ -196,37 +253,89 @@ pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
             return Err(anyhow!(msg));
         }
     };
-    let info = client.server_info();
-    if !info.jetstream {
-        return Err(anyhow!(
-            "the server at {shown} (nats-server {}) has JetStream disabled; start it with -js",
-            info.version
-        ));
-    }
-    let js = match (&conn.js_domain, &conn.js_api_prefix) {
-        (Some(d), _) => jetstream::ContextBuilder::new()
-            .domain(d)
-            .timeout(Duration::from_secs(10))
-            .build(client.clone()),
-        (None, Some(p)) => jetstream::ContextBuilder::new()
-            .api_prefix(p)
-            .timeout(Duration::from_secs(10))
-            .build(client.clone()),
-        (None, None) => jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build(client.clone()),
-    };
-    Ok(Session {
-        js,
-        layout: conn.layout.clone(),
-        url: shown,
-        ttl_supported: version_at_least(&info.version, 2, 11),
-        server_version: info.version.clone(),
-        chunk_size: pipe::chunk_size(info.max_payload),
-        conn: conn.clone(),
+    Ok(Connected {
         client,
-        crypto: Crypto::default(),
+        denied: Denied(denied_rx),
+        shown,
     })
+}
+
+/// What to do about a TLS failure, judged from rustls' words for it.
+fn tls_hint(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    if t.contains("certificaterequired") {
+        Some("the server asks for a client certificate: give --tlscert and --tlskey")
+    } else if t.contains("unknownca") || t.contains("badcertificate") {
+        Some("the server does not accept the client certificate (--tlscert)")
+    } else if t.contains("certificate") || t.contains("unknownissuer") {
+        Some("is --tlsca (NATS_CA) the CA that signed the server's certificate?")
+    } else {
+        None
+    }
+}
+
+/// The error for a permission violation, naming the prefix the user may be missing.
+pub fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
+    anyhow!(
+        "permission denied by the server at {url}: {text}; the user needs the permissions for \
+         prefix {:?} (see \"Permissions\" in the README), or another --prefix",
+        layout.prefix()
+    )
+}
+
+/// Whether the server says it is one of a cluster of at least three JetStream servers.
+pub fn cluster_of_three(info: &async_nats::ServerInfo) -> bool {
+    info.cluster.is_some() && info.connect_urls.len() >= 3
+}
+
+/// The JetStream context for a client, honouring the context's domain or API prefix.
+pub fn jetstream_context(client: &async_nats::Client, conn: &Conn) -> jetstream::Context {
+    let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10));
+    match (&conn.js_domain, &conn.js_api_prefix) {
+        (Some(d), _) => builder.domain(d).build(client.clone()),
+        (None, Some(p)) => builder.api_prefix(p).build(client.clone()),
+        (None, None) => builder.build(client.clone()),
+    }
+}
+
+/// Connects and checks that the server has JetStream.
+pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
+    Session::new(conn, connect_client(conn).await?)
+}
+
+impl Session {
+    /// A session on a connected client; fails when the server has no JetStream.
+    pub fn new(conn: &Conn, connected: Connected) -> anyhow::Result<Session> {
+        let Connected {
+            client,
+            denied,
+            shown,
+        } = connected;
+        let info = client.server_info();
+        if !info.jetstream {
+            return Err(anyhow!(
+                "the server at {shown} (nats-server {}) has JetStream disabled; start it with -js",
+                info.version
+            ));
+        }
+        let js = jetstream_context(&client, conn);
+        let replicas = conn
+            .replicas
+            .unwrap_or(if cluster_of_three(&info) { 3 } else { 1 });
+        Ok(Session {
+            denied,
+            replicas,
+            js,
+            layout: conn.layout.clone(),
+            url: shown,
+            ttl_supported: version_at_least(&info.version, 2, 11),
+            server_version: info.version.clone(),
+            chunk_size: pipe::chunk_size(info.max_payload),
+            conn: conn.clone(),
+            client,
+            crypto: Crypto::default(),
+        })
+    }
 }
 
 /// Whether an error carries the given JetStream API error code. async-nats keeps the API
@@ -266,6 +375,22 @@ impl Session {
         Opener::new(self.crypto.clone(), self.place(pipe))
     }
 
+    /// Runs `work`, but ends it with a one-line error as soon as the server reports a
+    /// permission violation on this connection.
+    pub async fn unless_denied<T>(
+        &self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            r = work => match (r, self.denied.get()) {
+                // A request that failed after a violation failed because of it.
+                (Err(_), Some(text)) => Err(denied_error(&text, &self.url, &self.layout)),
+                (r, _) => r,
+            },
+            text = self.denied.wait() => Err(denied_error(&text, &self.url, &self.layout)),
+        }
+    }
+
     /// The data stream's config.
     pub fn data_stream_config(&self) -> stream::Config {
         stream::Config {
@@ -282,6 +407,7 @@ impl Session {
                 DEFAULT_TTL
             },
             duplicate_window: Duration::from_secs(120),
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -302,6 +428,7 @@ impl Session {
                 DEFAULT_TTL
             },
             duplicate_window: Duration::from_secs(120),
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -389,6 +516,21 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        assert!(
+            tls_hint("IO error: received fatal alert: CertificateRequired")
+                .is_some_and(|h| h.contains("--tlscert"))
+        );
+        assert!(tls_hint("IO error: received fatal alert: UnknownCA")
+            .is_some_and(|h| h.contains("client certificate")));
+        assert!(
+            tls_hint("IO error: invalid peer certificate: UnknownIssuer")
+                .is_some_and(|h| h.contains("--tlsca"))
+        );
+        assert_eq!(tls_hint("IO error: connection refused"), None);
+    }
 
     #[test]
     fn versions() {

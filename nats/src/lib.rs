@@ -3,11 +3,14 @@
 //! restart and stop it.
 //!
 //! `skypipe server` and the end-to-end tests use the same code, so what the tests exercise is
-//! what users run. Every server this crate starts is stopped when its handle is dropped.
+//! what users run. A [`Server`] is stopped when its handle is dropped; a server started with
+//! [`ServerConfig::start_detached`] outlives the process that started it and is found again,
+//! and stopped, through its pid file ([`stop_pid`]).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +48,8 @@ pub enum Error {
         status: String,
         log: String,
     },
+    #[error("nats-server started on port {port} but wrote no pid file at {path}")]
+    NoPid { port: u16, path: PathBuf },
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
     #[error("could not signal nats-server: {0}")]
@@ -133,6 +138,10 @@ pub struct ServerConfig {
     pub websocket_tls: Option<TlsFiles>,
     /// How long to wait for readiness.
     pub ready_timeout: Duration,
+    /// Where the server writes its own pid (`pid_file`); `None`: no pid file.
+    pub pid_file: Option<PathBuf>,
+    /// Where the server logs (`log_file`); `None`: to its standard error.
+    pub log_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -149,6 +158,8 @@ impl ServerConfig {
             websocket_port: None,
             websocket_tls: None,
             ready_timeout: Duration::from_secs(20),
+            pid_file: None,
+            log_file: None,
         }
     }
 
@@ -158,6 +169,12 @@ impl ServerConfig {
         let _ = writeln!(c, "listen: \"{}:{}\"", self.host, port);
         if let Some(name) = &self.name {
             let _ = writeln!(c, "server_name: \"{name}\"");
+        }
+        if let Some(pid) = &self.pid_file {
+            let _ = writeln!(c, "pid_file: \"{}\"", pid.display());
+        }
+        if let Some(log) = &self.log_file {
+            let _ = writeln!(c, "log_file: \"{}\"", log.display());
         }
         if self.jetstream {
             let store = self.dir.join("jetstream");
@@ -239,6 +256,236 @@ impl ServerConfig {
         server.spawn()?;
         Ok(server)
     }
+
+    /// The client port, or a free one when none was set.
+    fn chosen_port(&self) -> Result<u16> {
+        match self.port {
+            Some(p) => Ok(p),
+            None => free_port(),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("nats-server.conf")
+    }
+
+    /// Starts the server in the background, detached from this process: it gets a process
+    /// group of its own (so a Ctrl-C meant for the caller does not reach it), no terminal
+    /// streams (its output goes to `log_file`, or `nats-server.log` in `dir`), and keeps
+    /// running after the caller exits. Waits until it accepts clients, then reads the pid it
+    /// wrote to `pid_file` (which this sets to `nats-server.pid` in `dir` when unset).
+    pub fn start_detached(mut self) -> Result<Detached> {
+        let binary = find_binary()?;
+        let port = self.chosen_port()?;
+        self.port = Some(port);
+        std::fs::create_dir_all(&self.dir)?;
+        let pid_file = self
+            .pid_file
+            .get_or_insert_with(|| self.dir.join("nats-server.pid"))
+            .clone();
+        let log_file = self
+            .log_file
+            .get_or_insert_with(|| self.dir.join("nats-server.log"))
+            .clone();
+        // A pid file left by a server that died must not be taken for the new one's.
+        match std::fs::remove_file(&pid_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let config_file = self.config_path();
+        std::fs::write(&config_file, self.render(port))?;
+        // Whatever the server prints before it opens its log file (a bad config, say) lands
+        // in the log file too.
+        let early = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)?;
+        let mut child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(early.try_clone()?)
+            .stderr(early)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: binary.clone(),
+                source,
+            })?;
+        let tail = || tail_file(&log_file);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(Error::Exited {
+                    port,
+                    status: status.to_string(),
+                    log: tail(),
+                });
+            }
+            if answers(port, Duration::from_millis(200)) {
+                break;
+            }
+            if start.elapsed() > self.ready_timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::NotReady {
+                    port,
+                    waited: self.ready_timeout,
+                    log: tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The server writes its pid file before it listens, so it is there by now.
+        let pid = read_pid(&pid_file).ok_or(Error::NoPid {
+            port,
+            path: pid_file.clone(),
+        })?;
+        // `child` is not waited for: once this process exits, init reaps the server.
+        drop(child);
+        Ok(Detached {
+            pid,
+            port,
+            binary,
+            config_file,
+            pid_file,
+            log_file,
+        })
+    }
+
+    /// Replaces this process with the server, in the foreground (for service managers,
+    /// which watch the process they started). Logs go to `log_file`, or to standard error
+    /// when it is `None`. Returns only when the server could not be started.
+    pub fn exec(mut self) -> Error {
+        let binary = match find_binary() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let port = match self.chosen_port() {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        self.port = Some(port);
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            return e.into();
+        }
+        let config_file = self.config_path();
+        if let Err(e) = std::fs::write(&config_file, self.render(port)) {
+            return e.into();
+        }
+        let source = Command::new(&binary).arg("-c").arg(&config_file).exec();
+        Error::Spawn { binary, source }
+    }
+}
+
+/// A server started by [`ServerConfig::start_detached`]: where to find it.
+#[derive(Debug, Clone)]
+pub struct Detached {
+    pub pid: u32,
+    pub port: u16,
+    pub binary: PathBuf,
+    pub config_file: PathBuf,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Detached {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Whether a NATS server answers on 127.0.0.1:`port` (it sends its INFO line within
+/// `wait`). Something else listening there does not count.
+pub fn answers(port: u16, wait: Duration) -> bool {
+    server_info(port, wait).is_some()
+}
+
+/// The JSON of the INFO line that the NATS server on 127.0.0.1:`port` greets clients with,
+/// or `None` when no NATS server answers there within `wait`.
+pub fn server_info(port: u16, wait: Duration) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&addr, wait).ok()?;
+    stream
+        .set_read_timeout(Some(wait.max(Duration::from_secs(1))))
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.strip_prefix("INFO")
+        .map(|json| json.trim().to_string())
+}
+
+/// Whether anything at all accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_in_use(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+/// The pid in a pid file, if it holds one.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|p| *p > 1)
+}
+
+fn nix_pid(pid: u32) -> Option<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .map(Pid::from_raw)
+}
+
+/// Whether process `pid` exists and, where `/proc` tells, is a `nats-server` (so that a pid
+/// file left behind never leads to signalling an unrelated process that reused the pid).
+pub fn is_nats_server(pid: u32) -> bool {
+    let Some(p) = nix_pid(pid) else {
+        return false;
+    };
+    if kill(p, None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() == "nats-server",
+        // No /proc (not Linux): the pid is alive, trust the pid file.
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// Stops the `nats-server` with this pid: SIGTERM (it finishes writing its store), then
+/// SIGKILL when it is still there after `grace`. Returns whether a server was stopped;
+/// `false` when no `nats-server` runs under that pid.
+pub fn stop_pid(pid: u32, grace: Duration) -> Result<bool> {
+    let Some(p) = nix_pid(pid) else {
+        return Ok(false);
+    };
+    if !is_nats_server(pid) {
+        return Ok(false);
+    }
+    kill(p, Signal::SIGTERM)?;
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if !is_nats_server(pid) {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match kill(p, Signal::SIGKILL) {
+        Ok(()) | Err(nix::Error::ESRCH) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let start = Instant::now();
+    while is_nats_server(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(true)
+}
+
+fn tail_file(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join(" | ")
 }
 
 /// A running `nats-server`, stopped (SIGKILL) when dropped.
@@ -314,9 +561,7 @@ impl Server {
     }
 
     fn tail_log(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join(" | ")
+        tail_file(&self.log_path())
     }
 
     /// Waits until the server answers with an INFO line on its client port.

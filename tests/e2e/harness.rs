@@ -148,7 +148,7 @@ pub fn shell(bench: &Bench, script: &str) -> Command {
     let mut c = Command::new("bash");
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
-        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k == "XDG_CONFIG_HOME" {
+        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k.starts_with("XDG_") {
             c.env_remove(&k);
         }
     }
@@ -166,12 +166,119 @@ pub fn bare_cmd(home: &Path) -> Command {
     let mut c = Command::new(BIN);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_string();
-        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k == "XDG_CONFIG_HOME" {
+        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k.starts_with("XDG_") {
             c.env_remove(&k);
         }
     }
     c.env("HOME", home);
     c
+}
+
+/// A user with nothing configured: a temporary HOME, no NATS variables, and the default
+/// address moved to a free loopback port (`SKYPIPE_LOCAL_PORT`), where nothing answers yet.
+/// Whatever local server its commands start is killed when this is dropped.
+pub struct LocalHome {
+    pub dir: TempDir,
+    pub port: u16,
+}
+
+impl LocalHome {
+    pub fn new() -> LocalHome {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        let port = skypipe_nats::free_port().expect("free port");
+        LocalHome { dir, port }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Where the local server keeps its files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.home().join(".local/share/skypipe")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        skypipe_nats::read_pid(&self.data_dir().join("nats-server.pid"))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `skypipe ARGS` as this user.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bare_cmd(&self.home());
+        c.env("SKYPIPE_LOCAL_PORT", self.port.to_string());
+        c.args(args);
+        c
+    }
+
+    /// `skypipe ARGS < /dev/null`, output captured.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe");
+        wait_output(child, HANG)
+    }
+
+    /// A sender of `data` (stdin a pipe), running in the background.
+    pub fn spawn_send(&self, args: &[&str], data: &[u8]) -> (Child, std::thread::JoinHandle<()>) {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skypipe");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        (child, writer)
+    }
+
+    /// `cat data | skypipe ARGS`.
+    pub fn send(&self, args: &[&str], data: &[u8]) -> Output {
+        let (child, writer) = self.spawn_send(args, data);
+        let out = wait_output(child, HANG);
+        writer.join().expect("writer");
+        out
+    }
+}
+
+impl Drop for LocalHome {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = skypipe_nats::stop_pid(pid, Duration::from_secs(5));
+        }
+    }
+}
+
+/// The pids of running nats-servers whose command line mentions `needle`.
+pub fn nats_servers_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            comm.trim() == "nats-server" && String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+        .collect()
 }
 
 /// Waits for a child with a deadline; a child still running then is killed and the test

@@ -1,5 +1,7 @@
 pub mod harness;
 
+mod auth;
+mod cluster;
 mod config;
 mod core;
 mod crypto;
@@ -8,4 +10,5 @@ mod faults;
 mod follow;
 mod malformed;
 mod monitor;
+mod service;
 mod websocket;

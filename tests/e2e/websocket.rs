@@ -287,3 +287,37 @@ fn wss_with_a_ca_made_here_round_trips_and_refuses_an_unknown_ca() {
     let err = stderr_of(&out);
     assert!(err.contains(&format!("TLS with {wrong} failed")), "{err}");
 }
+
+#[test]
+fn check_names_the_transport_in_use() {
+    let b = Bench::websocket();
+    let ws = b.ws_url();
+    let over_ws = b
+        .cmd(&["-s", &ws, "check"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_ok(&over_ws);
+    let text = String::from_utf8_lossy(&over_ws.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("transport"))
+        .unwrap_or_else(|| panic!("no transport line in:\n{text}"));
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(line.contains("WebSocket (ws://)"), "{line}");
+    let plain = b
+        .cmd(&["check"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_ok(&plain);
+    let text = String::from_utf8_lossy(&plain.stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("transport"))
+        .unwrap_or_else(|| panic!("no transport line in:\n{text}"));
+    assert!(
+        line.contains("TCP") && !line.contains("WebSocket"),
+        "{line}"
+    );
+}

@@ -1,0 +1,534 @@
+//! skypipe's local server: a `nats-server` with JetStream on 127.0.0.1 for this user, with
+//! its store, config, log and pid file in the user's data directory. `skypipe server`
+//! starts, stops and reports on it, and a pipe command starts it by itself when no server is
+//! configured and nothing answers at the default address ([`autostart`]).
+//!
+//! Starting is done under an exclusive lock on a file beside the store, re-checking once the
+//! lock is held, so two commands that both find nothing running start one server, not two.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use skypipe_nats::ServerConfig;
+
+use crate::config::{Conn, Source, LOCAL_PORT_ENV};
+use crate::error::code;
+
+/// How long an INFO line may take on loopback before the port counts as silent.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+/// How long a stopping server may take to write its store before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The data directory: `$XDG_DATA_HOME/skypipe` or `~/.local/share/skypipe`.
+pub fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
+    if let Some(x) = env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(x).join("skypipe"));
+    }
+    match env("HOME").filter(|s| !s.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/skypipe")),
+        None => Err(anyhow!(
+            "cannot tell where the local server keeps its data: neither XDG_DATA_HOME nor HOME is set"
+        )),
+    }
+}
+
+/// What `server.json` in the data directory records about the running server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    pid: u32,
+    port: u16,
+    /// "background" (`server start`, auto-start) or "foreground" (`server run`).
+    mode: String,
+}
+
+/// The local server's files, for one port.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+/// A local server found running.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub pid: u32,
+    pub port: u16,
+    pub foreground: bool,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// What [`Local::start`] did.
+#[derive(Debug)]
+pub enum Start {
+    Started(Running),
+    AlreadyRunning(Running),
+}
+
+impl Local {
+    pub fn new(env: &dyn Fn(&str) -> Option<String>, port: u16) -> anyhow::Result<Local> {
+        Ok(Local {
+            dir: data_dir(env)?,
+            port,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("nats-server.pid")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("nats-server.log")
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("server.json")
+    }
+
+    fn lock_file(&self) -> PathBuf {
+        self.dir.join("server.lock")
+    }
+
+    /// The server's config: loopback only, JetStream with its store in the data directory.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(&self.dir);
+        config.port = Some(self.port);
+        config.name = Some("skypipe-local".into());
+        config.pid_file = Some(self.pid_file());
+        config.log_file = Some(self.log_file());
+        config
+    }
+
+    fn create_dir(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))
+    }
+
+    /// Holds the start/stop lock until the returned value is dropped. Blocks while another
+    /// skypipe starts or stops the server.
+    fn lock(&self) -> anyhow::Result<Flock<File>> {
+        self.create_dir()?;
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow!("cannot lock {}: {e}", path.display()))
+    }
+
+    fn read_state(&self) -> Option<State> {
+        let text = std::fs::read_to_string(self.state_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write_state(&self, state: &State) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(state)?;
+        std::fs::write(self.state_file(), text)
+            .with_context(|| format!("cannot write {}", self.state_file().display()))
+    }
+
+    fn forget(&self) {
+        let _ = std::fs::remove_file(self.pid_file());
+        let _ = std::fs::remove_file(self.state_file());
+    }
+
+    /// The local server, when its pid file names a live `nats-server` started with this
+    /// data directory's config (a pid reused by someone else's server does not count).
+    pub fn running(&self) -> Option<Running> {
+        let pid = skypipe_nats::read_pid(&self.pid_file())?;
+        if !skypipe_nats::is_nats_server(pid) {
+            return None;
+        }
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let config = self.dir.join("nats-server.conf");
+            let config = config.to_string_lossy();
+            if !String::from_utf8_lossy(&cmdline).contains(config.as_ref()) {
+                return None;
+            }
+        }
+        let state = self.read_state().filter(|s| s.pid == pid);
+        Some(Running {
+            pid,
+            port: state.as_ref().map_or(self.port, |s| s.port),
+            foreground: state.is_some_and(|s| s.mode == "foreground"),
+        })
+    }
+
+    /// Refuses to start a second server on the same store, or one where a port is taken.
+    fn check_free(&self) -> anyhow::Result<Option<Running>> {
+        if let Some(r) = self.running() {
+            if r.port != self.port {
+                return Err(anyhow!(
+                    "skypipe's local server runs on port {} (pid {}), not on port {} where \
+                     skypipe now looks for it ({LOCAL_PORT_ENV}); stop it with \
+                     `{LOCAL_PORT_ENV}={} skypipe server stop`, or set {LOCAL_PORT_ENV}={}",
+                    r.port,
+                    r.pid,
+                    self.port,
+                    r.port,
+                    r.port
+                ));
+            }
+            return Ok(Some(r));
+        }
+        if skypipe_nats::answers(self.port, PROBE_WAIT) {
+            return Err(anyhow!(
+                "another NATS server (not skypipe's local one) answers at {}; skypipe uses that \
+                 one as it is, or set {LOCAL_PORT_ENV} to run skypipe's own on another port",
+                self.url()
+            ));
+        }
+        if skypipe_nats::port_in_use(self.port) {
+            return Err(anyhow!(
+                "port {} on 127.0.0.1 is taken by something that is not a NATS server; set \
+                 {LOCAL_PORT_ENV} to run skypipe's local server on another port",
+                self.port
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Starts the server in the background unless it runs already. Blocking.
+    pub fn start(&self) -> anyhow::Result<Start> {
+        let _lock = self.lock()?;
+        if let Some(r) = self.check_free()? {
+            return Ok(Start::AlreadyRunning(r));
+        }
+        self.forget();
+        let detached = self.server_config().start_detached().map_err(start_error)?;
+        let running = Running {
+            pid: detached.pid,
+            port: detached.port,
+            foreground: false,
+        };
+        self.write_state(&State {
+            pid: running.pid,
+            port: running.port,
+            mode: "background".into(),
+        })?;
+        Ok(Start::Started(running))
+    }
+
+    /// Stops the server. `Ok(None)` when none was running.
+    pub fn stop(&self) -> anyhow::Result<Option<Running>> {
+        let _lock = self.lock()?;
+        let Some(r) = self.running() else {
+            self.forget();
+            return Ok(None);
+        };
+        skypipe_nats::stop_pid(r.pid, STOP_GRACE)
+            .with_context(|| format!("cannot stop nats-server (pid {})", r.pid))?;
+        self.forget();
+        Ok(Some(r))
+    }
+
+    /// Becomes the server, in the foreground, logging to stderr. Returns only on failure.
+    pub fn run_foreground(&self) -> anyhow::Error {
+        let lock = match self.lock() {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        match self.check_free() {
+            Ok(Some(r)) => {
+                return anyhow!(
+                    "skypipe's local server already runs (pid {}, {}); stop it first with \
+                     `skypipe server stop`",
+                    r.pid,
+                    r.url()
+                )
+            }
+            Ok(None) => {}
+            Err(e) => return e,
+        }
+        self.forget();
+        // exec keeps the pid: the server that runs is this process.
+        if let Err(e) = self.write_state(&State {
+            pid: std::process::id(),
+            port: self.port,
+            mode: "foreground".into(),
+        }) {
+            return e;
+        }
+        let mut config = self.server_config();
+        config.log_file = None;
+        // The lock's descriptor is close-on-exec: exec releases it.
+        let error = start_error(config.exec());
+        drop(lock);
+        error
+    }
+}
+
+fn start_error(e: skypipe_nats::Error) -> anyhow::Error {
+    match e {
+        // Its text already says how to install one.
+        skypipe_nats::Error::NotFound => anyhow!("{e}"),
+        other => anyhow!("cannot start the local server: {other}"),
+    }
+}
+
+/// The nats-server version in an INFO line's JSON.
+fn version_of(info_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(info_json).ok()?;
+    v.get("version")?.as_str().map(str::to_string)
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Before a pipe command: when nothing names a server and nothing answers at the default
+/// address, start the local server and say so in one line on stderr. That line is printed
+/// even with `--quiet`: a server left running is something the user must hear about.
+pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    if conn.source != Source::Default {
+        return Ok(());
+    }
+    let port = conn.local_port;
+    // Only needed when nothing answers: a server that runs needs no HOME.
+    let local = Local::new(env, port);
+    let started = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Running>> {
+        if skypipe_nats::answers(port, PROBE_WAIT) {
+            return Ok(None);
+        }
+        match local?.start() {
+            Ok(Start::Started(r)) => Ok(Some(r)),
+            Ok(Start::AlreadyRunning(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| anyhow!("the local server's starter failed: {e}"))?
+    .map_err(|e| {
+        anyhow!(
+            "no NATS server answers at nats://127.0.0.1:{port} and skypipe could not start its \
+             local one: {e:#}"
+        )
+    })?;
+    if let Some(r) = started {
+        let dir = data_dir(env).map(|d| show(&d)).unwrap_or_default();
+        let version = skypipe_nats::server_info(r.port, PROBE_WAIT)
+            .and_then(|i| version_of(&i))
+            .map(|v| format!("nats-server {v}, "))
+            .unwrap_or_default();
+        eprintln!(
+            "skypipe: no NATS server was running, so skypipe started its local one at {} \
+             ({version}pid {}, data in {dir}); `skypipe server stop` stops it",
+            r.url(),
+            r.pid
+        );
+    }
+    Ok(())
+}
+
+/// `skypipe server start`.
+pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+    let local = Local::new(env, conn.local_port)?;
+    let dir = local.dir.clone();
+    let log = local.log_file();
+    let outcome = tokio::task::spawn_blocking(move || local.start())
+        .await
+        .map_err(|e| anyhow!("the local server's starter failed: {e}"))??;
+    match outcome {
+        Start::Started(r) => {
+            println!(
+                "started the local server at {} (pid {}); data in {}, log in {}",
+                r.url(),
+                r.pid,
+                show(&dir),
+                show(&log)
+            );
+        }
+        Start::AlreadyRunning(r) => {
+            println!(
+                "the local server already runs at {} (pid {})",
+                r.url(),
+                r.pid
+            );
+        }
+    }
+    Ok(code::OK)
+}
+
+/// `skypipe server stop`.
+pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+    let local = Local::new(env, conn.local_port)?;
+    let stopped = tokio::task::spawn_blocking(move || local.stop())
+        .await
+        .map_err(|e| anyhow!("the local server's stopper failed: {e}"))??;
+    match stopped {
+        Some(r) => println!("stopped the local server at {} (pid {})", r.url(), r.pid),
+        None => println!("the local server is not running"),
+    }
+    Ok(code::OK)
+}
+
+/// `skypipe server run`.
+pub fn cmd_run(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+    let local = Local::new(env, conn.local_port)?;
+    Err(local.run_foreground())
+}
+
+/// `skypipe server status`: exit 0 when the server runs, 3 when it does not (as LSB init
+/// scripts and `systemctl status` do).
+pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+    const NOT_RUNNING: i32 = 3;
+    let local = Local::new(env, conn.local_port)?;
+    let probe = local.clone();
+    let (running, info) = tokio::task::spawn_blocking(move || {
+        let r = probe.running();
+        let port = r.as_ref().map_or(probe.port, |r| r.port);
+        (r, skypipe_nats::server_info(port, PROBE_WAIT))
+    })
+    .await
+    .map_err(|e| anyhow!("status failed: {e}"))?;
+    let Some(r) = running else {
+        println!("local server: not running");
+        println!("  data:     {}", show(&local.dir));
+        if info.is_some() {
+            println!(
+                "  note:     another NATS server (not skypipe's) answers at {}",
+                local.url()
+            );
+        } else {
+            println!("  start it: skypipe server start (or just use a pipe)");
+        }
+        say_what_skypipe_uses(conn);
+        return Ok(NOT_RUNNING);
+    };
+    println!("local server: running");
+    println!("  url:      {}", r.url());
+    println!("  pid:      {}", r.pid);
+    let version = info.as_deref().and_then(version_of);
+    println!(
+        "  version:  {}",
+        version.map_or("(not answering)".to_string(), |v| format!(
+            "nats-server {v}"
+        ))
+    );
+    println!("  data:     {}", show(&local.dir));
+    if r.foreground {
+        println!("  log:      standard error of `skypipe server run`");
+    } else {
+        println!("  log:      {}", show(&local.log_file()));
+    }
+    let mut local_conn = conn.clone();
+    local_conn.urls = vec![r.url()];
+    local_conn.source = Source::Default;
+    println!("  pipes:    {}", pipes_stored(&local_conn).await);
+    say_what_skypipe_uses(conn);
+    Ok(code::OK)
+}
+
+fn say_what_skypipe_uses(conn: &Conn) {
+    let from = match &conn.source {
+        Source::Default => return,
+        Source::Flag => "--server".to_string(),
+        Source::Env => "NATS_URL".to_string(),
+        Source::Context(n) => format!("context {n:?}"),
+    };
+    println!(
+        "  note:     skypipe uses {} (from {from}), not the local server",
+        conn.display_urls()
+    );
+}
+
+/// "N payloads waiting in M pipes (B bytes)" for the conn's prefix.
+async fn pipes_stored(conn: &Conn) -> String {
+    let session = match crate::session::connect(conn).await {
+        Ok(s) => s,
+        Err(e) => return format!("unknown ({e:#})"),
+    };
+    let layout = &session.layout;
+    let queue = match session.js.get_stream(layout.queue_stream()).await {
+        Ok(mut s) => match s.info().await {
+            Ok(i) => i.state.clone(),
+            Err(e) => return format!("unknown ({e})"),
+        },
+        Err(_) => return format!("none yet (prefix {})", layout.prefix()),
+    };
+    let bytes = match session.js.get_stream(layout.data_stream()).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.bytes).unwrap_or(0),
+        Err(_) => 0,
+    };
+    format!(
+        "{} payload{} waiting in {} pipe{}, {} stored (prefix {})",
+        queue.messages,
+        if queue.messages == 1 { "" } else { "s" },
+        queue.subjects_count,
+        if queue.subjects_count == 1 { "" } else { "s" },
+        human_bytes(bytes),
+        layout.prefix()
+    )
+}
+
+/// Bytes in binary units, for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_follows_xdg() {
+        let env = |k: &str| match k {
+            "XDG_DATA_HOME" => Some("/x/data".to_string()),
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        assert_eq!(data_dir(&env).ok(), Some(PathBuf::from("/x/data/skypipe")));
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
+        assert_eq!(
+            data_dir(&env).ok(),
+            Some(PathBuf::from("/home/u/.local/share/skypipe"))
+        );
+        assert!(data_dir(&|_: &str| None).is_err());
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
+    }
+
+    #[test]
+    fn version_from_info() {
+        assert_eq!(
+            version_of(r#"{"server_id":"x","version":"2.15.1","jetstream":true}"#).as_deref(),
+            Some("2.15.1")
+        );
+        assert_eq!(version_of("not json"), None);
+    }
+}

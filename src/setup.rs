@@ -1,0 +1,586 @@
+//! `skypipe check` and `skypipe setup`: what a server offers and allows, one line per check,
+//! and saving a checked server as a natscli context that skypipe uses from then on.
+
+use std::fmt::Display;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use bytes::Bytes;
+use clap::Parser as _;
+use futures::StreamExt as _;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, SetupArgs};
+use crate::config::{self, Conn, Source, LOCAL_PORT_ENV};
+use crate::error::{code, Failure};
+use crate::input::Piece;
+use crate::local::human_bytes;
+use crate::pipe::{self, PipeName};
+use crate::session::{self, Session};
+
+/// How long any one check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The result lines of a check run.
+#[derive(Default)]
+struct Report {
+    failed: Vec<String>,
+}
+
+impl Report {
+    fn line(&self, status: &str, what: &str, text: impl Display) {
+        println!("{status:<5} {what:<11} {text}");
+        let _ = std::io::stdout().flush();
+    }
+
+    fn ok(&self, what: &str, text: impl Display) {
+        self.line("ok", what, text);
+    }
+
+    fn warn(&self, what: &str, text: impl Display) {
+        self.line("warn", what, text);
+    }
+
+    fn fail(&mut self, what: &str, text: impl Display) {
+        self.line("FAIL", what, &text);
+        self.failed.push(what.to_string());
+    }
+}
+
+/// Runs a step with a time limit, turning a permission violation into its own error.
+async fn step<T>(
+    session: &Session,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(CHECK_TIMEOUT, session.unless_denied(work)).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow!("no answer within {CHECK_TIMEOUT:?}")),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn source_text(source: &Source) -> String {
+    match source {
+        Source::Flag => "--server".into(),
+        Source::Env => "NATS_URL".into(),
+        Source::Context(n) => format!("context {n:?}"),
+        Source::Default => "the default address".into(),
+    }
+}
+
+/// Checks the server in `conn`. Returns the session when every check passed.
+/// How the client reaches the server: TCP or WebSocket, with or without TLS, by the URLs'
+/// schemes (a list may mix them) and what the server requires.
+pub fn transport(conn: &Conn, server_requires_tls: bool) -> String {
+    let tls_asked =
+        server_requires_tls || conn.ca.is_some() || conn.cert.is_some() || conn.tls_first;
+    let mut kinds: Vec<&str> = Vec::new();
+    for url in &conn.urls {
+        let kind = if url.starts_with("wss://") {
+            "WebSocket with TLS (wss://)"
+        } else if url.starts_with("ws://") {
+            "WebSocket (ws://)"
+        } else if url.starts_with("tls://") || tls_asked {
+            "TCP with TLS"
+        } else {
+            "TCP"
+        };
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.join(" or ")
+}
+
+async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
+    let mut r = Report::default();
+    let shown = conn.display_urls();
+
+    // Connection.
+    let started = Instant::now();
+    let connected = match session::connect_client(conn).await {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = if conn.source == Source::Default {
+                format!(
+                    "; nothing is configured, so a pipe command would start skypipe's local \
+                     server here (or run `skypipe server start`; {LOCAL_PORT_ENV} moves it)"
+                )
+            } else {
+                String::new()
+            };
+            r.fail("connect", format!("{e:#}{hint}"));
+            return (r, None);
+        }
+    };
+    r.ok(
+        "connect",
+        format!(
+            "{shown} (from {}) in {}",
+            source_text(&conn.source),
+            ms(started.elapsed())
+        ),
+    );
+    let info = connected.client.server_info();
+    r.ok("transport", transport(conn, info.tls_required));
+
+    // Version and what it lacks.
+    if session::version_at_least(&info.version, 2, 11) {
+        r.ok("version", format!("nats-server {}", info.version));
+    } else {
+        r.warn(
+            "version",
+            format!(
+                "nats-server {} has no per-message TTL (2.11 and later do): --ttl is ignored \
+                 and payloads expire after {} whatever it says; upgrade the server to fix",
+                info.version,
+                humantime::format_duration(config::DEFAULT_TTL)
+            ),
+        );
+    }
+
+    // JetStream.
+    if !info.jetstream {
+        r.fail(
+            "jetstream",
+            format!(
+                "the server at {shown} has JetStream disabled: skypipe keeps pipes in \
+                 JetStream; start nats-server with -js (or `jetstream: enabled` in its config)"
+            ),
+        );
+        return (r, None);
+    }
+    let session = match Session::new(conn, connected) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail("jetstream", format!("{e:#}"));
+            return (r, None);
+        }
+    };
+    let t = Instant::now();
+    let account = match step(&session, async {
+        session.js.query_account().await.map_err(|e| anyhow!(e))
+    })
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if text.contains("10039") || text.to_lowercase().contains("not enabled") {
+                r.fail(
+                    "jetstream",
+                    format!(
+                        "the server runs JetStream, but not for this account ({text}); \
+                         ask its operator to enable JetStream for your account"
+                    ),
+                );
+            } else {
+                r.fail("jetstream", format!("cannot ask for account info: {text}"));
+            }
+            return (r, None);
+        }
+    };
+    let first = t.elapsed();
+    r.ok(
+        "jetstream",
+        format!(
+            "enabled{}",
+            account
+                .domain
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(" (domain {d})"))
+                .unwrap_or_default(),
+        ),
+    );
+
+    // Round trip: the median of a few JetStream API requests (the smallest request every
+    // skypipe user may make; a core PING is not timed by the client).
+    let mut rtts = vec![first];
+    for _ in 0..4 {
+        let t = Instant::now();
+        if step(&session, async {
+            session.js.query_account().await.map_err(|e| anyhow!(e))
+        })
+        .await
+        .is_ok()
+        {
+            rtts.push(t.elapsed());
+        }
+    }
+    rtts.sort();
+    if let Some(d) = rtts.get(rtts.len() / 2) {
+        r.ok("round trip", ms(*d));
+    }
+
+    // Streams.
+    let streams_ok = check_streams(&mut r, &session, conn).await;
+
+    // A probe payload through the real send path and the receiver's consumers.
+    if streams_ok {
+        check_probe(&mut r, &session, conn).await;
+    }
+
+    // Storage, as it is now that the streams exist.
+    let account = step(&session, async {
+        session.js.query_account().await.map_err(|e| anyhow!(e))
+    })
+    .await
+    .unwrap_or(account);
+    check_storage(&mut r, &account);
+
+    let ok = r.failed.is_empty();
+    (r, ok.then_some(session))
+}
+
+async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> bool {
+    let layout = &session.layout;
+    let names = format!("{} and {}", layout.data_stream(), layout.queue_stream());
+    let existed = step(session, async {
+        Ok(session.js.get_stream(layout.queue_stream()).await.is_ok()
+            && session.js.get_stream(layout.data_stream()).await.is_ok())
+    })
+    .await
+    .unwrap_or(false);
+    if let Err(e) = step(session, session.ensure_streams()).await {
+        r.fail(
+            "streams",
+            format!(
+                "cannot create {names}: {e:#}; the user needs the permissions for prefix {:?} \
+                 (see \"Permissions\" in the README)",
+                layout.prefix()
+            ),
+        );
+        return false;
+    }
+    let info = step(session, async {
+        let mut s = session.js.get_stream(layout.data_stream()).await?;
+        Ok(s.info().await?.config.clone())
+    })
+    .await;
+    let config = match info {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("streams", format!("cannot read {names}: {e:#}"));
+            return false;
+        }
+    };
+    let replicas = config.num_replicas.max(1);
+    let verb = if existed { "exist" } else { "created" };
+    let text = format!(
+        "{names} {verb} ({replicas} replica{}, prefix {})",
+        if replicas == 1 { "" } else { "s" },
+        layout.prefix()
+    );
+    match conn.replicas {
+        Some(want) if want != replicas => r.warn(
+            "streams",
+            format!(
+                "{text}; --replicas {want} applies only to streams skypipe creates: change \
+                 these with `nats stream edit --replicas {want}` on both"
+            ),
+        ),
+        _ if session.ttl_supported && !config.allow_message_ttl => r.warn(
+            "streams",
+            format!(
+                "{text}; they were made without per-message TTL (by an older server): \
+                 payloads expire after the streams' age limit, not --ttl"
+            ),
+        ),
+        _ => r.ok("streams", text),
+    }
+    true
+}
+
+/// Sends a small payload on a probe pipe with the sender's code, then takes it the way a
+/// receiver does: ticket from the pipe's work-queue consumer, chunks through an ordered
+/// consumer, purge, ack. Cleans up after itself.
+async fn check_probe(r: &mut Report, session: &Session, conn: &Conn) {
+    let name = format!("check-{:08x}", rand::random::<u32>());
+    let result = step(session, probe(session, conn, &name)).await;
+    match result {
+        Ok(n) => r.ok(
+            "pipes",
+            format!("sent and took a {n}-byte payload on pipe {name}"),
+        ),
+        Err(e) => r.fail(
+            "pipes",
+            format!("the probe payload on pipe {name} failed: {e:#}"),
+        ),
+    }
+}
+
+async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usize> {
+    let cli = Cli::try_parse_from(["skypipe", "--send", "--ttl", "5m", "--quiet", "--", name])
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut settings =
+        config::pipe_settings(&cli, config::StdinKind::Other, &|_: &str| None::<String>)?;
+    settings.conn = conn.clone();
+    let pipe = PipeName::new(name)?;
+    let body = Bytes::from(format!("skypipe check probe {name}\n"));
+
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(Ok(Piece {
+        data: body.clone(),
+        eof: true,
+    }))
+    .await
+    .map_err(|_| anyhow!("the probe's input closed"))?;
+    let cancel = CancellationToken::new();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = crate::send::send(session, &settings, rx, cancel.clone(), flag, None).await?;
+    let id = sent
+        .id
+        .ok_or_else(|| anyhow!("the probe payload was not queued"))?;
+
+    let consumer = session.queue_consumer(&pipe).await?;
+    let taken = async {
+        let ticket = crate::recv::take_ticket(&consumer, Some(CHECK_TIMEOUT), &cancel)
+            .await?
+            .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
+        let got = pipe::parse_ticket(ticket.headers.as_ref())?;
+        if got != id {
+            return Err(anyhow!("a ticket for another payload ({got}) arrived"));
+        }
+        let data = session
+            .js
+            .get_stream_no_info(session.layout.data_stream())
+            .await?;
+        let subject = session.layout.payload_subject(&pipe, &id);
+        let reader = data
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = reader.messages().await?;
+        let msg = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("its data did not arrive"))??;
+        if msg.message.payload != body {
+            return Err(anyhow!("the bytes that came back differ from those sent"));
+        }
+        drop(messages);
+        data.purge()
+            .filter(&subject)
+            .await
+            .map_err(|e| anyhow!("cannot remove taken chunks: {e}"))?;
+        ticket
+            .double_ack()
+            .await
+            .map_err(|e| anyhow!("cannot ack the ticket: {e}"))?;
+        Ok(body.len())
+    }
+    .await;
+    // The probe pipe's consumer would otherwise linger for a day.
+    if let Ok(queue) = session
+        .js
+        .get_stream_no_info(session.layout.queue_stream())
+        .await
+    {
+        let _ = queue
+            .delete_consumer(&session.layout.queue_consumer(&pipe))
+            .await;
+    }
+    taken
+}
+
+fn check_storage(r: &mut Report, account: &async_nats::jetstream::account::Account) {
+    let limits = &account.limits;
+    let used = account.storage;
+    let of = match limits.max_storage {
+        Some(max) if max >= 0 => format!("of {}", human_bytes(max.unsigned_abs())),
+        _ => "(no account limit)".into(),
+    };
+    let streams = match limits.max_streams {
+        Some(max) => format!("{} of {max} streams", account.streams),
+        None => format!("{} streams", account.streams),
+    };
+    let text = format!("file storage {} used {of}, {streams}", human_bytes(used));
+    match limits.max_storage {
+        Some(0) => r.fail(
+            "storage",
+            format!(
+                "{text}: the account may not store anything on disk; ask for a file storage limit"
+            ),
+        ),
+        Some(max) if max > 0 && used >= max.unsigned_abs() => r.fail(
+            "storage",
+            format!("{text}: full; take or let expire what waits in pipes, or ask for more"),
+        ),
+        Some(max) if max > 0 && used.saturating_mul(10) >= max.unsigned_abs().saturating_mul(9) => {
+            r.warn("storage", format!("{text}: more than 90% full"))
+        }
+        _ if limits.max_bytes_required => r.warn(
+            "storage",
+            format!(
+                "{text}; the account requires every stream to set a byte limit, which \
+                 skypipe's streams do not: create them by hand with max_bytes"
+            ),
+        ),
+        _ => r.ok("storage", text),
+    }
+}
+
+/// `skypipe check`.
+pub async fn cmd_check(conn: &Conn) -> anyhow::Result<i32> {
+    let (report, _) = run_checks(conn).await;
+    finish(&report, "")
+}
+
+fn finish(report: &Report, consequence: &str) -> anyhow::Result<i32> {
+    if report.failed.is_empty() {
+        println!("all checks passed");
+        return Ok(code::OK);
+    }
+    let n = report.failed.len();
+    eprintln!(
+        "skypipe: {n} check{} failed ({}){consequence}",
+        if n == 1 { "" } else { "s" },
+        report.failed.join(", ")
+    );
+    Ok(code::RUNTIME)
+}
+
+/// `skypipe setup`.
+pub async fn cmd_setup(
+    conn: &Conn,
+    args: &SetupArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    if conn.source == Source::Default {
+        return Err(Failure::Usage(
+            "skypipe setup needs a server: skypipe setup -s URL [--creds FILE ...] \
+             (skypipe's local server needs no setup)"
+                .into(),
+        )
+        .into());
+    }
+    let name = args.name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(Failure::Usage(format!(
+            "bad context name {name:?}: use letters, digits, '-', '_' and '.'"
+        ))
+        .into());
+    }
+    let nats_dir = config::nats_config_dir(env)
+        .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
+    let skypipe_dir = config::skypipe_config_dir(env)
+        .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
+
+    let (report, session) = run_checks(conn).await;
+    let Some(session) = session else {
+        return finish(&report, "; nothing was saved");
+    };
+    let replicas = session.replicas;
+
+    let ctx_path = nats_dir.join("context").join(format!("{name}.json"));
+    write_context(&ctx_path, conn, replicas)?;
+    let cfg_path = skypipe_dir.join("config.json");
+    merge_json(&cfg_path, |m| {
+        m.insert("context".into(), Value::String(name.to_string()));
+    })?;
+    println!("all checks passed");
+    println!("saved context {name:?} in {}", ctx_path.display());
+    println!(
+        "skypipe uses it from now on ({} names it); --context, NATS_CONTEXT, NATS_URL and \
+         --server still win",
+        cfg_path.display()
+    );
+    if args.select {
+        let txt = nats_dir.join("context.txt");
+        write_private(&txt, name.as_bytes())?;
+        println!("selected it for the natscli too ({})", txt.display());
+    } else {
+        println!("the natscli's selected context is unchanged (--select changes it too)");
+    }
+    Ok(code::OK)
+}
+
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Writes the natscli context, keeping fields of an existing file that skypipe does not
+/// set (a description, the natscli's other options).
+fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow::Result<()> {
+    let text = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
+    let file = |v: &Option<PathBuf>| Value::String(v.as_deref().map(absolute).unwrap_or_default());
+    merge_json(path, |m| {
+        m.entry("description")
+            .or_insert_with(|| Value::String("skypipe: saved by skypipe setup".into()));
+        m.insert("url".into(), Value::String(conn.urls.join(",")));
+        m.insert("user".into(), text(&conn.user));
+        m.insert("password".into(), text(&conn.password));
+        m.insert("token".into(), text(&conn.token));
+        m.insert("creds".into(), file(&conn.creds));
+        m.insert("nkey".into(), file(&conn.nkey));
+        m.insert("cert".into(), file(&conn.cert));
+        m.insert("key".into(), file(&conn.key));
+        m.insert("ca".into(), file(&conn.ca));
+        m.insert("tls_first".into(), Value::Bool(conn.tls_first));
+        m.insert(
+            "skypipe_prefix".into(),
+            Value::String(conn.layout.prefix().to_string()),
+        );
+        m.insert("skypipe_replicas".into(), Value::from(replicas));
+    })
+}
+
+/// Reads a JSON object (or starts an empty one), changes it, writes it back privately.
+fn merge_json(path: &Path, change: impl FnOnce(&mut Map<String, Value>)) -> anyhow::Result<()> {
+    let mut map = match std::fs::read_to_string(path) {
+        Ok(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(anyhow!(
+                    "{} exists but is not a JSON object; move it away first",
+                    path.display()
+                ))
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+    };
+    change(&mut map);
+    let mut text = serde_json::to_string_pretty(&Value::Object(map))?;
+    text.push('\n');
+    write_private(path, text.as_bytes())
+}
+
+/// Writes a file readable by its owner only (contexts hold secrets), replacing it whole.
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

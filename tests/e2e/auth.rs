@@ -1,0 +1,475 @@
+//! Logging in, end to end: token, nkey, TLS (server-verified and mutual), a creds file in an
+//! operator-mode server, and the permissions of a prefix. Every secret and certificate is made
+//! here, for this test run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use sha2::{Digest, Sha256};
+
+use super::harness::*;
+
+/// Asserts the one-line, exit-1 failure of a refused login, and that `secret` is not shown.
+#[track_caller]
+fn refused(out: &Output, needle: &str, secret: &str) {
+    let err = stderr_of(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{needle:?} in: {err}");
+    assert!(
+        !secret.is_empty() && !err.contains(secret),
+        "no secret shown: {err}"
+    );
+}
+
+/// Sends `data` on `pipe` with `args`, receives it with the same args, compares checksums.
+#[track_caller]
+fn round_trip(b: &Bench, args: &[&str], pipe: &str, data: &[u8]) {
+    let mut send: Vec<&str> = args.to_vec();
+    send.push(pipe);
+    assert_ok(&b.send_bytes(&send, data));
+    let got = b.recv(&send);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(data));
+}
+
+#[test]
+fn a_token_logs_in_and_a_wrong_one_is_one_line() {
+    let b = Bench::with(|c| {
+        c.extra = "authorization {\n  token: \"t0ken-s3cret\"\n}\n".into();
+    });
+    round_trip(
+        &b,
+        &["--token", "t0ken-s3cret"],
+        "tok",
+        &random_bytes(100_000, 5),
+    );
+    // NATS_TOKEN too.
+    let out = b
+        .cmd(&["tok", "--timeout", "1s"])
+        .env("NATS_TOKEN", "t0ken-s3cret")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "logged in: {}",
+        stderr_of(&out)
+    );
+    refused(
+        &b.recv(&["--token", "not-the-t0ken", "tok", "--timeout", "1s"]),
+        "refused the credentials",
+        "not-the-t0ken",
+    );
+    refused(
+        &b.recv(&["tok", "--timeout", "1s"]),
+        "refused the credentials",
+        "t0ken-s3cret",
+    );
+}
+
+#[test]
+fn an_nkey_seed_logs_in_and_another_seed_is_one_line() {
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let public = user.public_key();
+    let b = Bench::with(|c| {
+        c.extra = format!("authorization {{\n  users = [ {{ nkey: \"{public}\" }} ]\n}}\n");
+    });
+    let seed = b.path("user.nk");
+    std::fs::write(&seed, user.seed().expect("seed")).expect("write seed");
+    let seed = seed.display().to_string();
+    round_trip(&b, &["--nkey", &seed], "nk", &random_bytes(70_000, 6));
+    let other = b.path("other.nk");
+    let other_seed = stranger.seed().expect("seed");
+    std::fs::write(&other, &other_seed).expect("write seed");
+    refused(
+        &b.recv(&[
+            "--nkey",
+            &other.display().to_string(),
+            "nk",
+            "--timeout",
+            "1s",
+        ]),
+        "refused the credentials",
+        &other_seed,
+    );
+}
+
+/// A certificate authority made for one test.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed");
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate and key signed by this CA, written as `NAME.pem` and `NAME.key`.
+    fn leaf(
+        &self,
+        dir: &Path,
+        name: &str,
+        sans: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(sans).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+
+    fn write(&self, path: &Path) -> String {
+        std::fs::write(path, &self.pem).expect("write CA");
+        path.display().to_string()
+    }
+}
+
+#[test]
+fn tls_with_a_private_ca_and_client_certificates() {
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("skypipe test CA");
+    let ca_file = ca.write(&pki.path().join("ca.pem"));
+    let (server_cert, server_key) = ca.leaf(
+        pki.path(),
+        "server",
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = ca.leaf(
+        pki.path(),
+        "client",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let tls_block = |verify: bool| {
+        format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{ca_file}\"\n  verify: {verify}\n}}\n",
+            server_cert.display(),
+            server_key.display()
+        )
+    };
+
+    // The server proves who it is; the client trusts the test CA.
+    let plain = Bench::with(|c| c.extra = tls_block(false));
+    round_trip(
+        &plain,
+        &["--tlsca", &ca_file],
+        "tls",
+        &random_bytes(500_000, 8),
+    );
+    // Without the CA the server's certificate is not trusted.
+    let out = plain.recv(&["tls", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(
+        stderr_of(&out).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr_of(&out)
+    );
+    // Nor with another CA.
+    let stranger = Ca::new("another CA");
+    let other_ca = stranger.write(&pki.path().join("other-ca.pem"));
+    let out = plain.recv(&["--tlsca", &other_ca, "tls", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("TLS"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // Mutual TLS: the server verifies the client's certificate too.
+    let mutual = Bench::with(|c| c.extra = tls_block(true));
+    let (cert, key) = (
+        client_cert.display().to_string(),
+        client_key.display().to_string(),
+    );
+    round_trip(
+        &mutual,
+        &["--tlsca", &ca_file, "--tlscert", &cert, "--tlskey", &key],
+        "mtls",
+        &random_bytes(300_000, 9),
+    );
+    // Without a client certificate the server refuses the handshake.
+    let out = mutual.recv(&["--tlsca", &ca_file, "mtls", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("--tlscert"), "says what is missing: {err}");
+    // A client certificate from another CA is refused too.
+    let (bad_cert, bad_key) = stranger.leaf(
+        pki.path(),
+        "intruder",
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let out = mutual.recv(&[
+        "--tlsca",
+        &ca_file,
+        "--tlscert",
+        &bad_cert.display().to_string(),
+        "--tlskey",
+        &bad_key.display().to_string(),
+        "mtls",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("TLS"), "{err}");
+}
+
+/// A JWT as the NATS decentralized auth model has it: ed25519-nkey signed claims.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    let b64 = |bytes: &[u8]| data_encoding::BASE64URL_NOPAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let jti = data_encoding::BASE32_NOPAD.encode(&Sha256::digest(claims.to_string().as_bytes()));
+    claims["jti"] = serde_json::Value::String(jti);
+    let body = b64(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let sig = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64(&sig))
+}
+
+fn creds_file(path: &Path, user_jwt: &str, seed: &str) {
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    );
+    std::fs::write(path, text).expect("write creds");
+}
+
+#[test]
+fn a_creds_file_logs_in_to_an_operator_mode_server() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let acc_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "test-account",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    );
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({
+            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                       "wildcards": true, "conn": -1, "leaf": -1},
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    );
+    let user_claims = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2
+    });
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "test-user",
+        user_claims.clone(),
+    );
+
+    let keys = tempfile::tempdir().expect("tempdir");
+    let op_file = keys.path().join("operator.jwt");
+    std::fs::write(&op_file, &op_jwt).expect("write");
+    let (acc_pub, sys_pub) = (account.public_key(), system.public_key());
+    let b = Bench::with(|c| {
+        c.extra = format!(
+            "operator: \"{}\"\nsystem_account: {sys_pub}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {acc_pub}: \"{acc_jwt}\"\n  {sys_pub}: \"{sys_jwt}\"\n}}\n",
+            op_file.display()
+        );
+    });
+    let creds = keys.path().join("user.creds");
+    creds_file(&creds, &user_jwt, &user.seed().expect("seed"));
+    let creds = creds.display().to_string();
+    round_trip(
+        &b,
+        &["--creds", &creds],
+        "creds",
+        &random_bytes(250_000, 12),
+    );
+
+    // A user signed by an account the operator never issued is refused.
+    let rogue_account = nkeys::KeyPair::new_account();
+    let rogue = nkeys::KeyPair::new_user();
+    let rogue_jwt = jwt(&rogue_account, &rogue.public_key(), "rogue", user_claims);
+    let rogue_creds = keys.path().join("rogue.creds");
+    let rogue_seed = rogue.seed().expect("seed");
+    creds_file(&rogue_creds, &rogue_jwt, &rogue_seed);
+    refused(
+        &b.recv(&[
+            "--creds",
+            &rogue_creds.display().to_string(),
+            "creds",
+            "--timeout",
+            "1s",
+        ]),
+        "refused the credentials",
+        &rogue_seed,
+    );
+}
+
+/// The permissions README.md gives for a prefix, as a server config user block.
+fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
+    format!(
+        r#"{{
+      user: "{user}", password: "{password}"
+      permissions: {{
+        publish: {{ allow: [
+          "{prefix}.>",
+          "$JS.API.INFO",
+          "$JS.API.STREAM.CREATE.{prefix}-data", "$JS.API.STREAM.CREATE.{prefix}-queue",
+          "$JS.API.STREAM.INFO.{prefix}-data", "$JS.API.STREAM.INFO.{prefix}-queue",
+          "$JS.API.STREAM.PURGE.{prefix}-data",
+          "$JS.API.CONSUMER.*.{prefix}-data", "$JS.API.CONSUMER.*.{prefix}-queue",
+          "$JS.API.CONSUMER.*.{prefix}-data.>", "$JS.API.CONSUMER.*.{prefix}-queue.>",
+          "$JS.API.CONSUMER.MSG.NEXT.{prefix}-data.>", "$JS.API.CONSUMER.MSG.NEXT.{prefix}-queue.>",
+          "$JS.ACK.{prefix}-data.>", "$JS.ACK.{prefix}-queue.>",
+          "$JS.FC.{prefix}-data.>"
+        ] }}
+        subscribe: {{ allow: [ "_INBOX.>" ] }}
+      }}
+    }}"#
+    )
+}
+
+#[test]
+fn a_user_outside_a_prefix_gets_a_clear_permission_error() {
+    let b = Bench::with(|c| {
+        c.extra = format!(
+            "authorization {{\n  users = [\n    {}\n    {}\n  ]\n}}\n",
+            prefix_user("ann", "ann-pw", "teama"),
+            prefix_user("bob", "bob-pw", "teamb")
+        );
+    });
+    let ann = ["--user", "ann", "--password", "ann-pw", "--prefix", "teama"];
+    round_trip(&b, &ann, "work", &random_bytes(1_000_000, 21));
+    let check = b.recv(&[
+        "check",
+        "--user",
+        "ann",
+        "--password",
+        "ann-pw",
+        "--prefix",
+        "teama",
+    ]);
+    assert_ok(&check);
+
+    // Ann's pipes under Bob's prefix, or under the default one: denied, at once, one line.
+    for prefix in ["teamb", "skypipe"] {
+        for send in [true, false] {
+            let args = [
+                "--user",
+                "ann",
+                "--password",
+                "ann-pw",
+                "--prefix",
+                prefix,
+                "work",
+                "--timeout",
+                "30s",
+            ];
+            let start = Instant::now();
+            let out = if send {
+                b.send_bytes(&args, b"not for bob\n")
+            } else {
+                b.recv(&args)
+            };
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(1), "send={send} {prefix}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+            assert!(err.contains("permission"), "{err}");
+            assert!(err.contains(prefix), "names the prefix: {err}");
+            assert!(
+                start.elapsed() < Duration::from_secs(8),
+                "no hang: {:?}",
+                start.elapsed()
+            );
+        }
+    }
+    // check says so too, and fails.
+    let out = b.recv(&[
+        "check",
+        "--user",
+        "ann",
+        "--password",
+        "ann-pw",
+        "--prefix",
+        "teamb",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("streams") && l.contains("ermission")),
+        "{text}"
+    );
+    // Bob's own pipes work, and Ann's payload is not in them.
+    let bob = ["--user", "bob", "--password", "bob-pw", "--prefix", "teamb"];
+    let out = b.recv(&[&bob[..], &["work", "--timeout", "1s"]].concat());
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+}

