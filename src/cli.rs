@@ -29,7 +29,7 @@ Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its 
     version,
     about,
     after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -128,6 +128,39 @@ pub struct MonitorArgs {
     /// Print the table once as JSON and exit.
     #[arg(long, conflicts_with = "once")]
     pub json: bool,
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Monitor(_) => "monitor",
+            Command::Server(_) => "server",
+            Command::Setup(_) => "setup",
+            Command::Check => "check",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+        }
+    }
+}
+
+impl Cli {
+    /// The first flag given that only a pipe command takes, if any.
+    pub fn pipe_flag(&self) -> Option<&'static str> {
+        [
+            (self.send, "--send"),
+            (self.recv, "--recv"),
+            (self.listen, "--listen"),
+            (self.follow, "--follow"),
+            (self.progress, "--progress"),
+            (self.ttl.is_some(), "--ttl"),
+            (self.timeout.is_some(), "--timeout"),
+            (self.secret_file.is_some(), "--secret-file"),
+            (self.allow_plaintext, "--allow-plaintext"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 /// `skypipe server ...`
@@ -265,5 +298,40 @@ mod tests {
         );
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("skypipe").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn server_flags_may_come_before_a_subcommand() {
+        let cli = parse(&["-s", "ws://127.0.0.1:8080", "check"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Check)), "{cli:?}");
+        assert_eq!(cli.conn.server.as_deref(), Some("ws://127.0.0.1:8080"));
+        let cli = parse(&["check", "-s", "nats://a:4222"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Check)), "{cli:?}");
+        let cli = parse(&["--context", "x", "monitor", "--once"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Monitor(_))), "{cli:?}");
+    }
+
+    #[test]
+    fn pipe_names_and_subcommand_names() {
+        let cli = parse(&["logs", "--follow"]).expect("parses");
+        assert_eq!(cli.name.as_deref(), Some("logs"));
+        assert!(cli.command.is_none());
+        let cli = parse(&["-s", "nats://a:4222", "logs"]).expect("parses");
+        assert_eq!(cli.name.as_deref(), Some("logs"));
+        let cli = parse(&["--", "check"]).expect("parses");
+        assert_eq!(cli.name.as_deref(), Some("check"));
+        assert!(cli.command.is_none());
+        // Pipe flags belong to pipes, not to subcommands.
+        // A pipe flag before a subcommand's name is refused when the command runs.
+        let cli = parse(&["--follow", "check"]).expect("parses");
+        assert_eq!(cli.pipe_flag(), Some("--follow"));
+        assert_eq!(
+            parse(&["-s", "x", "check"]).expect("parses").pipe_flag(),
+            None
+        );
     }
 }

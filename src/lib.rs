@@ -109,6 +109,14 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
     if let Some(command) = &cli.command {
+        if let Some(flag) = cli.pipe_flag() {
+            return Err(error::Failure::Usage(format!(
+                "{flag} is for pipes, not for `skypipe {}`; a pipe named like a subcommand is \
+                 reached with `skypipe [FLAGS] -- NAME`",
+                command.name()
+            ))
+            .into());
+        }
         return run_command(command, &cli).await;
     }
     let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;

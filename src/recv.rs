@@ -144,6 +144,13 @@ enum ReadEnd {
 }
 
 impl Take<'_> {
+    /// Whether the payload's sender announced itself lately.
+    fn sender_alive(&self, id: &PayloadId) -> bool {
+        self.senders
+            .sender_seen(id.as_str())
+            .is_some_and(|t| t.elapsed() < presence::STALE)
+    }
+
     /// An ordered consumer on the payload's subject from the stream sequence after `after`
     /// (from the start when 0), and its messages.
     async fn open_reader(&self, after: u64) -> anyhow::Result<(String, pull::Ordered)> {
@@ -270,7 +277,11 @@ impl Take<'_> {
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
                     let bytes = msg.message.payload.clone();
                     match self.reader.accept(meta, bytes, seq, out).await? {
-                        Step::More if last => self.reader.nothing_more_stored()?,
+                        // The end is stored, nothing more is, and a chunk before it is
+                        // missing: corrupt, unless a living sender may still publish it again.
+                        Step::More if last && !self.sender_alive(&id) => {
+                            self.reader.nothing_more_stored()?
+                        }
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
                         Step::Stopped(end) => break ReadEnd::Stopped(end),

@@ -391,7 +391,7 @@ fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
           "$JS.ACK.{prefix}-data.>", "$JS.ACK.{prefix}-queue.>",
           "$JS.FC.{prefix}-data.>"
         ] }}
-        subscribe: {{ allow: [ "_INBOX.>" ] }}
+        subscribe: {{ allow: [ "_INBOX.>", "{prefix}.presence.>" ] }}
       }}
     }}"#
     )

@@ -136,8 +136,9 @@ fn a_missing_chunk_is_reported_and_the_payload_removed() {
             chunk("p", "gap", 2, &all[..8], &all[8..], Some((3, &all))),
         ],
     );
+    // The end is stored and no sender lives to publish chunk 1 again: reported at once.
     let out = b.recv(&["p", "--sender-timeout", "2s"]);
-    assert_corrupt(&out, "chunk 1 never arrived");
+    assert_corrupt(&out, "chunk 1 is missing");
     assert_eq!(out.stdout, b"aaaa", "only the verified bytes were written");
     // Removed: the pipe is not blocked by it.
     let next = b.recv(&["p", "--timeout", "1s"]);

@@ -292,11 +292,15 @@ fn wss_with_a_ca_made_here_round_trips_and_refuses_an_unknown_ca() {
 fn check_names_the_transport_in_use() {
     let b = Bench::websocket();
     let ws = b.ws_url();
+    // Server flags before the subcommand's name, as people type them.
     let over_ws = b
         .cmd(&["-s", &ws, "check"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run");
+    let over_ws = wait_output(over_ws, HANG);
     assert_ok(&over_ws);
     let text = String::from_utf8_lossy(&over_ws.stdout).to_string();
     let line = text
@@ -308,8 +312,11 @@ fn check_names_the_transport_in_use() {
     let plain = b
         .cmd(&["check"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run");
+    let plain = wait_output(plain, HANG);
     assert_ok(&plain);
     let text = String::from_utf8_lossy(&plain.stdout).to_string();
     let line = text
