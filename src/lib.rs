@@ -191,6 +191,11 @@ async fn run_pipe(
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
+    // Stdin is read while connecting (chunks are cut to the server's size when sent).
+    let mut input = match settings.mode {
+        Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),
+        Mode::Recv => None,
+    };
     let mut session = tokio::select! {
         s = async {
             local::autostart(&settings.conn, &env_var).await?;
@@ -203,7 +208,9 @@ async fn run_pipe(
         .unless_denied(async {
             match settings.mode {
                 Mode::Send => {
-                    let input = input::spawn_stdin(session.chunk_size)?;
+                    let input = input
+                        .take()
+                        .ok_or_else(|| anyhow::anyhow!("the stdin reader did not start"))?;
                     let total = config::stdin_file_size();
                     send::send(&session, settings, input, cancel, interrupted, total).await?;
                 }

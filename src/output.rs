@@ -160,9 +160,17 @@ impl Writer {
     pub async fn flush(&self) -> WriteEnd {
         let (done, wait) = oneshot::channel();
         let tx = self.tx.clone();
-        let sent = tokio::task::spawn_blocking(move || tx.send(Cmd::Flush(done)).is_ok())
-            .await
-            .unwrap_or(false);
+        // A blocking thread only when the queue is full: starting one costs more than a
+        // small payload's whole read.
+        let sent = match tx.try_send(Cmd::Flush(done)) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(cmd)) => {
+                tokio::task::spawn_blocking(move || tx.send(cmd).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        };
         if !sent {
             return WriteEnd::Failed("the stdout writer stopped".into());
         }

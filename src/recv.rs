@@ -135,6 +135,8 @@ struct Take<'a> {
     data: stream::Stream<()>,
     subject: String,
     reader: Reader,
+    /// The ordered consumer that read the payload, removed when the payload is finished.
+    consumer: Option<String>,
 }
 
 enum ReadEnd {
@@ -175,11 +177,43 @@ impl Take<'_> {
         Ok((name, consumer.messages().await?))
     }
 
+    /// The first stored chunk, fetched with one request: a small payload (a trigger, a
+    /// line) is then read without a consumer at all. Returns how the read ended, or the stream
+    /// sequence to go on after (0 when nothing is stored yet).
+    async fn read_first(&mut self, out: &Writer) -> anyhow::Result<Result<ReadEnd, u64>> {
+        let msg = match self
+            .data
+            .get_first_raw_message_by_subject(&self.subject, 1)
+            .await
+        {
+            Ok(m) => m,
+            // Not stored yet (or not allowed to ask): the consumer waits for it.
+            Err(_) => return Ok(Err(0)),
+        };
+        let meta = pipe::parse_chunk(Some(&msg.headers))
+            .map_err(|e| payload::bad_headers(&self.reader.id, msg.sequence, e))?;
+        Ok(
+            match self
+                .reader
+                .accept(meta, msg.payload, msg.sequence, out)
+                .await?
+            {
+                Step::More => Err(msg.sequence),
+                Step::End(end) => Ok(ReadEnd::Done(end)),
+                Step::Stopped(end) => Ok(ReadEnd::Stopped(end)),
+            },
+        )
+    }
+
     /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
     async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
         let id = self.reader.id.clone();
+        let after = match self.read_first(out).await? {
+            Ok(end) => return Ok(end),
+            Err(after) => after,
+        };
         let (mut consumer_name, mut messages) = self
-            .open_reader(0)
+            .open_reader(after)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
         let mut lost_since: Option<Instant> = None;
@@ -292,15 +326,23 @@ impl Take<'_> {
         if let Some(job) = purge_job.take() {
             let _ = job.await;
         }
-        let _ = self.data.delete_consumer(&consumer_name).await;
+        self.consumer = Some(consumer_name);
         Ok(end)
     }
 
-    /// The payload is taken: ack the ticket and remove what is left, together.
+    /// Removes the payload's consumer, if it had one.
+    async fn drop_consumer(&self) {
+        if let Some(name) = &self.consumer {
+            let _ = self.data.delete_consumer(name).await;
+        }
+    }
+
+    /// The payload is taken: ack the ticket, remove what is left and the consumer, together.
     async fn finish(&self, kind: AckKind) -> anyhow::Result<()> {
-        let (acked, purged) = tokio::join!(
+        let (acked, purged, ()) = tokio::join!(
             self.ticket.double_ack_with(kind),
-            purge(&self.data, &self.subject, None)
+            purge(&self.data, &self.subject, None),
+            self.drop_consumer()
         );
         acked.map_err(|e| anyhow!("cannot confirm payload {} as taken: {e}", self.reader.id))?;
         purged
@@ -315,6 +357,7 @@ impl Take<'_> {
             let _ = purge(&self.data, &self.subject, Some(mark)).await;
         }
         let _ = self.ticket.ack_with(AckKind::Nak(None)).await;
+        self.drop_consumer().await;
         let _ = self.session.client.flush().await;
     }
 }
@@ -384,6 +427,7 @@ impl Taker<'_> {
             reader: Reader::new(id.clone(), start, false).opening(session.opener(self.pipe)),
             ticket,
             data,
+            consumer: None,
         };
         let end = match take.read(out, cancel).await {
             Ok(end) => end,

@@ -323,10 +323,17 @@ impl<'a> Sender<'a> {
     }
 
     /// Adds a data piece; `eof` makes it the last chunk.
-    async fn piece(&mut self, data: Bytes, eof: bool) -> anyhow::Result<()> {
+    async fn piece(&mut self, mut data: Bytes, eof: bool) -> anyhow::Result<()> {
         // An empty piece that is not the end carries nothing.
         if data.is_empty() && !eof {
             return Ok(());
+        }
+        // Stdin is cut before the server's message size is known: a server with a small
+        // max_payload gets more, smaller chunks.
+        let max = self.session.chunk_size;
+        while data.len() > max {
+            let part = data.split_to(max);
+            self.publish(part, None).await?;
         }
         let end = eof.then(|| {
             End::Eof(Totals {

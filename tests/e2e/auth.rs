@@ -384,7 +384,7 @@ fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
           "$JS.API.INFO",
           "$JS.API.STREAM.CREATE.{prefix}-data", "$JS.API.STREAM.CREATE.{prefix}-queue",
           "$JS.API.STREAM.INFO.{prefix}-data", "$JS.API.STREAM.INFO.{prefix}-queue",
-          "$JS.API.STREAM.PURGE.{prefix}-data",
+          "$JS.API.STREAM.PURGE.{prefix}-data", "$JS.API.STREAM.MSG.GET.{prefix}-data",
           "$JS.API.CONSUMER.*.{prefix}-data", "$JS.API.CONSUMER.*.{prefix}-queue",
           "$JS.API.CONSUMER.*.{prefix}-data.>", "$JS.API.CONSUMER.*.{prefix}-queue.>",
           "$JS.API.CONSUMER.MSG.NEXT.{prefix}-data.>", "$JS.API.CONSUMER.MSG.NEXT.{prefix}-queue.>",
