@@ -37,6 +37,16 @@ pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
 /// JetStream's "maximum bytes exceeded": the server's storage limit was reached.
 const CODE_STORAGE_FULL: u64 = 10077;
+/// JetStream's "too many requests": more publishes wait on the stream than the server takes
+/// at once (many senders together). The publish is refused, not stored: try it again.
+const CODE_TOO_MANY_REQUESTS: u64 = 10167;
+
+/// A short, growing, jittered pause before publishing again what a busy server refused.
+async fn busy_pause(attempt: u32) {
+    let base = 20u64 << attempt.min(5);
+    let ms = base + rand::random::<u64>() % base;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
 
 /// A published chunk whose ack has not arrived; kept whole so it can be published again
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
@@ -115,6 +125,7 @@ impl<'a> Sender<'a> {
     async fn send_ticket(&mut self) -> anyhow::Result<()> {
         let subject = self.session.layout.queue_subject(&self.settings.pipe);
         let mut created = false;
+        let mut busy = 0;
         loop {
             let headers = pipe::ticket_headers(&self.id, self.ttl);
             let result = match self
@@ -131,6 +142,10 @@ impl<'a> Sender<'a> {
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !created => {
                     self.session.ensure_streams().await?;
                     created = true;
+                }
+                Err(e) if has_code(&e, CODE_TOO_MANY_REQUESTS) && busy < 60 => {
+                    busy_pause(busy).await;
+                    busy += 1;
                 }
                 Err(e) if has_code(&e, CODE_TTL_DISABLED) && self.ttl.is_some() => {
                     if !self.settings.quiet {
@@ -239,6 +254,7 @@ impl<'a> Sender<'a> {
             return Ok(());
         };
         let started = Instant::now();
+        let mut busy = 0;
         loop {
             let err = match f.ack.await {
                 Ok(_) => {
@@ -265,6 +281,10 @@ impl<'a> Sender<'a> {
                     self.told_full = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            } else if has_code(&err, CODE_TOO_MANY_REQUESTS) && started.elapsed() < RETRY_FOR {
+                debug(&format!("{err}; publishing the chunk again"));
+                busy_pause(busy).await;
+                busy += 1;
             } else if is_api_error(&err) {
                 return Err(anyhow!("a chunk was not stored: {err}"));
             } else if started.elapsed() >= RETRY_FOR {
