@@ -201,12 +201,12 @@ impl Take<'_> {
                         == async_nats::connection::State::Connected;
                     if connected {
                         connected_at = Instant::now();
-                    } else if connected_at.elapsed() >= crate::send::RETRY_FOR {
+                    } else if connected_at.elapsed() >= crate::send::retry_for() {
                         return Err(anyhow!(
                             "lost the server at {} for {}s while reading payload {id}; \
                              the payload is incomplete",
                             self.session.url,
-                            crate::send::RETRY_FOR.as_secs()
+                            crate::send::retry_for().as_secs()
                         ));
                     }
                     let heard = self
@@ -246,7 +246,7 @@ impl Take<'_> {
                             // replica) with it, and the client does not always make a new
                             // one: read on after the last chunk seen, for a while.
                             let since = *lost_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > crate::send::RETRY_FOR {
+                            if since.elapsed() > crate::send::retry_for() {
                                 return match failed {
                                     Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
                                         format!(

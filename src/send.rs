@@ -33,8 +33,23 @@ pub const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
-/// How long a sender keeps retrying a chunk while the server is unreachable.
+/// How long a sender keeps retrying a chunk while the server is unreachable (and a receiver
+/// keeps reading on without it).
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
+/// Overrides [`RETRY_FOR`] with a duration such as `5s`; undocumented for users, it lets
+/// tests watch a client give up without waiting a minute.
+pub const RETRY_FOR_ENV: &str = "SKYPIPE_RETRY_FOR";
+
+/// How long to keep trying a server that went away: [`RETRY_FOR`], or [`RETRY_FOR_ENV`].
+pub fn retry_for() -> Duration {
+    static CHOSEN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        std::env::var(RETRY_FOR_ENV)
+            .ok()
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .unwrap_or(RETRY_FOR)
+    })
+}
 /// JetStream's "maximum bytes exceeded": the server's storage limit was reached.
 const CODE_STORAGE_FULL: u64 = 10077;
 
@@ -207,7 +222,7 @@ impl<'a> Sender<'a> {
         headers: &async_nats::HeaderMap,
         data: &Bytes,
     ) -> anyhow::Result<PublishAckFuture> {
-        let deadline = Instant::now() + RETRY_FOR;
+        let deadline = Instant::now() + retry_for();
         loop {
             match self
                 .session
@@ -224,7 +239,7 @@ impl<'a> Sender<'a> {
                     return Err(anyhow!(
                         "lost the server at {} for {}s ({e}); the payload is incomplete",
                         self.session.url,
-                        RETRY_FOR.as_secs()
+                        retry_for().as_secs()
                     ))
                 }
             }
@@ -267,11 +282,11 @@ impl<'a> Sender<'a> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             } else if is_api_error(&err) {
                 return Err(anyhow!("a chunk was not stored: {err}"));
-            } else if started.elapsed() >= RETRY_FOR {
+            } else if started.elapsed() >= retry_for() {
                 return Err(anyhow!(
                     "lost the server at {} for {}s ({err}); the payload is incomplete",
                     self.session.url,
-                    RETRY_FOR.as_secs()
+                    retry_for().as_secs()
                 ));
             } else {
                 // The ack never came: the server restarted or the connection dropped. A
@@ -290,9 +305,9 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Replaces the connection with a new one, for as long as [`RETRY_FOR`] allows.
+    /// Replaces the connection with a new one, for as long as [`retry_for`] allows.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + RETRY_FOR;
+        let deadline = Instant::now() + retry_for();
         loop {
             match crate::session::connect(&self.session.conn).await {
                 Ok(mut fresh) => {
@@ -308,7 +323,7 @@ impl<'a> Sender<'a> {
                 Err(e) => {
                     return Err(e.context(format!(
                         "lost the server for {}s; the payload is incomplete",
-                        RETRY_FOR.as_secs()
+                        retry_for().as_secs()
                     )))
                 }
             }
