@@ -50,8 +50,11 @@ pub fn retry_for() -> Duration {
             .unwrap_or(RETRY_FOR)
     })
 }
-/// JetStream's "maximum bytes exceeded": the server's storage limit was reached.
+/// JetStream's "maximum bytes exceeded": the stream's storage limit was reached.
 const CODE_STORAGE_FULL: u64 = 10077;
+/// JetStream's "insufficient resources": the server's own storage limit (`max_file_store`)
+/// was reached, which is a full pipe too.
+const CODE_SERVER_STORAGE_FULL: u64 = 10023;
 
 /// A published chunk whose ack has not arrived; kept whole so it can be published again
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
@@ -263,7 +266,7 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) => e,
             };
-            if has_code(&err, CODE_STORAGE_FULL) {
+            if has_code(&err, CODE_STORAGE_FULL) || has_code(&err, CODE_SERVER_STORAGE_FULL) {
                 if let Some(t) = self.settings.timeout {
                     if started.elapsed() >= t {
                         return Err(anyhow!(
