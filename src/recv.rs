@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PipeSettings;
 use crate::crypto;
 use crate::error::Failure;
-use crate::output::{WriteEnd, Writer};
+use crate::output::{Mark, WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
 use crate::pipe::{self, End, PayloadId, PipeName};
 use crate::presence::{self, Payloads, Presence, Role, Watch};
@@ -126,6 +126,49 @@ async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> 
     .map_err(|e| anyhow!("cannot remove taken chunks of {subject}: {e}"))
 }
 
+/// While a payload is read, keeps its ticket (a progress ack every [`TICKET_PROGRESS`]) and
+/// removes written chunks from the server (every [`PURGE_EVERY`]). It runs on its own task so
+/// that a write waiting on a slow stdout stops neither: a living taker never loses its
+/// ticket, and one killed while it waits has removed what it wrote.
+fn keep(
+    ticket: jetstream::Message,
+    data: stream::Stream<()>,
+    subject: String,
+    mark: Mark,
+) -> Keeper {
+    Keeper(tokio::spawn(async move {
+        let mut progress = tokio::time::interval(TICKET_PROGRESS);
+        progress.tick().await;
+        let mut purge_tick = tokio::time::interval(PURGE_EVERY);
+        let mut purged = 0u64;
+        loop {
+            tokio::select! {
+                _ = progress.tick() => {
+                    let _ = ticket.ack_with(AckKind::Progress).await;
+                }
+                _ = purge_tick.tick() => {
+                    let mark = mark.get();
+                    if mark > purged {
+                        purged = mark;
+                        if let Err(e) = purge(&data, &subject, Some(mark)).await {
+                            debug(&e);
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// The task of [`keep`], stopped when dropped (however the read ends).
+struct Keeper(tokio::task::JoinHandle<()>);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One payload being taken.
 struct Take<'a> {
     session: &'a Session,
@@ -217,11 +260,14 @@ impl Take<'_> {
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
         let mut lost_since: Option<Instant> = None;
+        let keeper = keep(
+            self.ticket.clone(),
+            self.data.clone(),
+            self.subject.clone(),
+            self.reader.mark.clone(),
+        );
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
         progress.tick().await;
-        let mut purge_tick = tokio::time::interval(PURGE_EVERY);
-        let mut purged = 0u64;
-        let mut purge_job: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
         let mut last_chunk = Instant::now();
         let mut connected_at = Instant::now();
         let end = loop {
@@ -229,18 +275,17 @@ impl Take<'_> {
                 biased;
                 _ = cancel.cancelled() => break ReadEnd::Cancelled,
                 _ = progress.tick() => {
-                    let _ = self.ticket.ack_with(AckKind::Progress).await;
                     // Liveness: of the server, then of the sender.
                     let connected = self.session.client.connection_state()
                         == async_nats::connection::State::Connected;
                     if connected {
                         connected_at = Instant::now();
-                    } else if connected_at.elapsed() >= crate::send::RETRY_FOR {
+                    } else if connected_at.elapsed() >= crate::send::retry_for() {
                         return Err(anyhow!(
                             "lost the server at {} for {}s while reading payload {id}; \
                              the payload is incomplete",
                             self.session.url,
-                            crate::send::RETRY_FOR.as_secs()
+                            crate::send::retry_for().as_secs()
                         ));
                     }
                     let heard = self
@@ -261,17 +306,6 @@ impl Take<'_> {
                         .into());
                     }
                 }
-                _ = purge_tick.tick() => {
-                    let mark = self.reader.mark.get();
-                    let idle = purge_job.as_ref().is_none_or(|j| j.is_finished());
-                    if mark > purged && idle {
-                        purged = mark;
-                        let (data, subject) = (self.data.clone(), self.subject.clone());
-                        purge_job = Some(tokio::spawn(async move {
-                            purge(&data, &subject, Some(mark)).await
-                        }));
-                    }
-                }
                 msg = messages.next() => {
                     let msg = match msg {
                         Some(Ok(m)) => m,
@@ -280,7 +314,7 @@ impl Take<'_> {
                             // replica) with it, and the client does not always make a new
                             // one: read on after the last chunk seen, for a while.
                             let since = *lost_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > crate::send::RETRY_FOR {
+                            if since.elapsed() > crate::send::retry_for() {
                                 return match failed {
                                     Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
                                         format!(
@@ -302,7 +336,6 @@ impl Take<'_> {
                         }
                     };
                     lost_since = None;
-                    last_chunk = Instant::now();
                     let (seq, last) = msg
                         .info()
                         .map(|i| (i.stream_sequence, i.pending == 0))
@@ -310,7 +343,10 @@ impl Take<'_> {
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
                     let bytes = msg.message.payload.clone();
-                    match self.reader.accept(meta, bytes, seq, out).await? {
+                    let step = self.reader.accept(meta, bytes, seq, out).await?;
+                    // A write that waited on a slow stdout is no silence of the sender.
+                    last_chunk = Instant::now();
+                    match step {
                         // The end is stored, nothing more is, and a chunk before it is
                         // missing: corrupt, unless a living sender may still publish it again.
                         Step::More if last && !self.sender_alive(&id) => {
@@ -323,9 +359,7 @@ impl Take<'_> {
                 }
             }
         };
-        if let Some(job) = purge_job.take() {
-            let _ = job.await;
-        }
+        drop(keeper);
         self.consumer = Some(consumer_name);
         Ok(end)
     }

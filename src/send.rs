@@ -33,9 +33,24 @@ pub const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
-/// How long a sender keeps retrying a chunk while the server is unreachable.
+/// How long a sender keeps retrying a chunk while the server is unreachable (and a receiver
+/// keeps reading on without it).
 pub const RETRY_FOR: Duration = Duration::from_secs(60);
-/// JetStream's "maximum bytes exceeded": the server's storage limit was reached.
+/// Overrides [`RETRY_FOR`] with a duration such as `5s`; undocumented for users, it lets
+/// tests watch a client give up without waiting a minute.
+pub const RETRY_FOR_ENV: &str = "SKYPIPE_RETRY_FOR";
+
+/// How long to keep trying a server that went away: [`RETRY_FOR`], or [`RETRY_FOR_ENV`].
+pub fn retry_for() -> Duration {
+    static CHOSEN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        std::env::var(RETRY_FOR_ENV)
+            .ok()
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .unwrap_or(RETRY_FOR)
+    })
+}
+/// JetStream's "maximum bytes exceeded": the stream's storage limit was reached.
 const CODE_STORAGE_FULL: u64 = 10077;
 /// JetStream's "too many requests": more publishes wait on the stream than the server takes
 /// at once (many senders together). The publish is refused, not stored: try it again.
@@ -47,6 +62,9 @@ async fn busy_pause(attempt: u32) {
     let ms = base + rand::random::<u64>() % base;
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+/// JetStream's "insufficient resources": the server's own storage limit (`max_file_store`)
+/// was reached, which is a full pipe too.
+const CODE_SERVER_STORAGE_FULL: u64 = 10023;
 
 /// A published chunk whose ack has not arrived; kept whole so it can be published again
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
@@ -222,7 +240,7 @@ impl<'a> Sender<'a> {
         headers: &async_nats::HeaderMap,
         data: &Bytes,
     ) -> anyhow::Result<PublishAckFuture> {
-        let deadline = Instant::now() + RETRY_FOR;
+        let deadline = Instant::now() + retry_for();
         loop {
             match self
                 .session
@@ -239,7 +257,7 @@ impl<'a> Sender<'a> {
                     return Err(anyhow!(
                         "lost the server at {} for {}s ({e}); the payload is incomplete",
                         self.session.url,
-                        RETRY_FOR.as_secs()
+                        retry_for().as_secs()
                     ))
                 }
             }
@@ -264,7 +282,7 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) => e,
             };
-            if has_code(&err, CODE_STORAGE_FULL) {
+            if has_code(&err, CODE_STORAGE_FULL) || has_code(&err, CODE_SERVER_STORAGE_FULL) {
                 if let Some(t) = self.settings.timeout {
                     if started.elapsed() >= t {
                         return Err(anyhow!(
@@ -281,17 +299,17 @@ impl<'a> Sender<'a> {
                     self.told_full = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            } else if has_code(&err, CODE_TOO_MANY_REQUESTS) && started.elapsed() < RETRY_FOR {
+            } else if has_code(&err, CODE_TOO_MANY_REQUESTS) && started.elapsed() < retry_for() {
                 debug(&format!("{err}; publishing the chunk again"));
                 busy_pause(busy).await;
                 busy += 1;
             } else if is_api_error(&err) {
                 return Err(anyhow!("a chunk was not stored: {err}"));
-            } else if started.elapsed() >= RETRY_FOR {
+            } else if started.elapsed() >= retry_for() {
                 return Err(anyhow!(
                     "lost the server at {} for {}s ({err}); the payload is incomplete",
                     self.session.url,
-                    RETRY_FOR.as_secs()
+                    retry_for().as_secs()
                 ));
             } else {
                 // The ack never came: the server restarted or the connection dropped. A
@@ -310,9 +328,9 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Replaces the connection with a new one, for as long as [`RETRY_FOR`] allows.
+    /// Replaces the connection with a new one, for as long as [`retry_for`] allows.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + RETRY_FOR;
+        let deadline = Instant::now() + retry_for();
         loop {
             match crate::session::connect(&self.session.conn).await {
                 Ok(mut fresh) => {
@@ -328,7 +346,7 @@ impl<'a> Sender<'a> {
                 Err(e) => {
                     return Err(e.context(format!(
                         "lost the server for {}s; the payload is incomplete",
-                        RETRY_FOR.as_secs()
+                        retry_for().as_secs()
                     )))
                 }
             }

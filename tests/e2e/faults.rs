@@ -1,8 +1,9 @@
 //! Reliability under faults: a server killed or frozen mid-transfer, senders that vanish or
 //! just go quiet, receivers killed mid-payload.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -162,4 +163,298 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
     assert_ok(&wait_output(sender, HANG));
     assert_ok(&wait_output(receiver, HANG));
     assert_eq!(sha_file(&output), sha(&data));
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// Reads a child's stdout in two parts: the first `first` bytes, then, once told to go on,
+/// the rest. In between the child blocks on a full pipe, so it is held in the middle of its
+/// payload for as long as the test needs.
+struct Held {
+    got_first: std::sync::mpsc::Receiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+    reader: JoinHandle<Vec<u8>>,
+}
+
+impl Held {
+    fn new(child: &mut Child, first: usize) -> Held {
+        let mut stdout = child.stdout.take().expect("stdout piped");
+        let (first_tx, got_first) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; first];
+            let n = read_up_to(&mut stdout, &mut got);
+            got.truncate(n);
+            let _ = first_tx.send(());
+            let _ = go_rx.recv();
+            let _ = stdout.read_to_end(&mut got);
+            got
+        });
+        Held {
+            got_first,
+            go,
+            reader,
+        }
+    }
+
+    /// Waits until the first part was read (or the output ended before it).
+    fn wait_first(&self) {
+        self.got_first
+            .recv_timeout(HANG)
+            .expect("the first part of the output within the hang limit");
+    }
+
+    /// Lets the rest through.
+    fn release(&self) {
+        let _ = self.go.send(());
+    }
+
+    /// All the bytes read, once the output ended (after [`Held::release`], or the child's end).
+    fn finish(self) -> Vec<u8> {
+        self.release();
+        self.reader.join().expect("stdout reader")
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+/// A child's stderr, collected as it is written, so a test can wait for a message while the
+/// child still runs.
+fn collect_stderr(child: &mut Child) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => sink
+                    .lock()
+                    .expect("stderr text")
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    });
+    (text, reader)
+}
+
+/// Lines "TAG N\n" for N in 0..n.
+fn numbered(tag: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("{tag} {i}\n").into_bytes())
+        .collect()
+}
+
+#[test]
+fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
+    let mut b = Bench::new();
+    let input = b.path("input");
+    random_file(&input, 150 * MIB, 11);
+    assert_ok(&b.send_file(&["stored-read"], &input));
+    let mut receiver = b
+        .cmd(&["stored-read"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receiver");
+    let held = Held::new(&mut receiver, 20 * MIB);
+    held.wait_first();
+    b.server.kill().expect("kill -9 the server");
+    std::thread::sleep(Duration::from_millis(700));
+    b.server.restart().expect("restart the server");
+    held.release();
+    let out = wait_output(receiver, HANG);
+    let got = held.finish();
+    assert_ok(&out);
+    assert_eq!(got.len(), 150 * MIB, "{}", stderr_of(&out));
+    assert_eq!(sha(&got), sha_file(&input));
+    // Taken exactly once: nothing is left in the pipe.
+    let again = b.recv(&["stored-read", "--timeout", "1s"]);
+    assert_eq!(again.status.code(), Some(124), "{}", stderr_of(&again));
+}
+
+#[test]
+fn a_follow_aggregation_survives_a_server_kill_and_restart() {
+    let mut b = Bench::new();
+    let follower = b.spawn_recv(&["agg", "--follow", "--timeout", "30s"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let inputs: Vec<Vec<u8>> = (0..4)
+        .map(|s| numbered(&format!("host-{s} line"), 150_000))
+        .collect();
+    let senders: Vec<_> = inputs
+        .iter()
+        .map(|data| {
+            let mut child = b
+                .cmd(&["agg"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sender");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let data = data.clone();
+            let feeder = std::thread::spawn(move || {
+                // About three seconds of input, so the restart falls in the middle of it.
+                for piece in data.chunks(64 * 1024) {
+                    if stdin.write_all(piece).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(60));
+                }
+            });
+            (child, feeder)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    b.server.kill().expect("kill -9 the server");
+    std::thread::sleep(Duration::from_millis(700));
+    b.server.restart().expect("restart the server");
+    for (child, feeder) in senders {
+        feeder.join().expect("feeder");
+        assert_ok(&wait_output(child, HANG));
+    }
+    // A follower ends when nothing arrived for its --timeout (exit 124).
+    let out = wait_output(follower, HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    // Each sender's lines, picked out of the aggregate, are its input byte for byte.
+    let text = String::from_utf8(out.stdout.clone()).expect("whole lines of text");
+    for (s, data) in inputs.iter().enumerate() {
+        let tag = format!("host-{s} line ");
+        let mine: String = text
+            .lines()
+            .filter(|l| l.starts_with(&tag))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        if mine.as_bytes() != data.as_slice() {
+            let want = String::from_utf8_lossy(data);
+            let at = mine.lines().zip(want.lines()).position(|(a, b)| a != b);
+            panic!(
+                "sender {s}: {} lines of {}, first difference at line {at:?}; follower: {}",
+                mine.lines().count(),
+                want.lines().count(),
+                stderr_of(&out)
+            );
+        }
+    }
+    let total: usize = inputs.iter().map(Vec::len).sum();
+    assert_eq!(text.len(), total, "nothing but the senders' lines");
+}
+
+#[test]
+fn a_receiver_killed_mid_payload_leaves_the_rest_to_the_next_one() {
+    let b = Bench::new();
+    let data = random_bytes(40 * MIB, 12);
+    assert_ok(&b.send_bytes(&["handover"], &data));
+    let mut first = b
+        .cmd(&["handover"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first receiver");
+    let held = Held::new(&mut first, 8 * MIB);
+    held.wait_first();
+    // Blocked on its stdout, it still removes what it wrote from the server (every 0.5 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    kill9(&first);
+    let status = wait_status(&mut first, HANG);
+    assert_eq!(status.code(), None, "killed by a signal");
+    let one = held.finish();
+    assert!(
+        one.len() >= 8 * MIB && one.len() < data.len(),
+        "{}",
+        one.len()
+    );
+    assert_eq!(sha(&one), sha(&data[..one.len()]), "the first got a prefix");
+    // The ticket comes back after its ack wait (30 s); this receiver waits for it.
+    let two = b.recv(&["handover"]);
+    assert_ok(&two);
+    let err = stderr_of(&two);
+    let at: usize = err
+        .split("resumed at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("says where it resumed: {err}"));
+    // It resumes after what the first one removed, which is at most what it wrote.
+    assert!(
+        at > 0 && at <= one.len(),
+        "resumed at {at}, first wrote {}",
+        one.len()
+    );
+    assert_eq!(
+        sha(&[&one[..at], two.stdout.as_slice()].concat()),
+        sha(&data),
+        "the first one's bytes up to the resume point, then the second one's, are the payload"
+    );
+}
+
+#[test]
+fn a_sender_bigger_than_the_storage_waits_for_a_taker_to_drain_it() {
+    let b = Bench::with(|c| c.max_file_store = Some(16 * MIB as u64));
+    let input = b.path("input");
+    random_file(&input, 48 * MIB, 13);
+    let mut sender = b
+        .cmd(&["narrow"])
+        .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sender");
+    let (err, err_reader) = collect_stderr(&mut sender);
+    let full = eventually(HANG, || {
+        err.lock()
+            .expect("stderr")
+            .contains("storage for pipes is full")
+            || sender.try_wait().ok().flatten().is_some()
+    });
+    assert!(full, "the sender neither waited nor exited");
+    assert!(
+        err.lock().expect("stderr").contains("waiting for takers"),
+        "{}",
+        err.lock().expect("stderr")
+    );
+    let output = b.path("output");
+    let (status, recv_err) = b.recv_to_file(&["narrow"], &output);
+    assert!(status.success(), "{recv_err}");
+    let status = wait_status(&mut sender, HANG);
+    err_reader.join().expect("stderr reader");
+    assert!(status.success(), "{}", err.lock().expect("stderr"));
+    assert_eq!(sha_file(&output), sha_file(&input));
+}
+
+#[test]
+fn a_sender_facing_a_full_store_gives_up_at_its_timeout_and_drops_nothing_stored() {
+    let b = Bench::with(|c| c.max_file_store = Some(16 * MIB as u64));
+    let earlier = random_bytes(4 * MIB, 14);
+    assert_ok(&b.send_bytes(&["kept"], &earlier));
+    let big = b.path("big");
+    random_file(&big, 40 * MIB, 15);
+    let out = b.send_file(&["kept", "--timeout", "3s"], &big);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("stayed full for 3s") && last.contains("incomplete"),
+        "{err}"
+    );
+    // The payload stored before is whole.
+    let first = b.recv(&["kept"]);
+    assert_ok(&first);
+    assert_eq!(sha(&first.stdout), sha(&earlier));
+    // The one that gave up is not taken for a complete payload.
+    let second = b.recv(&["kept", "--sender-timeout", "3s", "--timeout", "5s"]);
+    assert_ne!(second.status.code(), Some(0), "{}", stderr_of(&second));
 }

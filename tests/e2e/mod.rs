@@ -10,5 +10,6 @@ mod faults;
 mod follow;
 mod malformed;
 mod monitor;
+mod proxy;
 mod service;
 mod websocket;
