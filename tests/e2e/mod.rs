@@ -2,6 +2,7 @@ pub mod harness;
 
 mod auth;
 mod cluster;
+mod compat;
 mod config;
 mod core;
 mod crypto;
