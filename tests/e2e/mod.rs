@@ -11,5 +11,6 @@ mod faults;
 mod follow;
 mod malformed;
 mod monitor;
+mod security;
 mod service;
 mod websocket;
