@@ -11,6 +11,7 @@ mod faults;
 mod follow;
 mod malformed;
 mod monitor;
+mod scale;
 mod security;
 mod service;
 mod websocket;
