@@ -114,6 +114,41 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The `user:password` (or a lone token) before the `@` of a URL, percent-decoded.
+pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (info, _) = authority.rsplit_once('@')?;
+    let (name, password) = match info.split_once(':') {
+        Some((n, p)) => (n, Some(percent_decode(p))),
+        None => (info, None),
+    };
+    Some((percent_decode(name), password)).filter(|(n, _)| !n.is_empty())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The natscli's context file, the fields skypipe uses. Unknown fields are ignored, as the
 /// natscli ignores ours.
 #[derive(Debug, Default, Deserialize)]
@@ -400,12 +435,21 @@ pub fn resolve_conn(
             .or_else(|| nonempty(ctx_value).map(|p| expand_home(&p, env)))
     };
 
-    let user = pick(&args.user, "NATS_USER", &ctx.user);
-    let password = pick(&args.password, "NATS_PASSWORD", &ctx.password);
+    let mut user = pick(&args.user, "NATS_USER", &ctx.user);
+    let mut password = pick(&args.password, "NATS_PASSWORD", &ctx.password);
     if password.is_some() && user.is_none() {
         return Err(ConfigError::PasswordWithoutUser);
     }
-    let token = pick(&args.token, "NATS_TOKEN", &ctx.token);
+    let mut token = pick(&args.token, "NATS_TOKEN", &ctx.token);
+    // `nats://user:password@host` (or `nats://token@host`), as every NATS client reads it;
+    // the client library does not, so it is taken here, when nothing else names a login.
+    if user.is_none() && token.is_none() {
+        match urls.iter().find_map(|u| url_credentials(u)) {
+            Some((u, Some(p))) => (user, password) = (Some(u), Some(p)),
+            Some((t, None)) => token = Some(t),
+            None => {}
+        }
+    }
     let creds = pick_path(&args.creds, "NATS_CREDS", &ctx.creds)
         .map(|p| readable("credentials", p))
         .transpose()?;
@@ -814,6 +858,34 @@ mod tests {
             resolve_crypto(&missing, &env),
             Err(ConfigError::File { .. })
         ));
+    }
+
+    #[test]
+    fn credentials_in_urls() {
+        assert_eq!(
+            url_credentials("nats://u:p%40ss@h:1"),
+            Some(("u".into(), Some("p@ss".into())))
+        );
+        assert_eq!(url_credentials("tls://tok@h"), Some(("tok".into(), None)));
+        assert_eq!(url_credentials("nats://h:1"), None);
+        assert_eq!(url_credentials("nats://h:1/a@b"), None);
+        let server = |url: &str| ConnArgs {
+            server: Some(url.into()),
+            ..Default::default()
+        };
+        let conn =
+            resolve_conn(&server("nats://h:1,nats://alice:pw@h:2"), &env_of(&[])).expect("ok");
+        assert_eq!(
+            (conn.user.as_deref(), conn.password.as_deref()),
+            (Some("alice"), Some("pw"))
+        );
+        // A login given otherwise wins.
+        let conn = resolve_conn(
+            &server("nats://alice:pw@h:2"),
+            &env_of(&[("NATS_TOKEN", "t")]),
+        )
+        .expect("ok");
+        assert_eq!((conn.user, conn.token.as_deref()), (None, Some("t")));
     }
 
     #[test]

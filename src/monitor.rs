@@ -136,17 +136,18 @@ impl Collector {
             async_nats::connection::State::Pending => ConnState::Reconnecting,
             async_nats::connection::State::Disconnected => ConnState::Disconnected,
         };
-        let (storage_used, storage_available) = match session.js.query_account().await {
-            Ok(a) => {
-                let avail = a
-                    .limits
-                    .max_storage
-                    .filter(|m| *m >= 0)
-                    .map(|m| (m as u64).saturating_sub(a.storage));
-                (a.storage, avail)
-            }
-            Err(_) => (0, None),
-        };
+        let (storage_used, storage_available) =
+            match crate::session::query_account(&session.js).await {
+                Ok(a) => {
+                    let avail = a
+                        .limits
+                        .max_storage
+                        .filter(|m| *m >= 0)
+                        .map(|m| (m as u64).saturating_sub(a.storage));
+                    (a.storage, avail)
+                }
+                Err(_) => (0, None),
+            };
         let layout = &session.layout;
         // Work-queue consumers: one per pipe that was ever received from.
         let mut queue_info: HashMap<String, (u64, u64, u64)> = HashMap::new();

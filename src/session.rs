@@ -358,6 +358,24 @@ pub fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
     false
 }
 
+/// The account's JetStream usage and limits (`$JS.API.INFO`). Servers before 2.10 leave out
+/// the reserved sizes, which async-nats' `query_account` requires, so missing ones count as 0.
+pub async fn query_account(js: &jetstream::Context) -> anyhow::Result<jetstream::account::Account> {
+    use jetstream::response::Response;
+    let response: Response<serde_json::Value> = js.request("INFO", b"").await?;
+    match response {
+        Response::Err { error } => Err(anyhow!(error)),
+        Response::Ok(mut value) => {
+            if let Some(fields) = value.as_object_mut() {
+                for name in ["reserved_memory", "reserved_storage"] {
+                    fields.entry(name).or_insert(serde_json::Value::from(0));
+                }
+            }
+            serde_json::from_value(value).context("cannot read the server's account info")
+        }
+    }
+}
+
 pub const CODE_STREAM_NOT_FOUND: u64 = 10059;
 pub const CODE_TTL_DISABLED: u64 = 10166;
 

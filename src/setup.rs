@@ -166,7 +166,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     };
     let t = Instant::now();
     let account = match step(&session, async {
-        session.js.query_account().await.map_err(|e| anyhow!(e))
+        session::query_account(&session.js).await
     })
     .await
     {
@@ -207,7 +207,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     for _ in 0..4 {
         let t = Instant::now();
         if step(&session, async {
-            session.js.query_account().await.map_err(|e| anyhow!(e))
+            session::query_account(&session.js).await
         })
         .await
         .is_ok()
@@ -230,7 +230,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
 
     // Storage, as it is now that the streams exist.
     let account = step(&session, async {
-        session.js.query_account().await.map_err(|e| anyhow!(e))
+        session::query_account(&session.js).await
     })
     .await
     .unwrap_or(account);

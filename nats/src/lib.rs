@@ -142,6 +142,8 @@ pub struct ServerConfig {
     pub pid_file: Option<PathBuf>,
     /// Where the server logs (`log_file`); `None`: to its standard error.
     pub log_file: Option<PathBuf>,
+    /// The `nats-server` binary to run; `None`: the one [`find_binary`] finds.
+    pub binary: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -160,6 +162,15 @@ impl ServerConfig {
             ready_timeout: Duration::from_secs(20),
             pid_file: None,
             log_file: None,
+            binary: None,
+        }
+    }
+
+    /// The binary to run: the one set in [`ServerConfig::binary`], else [`find_binary`].
+    fn binary(&self) -> Result<PathBuf> {
+        match &self.binary {
+            Some(path) => Ok(path.clone()),
+            None => find_binary(),
         }
     }
 
@@ -239,7 +250,7 @@ impl ServerConfig {
 
     /// Writes the config and starts the server, waiting until it accepts clients.
     pub fn start(self) -> Result<Server> {
-        let binary = find_binary()?;
+        let binary = self.binary()?;
         let port = match self.port {
             Some(p) => p,
             None => free_port()?,
@@ -275,7 +286,7 @@ impl ServerConfig {
     /// running after the caller exits. Waits until it accepts clients, then reads the pid it
     /// wrote to `pid_file` (which this sets to `nats-server.pid` in `dir` when unset).
     pub fn start_detached(mut self) -> Result<Detached> {
-        let binary = find_binary()?;
+        let binary = self.binary()?;
         let port = self.chosen_port()?;
         self.port = Some(port);
         std::fs::create_dir_all(&self.dir)?;
@@ -357,7 +368,7 @@ impl ServerConfig {
     /// which watch the process they started). Logs go to `log_file`, or to standard error
     /// when it is `None`. Returns only when the server could not be started.
     pub fn exec(mut self) -> Error {
-        let binary = match find_binary() {
+        let binary = match self.binary() {
             Ok(b) => b,
             Err(e) => return e,
         };

@@ -103,13 +103,13 @@ fn an_nkey_seed_logs_in_and_another_seed_is_one_line() {
 }
 
 /// A certificate authority made for one test.
-struct Ca {
+pub(super) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(super) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -127,7 +127,7 @@ impl Ca {
     }
 
     /// A certificate and key signed by this CA, written as `NAME.pem` and `NAME.key`.
-    fn leaf(
+    pub(super) fn leaf(
         &self,
         dir: &Path,
         name: &str,
@@ -149,7 +149,7 @@ impl Ca {
         (c, k)
     }
 
-    fn write(&self, path: &Path) -> String {
+    pub(super) fn write(&self, path: &Path) -> String {
         std::fs::write(path, &self.pem).expect("write CA");
         path.display().to_string()
     }
@@ -374,7 +374,7 @@ fn a_creds_file_logs_in_to_an_operator_mode_server() {
 }
 
 /// The permissions README.md gives for a prefix, as a server config user block.
-fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
+pub(super) fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
     format!(
         r#"{{
       user: "{user}", password: "{password}"

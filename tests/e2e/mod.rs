@@ -2,6 +2,7 @@ pub mod harness;
 
 mod auth;
 mod cluster;
+mod compat;
 mod config;
 mod core;
 mod crypto;
@@ -11,5 +12,7 @@ mod follow;
 mod malformed;
 mod monitor;
 mod proxy;
+mod scale;
+mod security;
 mod service;
 mod websocket;
