@@ -33,6 +33,10 @@ use crate::session::{Session, TICKET_PROGRESS};
 const TICKET_POLL: Duration = Duration::from_secs(30);
 /// Chunks asked for per pull request while reading a payload (bounds memory).
 const READ_BATCH: i64 = 16;
+/// The same for each payload a follower reads: the batches of all its payloads arrive on one
+/// connection, and their sum must stay well under the server's per-connection buffer (64 MiB)
+/// or the server cuts the follower off as a slow consumer.
+const FOLLOW_READ_BATCH: i64 = 2;
 /// How often written chunks are removed from the server.
 const PURGE_EVERY: Duration = Duration::from_millis(500);
 /// Payloads a follower takes at once.
@@ -180,6 +184,8 @@ struct Take<'a> {
     reader: Reader,
     /// The ordered consumer that read the payload, removed when the payload is finished.
     consumer: Option<String>,
+    /// Chunks per pull request.
+    batch: i64,
 }
 
 enum ReadEnd {
@@ -210,7 +216,7 @@ impl Take<'_> {
             .create_consumer(pull::OrderedConfig {
                 filter_subject: self.subject.clone(),
                 deliver_policy,
-                max_batch: READ_BATCH,
+                max_batch: self.batch,
                 // Short pull requests: a restarted server is noticed within seconds.
                 max_expires: Duration::from_secs(5),
                 ..Default::default()
@@ -409,6 +415,8 @@ pub struct Taker<'a> {
     /// Senders' announcements, to tell a quiet sender from a vanished one.
     pub senders: &'a Watch,
     pub sender_timeout: Duration,
+    /// Chunks per pull request while reading.
+    pub batch: i64,
 }
 
 impl Taker<'_> {
@@ -462,6 +470,7 @@ impl Taker<'_> {
             ticket,
             data,
             consumer: None,
+            batch: self.batch,
         };
         let end = match take.read(out, cancel).await {
             Ok(end) => end,
@@ -555,6 +564,7 @@ pub async fn recv(
             active: &active,
             senders: &senders,
             sender_timeout: settings.sender_timeout,
+            batch: READ_BATCH,
         };
         let taken = taker.take(ticket).await;
         progress.finish();
@@ -691,6 +701,7 @@ pub async fn follow(
                         active: &active,
                         senders: &senders,
                         sender_timeout,
+                        batch: FOLLOW_READ_BATCH,
                     };
                     let taken = taker.take(ticket).await;
                     drop(permit);
