@@ -19,13 +19,16 @@ use crate::error::Failure;
 use crate::output::{WriteEnd, Writer};
 use crate::payload::{self, Reader, Start, Step};
 use crate::pipe::{self, End, PayloadId};
-use crate::presence::{Presence, Role};
+use crate::presence::{self, Presence, Role, Watch};
 use crate::progress::Progress;
 use crate::session::Session;
 
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
 const LISTEN_BATCH: i64 = 64;
+/// A payload that sent nothing to a listener for this long, while its sender no longer
+/// announces itself, has ended out of the listener's sight.
+const LISTEN_STALL: Duration = Duration::from_secs(5);
 
 /// Listens on the pipe until the first payload ends (or forever with `--follow`).
 pub async fn listen(
@@ -70,7 +73,10 @@ pub async fn listen(
         out.counter(),
         Default::default(),
     );
-    let mut payloads: HashMap<PayloadId, Reader> = HashMap::new();
+    let senders = Watch::start(&session.client, &session.layout, pipe)
+        .await
+        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
+    let mut payloads: HashMap<PayloadId, (Reader, Instant)> = HashMap::new();
     let mut last_activity = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
@@ -78,6 +84,22 @@ pub async fn listen(
             biased;
             _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
             _ = tick.tick() => {
+                let gone = payloads.iter().find(|(id, (_, last))| {
+                    last.elapsed() >= LISTEN_STALL
+                        && senders
+                            .sender_seen(id.as_str())
+                            .is_none_or(|t| t.elapsed() >= presence::STALE)
+                });
+                if let Some((id, (reader, _))) = gone {
+                    let (id, bytes) = (id.clone(), reader.offset);
+                    payloads.remove(&id);
+                    let e = payload::MissedEnd { id, bytes };
+                    if settings.follow {
+                        eprintln!("skypipe: {e}");
+                    } else {
+                        break Err(e.into());
+                    }
+                }
                 if let Some(t) = settings.timeout {
                     if last_activity.elapsed() >= t {
                         let what = if settings.follow { "nothing arrived" } else { "no payload ended" };
@@ -106,12 +128,12 @@ pub async fn listen(
                     }
                 };
                 let id = meta.id.clone();
-                let reader = payloads
-                    .entry(id.clone())
-                    .or_insert_with(|| {
-                        Reader::new(id.clone(), Start::AtFirstSeen, true)
-                            .opening(session.opener(pipe))
-                    });
+                let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
+                    let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
+                        .opening(session.opener(pipe));
+                    (reader, Instant::now())
+                });
+                *last = Instant::now();
                 let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
                 match step {
                     Ok(Step::More) => {}

@@ -32,6 +32,15 @@ pub struct Missed {
     pub chunks: u64,
 }
 
+/// A listener whose payload stopped arriving after its sender was gone: the rest (its end
+/// included) was taken before the listener read it.
+#[derive(Debug, thiserror::Error)]
+#[error("missed the rest of payload {id} after {bytes} bytes: its sender is gone and nothing more of it arrived (it was cut off, or the pipe's takers removed the rest before this listener read it)")]
+pub struct MissedEnd {
+    pub id: PayloadId,
+    pub bytes: u64,
+}
+
 /// A payload whose sender stopped without ending it (killed, or its machine gone).
 #[derive(Debug, thiserror::Error)]
 #[error("the sender of payload {id} vanished: no data and no sign of it for {waited}; the {bytes} bytes that arrived were written, but the payload is incomplete")]
@@ -253,6 +262,7 @@ pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u
 pub fn is_payload_fault(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Corrupt>().is_some()
         || e.downcast_ref::<Missed>().is_some()
+        || e.downcast_ref::<MissedEnd>().is_some()
         || e.downcast_ref::<Vanished>().is_some()
 }
 

@@ -458,3 +458,30 @@ fn a_sender_facing_a_full_store_gives_up_at_its_timeout_and_drops_nothing_stored
     let second = b.recv(&["kept", "--sender-timeout", "3s", "--timeout", "5s"]);
     assert_ne!(second.status.code(), Some(0), "{}", stderr_of(&second));
 }
+
+#[test]
+fn a_listener_whose_sender_dies_mid_payload_says_so_and_exits() {
+    let b = Bench::new();
+    let listener = b.spawn_recv(&["tapped", "--listen"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut sender = b
+        .cmd(&["tapped"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sender");
+    let mut stdin = sender.stdin.take().expect("stdin");
+    stdin.write_all(b"heard before the end\n").expect("write");
+    std::thread::sleep(Duration::from_millis(800));
+    kill9(&sender);
+    let _ = sender.wait();
+    drop(stdin);
+    // Not awaited forever: the listener notices the sender is gone and nothing more comes.
+    let out = wait_output(listener, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("missed the rest of payload"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(out.stdout, b"heard before the end\n");
+}
