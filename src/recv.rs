@@ -275,11 +275,23 @@ impl Take<'_> {
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
         progress.tick().await;
         let mut last_chunk = Instant::now();
+        // When the end was seen stored with a chunk before it missing and nothing more to
+        // read: judged once a living sender would surely have announced itself.
+        let mut gap_since: Option<Instant> = None;
         let mut connected_at = Instant::now();
         let end = loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break ReadEnd::Cancelled,
+                _ = tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(gap_since.unwrap_or_else(Instant::now) + presence::STALE)
+                ), if gap_since.is_some() => {
+                    gap_since = None;
+                    // The sender, if it lives, may still publish the missing chunk again.
+                    if !self.sender_alive(&id) {
+                        self.reader.nothing_more_stored()?;
+                    }
+                }
                 _ = progress.tick() => {
                     // Liveness: of the server, then of the sender.
                     let connected = self.session.client.connection_state()
@@ -355,8 +367,8 @@ impl Take<'_> {
                     match step {
                         // The end is stored, nothing more is, and a chunk before it is
                         // missing: corrupt, unless a living sender may still publish it again.
-                        Step::More if last && !self.sender_alive(&id) => {
-                            self.reader.nothing_more_stored()?
+                        Step::More if last && self.reader.missing().is_some() => {
+                            gap_since.get_or_insert_with(Instant::now);
                         }
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
