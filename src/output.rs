@@ -134,35 +134,24 @@ impl Writer {
         if let Some(end) = self.failure() {
             return end;
         }
-        let tx = self.tx.clone();
         let cmd = Cmd::Data {
             bytes,
             mark: mark.clone(),
             value,
         };
-        let sent = match tx.try_send(cmd) {
-            Ok(()) => true,
-            Err(std::sync::mpsc::TrySendError::Full(cmd)) => {
-                tokio::task::spawn_blocking(move || tx.send(cmd).is_ok())
-                    .await
-                    .unwrap_or(false)
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
-        };
-        if sent {
+        if self.queue(cmd).await {
             WriteEnd::Ok
         } else {
             WriteEnd::Failed("the stdout writer stopped".into())
         }
     }
 
-    /// Waits until everything queued is written.
-    pub async fn flush(&self) -> WriteEnd {
-        let (done, wait) = oneshot::channel();
+    /// Hands a command to the writer thread; false when the thread is gone. Waits on a
+    /// blocking thread only when the queue is full: starting one costs more than a small
+    /// payload's whole read.
+    async fn queue(&self, cmd: Cmd) -> bool {
         let tx = self.tx.clone();
-        // A blocking thread only when the queue is full: starting one costs more than a
-        // small payload's whole read.
-        let sent = match tx.try_send(Cmd::Flush(done)) {
+        match tx.try_send(cmd) {
             Ok(()) => true,
             Err(std::sync::mpsc::TrySendError::Full(cmd)) => {
                 tokio::task::spawn_blocking(move || tx.send(cmd).is_ok())
@@ -170,8 +159,13 @@ impl Writer {
                     .unwrap_or(false)
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
-        };
-        if !sent {
+        }
+    }
+
+    /// Waits until everything queued is written.
+    pub async fn flush(&self) -> WriteEnd {
+        let (done, wait) = oneshot::channel();
+        if !self.queue(Cmd::Flush(done)).await {
             return WriteEnd::Failed("the stdout writer stopped".into());
         }
         wait.await

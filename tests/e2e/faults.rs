@@ -9,25 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::harness::*;
 
-/// A sender fed `blocks` blocks of 1 MiB (from `data`), `pause` apart.
+/// A sender fed `data` in 1 MiB blocks, `pause` apart.
 fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Child, JoinHandle<()>) {
-    let mut sender = b
-        .cmd(&[pipe])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        for block in data.chunks(1024 * 1024) {
-            if stdin.write_all(block).is_err() {
-                return;
-            }
-            std::thread::sleep(pause);
-        }
-    });
-    (sender, feeder)
+    feed_paced(b.cmd(&[pipe]), data, pause)
 }
 
 fn kill9(child: &Child) {

@@ -168,22 +168,7 @@ fn paced_sender_via(
     data: Vec<u8>,
     pause: Duration,
 ) -> (Child, JoinHandle<()>) {
-    let mut sender = via(b, proxy, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        for block in data.chunks(1024 * 1024) {
-            if stdin.write_all(block).is_err() {
-                return;
-            }
-            std::thread::sleep(pause);
-        }
-    });
-    (sender, feeder)
+    feed_paced(via(b, proxy, args), data, pause)
 }
 
 #[test]
@@ -225,23 +210,7 @@ fn a_sender_cut_off_for_longer_than_it_retries_fails_and_delivers_nothing_comple
         let mut c = via(&b, &proxy, &["cut-long"]);
         // Give up after 5 s instead of a minute (send::RETRY_FOR_ENV).
         c.env("SKYPIPE_RETRY_FOR", "5s");
-        let mut sender = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sender");
-        let mut stdin = sender.stdin.take().expect("stdin");
-        let data = data.clone();
-        let feeder = std::thread::spawn(move || {
-            for block in data.chunks(1024 * 1024) {
-                if stdin.write_all(block).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        (sender, feeder)
+        feed_paced(c, data.clone(), Duration::from_millis(50))
     };
     std::thread::sleep(Duration::from_millis(800));
     proxy.cut();

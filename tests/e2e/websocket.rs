@@ -288,41 +288,33 @@ fn wss_with_a_ca_made_here_round_trips_and_refuses_an_unknown_ca() {
     assert!(err.contains(&format!("TLS with {wrong} failed")), "{err}");
 }
 
+/// The `transport` line of `skypipe check` run with `args`, which must pass.
+fn transport_line(b: &Bench, args: &[&str]) -> String {
+    let child = b
+        .cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let out = wait_output(child, HANG);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.contains("transport"))
+        .unwrap_or_else(|| panic!("no transport line in:\n{text}"))
+        .to_string()
+}
+
 #[test]
 fn check_names_the_transport_in_use() {
     let b = Bench::websocket();
     let ws = b.ws_url();
     // Server flags before the subcommand's name, as people type them.
-    let over_ws = b
-        .cmd(&["-s", &ws, "check"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    let over_ws = wait_output(over_ws, HANG);
-    assert_ok(&over_ws);
-    let text = String::from_utf8_lossy(&over_ws.stdout).to_string();
-    let line = text
-        .lines()
-        .find(|l| l.contains("transport"))
-        .unwrap_or_else(|| panic!("no transport line in:\n{text}"));
+    let line = transport_line(&b, &["-s", &ws, "check"]);
     assert!(line.starts_with("ok"), "{line}");
     assert!(line.contains("WebSocket (ws://)"), "{line}");
-    let plain = b
-        .cmd(&["check"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    let plain = wait_output(plain, HANG);
-    assert_ok(&plain);
-    let text = String::from_utf8_lossy(&plain.stdout).to_string();
-    let line = text
-        .lines()
-        .find(|l| l.contains("transport"))
-        .unwrap_or_else(|| panic!("no transport line in:\n{text}"));
+    let line = transport_line(&b, &["check"]);
     assert!(
         line.contains("TCP") && !line.contains("WebSocket"),
         "{line}"
