@@ -161,20 +161,21 @@ fn check_size(path: &Path, bytes: u64) {
     );
 }
 
-/// Starts a receiver, gives it time to be waiting, then times `sender` until the receiver
-/// exits.
-fn live(receiver: Command, sender: Command, out: &Path, bytes: u64) -> Duration {
-    let mut receiver = receiver;
-    let child = receiver.spawn().expect("spawn receiver");
+/// Starts a receiver (writing to `out`), gives it time to be waiting, then times `sender`
+/// (reading `input`) until the receiver exits: MB/s.
+fn live(mut receiver: Command, mut sender: Command, input: &Path, out: &Path, bytes: u64) -> f64 {
+    let child = receiver
+        .stdout(file_out(out))
+        .spawn()
+        .expect("spawn receiver");
     std::thread::sleep(Duration::from_millis(400));
     let start = Instant::now();
-    let mut sender = sender;
-    let status = sender.status().expect("spawn sender");
+    let status = sender.stdin(file_in(input)).status().expect("spawn sender");
     assert!(status.success(), "sender failed");
     wait_ok(child, "receiver");
     let t = start.elapsed();
     check_size(out, bytes);
-    t
+    mbs(bytes, t)
 }
 
 /// A file of `mib` MiB of pseudo-random bytes (xorshift: incompressible, cheap to make).
@@ -217,17 +218,13 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         drain.push(mbs(bytes, run_ok(c)));
         check_size(&out, bytes);
         // 3: live.
-        let mut r = b.skypipe(&["--recv", "bench-live"]);
-        r.stdout(file_out(&out));
-        let mut s = b.skypipe(&["--send", "bench-live"]);
-        s.stdin(file_in(&input));
-        live_t.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.skypipe(&["--recv", "bench-live"]);
+        let s = b.skypipe(&["--send", "bench-live"]);
+        live_t.push(live(r, s, &input, &out, bytes));
         // 3s: live, sealed end to end.
-        let mut r = b.sealed(&["--recv", "bench-sealed"]);
-        r.stdout(file_out(&out));
-        let mut s = b.sealed(&["--send", "bench-sealed"]);
-        s.stdin(file_in(&input));
-        sealed_t.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.sealed(&["--recv", "bench-sealed"]);
+        let s = b.sealed(&["--send", "bench-sealed"]);
+        sealed_t.push(live(r, s, &input, &out, bytes));
         // 4: the raw baseline.
         let mut c = b.raw("publish", "raw.stored");
         c.stdin(file_in(&input));
@@ -236,31 +233,23 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         c.stdout(file_out(&out));
         rread.push(mbs(bytes, run_ok(c)));
         check_size(&out, bytes);
-        let mut r = b.raw("read", "raw.live");
-        r.stdout(file_out(&out));
-        let mut s = b.raw("publish", "raw.live");
-        s.stdin(file_in(&input));
-        rlive.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.raw("read", "raw.live");
+        let s = b.raw("publish", "raw.live");
+        rlive.push(live(r, s, &input, &out, bytes));
         // 3w: live again, skypipe and the baseline both over WebSocket.
-        let mut r = b.skypipe_ws(&["--recv", "bench-live-ws"]);
-        r.stdout(file_out(&out));
-        let mut s = b.skypipe_ws(&["--send", "bench-live-ws"]);
-        s.stdin(file_in(&input));
-        ws_live.push(mbs(bytes, live(r, s, &out, bytes)));
-        let mut r = b.raw_at(&b.ws_url, "read", "raw.live-ws");
-        r.stdout(file_out(&out));
-        let mut s = b.raw_at(&b.ws_url, "publish", "raw.live-ws");
-        s.stdin(file_in(&input));
-        rws_live.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.skypipe_ws(&["--recv", "bench-live-ws"]);
+        let s = b.skypipe_ws(&["--send", "bench-live-ws"]);
+        ws_live.push(live(r, s, &input, &out, bytes));
+        let r = b.raw_at(&b.ws_url, "read", "raw.live-ws");
+        let s = b.raw_at(&b.ws_url, "publish", "raw.live-ws");
+        rws_live.push(live(r, s, &input, &out, bytes));
         // 5: nc over loopback.
         let port = skypipe_nats::free_port().expect("port");
         let mut r = Command::new("nc");
-        r.args(["-l", "127.0.0.1", &port.to_string()])
-            .stdout(file_out(&out));
+        r.args(["-l", "127.0.0.1", &port.to_string()]);
         let mut s = Command::new("nc");
-        s.args(["-N", "127.0.0.1", &port.to_string()])
-            .stdin(file_in(&input));
-        nc.push(mbs(bytes, live(r, s, &out, bytes)));
+        s.args(["-N", "127.0.0.1", &port.to_string()]);
+        nc.push(live(r, s, &input, &out, bytes));
     }
     let _ = std::fs::remove_file(&out);
     let (send, drain, live_t) = (median(send), median(drain), median(live_t));
@@ -377,6 +366,20 @@ fn peak_kib(stderr: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// A sender of `bytes` zero bytes from a generator (no file that big needed) into `pipe`,
+/// under /usr/bin/time: its peak RSS is the last line of its stderr.
+fn generated_send(b: &Bench, bytes: u64, pipe: &str) -> std::process::Output {
+    let script = format!(
+        "head -c {bytes} /dev/zero | /usr/bin/time -f %M {} --send {pipe}",
+        b.skypipe.display()
+    );
+    Command::new("bash")
+        .args(["-c", &script])
+        .env("NATS_URL", &b.url)
+        .output()
+        .expect("sender")
+}
+
 fn memory(b: &Bench, o: &Opts) {
     let bytes = o.memory_mib * 1024 * 1024;
     // Live: a receiver waiting, a sender fed from a generator (no 4 GiB file needed).
@@ -384,28 +387,12 @@ fn memory(b: &Bench, o: &Opts) {
     r.stdout(Stdio::null()).stderr(Stdio::piped());
     let receiver = r.spawn().expect("spawn");
     std::thread::sleep(Duration::from_millis(400));
-    let script = format!(
-        "head -c {bytes} /dev/zero | /usr/bin/time -f %M {} --send mem-live",
-        b.skypipe.display()
-    );
-    let sender = Command::new("bash")
-        .args(["-c", &script])
-        .env("NATS_URL", &b.url)
-        .output()
-        .expect("sender");
+    let sender = generated_send(b, bytes, "mem-live");
     let recv_out = receiver.wait_with_output().expect("receiver");
     assert!(sender.status.success() && recv_out.status.success());
     let (s_live, r_live) = (peak_kib(&sender.stderr), peak_kib(&recv_out.stderr));
     // Stored: send all, then drain.
-    let script = format!(
-        "head -c {bytes} /dev/zero | /usr/bin/time -f %M {} --send mem-stored",
-        b.skypipe.display()
-    );
-    let sender = Command::new("bash")
-        .args(["-c", &script])
-        .env("NATS_URL", &b.url)
-        .output()
-        .expect("sender");
+    let sender = generated_send(b, bytes, "mem-stored");
     let mut r = timed(b, &["--recv", "mem-stored"]);
     let recv_out = r.stdout(Stdio::null()).output().expect("receiver");
     assert!(sender.status.success() && recv_out.status.success());
@@ -670,19 +657,15 @@ fn monitor(b: &Bench, o: &Opts) {
     let ticks_per_s = 100.0; // USER_HZ on Linux
     for run in 0..o.runs {
         eprintln!("monitor run {}/{}", run + 1, o.runs);
-        let mut r = b.skypipe(&["--recv", "mon-live"]);
-        r.stdout(file_out(&out));
-        let mut s = b.skypipe(&["--send", "mon-live"]);
-        s.stdin(file_in(&input));
-        without.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.skypipe(&["--recv", "mon-live"]);
+        let s = b.skypipe(&["--send", "mon-live"]);
+        without.push(live(r, s, &input, &out, bytes));
         let pid = open_monitor(b, "skypipe-bench-monitor");
         let before = cpu_ticks(pid).unwrap_or(0);
         let started = Instant::now();
-        let mut r = b.skypipe(&["--recv", "mon-live"]);
-        r.stdout(file_out(&out));
-        let mut s = b.skypipe(&["--send", "mon-live"]);
-        s.stdin(file_in(&input));
-        with.push(mbs(bytes, live(r, s, &out, bytes)));
+        let r = b.skypipe(&["--recv", "mon-live"]);
+        let s = b.skypipe(&["--send", "mon-live"]);
+        with.push(live(r, s, &input, &out, bytes));
         let used = cpu_ticks(pid).unwrap_or(0).saturating_sub(before) as f64 / ticks_per_s;
         during_live.push(100.0 * used / started.elapsed().as_secs_f64());
         close_monitor("skypipe-bench-monitor");

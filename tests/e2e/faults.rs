@@ -19,24 +19,30 @@ fn kill9(child: &Child) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
 }
 
-#[test]
-fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
-    let b = Bench::new();
-    let receiver = b.spawn_recv(&["doomed", "--sender-timeout", "3s"]);
-    std::thread::sleep(Duration::from_millis(300));
+/// A sender on `pipe` that sends `line`, then is killed with SIGKILL before it ends the
+/// payload (it cannot send an abort).
+fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
     let mut sender = b
-        .cmd(&["doomed"])
+        .cmd(&[pipe])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("sender");
     let mut stdin = sender.stdin.take().expect("stdin");
-    stdin.write_all(b"the first line\n").expect("write");
+    stdin.write_all(line).expect("write");
     std::thread::sleep(Duration::from_millis(800));
     kill9(&sender);
     let _ = sender.wait();
     drop(stdin);
+}
+
+#[test]
+fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
+    let b = Bench::new();
+    let receiver = b.spawn_recv(&["doomed", "--sender-timeout", "3s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    send_then_die(&b, "doomed", b"the first line\n");
     let start = Instant::now();
     let out = wait_output(receiver, Duration::from_secs(60));
     assert!(
@@ -448,19 +454,7 @@ fn a_listener_whose_sender_dies_mid_payload_says_so_and_exits() {
     let b = Bench::new();
     let listener = b.spawn_recv(&["tapped", "--listen"]);
     std::thread::sleep(Duration::from_millis(800));
-    let mut sender = b
-        .cmd(&["tapped"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sender");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    stdin.write_all(b"heard before the end\n").expect("write");
-    std::thread::sleep(Duration::from_millis(800));
-    kill9(&sender);
-    let _ = sender.wait();
-    drop(stdin);
+    send_then_die(&b, "tapped", b"heard before the end\n");
     // Not awaited forever: the listener notices the sender is gone and nothing more comes.
     let out = wait_output(listener, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
