@@ -166,23 +166,22 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
 
 /// The subcommands: the local server, setup and check, completions and the man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
+    let conn = || config::resolve_conn(&cli.conn, &env_var);
     match command {
-        Command::Completions { shell } => return completions::completions(*shell),
-        Command::Man => return completions::man(),
-        Command::Monitor(args) => return run_monitor(cli, args).await,
-        _ => {}
-    }
-    let conn = config::resolve_conn(&cli.conn, &env_var)?;
-    match command {
-        Command::Server(args) => match args.action {
-            ServerAction::Start => local::cmd_start(&conn, &env_var).await,
-            ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
-            ServerAction::Status => local::cmd_status(&conn, &env_var).await,
-            ServerAction::Run => local::cmd_run(&conn, &env_var),
-        },
-        Command::Setup(args) => setup::cmd_setup(&conn, args, &env_var).await,
-        Command::Check => setup::cmd_check(&conn).await,
-        Command::Completions { .. } | Command::Man | Command::Monitor(_) => Ok(code::OK),
+        Command::Completions { shell } => completions::completions(*shell),
+        Command::Man => completions::man(),
+        Command::Monitor(args) => run_monitor(cli, args).await,
+        Command::Server(args) => {
+            let conn = conn()?;
+            match args.action {
+                ServerAction::Start => local::cmd_start(&conn, &env_var).await,
+                ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
+                ServerAction::Status => local::cmd_status(&conn, &env_var).await,
+                ServerAction::Run => local::cmd_run(&conn, &env_var),
+            }
+        }
+        Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,
+        Command::Check => setup::cmd_check(&conn()?).await,
     }
 }
 
