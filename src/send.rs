@@ -143,6 +143,7 @@ impl<'a> Sender<'a> {
     async fn send_ticket(&mut self) -> anyhow::Result<()> {
         let subject = self.session.layout.queue_subject(&self.settings.pipe);
         let mut created = false;
+        let started = Instant::now();
         let mut busy = 0;
         loop {
             let headers = pipe::ticket_headers(&self.id, self.ttl);
@@ -161,7 +162,9 @@ impl<'a> Sender<'a> {
                     self.session.ensure_streams().await?;
                     created = true;
                 }
-                Err(e) if has_code(&e, CODE_TOO_MANY_REQUESTS) && busy < 60 => {
+                Err(e)
+                    if has_code(&e, CODE_TOO_MANY_REQUESTS) && started.elapsed() < retry_for() =>
+                {
                     busy_pause(busy).await;
                     busy += 1;
                 }
