@@ -150,6 +150,20 @@ pub async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
                 }
             }
         });
+    if conn.urls.len() == 1 {
+        // With one server, name it: the client then dials at once instead of after a timer
+        // tick (a zero-length sleep, up to a millisecond). Reconnects keep their back-off
+        // (`delay: None`), and a pool that grew by discovery gets the usual choice.
+        opts = opts.reconnect_to_server_callback(|servers, _info| async move {
+            match servers.as_slice() {
+                [only] => Some(async_nats::ReconnectToServer {
+                    addr: only.addr.clone(),
+                    delay: None,
+                }),
+                _ => None,
+            }
+        });
+    }
     if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     } else if let Some(u) = &conn.user {
