@@ -431,6 +431,23 @@ pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
     h
 }
 
+/// A whole payload of at most this many bytes (body as published) rides in its ticket as
+/// well as in its chunk: a receiver then writes it without asking the data stream.
+pub const INLINE_MAX: usize = 16 * 1024;
+
+/// Headers of a ticket that carries its payload's only chunk: the chunk's headers under the
+/// ticket's message id.
+pub fn inline_ticket_headers(chunk: &HeaderMap, id: &PayloadId) -> HeaderMap {
+    let mut h = chunk.clone();
+    h.insert(H_NATS_MSG_ID, id.ticket_msg_id().as_str());
+    h
+}
+
+/// Whether a ticket carries its payload's chunk (a ticket without one has no chunk number).
+pub fn ticket_is_inline(h: Option<&HeaderMap>) -> bool {
+    h.is_some_and(|h| h.get(H_CHUNK).is_some())
+}
+
 /// Headers of chunk `meta.chunk`.
 pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -561,6 +578,37 @@ mod tests {
                 assert_eq!(h.get(H_VERSION).map(|v| v.as_str()), Some(version));
             }
         }
+    }
+
+    #[test]
+    fn an_inline_ticket_is_a_ticket_and_its_chunk() {
+        let id = PayloadId::random();
+        let meta = ChunkMeta {
+            id: id.clone(),
+            chunk: 0,
+            offset: 0,
+            prior_crc: 0,
+            end: Some(End::Eof(Totals {
+                chunks: 1,
+                bytes: 3,
+                crc: 0x1234_5678,
+            })),
+            seal: None,
+        };
+        let chunk = chunk_headers(&meta, None);
+        let ticket = inline_ticket_headers(&chunk, &id);
+        assert_eq!(parse_ticket(Some(&ticket)), Ok(id.clone()));
+        assert_eq!(parse_chunk(Some(&ticket)), Ok(meta));
+        let msg_id = ticket.get(H_NATS_MSG_ID).map(|v| v.as_str().to_string());
+        assert_eq!(msg_id, Some(id.ticket_msg_id()));
+        assert_ne!(
+            chunk.get(H_NATS_MSG_ID).map(|v| v.as_str().to_string()),
+            msg_id,
+            "the chunk and the ticket are de-duplicated apart"
+        );
+        assert!(ticket_is_inline(Some(&ticket)));
+        assert!(!ticket_is_inline(Some(&ticket_headers(&id, None))));
+        assert!(!ticket_is_inline(None));
     }
 
     #[test]

@@ -186,6 +186,8 @@ struct Take<'a> {
     consumer: Option<String>,
     /// Chunks per pull request.
     batch: i64,
+    /// The payload's only chunk, when its ticket carried it.
+    inline: Option<(pipe::ChunkMeta, bytes::Bytes)>,
 }
 
 enum ReadEnd {
@@ -257,6 +259,15 @@ impl Take<'_> {
     /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
     async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
         let id = self.reader.id.clone();
+        if let Some((meta, body)) = self.inline.take() {
+            // Should it not be the whole payload after all, the stored chunks follow (the
+            // stored copy of this one is then skipped as a duplicate).
+            match self.reader.accept(meta, body, 0, out).await? {
+                Step::End(end) => return Ok(ReadEnd::Done(end)),
+                Step::Stopped(end) => return Ok(ReadEnd::Stopped(end)),
+                Step::More => {}
+            }
+        }
         let after = match self.read_first(out).await? {
             Ok(end) => return Ok(end),
             Err(after) => after,
@@ -473,6 +484,15 @@ impl Taker<'_> {
             .js
             .get_stream_no_info(session.layout.data_stream())
             .await?;
+        // A ticket given out before may have had its payload written by the taker that lost
+        // it: only the stored chunks say where to resume, so its inline copy is not used.
+        let inline = if redelivered || !pipe::ticket_is_inline(ticket.headers.as_ref()) {
+            None
+        } else {
+            pipe::parse_chunk(ticket.headers.as_ref())
+                .ok()
+                .map(|meta| (meta, ticket.payload.clone()))
+        };
         let mut take = Take {
             senders: self.senders.clone(),
             sender_timeout: self.sender_timeout,
@@ -483,6 +503,7 @@ impl Taker<'_> {
             data,
             consumer: None,
             batch: self.batch,
+            inline,
         };
         let end = match take.read(out, cancel).await {
             Ok(end) => end,

@@ -1,9 +1,11 @@
 //! Sending: stdin becomes one payload on a pipe.
 //!
 //! Order of operations (see docs/protocol.md): when the first chunk is cut (or the input
-//! ends), publish the ticket and wait for its ack, creating the streams if the server has
-//! none; then publish chunks through a window of outstanding acks; the last chunk carries the
-//! EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
+//! ends), publish the ticket and, right behind it, the first chunk; wait for the ticket's ack.
+//! Should the ticket be refused (no streams yet, no per-message TTL, a busy server), fix that
+//! and publish both again: their `Nats-Msg-Id`s keep the server from storing either twice.
+//! Then publish the remaining chunks through a window of outstanding acks; the last chunk
+//! carries the EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
 //! payload for a whole one. With a secret, every chunk is sealed before it leaves
 //! ([`crate::crypto`]).
 
@@ -138,19 +140,20 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Publishes the ticket and waits for it to be stored; creates the streams when missing
-    /// and drops the TTL header when the stream refuses it.
-    async fn send_ticket(&mut self) -> anyhow::Result<()> {
+    /// Publishes the ticket (carrying `inline`, as [`Self::ticket_message`] does) and waits
+    /// for it to be stored; creates the streams when missing and drops the TTL header when
+    /// the stream refuses it.
+    async fn send_ticket(&mut self, inline: Option<(&ChunkMeta, &Bytes)>) -> anyhow::Result<()> {
         let subject = self.session.layout.queue_subject(&self.settings.pipe);
         let mut created = false;
         let started = Instant::now();
         let mut busy = 0;
         loop {
-            let headers = pipe::ticket_headers(&self.id, self.ttl);
+            let (headers, body) = self.ticket_message(inline);
             let result = match self
                 .session
                 .js
-                .publish_with_headers(subject.clone(), headers, Bytes::new())
+                .publish_with_headers(subject.clone(), headers, body)
                 .await
             {
                 Ok(ack) => ack.await,
@@ -188,18 +191,50 @@ impl<'a> Sender<'a> {
                 }
             }
         }
+        self.announced();
+        Ok(())
+    }
+
+    /// The ticket is stored: the payload is in the pipe.
+    fn announced(&mut self) {
         self.ticket_sent = true;
         presence::track(&self.active, self.id.as_str(), true);
-        Ok(())
+    }
+
+    /// Publishes the ticket without waiting for its ack (a refusal shows in the ack). With
+    /// `inline`, the payload's only chunk (headers, body) rides in the ticket too.
+    async fn publish_ticket(
+        &self,
+        inline: Option<(&ChunkMeta, &Bytes)>,
+    ) -> anyhow::Result<PublishAckFuture> {
+        let subject = self.session.layout.queue_subject(&self.settings.pipe);
+        let (headers, body) = self.ticket_message(inline);
+        self.session.js_publish(&subject, &headers, &body).await
+    }
+
+    /// The ticket's headers and body. With `inline`, the payload's only chunk (its meta and
+    /// its body as published) rides in the ticket too.
+    fn ticket_message(
+        &self,
+        inline: Option<(&ChunkMeta, &Bytes)>,
+    ) -> (async_nats::HeaderMap, Bytes) {
+        match inline {
+            Some((meta, body)) => {
+                let chunk = pipe::chunk_headers(meta, self.ttl);
+                (pipe::inline_ticket_headers(&chunk, &self.id), body.clone())
+            }
+            None => (pipe::ticket_headers(&self.id, self.ttl), Bytes::new()),
+        }
     }
 
     /// Publishes the next chunk into the window, waiting for old acks when the window is
     /// full: `data` are its payload bytes, sealed first when sealing; `end` its end, whose
     /// CRC this fills in. Afterwards `self.offset` counts `data` in.
+    ///
+    /// The first chunk follows its ticket without waiting for the ticket's ack, so a
+    /// one-chunk payload (a trigger, a line) is stored within one round trip; a small one
+    /// rides in the ticket as well, so its receiver needs no request for it.
     async fn publish(&mut self, data: Bytes, end: Option<End>) -> anyhow::Result<()> {
-        if !self.ticket_sent {
-            self.send_ticket().await?;
-        }
         let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: self.chunk,
@@ -217,14 +252,41 @@ impl<'a> Sender<'a> {
         if let Some(End::Eof(totals) | End::Abort { totals, .. }) = &mut meta.end {
             totals.crc = self.crc.clone().finalize();
         }
-        let headers = pipe::chunk_headers(&meta, self.ttl);
+        let mut headers = pipe::chunk_headers(&meta, self.ttl);
+        let whole = self.chunk == 0 && matches!(meta.end, Some(End::Eof(_)));
+        let inline = (whole && body.len() <= pipe::INLINE_MAX).then_some((&meta, &body));
+        let ticket = if self.ticket_sent {
+            None
+        } else {
+            Some(self.publish_ticket(inline).await)
+        };
         let len = body.len();
         while self.window.len() >= WINDOW_CHUNKS
             || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
         {
             self.await_oldest().await?;
         }
-        let ack = self.publish_once(&headers, &body).await?;
+        let mut ack = self.publish_once(&headers, &body).await?;
+        if let Some(ticket) = ticket {
+            let stored = match ticket {
+                Ok(ticket_ack) => ticket_ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if stored {
+                self.announced();
+            } else {
+                // The way through (streams created, TTL dropped, a pause) is the careful
+                // path's; the chunk goes again after the ticket, and whatever the first
+                // attempt stored of it is not stored twice.
+                drop(ack);
+                if let Err(e) = self.send_ticket(inline).await {
+                    self.forget_unannounced().await;
+                    return Err(e);
+                }
+                headers = pipe::chunk_headers(&meta, self.ttl);
+                ack = self.publish_once(&headers, &body).await?;
+            }
+        }
         self.window.push_back(InFlight {
             ack,
             headers,
@@ -384,6 +446,19 @@ impl<'a> Sender<'a> {
             })
         });
         self.publish(data, end).await
+    }
+
+    /// Removes what the first chunk may have stored when its ticket could not be: no
+    /// receiver would ever take it.
+    async fn forget_unannounced(&self) {
+        if let Ok(data) = self
+            .session
+            .js
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await
+        {
+            let _ = data.purge().filter(self.subject.clone()).await;
+        }
     }
 
     /// Marks the payload aborted (only when a ticket announced it).

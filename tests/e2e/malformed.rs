@@ -257,3 +257,62 @@ fn a_malformed_ticket_is_skipped() {
         stderr_of(&out)
     );
 }
+
+/// A whole small payload whose ticket carries it: the chunk's headers on the ticket, the
+/// chunk as the ticket's body.
+fn inline_ticket(pipe: &str, id: &str, all: &[u8]) -> Raw {
+    let (_, mut headers, body) = chunk(pipe, id, 0, b"", all, Some((1, all)));
+    headers.retain(|(k, _)| *k != "Nats-Msg-Id");
+    (format!("skypipe.q.{pipe}"), headers, body)
+}
+
+#[test]
+fn a_ticket_that_carries_its_payload_is_written_without_a_request_for_the_chunk() {
+    let b = Bench::new();
+    let all = b"carried in the ticket\n".to_vec();
+    // Only the ticket holds the bytes: a receiver that asked the data stream would find
+    // nothing there and, the sender being gone, report the payload as vanished.
+    publish_raw(&b, vec![inline_ticket("p", "inl", &all)]);
+    let out = b.recv(&["p", "--sender-timeout", "2s"]);
+    assert_ok(&out);
+    assert_eq!(out.stdout, all);
+}
+
+/// The ticket of the newest payload on pipe `pipe`: (its `Skypipe-Chunk` header, its body).
+fn last_ticket(b: &Bench, pipe: &str) -> (Option<String>, Vec<u8>) {
+    let url = b.url();
+    let subject = format!("skypipe.q.{pipe}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("skypipe-queue").await.expect("queue stream");
+        let msg = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .expect("a ticket");
+        let chunk = msg
+            .headers
+            .get("Skypipe-Chunk")
+            .map(|v| v.as_str().to_string());
+        (chunk, msg.payload.to_vec())
+    })
+}
+
+#[test]
+fn a_small_payload_rides_in_its_ticket_and_a_large_one_does_not() {
+    let b = Bench::new();
+    let small = b"wake up\n".to_vec();
+    assert_ok(&b.send_bytes(&["small"], &small));
+    assert_eq!(last_ticket(&b, "small"), (Some("0".into()), small.clone()));
+    let large = random_bytes(64 * 1024, 7);
+    assert_ok(&b.send_bytes(&["large"], &large));
+    assert_eq!(last_ticket(&b, "large"), (None, vec![]));
+    // Both read back whole, whichever copy the receiver used.
+    let out = b.recv(&["small"]);
+    assert_ok(&out);
+    assert_eq!(out.stdout, small);
+    let out = b.recv(&["large"]);
+    assert_ok(&out);
+    assert_eq!(sha(&out.stdout), sha(&large));
+}
