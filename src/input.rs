@@ -138,9 +138,12 @@ impl<R: Read + AsFd> Chunker<R> {
                 Err(e) => return Err(e),
             };
             if n == 0 {
+                // The last piece: no fresh buffer for input that will not come (for a
+                // one-line payload, that would be a quarter of a megabyte zeroed for nothing).
                 let all = self.filled;
+                self.filled = 0;
                 return Ok(Piece {
-                    data: self.cut(all),
+                    data: self.buf.split_to(all).freeze(),
                     eof: true,
                 });
             }
