@@ -11,7 +11,7 @@ use super::harness::*;
 
 /// A sender fed `data` in 1 MiB blocks, `pause` apart.
 fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Child, JoinHandle<()>) {
-    feed_paced(b.cmd(&[pipe]), data, pause)
+    feed_paced(b.cmd(&[pipe]), data, MIB, pause)
 }
 
 fn kill9(child: &Child) {
@@ -252,13 +252,7 @@ fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
     let input = b.path("input");
     random_file(&input, 150 * MIB, 11);
     assert_ok(&b.send_file(&["stored-read"], &input));
-    let mut receiver = b
-        .cmd(&["stored-read"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
+    let mut receiver = b.spawn_recv(&["stored-read"]);
     let held = Held::new(&mut receiver, 20 * MIB);
     held.wait_first();
     b.server.kill().expect("kill -9 the server");
@@ -286,25 +280,13 @@ fn a_follow_aggregation_survives_a_server_kill_and_restart() {
     let senders: Vec<_> = inputs
         .iter()
         .map(|data| {
-            let mut child = b
-                .cmd(&["agg"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("sender");
-            let mut stdin = child.stdin.take().expect("stdin");
-            let data = data.clone();
-            let feeder = std::thread::spawn(move || {
-                // About three seconds of input, so the restart falls in the middle of it.
-                for piece in data.chunks(64 * 1024) {
-                    if stdin.write_all(piece).is_err() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(60));
-                }
-            });
-            (child, feeder)
+            // About three seconds of input, so the restart falls in the middle of it.
+            feed_paced(
+                b.cmd(&["agg"]),
+                data.clone(),
+                64 * 1024,
+                Duration::from_millis(60),
+            )
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1200));
@@ -347,13 +329,7 @@ fn a_receiver_killed_mid_payload_leaves_the_rest_to_the_next_one() {
     let b = Bench::new();
     let data = random_bytes(40 * MIB, 12);
     assert_ok(&b.send_bytes(&["handover"], &data));
-    let mut first = b
-        .cmd(&["handover"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("first receiver");
+    let mut first = b.spawn_recv(&["handover"]);
     let held = Held::new(&mut first, 8 * MIB);
     held.wait_first();
     // Blocked on its stdout, it still removes what it wrote from the server (every 0.5 s).

@@ -405,11 +405,12 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds `data` to its stdin in 1 MiB
-/// blocks, `pause` apart, from a thread of its own; stdin closes after the last block.
+/// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds `data` to its stdin in blocks of
+/// `block` bytes, `pause` apart, from a thread of its own; stdin closes after the last block.
 pub fn feed_paced(
     mut cmd: Command,
     data: Vec<u8>,
+    block: usize,
     pause: Duration,
 ) -> (Child, std::thread::JoinHandle<()>) {
     let mut child = cmd
@@ -420,8 +421,8 @@ pub fn feed_paced(
         .expect("spawn a paced sender");
     let mut stdin = child.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
-        for block in data.chunks(1024 * 1024) {
-            if stdin.write_all(block).is_err() {
+        for piece in data.chunks(block) {
+            if stdin.write_all(piece).is_err() {
                 return;
             }
             std::thread::sleep(pause);

@@ -168,7 +168,7 @@ fn paced_sender_via(
     data: Vec<u8>,
     pause: Duration,
 ) -> (Child, JoinHandle<()>) {
-    feed_paced(via(b, proxy, args), data, pause)
+    feed_paced(via(b, proxy, args), data, 1024 * 1024, pause)
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn a_sender_cut_off_for_longer_than_it_retries_fails_and_delivers_nothing_comple
         let mut c = via(&b, &proxy, &["cut-long"]);
         // Give up after 5 s instead of a minute (send::RETRY_FOR_ENV).
         c.env("SKYPIPE_RETRY_FOR", "5s");
-        feed_paced(c, data.clone(), Duration::from_millis(50))
+        feed_paced(c, data.clone(), 1024 * 1024, Duration::from_millis(50))
     };
     std::thread::sleep(Duration::from_millis(800));
     proxy.cut();
