@@ -74,13 +74,7 @@ fn a_200_mib_transfer_survives_sigkill_of_the_stream_leader() {
     let want = sha_file(&input);
     let output = dir.path().join("big.out");
 
-    let receiver = bare_cmd(&home)
-        .args(["-s", &urls, "big"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&output).expect("create")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn receiver");
+    let receiver = spawn_to_file(bare_cmd(&home).args(["-s", &urls, "big"]), &output);
     let sender = bare_cmd(&home)
         .args(["-s", &urls, "big"])
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))

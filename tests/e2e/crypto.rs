@@ -85,14 +85,7 @@ fn three_hundred_mib_sealed_reach_a_taker_and_a_listener_with_the_secret() {
     let want = sha_file(&input);
     let taken = b.path("taken");
     let heard = b.path("heard");
-    let spawn_to = |args: &[&str], out: &Path| {
-        cmd(&b, args, Some(SECRET))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(out).expect("create")))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
-    };
+    let spawn_to = |args: &[&str], out: &Path| spawn_to_file(&mut cmd(&b, args, Some(SECRET)), out);
     let listener = spawn_to(&["big", "--listen"], &heard);
     let taker = spawn_to(&["big"], &taken);
     std::thread::sleep(Duration::from_millis(600));

@@ -111,13 +111,7 @@ fn a_live_transfer_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
     let data = random_bytes(40 * 1024 * 1024, 6);
     let output = b.path("output");
-    let receiver = b
-        .cmd(&["live-survivor"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&output).expect("create")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
+    let receiver = spawn_to_file(&mut b.cmd(&["live-survivor"]), &output);
     std::thread::sleep(Duration::from_millis(300));
     let (sender, feeder) =
         paced_sender(&b, "live-survivor", data.clone(), Duration::from_millis(50));
@@ -136,13 +130,7 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
     let b = Bench::new();
     let data = random_bytes(30 * 1024 * 1024, 8);
     let output = b.path("output");
-    let receiver = b
-        .cmd(&["frozen"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&output).expect("create")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
+    let receiver = spawn_to_file(&mut b.cmd(&["frozen"]), &output);
     std::thread::sleep(Duration::from_millis(300));
     let (sender, feeder) = paced_sender(&b, "frozen", data.clone(), Duration::from_millis(40));
     std::thread::sleep(Duration::from_millis(500));

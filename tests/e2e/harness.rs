@@ -405,6 +405,15 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Spawns `cmd` as a receiver writing to the file `output` (stdin from nowhere, stderr kept).
+pub fn spawn_to_file(cmd: &mut Command, output: &Path) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(output).expect("create")))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a receiver")
+}
+
 /// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds `data` to its stdin in blocks of
 /// `block` bytes, `pause` apart, from a thread of its own; stdin closes after the last block.
 pub fn feed_paced(

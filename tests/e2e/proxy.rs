@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -177,12 +177,7 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
     let proxy = Proxy::start(b.server.port());
     let data = random_bytes(40 * 1024 * 1024, 31);
     let output = b.path("output");
-    let receiver = via(&b, &proxy, &["cut-short"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&output).expect("create")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
+    let receiver = spawn_to_file(&mut via(&b, &proxy, &["cut-short"]), &output);
     std::thread::sleep(Duration::from_millis(300));
     let (sender, feeder) = paced_sender_via(
         &b,

@@ -58,13 +58,7 @@ fn a_live_transfer_over_ws_reaches_the_waiting_receiver_and_a_listener() {
     random_file(&input, 6 * 1024 * 1024 + 7, 93);
     let want = sha_file(&input);
     let output = b.path("live.out");
-    let receiver = b
-        .cmd(&["-s", &ws, "live"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&output).expect("create")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn receiver");
+    let receiver = spawn_to_file(&mut b.cmd(&["-s", &ws, "live"]), &output);
     let listener = b.spawn_recv(&["-s", &ws, "live", "--listen", "--timeout", "20s"]);
     // A listener sees what is sent after it subscribed: give it time to.
     std::thread::sleep(Duration::from_millis(1000));
