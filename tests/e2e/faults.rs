@@ -1,9 +1,8 @@
 //! Reliability under faults: a server killed or frozen mid-transfer, senders that vanish or
 //! just go quiet, receivers killed mid-payload.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -144,95 +143,6 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
 }
 
 const MIB: usize = 1024 * 1024;
-
-/// Reads a child's stdout in two parts: the first `first` bytes, then, once told to go on,
-/// the rest. In between the child blocks on a full pipe, so it is held in the middle of its
-/// payload for as long as the test needs.
-struct Held {
-    got_first: std::sync::mpsc::Receiver<()>,
-    go: std::sync::mpsc::Sender<()>,
-    reader: JoinHandle<Vec<u8>>,
-}
-
-impl Held {
-    fn new(child: &mut Child, first: usize) -> Held {
-        let mut stdout = child.stdout.take().expect("stdout piped");
-        let (first_tx, got_first) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
-        let reader = std::thread::spawn(move || {
-            let mut got = vec![0u8; first];
-            let n = read_up_to(&mut stdout, &mut got);
-            got.truncate(n);
-            let _ = first_tx.send(());
-            let _ = go_rx.recv();
-            let _ = stdout.read_to_end(&mut got);
-            got
-        });
-        Held {
-            got_first,
-            go,
-            reader,
-        }
-    }
-
-    /// Waits until the first part was read (or the output ended before it).
-    fn wait_first(&self) {
-        self.got_first
-            .recv_timeout(HANG)
-            .expect("the first part of the output within the hang limit");
-    }
-
-    /// Lets the rest through.
-    fn release(&self) {
-        let _ = self.go.send(());
-    }
-
-    /// All the bytes read, once the output ended (after [`Held::release`], or the child's end).
-    fn finish(self) -> Vec<u8> {
-        self.release();
-        self.reader.join().expect("stdout reader")
-    }
-}
-
-/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n
-}
-
-/// A child's stderr, collected as it is written, so a test can wait for a message while the
-/// child still runs.
-fn collect_stderr(child: &mut Child) -> (Arc<Mutex<String>>, JoinHandle<()>) {
-    let mut stderr = child.stderr.take().expect("stderr piped");
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => sink
-                    .lock()
-                    .expect("stderr text")
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    });
-    (text, reader)
-}
-
-/// Lines "TAG N\n" for N in 0..n.
-fn numbered(tag: &str, n: usize) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| format!("{tag} {i}\n").into_bytes())
-        .collect()
-}
 
 #[test]
 fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {

@@ -6,6 +6,8 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -438,4 +440,162 @@ pub fn feed_paced(
         }
     });
     (child, feeder)
+}
+
+/// Reads a child's stdout in two parts: the first `first` bytes, then, once told to go on,
+/// the rest. In between the child blocks on a full pipe, so it is held in the middle of its
+/// payload for as long as the test needs.
+pub struct Held {
+    got_first: std::sync::mpsc::Receiver<()>,
+    go: std::sync::mpsc::Sender<()>,
+    reader: JoinHandle<Vec<u8>>,
+}
+
+impl Held {
+    pub fn new(child: &mut Child, first: usize) -> Held {
+        let mut stdout = child.stdout.take().expect("stdout piped");
+        let (first_tx, got_first) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; first];
+            let n = read_up_to(&mut stdout, &mut got);
+            got.truncate(n);
+            let _ = first_tx.send(());
+            let _ = go_rx.recv();
+            let _ = stdout.read_to_end(&mut got);
+            got
+        });
+        Held {
+            got_first,
+            go,
+            reader,
+        }
+    }
+
+    /// Waits until the first part was read (or the output ended before it).
+    pub fn wait_first(&self) {
+        self.got_first
+            .recv_timeout(HANG)
+            .expect("the first part of the output within the hang limit");
+    }
+
+    /// Lets the rest through.
+    pub fn release(&self) {
+        let _ = self.go.send(());
+    }
+
+    /// All the bytes read, once the output ended (after [`Held::release`], or the child's end).
+    pub fn finish(self) -> Vec<u8> {
+        self.release();
+        self.reader.join().expect("stdout reader")
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+pub fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+/// A child's stderr, collected as it is written, so a test can wait for a message while the
+/// child still runs.
+pub fn collect_stderr(child: &mut Child) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => sink
+                    .lock()
+                    .expect("stderr text")
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    });
+    (text, reader)
+}
+
+/// Lines "TAG N\n" for N in 0..n.
+pub fn numbered(tag: &str, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("{tag} {i}\n").into_bytes())
+        .collect()
+}
+
+/// What the server says of a pipe's queue consumer: tickets waiting, tickets out with a
+/// taker (not yet acked), and pull requests waiting. `None` before any taker made it.
+pub fn queue_state(url: &str, pipe: &str) -> Option<(u64, usize, usize)> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("skypipe-queue").await.ok()?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(pipe).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        Some((info.num_pending, info.num_ack_pending, info.num_waiting))
+    })
+}
+
+/// Waits until a taker holds a ticket of `pipe` (readiness: it has taken a payload).
+pub fn wait_taken(url: &str, pipe: &str) {
+    assert!(
+        eventually(HANG, || queue_state(url, pipe)
+            .is_some_and(|(_, out, _)| out > 0)),
+        "no taker took a payload of pipe {pipe}"
+    );
+}
+
+/// Waits until a taker waits on `pipe` (readiness: its pull request is at the server).
+pub fn wait_waiting(url: &str, pipe: &str) {
+    assert!(
+        eventually(HANG, || queue_state(url, pipe)
+            .is_some_and(|(_, _, w)| w > 0)),
+        "no taker waits on pipe {pipe}"
+    );
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, sig).expect("kill");
+}
+
+/// How many consumers the data stream has (a listener adds one while it listens).
+pub fn data_consumers(url: &str) -> usize {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let Ok(client) = async_nats::connect(url).await else {
+            return 0;
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream("skypipe-data").await else {
+            return 0;
+        };
+        stream.info().await.map_or(0, |i| i.state.consumer_count)
+    })
+}
+
+/// How many tickets the queue stream holds, of all pipes.
+pub fn queue_messages(url: &str) -> u64 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let Ok(client) = async_nats::connect(url).await else {
+            return 0;
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream("skypipe-queue").await else {
+            return 0;
+        };
+        stream.info().await.map_or(0, |i| i.state.messages)
+    })
 }

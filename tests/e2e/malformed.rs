@@ -10,11 +10,11 @@ use bytes::Bytes;
 use super::harness::*;
 
 /// A raw message: subject, headers, body.
-type Raw = (String, Vec<(&'static str, String)>, Vec<u8>);
+pub(super) type Raw = (String, Vec<(&'static str, String)>, Vec<u8>);
 
 /// Publishes raw messages through JetStream, creating skypipe's streams first (by running a
 /// receiver that times out at once).
-fn publish_raw(b: &Bench, messages: Vec<Raw>) {
+pub(super) fn publish_raw(b: &Bench, messages: Vec<Raw>) {
     let _ = b.recv(&["setup-streams", "--timeout", "10ms"]);
     let url = b.url();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -36,7 +36,7 @@ fn publish_raw(b: &Bench, messages: Vec<Raw>) {
     });
 }
 
-fn ticket(pipe: &str, id: &str) -> Raw {
+pub(super) fn ticket(pipe: &str, id: &str) -> Raw {
     (
         format!("skypipe.q.{pipe}"),
         vec![("Skypipe-Version", "1".into()), ("Skypipe-Id", id.into())],
@@ -45,7 +45,7 @@ fn ticket(pipe: &str, id: &str) -> Raw {
 }
 
 /// A chunk with correct headers for `data` at `offset` after bytes `before`.
-fn chunk(
+pub(super) fn chunk(
     pipe: &str,
     id: &str,
     n: u64,
