@@ -190,6 +190,14 @@ async fn run_pipe(
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
+    if settings.mode == Mode::Recv && output::stdout_was_closed() {
+        return Err(error::Failure::Usage(format!(
+            "stdout is closed, so a payload of pipe {} would have nowhere to go; nothing was \
+             taken (redirect stdout to a file, or to /dev/null to discard a payload)",
+            settings.pipe
+        ))
+        .into());
+    }
     // Stdin is read while connecting (chunks are cut to the server's size when sent).
     let mut input = match settings.mode {
         Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),

@@ -4,9 +4,12 @@
 //!
 //! A listener that joins in the middle of a payload starts at the next chunk. It exits at the
 //! first end of a payload unless `--follow`. One that falls behind so far that takers removed
-//! chunks before it read them says how many it missed and exits 1: it never writes a gap.
+//! chunks before it read them says how many it missed and exits 1 (with `--follow`: says so
+//! and goes on with the other payloads): it never writes a gap. It also watches the pipe's
+//! tickets, so a payload sent and taken whole before the listener could read any of it is
+//! reported too, never silently skipped. With `--follow`, lines stay whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -63,7 +66,14 @@ pub async fn listen(
         .messages()
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
-    let out = Writer::stdout().context("cannot open stdout")?;
+    // Tickets published from now on: their chunks are published after the consumer above
+    // exists, so each of them must reach this listener, or be reported as missed.
+    let mut tickets = session
+        .client
+        .subscribe(session.layout.queue_subject(pipe))
+        .await
+        .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let _presence = Presence::start(
         session.client.clone(),
@@ -77,27 +87,57 @@ pub async fn listen(
         .await
         .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
     let mut payloads: HashMap<PayloadId, (Reader, Instant)> = HashMap::new();
+    // Payloads announced by a ticket and not seen yet, with when the ticket came.
+    let mut announced: HashMap<PayloadId, Instant> = HashMap::new();
+    // Payloads ended, or given up on (missed), whose late chunks are ignored.
+    let mut done: HashSet<PayloadId> = HashSet::new();
     let mut last_activity = Instant::now();
+    let mut last_bytes = out.counter().get();
+    // Whether the last chunk read was the last one stored: only then can silence be judged
+    // (a listener held up by a slow stdout has chunks waiting for it).
+    let mut caught_up = true;
+    let mut caught_up_since = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
             _ = tick.tick() => {
-                let gone = payloads.iter().find(|(id, (_, last))| {
-                    last.elapsed() >= LISTEN_STALL
-                        && senders
-                            .sender_seen(id.as_str())
-                            .is_none_or(|t| t.elapsed() >= presence::STALE)
-                });
+                // Bytes written are activity too: a write that waited on stdout is no silence.
+                let bytes = out.counter().get();
+                if bytes != last_bytes || out.busy() {
+                    last_bytes = bytes;
+                    last_activity = Instant::now();
+                }
+                let sender_gone = |id: &PayloadId| {
+                    senders
+                        .sender_seen(id.as_str())
+                        .is_none_or(|t| t.elapsed() >= presence::STALE)
+                };
+                let settled = caught_up && caught_up_since.elapsed() >= LISTEN_STALL;
+                let gone = payloads
+                    .iter()
+                    .find(|(id, (_, last))| settled && last.elapsed() >= LISTEN_STALL && sender_gone(id));
+                let mut missed: Option<anyhow::Error> = None;
                 if let Some((id, (reader, _))) = gone {
                     let (id, bytes) = (id.clone(), reader.offset);
                     payloads.remove(&id);
-                    let e = payload::MissedEnd { id, bytes };
+                    done.insert(id.clone());
+                    missed = Some(payload::MissedEnd { id, bytes }.into());
+                } else if let Some(id) = announced
+                    .iter()
+                    .find(|(id, at)| settled && at.elapsed() >= LISTEN_STALL && sender_gone(id))
+                    .map(|(id, _)| id.clone())
+                {
+                    announced.remove(&id);
+                    done.insert(id.clone());
+                    missed = Some(payload::MissedWhole { id }.into());
+                }
+                if let Some(e) = missed {
                     if settings.follow {
                         eprintln!("skypipe: {e}");
                     } else {
-                        break Err(e.into());
+                        break Err(e);
                     }
                 }
                 if let Some(t) = settings.timeout {
@@ -110,6 +150,12 @@ pub async fn listen(
                     }
                 }
             }
+            Some(ticket) = tickets.next() => {
+                let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) else { continue };
+                if !done.contains(&id) && !payloads.contains_key(&id) {
+                    announced.entry(id).or_insert_with(Instant::now);
+                }
+            }
             msg = messages.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
@@ -119,7 +165,14 @@ pub async fn listen(
                     None => break Err(anyhow!("the server ended the listen on pipe {pipe}")),
                 };
                 last_activity = Instant::now();
-                let seq = msg.info().map(|i| i.stream_sequence).map_err(payload::no_info)?;
+                let (seq, pending) = msg
+                    .info()
+                    .map(|i| (i.stream_sequence, i.pending))
+                    .map_err(payload::no_info)?;
+                let was_caught_up = std::mem::replace(&mut caught_up, pending == 0);
+                if caught_up && !was_caught_up {
+                    caught_up_since = Instant::now();
+                }
                 let meta = match pipe::parse_chunk(msg.headers.as_ref()) {
                     Ok(m) => m,
                     Err(e) => {
@@ -128,19 +181,28 @@ pub async fn listen(
                     }
                 };
                 let id = meta.id.clone();
+                if done.contains(&id) {
+                    continue;
+                }
+                announced.remove(&id);
                 let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
                     let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
-                        .opening(session.opener(pipe));
+                        .opening(session.opener(pipe))
+                        .whole_lines(settings.follow);
                     (reader, Instant::now())
                 });
-                *last = Instant::now();
                 let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
+                // After the write: time spent waiting on stdout is not the sender's silence.
+                *last = Instant::now();
                 match step {
                     Ok(Step::More) => {}
                     Ok(Step::Stopped(WriteEnd::Closed)) => break Ok(()),
-                    Ok(Step::Stopped(end)) => break Err(anyhow!("{end:?}")),
+                    Ok(Step::Stopped(WriteEnd::Interrupted)) => break Err(Failure::Interrupted.into()),
+                    Ok(Step::Stopped(WriteEnd::Failed(m))) => break Err(anyhow!(m)),
+                    Ok(Step::Stopped(WriteEnd::Ok)) => break Err(anyhow!("the stdout writer stopped")),
                     Ok(Step::End(end)) => {
                         payloads.remove(&id);
+                        done.insert(id.clone());
                         match end {
                             End::Eof(_) if settings.follow => {}
                             End::Eof(_) => break Ok(()),
@@ -154,7 +216,12 @@ pub async fn listen(
                             }
                         }
                     }
-                    Err(e) if payload::is_payload_fault(&e) => break Err(e),
+                    // A payload this listener fell behind on: said, and the others go on.
+                    Err(e) if settings.follow && payload::is_payload_fault(&e) => {
+                        payloads.remove(&id);
+                        done.insert(id);
+                        eprintln!("skypipe: {e}");
+                    }
                     Err(e) => break Err(e),
                 }
             }
@@ -162,6 +229,7 @@ pub async fn listen(
     };
     let _ = out.flush().await;
     progress.finish();
-    let _ = data.delete_consumer(&consumer_name).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), data.delete_consumer(&consumer_name)).await;
     result
 }

@@ -3,6 +3,10 @@
 //! server. Several payloads can share one writer (a follower interleaves them chunk by
 //! chunk); each has its own [`Mark`]. A closed stdout (EPIPE) is reported as such: it is a
 //! normal end, not an error.
+//!
+//! A writer is tied to a cancellation (Ctrl-C): once it fires, a write or flush waiting on a
+//! stuck stdout returns at once, and nothing still queued is written, so a taker can give
+//! back exactly what it did not write.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -11,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 /// How a write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +24,8 @@ pub enum WriteEnd {
     /// The reader of stdout went away.
     Closed,
     Failed(String),
+    /// Cancelled (Ctrl-C) while waiting on stdout.
+    Interrupted,
 }
 
 /// How far one payload's writes got: the value given with its last written chunk.
@@ -59,21 +66,25 @@ pub struct Writer {
     tx: std::sync::mpsc::SyncSender<Cmd>,
     failed: Arc<std::sync::Mutex<Option<WriteEnd>>>,
     written: Counter,
+    /// Bytes handed to the writer thread.
+    queued: Counter,
+    cancel: CancellationToken,
 }
 
 impl Writer {
-    /// A writer on a duplicate of fd 1.
-    pub fn stdout() -> std::io::Result<Writer> {
+    /// A writer on a duplicate of fd 1 that stops writing once `cancel` fires.
+    pub fn stdout(cancel: CancellationToken) -> std::io::Result<Writer> {
         let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-        Ok(Writer::new(std::fs::File::from(fd)))
+        Ok(Writer::new(std::fs::File::from(fd), cancel))
     }
 
-    pub fn new<W: Write + Send + 'static>(mut out: W) -> Writer {
+    pub fn new<W: Write + Send + 'static>(mut out: W, cancel: CancellationToken) -> Writer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(8);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let fail = failed.clone();
         let written = Counter::default();
         let count = written.clone();
+        let stop = cancel.clone();
         let _ = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(move || {
@@ -81,7 +92,9 @@ impl Writer {
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
                         Cmd::Data { bytes, mark, value } => {
-                            if end != WriteEnd::Ok {
+                            // After cancellation what is queued stays unwritten: its chunks
+                            // are given back to the pipe, not written here.
+                            if end != WriteEnd::Ok || stop.is_cancelled() {
                                 continue;
                             }
                             match out.write_all(&bytes) {
@@ -120,6 +133,8 @@ impl Writer {
             tx,
             failed,
             written,
+            queued: Counter::default(),
+            cancel,
         }
     }
 
@@ -134,46 +149,115 @@ impl Writer {
         if let Some(end) = self.failure() {
             return end;
         }
+        if self.cancel.is_cancelled() {
+            return WriteEnd::Interrupted;
+        }
+        let len = bytes.len() as u64;
         let cmd = Cmd::Data {
             bytes,
             mark: mark.clone(),
             value,
         };
-        if self.queue(cmd).await {
-            WriteEnd::Ok
-        } else {
-            WriteEnd::Failed("the stdout writer stopped".into())
+        match self.queue(cmd, true).await {
+            Ok(()) => {
+                self.queued.add(len);
+                WriteEnd::Ok
+            }
+            Err(end) => end,
         }
     }
 
-    /// Hands a command to the writer thread; false when the thread is gone. Waits on a
-    /// blocking thread only when the queue is full: starting one costs more than a small
-    /// payload's whole read.
-    async fn queue(&self, cmd: Cmd) -> bool {
+    /// Whether bytes wait to be written: a slow stdout, not an idle pipe.
+    pub fn busy(&self) -> bool {
+        self.queued.get() > self.written.get() && self.failure().is_none()
+    }
+
+    /// Hands a command to the writer thread. Waits on a blocking thread only when the queue
+    /// is full (starting one costs more than a small payload's whole read), and then, when
+    /// `cancellable`, only until cancellation.
+    async fn queue(&self, cmd: Cmd, cancellable: bool) -> Result<(), WriteEnd> {
+        let stopped = || WriteEnd::Failed("the stdout writer stopped".into());
         let tx = self.tx.clone();
         match tx.try_send(cmd) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(std::sync::mpsc::TrySendError::Full(cmd)) => {
-                tokio::task::spawn_blocking(move || tx.send(cmd).is_ok())
-                    .await
-                    .unwrap_or(false)
+                let send = tokio::task::spawn_blocking(move || tx.send(cmd).is_ok());
+                let cancelled = async {
+                    if cancellable {
+                        self.cancel.cancelled().await
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    // The blocked send may still hand the command over later; the thread
+                    // then drops it unwritten, since cancellation has fired.
+                    _ = cancelled => Err(WriteEnd::Interrupted),
+                    sent = send => match sent {
+                        Ok(true) => Ok(()),
+                        _ => Err(stopped()),
+                    },
+                }
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(stopped()),
         }
     }
 
-    /// Waits until everything queued is written.
+    /// Waits until everything queued is written, or until cancellation.
     pub async fn flush(&self) -> WriteEnd {
+        self.flush_inner(true).await
+    }
+
+    /// After cancellation: waits up to `limit` for a write in progress to end (what is
+    /// queued behind it is dropped), so the mark of every chunk written is known.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, self.flush_inner(false)).await;
+    }
+
+    async fn flush_inner(&self, cancellable: bool) -> WriteEnd {
         let (done, wait) = oneshot::channel();
-        if !self.queue(Cmd::Flush(done)).await {
-            return WriteEnd::Failed("the stdout writer stopped".into());
+        if let Err(end) = self.queue(Cmd::Flush(done), cancellable).await {
+            return end;
         }
-        wait.await
-            .unwrap_or_else(|_| WriteEnd::Failed("the stdout writer stopped".into()))
+        let wait = async {
+            wait.await
+                .unwrap_or_else(|_| WriteEnd::Failed("the stdout writer stopped".into()))
+        };
+        if !cancellable {
+            return wait.await;
+        }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => WriteEnd::Interrupted,
+            end = wait => end,
+        }
     }
 
     /// Set once a write failed or stdout closed.
     pub fn failure(&self) -> Option<WriteEnd> {
         self.failed.lock().ok().and_then(|f| f.clone())
     }
+}
+
+/// Whether fd 1 was closed when skypipe started (`skypipe p >&-`). The Rust runtime then
+/// opens /dev/null on it, read-write; a shell's `> /dev/null` opens it write-only. A taker
+/// with nowhere to write must not take: the payload would be lost.
+pub fn stdout_was_closed() -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, major, minor, SFlag};
+    let stdout = std::io::stdout();
+    let fd = stdout.as_fd();
+    let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+        return false;
+    };
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+        return false;
+    }
+    let Ok(st) = fstat(fd) else {
+        return false;
+    };
+    let is_char = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    // /dev/null is character device 1:3.
+    is_char && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3
 }

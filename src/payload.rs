@@ -17,6 +17,9 @@ use crate::pipe::{ChunkMeta, End, PayloadId};
 
 /// More chunks than this arriving ahead of a missing one means it is lost.
 const MAX_OUT_OF_ORDER: usize = 1024;
+/// A reader that keeps lines whole holds back at most this many bytes of a line whose end
+/// has not arrived; a longer line is written in parts.
+pub const MAX_HELD_LINE: usize = crate::pipe::MAX_CHUNK;
 
 /// A payload that does not add up. A taker removes it from the pipe (its ticket terminated)
 /// so it cannot block the payloads behind it; what was verified before the fault was written.
@@ -41,14 +44,33 @@ pub struct MissedEnd {
     pub bytes: u64,
 }
 
+/// A payload announced while a listener listened, none of which reached it: taken whole
+/// before the listener read it.
+#[derive(Debug, thiserror::Error)]
+#[error("missed payload {id}: it was sent and taken before this listener read any of it")]
+pub struct MissedWhole {
+    pub id: PayloadId,
+}
+
 /// A payload whose sender stopped without ending it (killed, or its machine gone).
 #[derive(Debug, thiserror::Error)]
-#[error("the sender of payload {id} vanished: no data and no sign of it for {waited}; the {bytes} bytes that arrived were written, but the payload is incomplete")]
+#[error("the sender of payload {id} stopped: no data and no sign of it for {waited} (it was killed or cut off, or the payload outlived its --ttl); the {bytes} bytes that arrived were written, but the payload is incomplete")]
 pub struct Vanished {
     pub id: PayloadId,
     pub waited: String,
     pub bytes: u64,
 }
+
+/// A payload fault after which a taker removed the payload from the pipe.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; it was removed from the pipe")]
+pub struct Removed(pub anyhow::Error);
+
+/// A payload written for a newer skypipe (a higher protocol version, an unknown seal): it is
+/// left in the pipe, untouched, for a skypipe that can read it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; it was left in the pipe")]
+pub struct Newer(pub String);
 
 /// How a payload may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +106,12 @@ pub struct Reader {
     /// Carries the purge bound of each written chunk back from the writer.
     pub mark: Mark,
     opener: Opener,
+    /// Whether bytes are held back until a newline (or the payload's end) so that lines
+    /// from payloads interleaved on one output stay whole.
+    whole_lines: bool,
+    /// Opened chunks not yet written: the start of a line whose end has not arrived.
+    held: Vec<Bytes>,
+    held_len: usize,
 }
 
 impl Reader {
@@ -100,7 +128,18 @@ impl Reader {
             started_at: None,
             mark: Mark::default(),
             opener: Opener::default(),
+            whole_lines: false,
+            held: Vec::new(),
+            held_len: 0,
         }
+    }
+
+    /// Writes only whole lines (up to [`MAX_HELD_LINE`] bytes), for outputs that several
+    /// payloads share. A chunk held back is not written, so it is not purged either: a taker
+    /// that stops gives it back with the rest.
+    pub fn whole_lines(mut self, on: bool) -> Self {
+        self.whole_lines = on;
+        self
     }
 
     /// The chunk being waited for while later ones already arrived.
@@ -210,9 +249,14 @@ impl Reader {
             self.crc.update(&data);
             self.offset += plain.len() as u64;
             self.next = Some(meta.chunk + 1);
-            if !plain.is_empty() {
+            let ready = if self.whole_lines {
+                self.hold(plain, meta.end.is_some())
+            } else {
+                Some(plain)
+            };
+            if let Some(bytes) = ready.filter(|b| !b.is_empty()) {
                 let bound = self.purge_bound();
-                let end = out.write(plain, &self.mark, bound).await;
+                let end = out.write(bytes, &self.mark, bound).await;
                 if end != WriteEnd::Ok {
                     return Ok(Step::Stopped(end));
                 }
@@ -223,6 +267,29 @@ impl Reader {
             }
         }
         Ok(Step::More)
+    }
+
+    /// Adds an opened chunk to what is held back, and returns what may be written now: all of
+    /// it once it ends a line, ends the payload, or grows past [`MAX_HELD_LINE`].
+    fn hold(&mut self, plain: Bytes, last: bool) -> Option<Bytes> {
+        let ends_line = plain.last() == Some(&b'\n');
+        if !plain.is_empty() {
+            self.held_len += plain.len();
+            self.held.push(plain);
+        }
+        if !(ends_line || last || self.held_len >= MAX_HELD_LINE) {
+            return None;
+        }
+        self.held_len = 0;
+        let mut held = std::mem::take(&mut self.held);
+        if held.len() <= 1 {
+            return held.pop();
+        }
+        let mut all = bytes::BytesMut::with_capacity(held.iter().map(Bytes::len).sum());
+        for piece in held {
+            all.extend_from_slice(&piece);
+        }
+        Some(all.freeze())
     }
 
     fn check_totals(&self, end: &End, chunk: u64) -> anyhow::Result<()> {
@@ -260,17 +327,19 @@ pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u
 
 /// Whether an error is one of this module's payload faults.
 pub fn is_payload_fault(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<Corrupt>().is_some()
+    e.downcast_ref::<Removed>().is_some()
+        || e.downcast_ref::<Corrupt>().is_some()
         || e.downcast_ref::<Missed>().is_some()
         || e.downcast_ref::<MissedEnd>().is_some()
+        || e.downcast_ref::<MissedWhole>().is_some()
         || e.downcast_ref::<Vanished>().is_some()
 }
 
 /// Turns a header parse failure into an error: a corrupt payload, except that a payload of a
 /// newer protocol is left alone for a newer skypipe to take.
 pub fn bad_headers(id: &PayloadId, seq: u64, e: crate::pipe::HeaderError) -> anyhow::Error {
-    if let crate::pipe::HeaderError::Version(_) = e {
-        return anyhow!("payload {id}: {e}; it was left in the pipe");
+    if let crate::pipe::HeaderError::Version(_) | crate::pipe::HeaderError::UnknownSeal(_) = e {
+        return Newer(format!("payload {id}: {e}")).into();
     }
     Corrupt(format!(
         "payload {id} is corrupt: chunk at stream sequence {seq}: {e}"

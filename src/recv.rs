@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{pull, Consumer, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,15 @@ const READ_BATCH: i64 = 16;
 const FOLLOW_READ_BATCH: i64 = 2;
 /// How often written chunks are removed from the server.
 const PURGE_EVERY: Duration = Duration::from_millis(500);
+/// How often a taker checks on its sender and its server while reading.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long a server may take to answer the question "are you there?".
+const SERVER_ANSWER: Duration = Duration::from_secs(2);
+/// How long a taker that stops waits for the server to take back what it did not write (a
+/// server that does not answer then gets the ticket back after its ack wait).
+const GIVE_BACK_WITHIN: Duration = Duration::from_secs(2);
+/// How long an interrupted taker waits for a write in progress on a stuck stdout.
+const SETTLE_WITHIN: Duration = Duration::from_millis(500);
 /// Payloads a follower takes at once.
 const FOLLOW_MAX_ACTIVE: usize = 1000;
 /// Tickets a follower asks for in one pull request.
@@ -96,6 +105,8 @@ pub async fn take_ticket(
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Failure::Interrupted.into()),
+            // A server that stopped answering does not end the pull request.
+            _ = tokio::time::sleep(wait + SERVER_ANSWER) => None,
             next = batch.next() => next,
         };
         match next {
@@ -188,6 +199,9 @@ struct Take<'a> {
     batch: i64,
     /// The payload's only chunk, when its ticket carried it.
     inline: Option<(pipe::ChunkMeta, bytes::Bytes)>,
+    /// Lets the next payload of a follower start writing: passed once everything stored of
+    /// this one is written (or when this one ends, dropped).
+    turn: Option<oneshot::Sender<()>>,
 }
 
 enum ReadEnd {
@@ -197,6 +211,20 @@ enum ReadEnd {
 }
 
 impl Take<'_> {
+    /// Lets the next payload of a follower write (see [`Turn`]).
+    fn pass_turn(&mut self) {
+        if let Some(next) = self.turn.take() {
+            let _ = next.send(());
+        }
+    }
+
+    /// Whether the server answers a request, within [`SERVER_ANSWER`].
+    async fn server_answers(&self) -> bool {
+        tokio::time::timeout(SERVER_ANSWER, self.session.js.query_account())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Whether the payload's sender announced itself lately.
     fn sender_alive(&self, id: &PayloadId) -> bool {
         self.senders
@@ -272,20 +300,22 @@ impl Take<'_> {
             Ok(end) => return Ok(end),
             Err(after) => after,
         };
+        if after == 0 {
+            // Nothing stored yet: a live payload, which must not hold back the next one.
+            self.pass_turn();
+        }
         let (mut consumer_name, mut messages) = self
             .open_reader(after)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
         let mut lost_since: Option<Instant> = None;
-        let keeper = keep(
-            self.ticket.clone(),
-            self.data.clone(),
-            self.subject.clone(),
-            self.reader.mark.clone(),
-        );
-        let mut progress = tokio::time::interval(TICKET_PROGRESS);
-        progress.tick().await;
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watch.tick().await;
         let mut last_chunk = Instant::now();
+        // Set while the server does not answer: a connection that looks fine to a server that
+        // stopped (SIGSTOP, a hung host) is no sign of life.
+        let mut server_silent = false;
         // When the end was seen stored with a chunk before it missing and nothing more to
         // read: judged once a living sender would surely have announced itself.
         let mut gap_since: Option<Instant> = None;
@@ -303,18 +333,18 @@ impl Take<'_> {
                         self.reader.nothing_more_stored()?;
                     }
                 }
-                _ = progress.tick() => {
+                _ = watch.tick() => {
                     // Liveness: of the server, then of the sender.
                     let connected = self.session.client.connection_state()
                         == async_nats::connection::State::Connected;
-                    if connected {
+                    if connected && !server_silent {
                         connected_at = Instant::now();
                     } else if connected_at.elapsed() >= crate::send::retry_for() {
                         return Err(anyhow!(
-                            "lost the server at {} for {}s while reading payload {id}; \
+                            "lost the server at {} for {} while reading payload {id}; \
                              the payload is incomplete",
                             self.session.url,
-                            crate::send::retry_for().as_secs()
+                            humantime::format_duration(crate::send::retry_for())
                         ));
                     }
                     let heard = self
@@ -322,6 +352,16 @@ impl Take<'_> {
                         .sender_seen(id.as_str())
                         .map_or(last_chunk, |t| t.max(last_chunk));
                     if connected && heard.elapsed() >= self.sender_timeout {
+                        // Silence from a server that stopped answering is not the sender's.
+                        let answers = tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => break ReadEnd::Cancelled,
+                            a = self.server_answers() => a,
+                        };
+                        server_silent = !answers;
+                        if server_silent {
+                            continue;
+                        }
                         if let Some(missing) = self.reader.missing() {
                             return Err(self.reader.corrupt(format!(
                                 "chunk {missing} never arrived (later chunks did)"
@@ -365,6 +405,7 @@ impl Take<'_> {
                         }
                     };
                     lost_since = None;
+                    server_silent = false;
                     let (seq, last) = msg
                         .info()
                         .map(|i| (i.stream_sequence, i.pending == 0))
@@ -375,6 +416,10 @@ impl Take<'_> {
                     let step = self.reader.accept(meta, bytes, seq, out).await?;
                     // A write that waited on a slow stdout is no silence of the sender.
                     last_chunk = Instant::now();
+                    if last {
+                        // Everything stored is written: the payload is live from here on.
+                        self.pass_turn();
+                    }
                     match step {
                         // The end is stored, nothing more is, and a chunk before it is
                         // missing: corrupt, unless a living sender may still publish it again.
@@ -383,12 +428,12 @@ impl Take<'_> {
                         }
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
+                        Step::Stopped(WriteEnd::Interrupted) => break ReadEnd::Cancelled,
                         Step::Stopped(end) => break ReadEnd::Stopped(end),
                     }
                 }
             }
         };
-        drop(keeper);
         self.consumer = Some(consumer_name);
         Ok(end)
     }
@@ -412,16 +457,24 @@ impl Take<'_> {
     }
 
     /// Keeps what was taken but not written: removes only written chunks, and gives the
-    /// ticket back at once so the next taker resumes right after them.
-    async fn give_back(&self, out: &Writer) {
-        let _ = out.flush().await;
-        let mark = self.reader.mark.get();
-        if mark > 0 {
-            let _ = purge(&self.data, &self.subject, Some(mark)).await;
+    /// ticket back at once so the next taker resumes right after them. After cancellation
+    /// it does not wait on a stuck stdout, and waits on the server for a bounded time.
+    async fn give_back(&self, out: &Writer, cancelled: bool) {
+        if cancelled {
+            out.settle(SETTLE_WITHIN).await;
+        } else {
+            let _ = out.flush().await;
         }
-        let _ = self.ticket.ack_with(AckKind::Nak(None)).await;
-        self.drop_consumer().await;
-        let _ = self.session.client.flush().await;
+        let mark = self.reader.mark.get();
+        let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
+            if mark > 0 {
+                let _ = purge(&self.data, &self.subject, Some(mark)).await;
+            }
+            let _ = self.ticket.ack_with(AckKind::Nak(None)).await;
+            self.drop_consumer().await;
+            let _ = self.session.client.flush().await;
+        })
+        .await;
     }
 }
 
@@ -440,19 +493,30 @@ pub struct Taker<'a> {
     pub sender_timeout: Duration,
     /// Chunks per pull request while reading.
     pub batch: i64,
+    /// Hold back the start of a line until its end arrives (an output several payloads
+    /// share).
+    pub whole_lines: bool,
+}
+
+/// A follower's payloads write in the order of their tickets: each waits for the one before
+/// it to have written everything it has stored (so a backlog comes out oldest first, whole),
+/// and a payload still being sent lets the next one in once it has caught up with its sender.
+#[derive(Default)]
+pub struct Turn {
+    /// Fires (or closes) when this payload may write.
+    wait: Option<oneshot::Receiver<()>>,
+    /// Lets the next payload write.
+    pass: Option<oneshot::Sender<()>>,
 }
 
 impl Taker<'_> {
-    /// Takes the payload a ticket announces and writes it to `out`.
-    pub async fn take(&self, ticket: jetstream::Message) -> anyhow::Result<Taken> {
+    /// Takes the payload a ticket announces and writes it to `out`, in its `turn`.
+    pub async fn take(&self, ticket: jetstream::Message, turn: Turn) -> anyhow::Result<Taken> {
         let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
             Ok(id) => id,
             Err(e @ pipe::HeaderError::Version(_)) => {
                 let _ = ticket.ack_with(AckKind::Nak(None)).await;
-                return Err(anyhow!(
-                    "a payload on pipe {}: {e}; it was left in the pipe",
-                    self.pipe
-                ));
+                return Err(payload::Newer(format!("a payload on pipe {}: {e}", self.pipe)).into());
             }
             Err(e) => {
                 let _ = ticket.double_ack_with(AckKind::Term).await;
@@ -463,7 +527,7 @@ impl Taker<'_> {
             }
         };
         presence::track(self.active, id.as_str(), true);
-        let taken = self.take_ticketed(ticket, id.clone()).await;
+        let taken = self.take_ticketed(ticket, id.clone(), turn).await;
         presence::track(self.active, id.as_str(), false);
         taken
     }
@@ -472,6 +536,7 @@ impl Taker<'_> {
         &self,
         ticket: jetstream::Message,
         id: PayloadId,
+        mut turn: Turn,
     ) -> anyhow::Result<Taken> {
         let (session, out, cancel, quiet) = (self.session, self.out, self.cancel, self.quiet);
         let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
@@ -498,23 +563,46 @@ impl Taker<'_> {
             sender_timeout: self.sender_timeout,
             session,
             subject: session.layout.payload_subject(self.pipe, &id),
-            reader: Reader::new(id.clone(), start, false).opening(session.opener(self.pipe)),
+            reader: Reader::new(id.clone(), start, false)
+                .opening(session.opener(self.pipe))
+                .whole_lines(self.whole_lines),
             ticket,
             data,
             consumer: None,
             batch: self.batch,
             inline,
+            turn: turn.pass.take(),
         };
-        let end = match take.read(out, cancel).await {
+        // The ticket is kept from now until the payload is finished or given back, however
+        // long stdout makes the writes (and the final flush) wait.
+        let _keeper = keep(
+            take.ticket.clone(),
+            take.data.clone(),
+            take.subject.clone(),
+            take.reader.mark.clone(),
+        );
+        let read = async {
+            if let Some(wait) = turn.wait.take() {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(ReadEnd::Cancelled),
+                    // A payload before this one that ended, however, closes its side.
+                    _ = wait => {}
+                }
+            }
+            take.read(out, cancel).await
+        };
+        let end = match read.await {
             Ok(end) => end,
             Err(e) if payload::is_payload_fault(&e) => {
                 let _ = out.flush().await;
-                let _ = take.finish(AckKind::Term).await;
-                return Err(anyhow!("{e}; it was removed from the pipe"));
+                let _ = tokio::time::timeout(GIVE_BACK_WITHIN, take.finish(AckKind::Term)).await;
+                return Err(payload::Removed(e).into());
             }
-            // Not for this receiver (no secret, another secret, or plain): for another one.
-            Err(e) if crypto::is_refused(&e) => {
-                take.give_back(out).await;
+            // Not for this receiver (no secret, another secret, or plain; or a newer skypipe's
+            // payload): left in the pipe for another one.
+            Err(e) if crypto::is_refused(&e) || e.downcast_ref::<payload::Newer>().is_some() => {
+                take.give_back(out, false).await;
                 return Err(e);
             }
             // Connection trouble: the ticket comes back to some taker after its ack wait.
@@ -527,27 +615,33 @@ impl Taker<'_> {
             );
         }
         match end {
-            ReadEnd::Cancelled => {
-                take.give_back(out).await;
+            ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted) => {
+                take.give_back(out, true).await;
                 Err(Failure::Interrupted.into())
             }
             ReadEnd::Stopped(WriteEnd::Closed) => {
                 match self.on_close {
                     OnClose::Take => take.finish(AckKind::Ack).await?,
-                    OnClose::GiveBack => take.give_back(out).await,
+                    OnClose::GiveBack => take.give_back(out, false).await,
                 }
                 Ok(Taken::StdoutClosed)
             }
             ReadEnd::Stopped(WriteEnd::Failed(m)) => {
-                take.give_back(out).await;
+                take.give_back(out, false).await;
                 Err(anyhow!(m))
             }
             ReadEnd::Stopped(WriteEnd::Ok) => Err(anyhow!("the stdout writer stopped")),
             ReadEnd::Done(end) => {
-                let flushed = out.flush().await;
-                if let WriteEnd::Failed(m) = flushed {
-                    take.give_back(out).await;
-                    return Err(anyhow!(m));
+                match out.flush().await {
+                    WriteEnd::Failed(m) => {
+                        take.give_back(out, false).await;
+                        return Err(anyhow!(m));
+                    }
+                    WriteEnd::Interrupted => {
+                        take.give_back(out, true).await;
+                        return Err(Failure::Interrupted.into());
+                    }
+                    WriteEnd::Ok | WriteEnd::Closed => {}
                 }
                 take.finish(AckKind::Ack).await?;
                 let bytes = take.reader.offset;
@@ -568,7 +662,7 @@ pub async fn recv(
 ) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
     let consumer = session.queue_consumer(pipe).await?;
-    let out = Writer::stdout().context("cannot open stdout")?;
+    let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let active = Payloads::default();
     let senders = Watch::start(&session.client, &session.layout, pipe)
@@ -598,8 +692,9 @@ pub async fn recv(
             senders: &senders,
             sender_timeout: settings.sender_timeout,
             batch: READ_BATCH,
+            whole_lines: false,
         };
-        let taken = taker.take(ticket).await;
+        let taken = taker.take(ticket, Turn::default()).await;
         progress.finish();
         match taken? {
             Taken::Skipped(m) => {
@@ -661,7 +756,15 @@ async fn fetch_tickets(
                 continue;
             }
         };
-        while let Some(msg) = batch.next().await {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                msg = batch.next() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             match msg {
                 Ok(ticket) => {
                     let Some(permit) = permits.pop() else { break };
@@ -684,7 +787,9 @@ pub async fn follow(
 ) -> anyhow::Result<()> {
     let pipe = settings.pipe.clone();
     let consumer = session.queue_consumer(&pipe).await?;
-    let out = Arc::new(Writer::stdout().context("cannot open stdout")?);
+    // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
+    let stop = cancel.child_token();
+    let out = Arc::new(Writer::stdout(stop.clone()).context("cannot open stdout")?);
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let active = Payloads::default();
     let senders = Watch::start(&session.client, &session.layout, &pipe)
@@ -702,8 +807,8 @@ pub async fn follow(
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
     let fetcher = tokio::spawn(fetch_tickets(consumer, room, tx, stop_fetch.clone()));
-    // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
-    let stop = cancel.child_token();
+    // Each payload waits for the one before it (see `Turn`).
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     let mut tasks: JoinSet<anyhow::Result<Taken>> = JoinSet::new();
     let mut last_activity = Instant::now();
     let mut last_bytes = out.counter().get();
@@ -723,6 +828,8 @@ pub async fn follow(
                     senders.clone(),
                 );
                 let (quiet, sender_timeout) = (settings.quiet, settings.sender_timeout);
+                let (pass, next) = oneshot::channel();
+                let turn = Turn { wait: previous.replace(next), pass: Some(pass) };
                 tasks.spawn(async move {
                     let taker = Taker {
                         session: &session,
@@ -735,8 +842,9 @@ pub async fn follow(
                         senders: &senders,
                         sender_timeout,
                         batch: FOLLOW_READ_BATCH,
+                        whole_lines: true,
                     };
-                    let taken = taker.take(ticket).await;
+                    let taken = taker.take(ticket, turn).await;
                     drop(permit);
                     taken
                 });
@@ -758,7 +866,7 @@ pub async fn follow(
             }
             _ = tick.tick() => {
                 let bytes = out.counter().get();
-                if bytes != last_bytes {
+                if bytes != last_bytes || out.busy() {
                     last_bytes = bytes;
                     last_activity = Instant::now();
                 }
@@ -773,9 +881,11 @@ pub async fn follow(
             }
         }
     };
-    // Stop taking; give back whatever is in progress or handed over but not started.
+    // Stop taking; give back whatever is in progress or handed over but not started. Each
+    // step waits on the server for a bounded time: a server that stopped answering must not
+    // keep the follower from ending when it should.
     stop_fetch.cancel();
-    let _ = fetcher.await;
+    let _ = tokio::time::timeout(GIVE_BACK_WITHIN, fetcher).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
         if let Ok(Ok(Taken::Aborted { id, reason, bytes })) = joined {
@@ -786,11 +896,13 @@ pub async fn follow(
         }
     }
     tickets.close();
-    while let Some((ticket, _permit)) = tickets.recv().await {
-        let _ = ticket.ack_with(AckKind::Nak(None)).await;
-    }
-    let _ = out.flush().await;
-    let _ = session.client.flush().await;
+    let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
+        while let Some((ticket, _permit)) = tickets.recv().await {
+            let _ = ticket.ack_with(AckKind::Nak(None)).await;
+        }
+        let _ = session.client.flush().await;
+    })
+    .await;
     progress.finish();
     result
 }

@@ -15,4 +15,5 @@ mod proxy;
 mod scale;
 mod security;
 mod service;
+mod truth;
 mod websocket;
