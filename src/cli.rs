@@ -72,7 +72,8 @@ pub struct Cli {
     pub ttl: Option<std::time::Duration>,
 
     /// Receiver: give up with exit code 124 when no payload arrives within DURATION (with
-    /// --follow: when nothing arrives for DURATION).
+    /// --follow: when nothing arrives for DURATION). Sender: give up (exit 1) when the server
+    /// stores nothing for DURATION (its storage is full, or it stopped answering).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
 

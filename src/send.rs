@@ -156,7 +156,7 @@ impl<'a> Sender<'a> {
                 .publish_with_headers(subject.clone(), headers, body)
                 .await
             {
-                Ok(ack) => ack.await,
+                Ok(ack) => self.bounded(ack).await?,
                 Err(e) => Err(e),
             };
             match result {
@@ -269,7 +269,7 @@ impl<'a> Sender<'a> {
         let mut ack = self.publish_once(&headers, &body).await?;
         if let Some(ticket) = ticket {
             let stored = match ticket {
-                Ok(ticket_ack) => ticket_ack.await.is_ok(),
+                Ok(ticket_ack) => self.bounded(ticket_ack).await?.is_ok(),
                 Err(_) => false,
             };
             if stored {
@@ -297,6 +297,23 @@ impl<'a> Sender<'a> {
         self.chunk += 1;
         self.offset += plain_len;
         Ok(())
+    }
+
+    /// Waits for the server's answer: with `--timeout`, for at most that long (a server that
+    /// stopped answering, SIGSTOP or a hung host, keeps the connection open and says nothing).
+    async fn bounded<F: std::future::IntoFuture>(&self, answer: F) -> anyhow::Result<F::Output> {
+        let Some(t) = self.settings.timeout else {
+            return Ok(answer.await);
+        };
+        tokio::time::timeout(t, answer.into_future())
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "the server at {} did not answer for {} (--timeout); the payload is incomplete",
+                    self.session.url,
+                    humantime::format_duration(t)
+                )
+            })
     }
 
     /// Hands one message to the client, retrying while the server is away.
@@ -339,7 +356,7 @@ impl<'a> Sender<'a> {
         let started = Instant::now();
         let mut busy = 0;
         loop {
-            let err = match f.ack.await {
+            let err = match self.bounded(f.ack).await? {
                 Ok(_) => {
                     self.window_bytes -= f.data.len();
                     self.stored.add(f.plain_len);
