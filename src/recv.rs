@@ -362,6 +362,8 @@ impl Take<'_> {
                         if server_silent {
                             continue;
                         }
+                        // A gap below a stored end is said as such.
+                        self.reader.nothing_more_stored()?;
                         if let Some(missing) = self.reader.missing() {
                             return Err(self.reader.corrupt(format!(
                                 "chunk {missing} never arrived (later chunks did)"

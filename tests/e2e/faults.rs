@@ -52,7 +52,7 @@ fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     assert!(
-        err.contains("vanished") && err.contains("incomplete"),
+        err.contains("stopped") && err.contains("incomplete"),
         "{err}"
     );
     assert_eq!(out.stdout, b"the first line\n");

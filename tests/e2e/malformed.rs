@@ -228,7 +228,7 @@ fn a_ticket_for_a_payload_that_does_not_exist_does_not_hang() {
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("vanished"), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("stopped"), "{}", stderr_of(&out));
     assert!(out.stdout.is_empty());
 }
 
