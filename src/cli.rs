@@ -67,7 +67,8 @@ pub struct Cli {
     #[arg(long, conflicts_with = "quiet")]
     pub progress: bool,
 
-    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days).
+    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days; from 1s
+    /// to 100years).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<std::time::Duration>,
 

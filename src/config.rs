@@ -22,6 +22,12 @@ pub const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
 pub const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `--ttl`: 100 years (of 365.25 days, as `humantime` counts them). The server
+/// keeps a message's expiry as nanoseconds since 1970 in an int64, which runs out in 2262; a
+/// TTL that reaches past that wraps around and the payload expires at once.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
+/// The shortest `--ttl`: the server counts per-message TTLs in whole seconds, from one.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// A setting that cannot be used. All of these are usage errors (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,19 @@ pub enum ConfigError {
     Replicas { value: String, from: &'static str },
     #[error("cannot read skypipe's config file {path}: {reason}")]
     BadConfigFile { path: PathBuf, reason: String },
+    #[error(
+        "--ttl {} is longer than the longest TTL, {}: the server counts a payload's expiry in \
+         nanoseconds since 1970, which run out in 2262",
+        humantime::format_duration(*.0),
+        humantime::format_duration(MAX_TTL)
+    )]
+    TtlTooLong(Duration),
+    #[error(
+        "--ttl {} is shorter than the shortest TTL, {}: the server counts TTLs in whole seconds",
+        humantime::format_duration(*.0),
+        humantime::format_duration(MIN_TTL)
+    )]
+    TtlTooShort(Duration),
 }
 
 /// Where the server URL came from, for messages.
@@ -617,6 +636,17 @@ pub fn resolve_crypto(
     })
 }
 
+/// Checks a `--ttl` against what the server can hold: [`MIN_TTL`] to [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
+    if ttl > MAX_TTL {
+        Err(ConfigError::TtlTooLong(ttl))
+    } else if ttl < MIN_TTL {
+        Err(ConfigError::TtlTooShort(ttl))
+    } else {
+        Ok(ttl)
+    }
+}
+
 /// Builds the settings of a pipe command.
 pub fn pipe_settings(
     cli: &Cli,
@@ -636,7 +666,7 @@ pub fn pipe_settings(
     Ok(PipeSettings {
         pipe,
         mode,
-        ttl: cli.ttl.unwrap_or(DEFAULT_TTL),
+        ttl: cli.ttl.map(check_ttl).transpose()?.unwrap_or(DEFAULT_TTL),
         ttl_given: cli.ttl.is_some(),
         timeout: cli.timeout,
         listen: cli.listen,
@@ -886,6 +916,25 @@ mod tests {
         )
         .expect("ok");
         assert_eq!((conn.user, conn.token.as_deref()), (None, Some("t")));
+    }
+
+    #[test]
+    fn ttls_the_server_can_hold() {
+        let years = |n: u64| Duration::from_secs(n * 31_557_600);
+        assert_eq!(check_ttl(years(100)).ok(), Some(MAX_TTL));
+        assert!(check_ttl(years(50)).is_ok());
+        assert!(check_ttl(MIN_TTL).is_ok());
+        let long = check_ttl(years(300)).expect_err("too long");
+        assert_eq!(
+            long.to_string().split(':').next(),
+            Some("--ttl 300years is longer than the longest TTL, 100years")
+        );
+        // Past 100 years and still short of the wrap-around: refused all the same.
+        assert!(check_ttl(MAX_TTL + Duration::from_secs(1)).is_err());
+        let short = check_ttl(Duration::from_millis(500)).expect_err("too short");
+        assert!(short
+            .to_string()
+            .starts_with("--ttl 500ms is shorter than the shortest TTL, 1s"));
     }
 
     #[test]
