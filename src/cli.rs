@@ -175,7 +175,9 @@ pub struct ServerArgs {
 const SERVER_AFTER_HELP: &str = "\
 The local server listens on 127.0.0.1:4222 (SKYPIPE_LOCAL_PORT moves it), keeps its data, log
 and pid file in $XDG_DATA_HOME/skypipe (~/.local/share/skypipe), and is what skypipe uses
-when no server is configured. A pipe command starts it by itself when nothing answers there.";
+when no server is configured. A pipe command starts it by itself when nothing answers there.
+Only this user can use it: it lets in the holder of the key in local-user.nk (mode 0600) in
+the data directory, which skypipe makes and logs in with by itself.";
 
 /// What to do with the local server.
 #[derive(Debug, Subcommand)]

@@ -111,6 +111,9 @@ pub struct Conn {
     pub replicas: Option<usize>,
     /// The port of the default address, where skypipe's local server listens.
     pub local_port: u16,
+    /// The local server's credential (an nkey seed file), used to log in when nothing names
+    /// a server and no credential is given; it may not exist (yet). See `crate::local`.
+    pub local_nkey: Option<PathBuf>,
 }
 
 impl Conn {
@@ -512,6 +515,17 @@ pub fn resolve_conn(
         (None, None) => None,
     };
 
+    // Nothing named and no login given: the default address is skypipe's local server, which
+    // lets in whoever holds the seed its owner's skypipe made.
+    let local_nkey = (source == Source::Default
+        && user.is_none()
+        && token.is_none()
+        && creds.is_none()
+        && nkey.is_none())
+    .then(|| crate::local::data_dir(env).ok())
+    .flatten()
+    .map(|dir| dir.join(crate::local::NKEY_FILE));
+
     Ok(Conn {
         urls,
         source,
@@ -530,6 +544,7 @@ pub fn resolve_conn(
         layout,
         replicas,
         local_port,
+        local_nkey,
     })
 }
 
@@ -702,6 +717,28 @@ mod tests {
         let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("resolves");
         assert_eq!(c.urls, vec![DEFAULT_URL.to_string()]);
         assert_eq!(c.source, Source::Default);
+    }
+
+    #[test]
+    fn the_local_credential_is_for_the_default_address_without_a_login() {
+        let home = [("HOME", "/home/u")];
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&home)).expect("ok");
+        assert_eq!(
+            c.local_nkey,
+            Some(PathBuf::from("/home/u/.local/share/skypipe/local-user.nk"))
+        );
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("HOME", "/home/u"), ("NATS_TOKEN", "t")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_nkey, None, "a login given is used instead");
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("HOME", "/home/u"), ("NATS_URL", "nats://127.0.0.1:4222")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_nkey, None, "a server named is never sent it");
     }
 
     #[test]
