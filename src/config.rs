@@ -18,6 +18,12 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_PORT: u16 = 4222;
 /// The variable that moves the default address, and the local server, to another port.
 pub const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
+/// The variable that sets the local server's store size (as `--max-store` does).
+pub const LOCAL_MAX_STORE_ENV: &str = "SKYPIPE_LOCAL_MAX_STORE";
+/// The most disk the local server's store may use unless told otherwise: room for several
+/// large payloads waiting at once, while a forgotten pipe cannot fill the disk. Live
+/// transfers of any size still pass: a sender facing a full store waits for takers.
+pub const DEFAULT_LOCAL_MAX_STORE: u64 = 10 << 30;
 /// The most replicas a JetStream stream can have.
 pub const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
@@ -60,6 +66,8 @@ pub enum ConfigError {
     EmptySecret(String),
     #[error("{LOCAL_PORT_ENV}={value:?} is not a port number from 1 to 65535")]
     LocalPort { value: String },
+    #[error("{LOCAL_MAX_STORE_ENV}: {0}")]
+    LocalMaxStore(String),
     #[error("bad replica count {value:?} (from {from}): give a number from 1 to {MAX_REPLICAS}")]
     Replicas { value: String, from: &'static str },
     #[error("cannot read skypipe's config file {path}: {reason}")]
@@ -114,6 +122,8 @@ pub struct Conn {
     /// The local server's credential (an nkey seed file), used to log in when nothing names
     /// a server and no credential is given; it may not exist (yet). See `crate::local`.
     pub local_nkey: Option<PathBuf>,
+    /// The most disk the local server's store may use when skypipe starts it.
+    pub local_max_store: u64,
 }
 
 impl Conn {
@@ -240,6 +250,14 @@ pub fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigErr
             .ok()
             .filter(|p| *p > 0)
             .ok_or(ConfigError::LocalPort { value: v }),
+    }
+}
+
+/// The local server's store size: `SKYPIPE_LOCAL_MAX_STORE`, or 10 GiB.
+pub fn local_max_store(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    match env(LOCAL_MAX_STORE_ENV).filter(|s| !s.trim().is_empty()) {
+        None => Ok(DEFAULT_LOCAL_MAX_STORE),
+        Some(v) => crate::cli::parse_max_store(&v).map_err(ConfigError::LocalMaxStore),
     }
 }
 
@@ -434,6 +452,7 @@ pub fn resolve_conn(
     };
     let envs = |k: &str| env(k).filter(|s| !s.is_empty());
     let local_port = local_port(env)?;
+    let local_max_store = local_max_store(env)?;
 
     let (url_text, source) = if let Some(s) = args.server.clone() {
         (s, Source::Flag)
@@ -545,6 +564,7 @@ pub fn resolve_conn(
         replicas,
         local_port,
         local_nkey,
+        local_max_store,
     })
 }
 
@@ -835,6 +855,24 @@ mod tests {
             assert!(matches!(
                 resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_PORT_ENV, bad)])),
                 Err(ConfigError::LocalPort { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn the_local_store_size_comes_from_the_environment() {
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("ok");
+        assert_eq!(c.local_max_store, DEFAULT_LOCAL_MAX_STORE);
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[(LOCAL_MAX_STORE_ENV, "2GiB")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_max_store, 2 << 30);
+        for bad in ["lots", "1K"] {
+            assert!(matches!(
+                resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_MAX_STORE_ENV, bad)])),
+                Err(ConfigError::LocalMaxStore(_))
             ));
         }
     }

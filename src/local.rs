@@ -21,6 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use skypipe_nats::ServerConfig;
 
+use crate::cli::LocalServerArgs;
 use crate::config::{Conn, Source, LOCAL_PORT_ENV};
 use crate::error::code;
 
@@ -30,6 +31,10 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The local server's credential in the data directory: the nkey seed of its only user.
 pub const NKEY_FILE: &str = "local-user.nk";
+/// The size at which the local server moves its log aside and starts a new one.
+pub const LOG_SIZE_LIMIT: u64 = 10 << 20;
+/// How many log files the local server keeps, the current one included: at most 40 MiB.
+pub const LOG_FILES: u32 = 4;
 
 /// The data directory: `$XDG_DATA_HOME/skypipe` or `~/.local/share/skypipe`.
 pub fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
@@ -51,13 +56,17 @@ struct State {
     port: u16,
     /// "background" (`server start`, auto-start) or "foreground" (`server run`).
     mode: String,
+    /// The store size it started with (`max_file_store`); absent from older skypipes' files.
+    #[serde(default)]
+    max_store: Option<u64>,
 }
 
-/// The local server's files, for one port.
+/// The local server's files, for one port, and the store size it starts with.
 #[derive(Debug, Clone)]
 pub struct Local {
     pub dir: PathBuf,
     pub port: u16,
+    pub max_store: u64,
 }
 
 /// A local server found running.
@@ -66,6 +75,8 @@ pub struct Running {
     pub pid: u32,
     pub port: u16,
     pub foreground: bool,
+    /// The store size it started with, when skypipe recorded it.
+    pub max_store: Option<u64>,
 }
 
 impl Running {
@@ -118,10 +129,15 @@ fn open_warning(r: &Running) -> String {
 }
 
 impl Local {
-    pub fn new(env: &dyn Fn(&str) -> Option<String>, port: u16) -> anyhow::Result<Local> {
+    pub fn new(
+        env: &dyn Fn(&str) -> Option<String>,
+        port: u16,
+        max_store: u64,
+    ) -> anyhow::Result<Local> {
         Ok(Local {
             dir: data_dir(env)?,
             port,
+            max_store,
         })
     }
 
@@ -150,14 +166,18 @@ impl Local {
         self.dir.join("server.lock")
     }
 
-    /// The server's config: loopback only, JetStream with its store in the data directory,
-    /// and one user, the holder of the seed whose public key is `user`.
+    /// The server's config: loopback only, JetStream with its store in the data directory
+    /// and at most `max_store` bytes of it, a log that rotates, and one user, the holder of
+    /// the seed whose public key is `user`.
     pub fn server_config(&self, user: &str) -> ServerConfig {
         let mut config = ServerConfig::new(&self.dir);
         config.port = Some(self.port);
         config.name = Some("skypipe-local".into());
         config.pid_file = Some(self.pid_file());
         config.log_file = Some(self.log_file());
+        config.log_size_limit = Some(LOG_SIZE_LIMIT);
+        config.log_max_num = Some(LOG_FILES);
+        config.max_file_store = Some(self.max_store);
         config.nkey_users = vec![user.to_string()];
         config
     }
@@ -278,7 +298,8 @@ impl Local {
         Some(Running {
             pid,
             port: state.as_ref().map_or(self.port, |s| s.port),
-            foreground: state.is_some_and(|s| s.mode == "foreground"),
+            foreground: state.as_ref().is_some_and(|s| s.mode == "foreground"),
+            max_store: state.and_then(|s| s.max_store),
         })
     }
 
@@ -343,11 +364,13 @@ impl Local {
             pid: detached.pid,
             port: detached.port,
             foreground: false,
+            max_store: Some(self.max_store),
         };
         self.write_state(&State {
             pid: running.pid,
             port: running.port,
             mode: "background".into(),
+            max_store: running.max_store,
         })?;
         Ok(match old_pid {
             Some(old_pid) => Start::Restarted { old_pid, running },
@@ -415,6 +438,7 @@ impl Local {
             pid: std::process::id(),
             port: self.port,
             mode: "foreground".into(),
+            max_store: Some(self.max_store),
         }) {
             return e;
         }
@@ -459,7 +483,7 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
     let port = conn.local_port;
     // Only needed when nothing answers, or an open server answers: a server that runs needs
     // no HOME.
-    let local = Local::new(env, port);
+    let local = Local::new(env, port, conn.local_max_store);
     enum Found {
         Started(Running),
         /// This user's local server, started by an older skypipe without authentication.
@@ -516,9 +540,26 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
     Ok(())
 }
 
+/// The local server for a `server` subcommand: the flag's store size, else the variable's.
+fn local_for(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Local> {
+    Local::new(
+        env,
+        conn.local_port,
+        args.max_store.unwrap_or(conn.local_max_store),
+    )
+}
+
 /// `skypipe server start`.
-pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+pub async fn cmd_start(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let local = local_for(conn, args, env)?;
     let dir = local.dir.clone();
     let log = local.log_file();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -560,6 +601,12 @@ pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
             if open {
                 eprintln!("{}", open_warning(&r));
             }
+            if args.max_store.is_some() {
+                eprintln!(
+                    "skypipe: --max-store applies at the next start; `skypipe server stop` \
+                     first to start it with another size now"
+                );
+            }
         }
     }
     Ok(code::OK)
@@ -567,7 +614,7 @@ pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
 
 /// `skypipe server stop`.
 pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+    let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let stopped = tokio::task::spawn_blocking(move || local.stop())
         .await
         .map_err(|e| anyhow!("the local server's stopper failed: {e}"))??;
@@ -579,8 +626,12 @@ pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyh
 }
 
 /// `skypipe server run`.
-pub fn cmd_run(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+pub fn cmd_run(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let local = local_for(conn, args, env)?;
     Err(local.run_foreground())
 }
 
@@ -588,7 +639,7 @@ pub fn cmd_run(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Res
 /// scripts and `systemctl status` do).
 pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
     const NOT_RUNNING: i32 = 3;
-    let local = Local::new(env, conn.local_port)?;
+    let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let probe = local.clone();
     let (running, info) = tokio::task::spawn_blocking(move || {
         let r = probe.running();
@@ -625,7 +676,14 @@ pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> an
     if r.foreground {
         println!("  log:      standard error of `skypipe server run`");
     } else {
-        println!("  log:      {}", show(&local.log_file()));
+        println!(
+            "  log:      {} (moved aside at {}, {LOG_FILES} files kept)",
+            show(&local.log_file()),
+            human_bytes(LOG_SIZE_LIMIT)
+        );
+    }
+    if let Some(max) = r.max_store {
+        println!("  store:    at most {} on disk", human_bytes(max));
     }
     match info.as_deref() {
         Some(i) if auth_required(i) => println!(

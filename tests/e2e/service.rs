@@ -641,3 +641,107 @@ fn a_local_server_an_older_skypipe_started_without_authentication_is_upgraded() 
     assert!(String::from_utf8_lossy(&again.stdout).contains("already runs"));
     assert_eq!(h.pid(), Some(pid));
 }
+
+/// The config the local server last started with.
+fn local_config(h: &LocalHome) -> String {
+    std::fs::read_to_string(h.data_dir().join("nats-server.conf")).expect("read the config")
+}
+
+#[test]
+fn the_local_server_caps_its_store_and_rotates_its_log() {
+    let h = LocalHome::new();
+    // The defaults, through auto-start: 10 GiB of store, logs of 10 MiB, four files at most.
+    assert_ok(&h.send(&["cap"], b"small\n"));
+    let config = local_config(&h);
+    assert!(config.contains("max_file_store: 10737418240"), "{config}");
+    assert!(config.contains("logfile_size_limit: 10485760"), "{config}");
+    assert!(config.contains("logfile_max_num: 4"), "{config}");
+    // nats-server takes every line of it as it is...
+    let binary = skypipe_nats::find_binary().expect("nats-server");
+    let tested = std::process::Command::new(&binary)
+        .arg("-t")
+        .arg("-c")
+        .arg(h.data_dir().join("nats-server.conf"))
+        .output()
+        .expect("nats-server -t");
+    assert!(tested.status.success(), "{}", stderr_of(&tested));
+    // ...and runs with it.
+    let log = std::fs::read_to_string(h.data_dir().join("nats-server.log")).expect("the log");
+    let max = log
+        .lines()
+        .find(|l| l.contains("Max Storage:"))
+        .unwrap_or_else(|| panic!("no storage limit in the log: {log}"));
+    assert!(max.contains("10.00 GB"), "{max}");
+    let status = h.run(&["server", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("at most 10.0 GiB"), "{text}");
+    assert_eq!(h.run(&["cap"]).stdout, b"small\n");
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // `--max-store` for one start; a payload bigger than that waits for a taker, and a sender
+    // given --timeout gives up saying the storage is full.
+    let start = h.run(&["server", "start", "--max-store", "1MiB"]);
+    assert_ok(&start);
+    assert!(local_config(&h).contains("max_file_store: 1048576"));
+    let log = std::fs::read_to_string(h.data_dir().join("nats-server.log")).expect("the log");
+    assert!(
+        log.lines()
+            .rev()
+            .find(|l| l.contains("Max Storage:"))
+            .is_some_and(|l| l.contains("1.00 MB")),
+        "{log}"
+    );
+    let status = h.run(&["server", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("at most 1.0 MiB"), "{text}");
+    let big = random_bytes(3_000_000, 8);
+    let out = h.send(&["big", "--timeout", "3s"], &big);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("full"), "{}", stderr_of(&out));
+    // Asked again while it runs: said to apply at the next start.
+    let again = h.run(&["server", "start", "--max-store", "2GiB"]);
+    assert_ok(&again);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already runs"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert!(
+        stderr_of(&again).contains("next start"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // SKYPIPE_LOCAL_MAX_STORE for auto-start (and every start).
+    let mut send = h.cmd(&["env"]);
+    send.env("SKYPIPE_LOCAL_MAX_STORE", "64MiB")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = send.spawn().expect("spawn");
+    drop(child.stdin.take());
+    assert_ok(&wait_output(child, HANG));
+    assert!(local_config(&h).contains("max_file_store: 67108864"));
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // Sizes that make no sense are usage errors.
+    let out = h.run(&["server", "start", "--max-store", "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let out = h.run(&["server", "start", "--max-store", "1000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("1MiB"),
+        "names the least: {}",
+        stderr_of(&out)
+    );
+    let out = h
+        .cmd(&["p", "--timeout", "1s"])
+        .env("SKYPIPE_LOCAL_MAX_STORE", "lots")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("SKYPIPE_LOCAL_MAX_STORE"));
+    assert!(h.pid().is_none());
+}
