@@ -67,7 +67,8 @@ pub struct Cli {
     #[arg(long, conflicts_with = "quiet")]
     pub progress: bool,
 
-    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days).
+    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days; from 1s
+    /// to 100years).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<std::time::Duration>,
 
@@ -175,20 +176,32 @@ pub struct ServerArgs {
 const SERVER_AFTER_HELP: &str = "\
 The local server listens on 127.0.0.1:4222 (SKYPIPE_LOCAL_PORT moves it), keeps its data, log
 and pid file in $XDG_DATA_HOME/skypipe (~/.local/share/skypipe), and is what skypipe uses
-when no server is configured. A pipe command starts it by itself when nothing answers there.";
+when no server is configured. A pipe command starts it by itself when nothing answers there.
+Only this user can use it: it lets in the holder of the key in local-user.nk (mode 0600) in
+the data directory, which skypipe makes and logs in with by itself.";
 
 /// What to do with the local server.
 #[derive(Debug, Subcommand)]
 pub enum ServerAction {
     /// Start the local server in the background (nothing happens when it runs already)
-    Start,
+    Start(LocalServerArgs),
     /// Stop the local server
     Stop,
     /// Show whether the local server runs, where, its version, data and stored pipes
     /// (exit 0 when it runs, 3 when it does not)
     Status,
     /// Run the local server in the foreground, logging to stderr (for service managers)
-    Run,
+    Run(LocalServerArgs),
+}
+
+/// How the local server starts.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LocalServerArgs {
+    /// The most disk the server's store may use, e.g. 500MiB, 10GiB, 1TiB (units of 1024;
+    /// default 10GiB, at least 1MiB). A full store makes senders wait for takers
+    /// [env: SKYPIPE_LOCAL_MAX_STORE]
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_store)]
+    pub max_store: Option<u64>,
 }
 
 /// `skypipe setup ...`
@@ -281,10 +294,64 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// A size in bytes: a number, optionally with a fraction, then optionally a unit: B, K, M,
+/// G or T, each with or without `B` or `iB` after it, all powers of 1024 (as nats-server
+/// reads sizes), in any case: `10GiB`, `500m`, `1.5G`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{s:?} is not a size (try 500MiB, 10GiB or 1TiB)")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 500MiB, 10GiB or 1TiB)"))?;
+    let bytes = (value * (1u64 << shift) as f64).round();
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The least `--max-store`: JetStream needs room for a few chunks at least.
+pub const MIN_MAX_STORE: u64 = 1 << 20;
+
+/// A `--max-store` size: [`parse_size`], at least [`MIN_MAX_STORE`].
+pub fn parse_max_store(s: &str) -> Result<u64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < MIN_MAX_STORE {
+        return Err(format!("{s:?} is less than the least store size, 1MiB"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("10 gb"), Ok(10 << 30));
+        assert_eq!(parse_size("500m"), Ok(500 << 20));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+        for bad in ["", "lots", "10XB", "-1G", "1.2.3G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_max_store("1000").is_err());
+        assert_eq!(parse_max_store("1MiB"), Ok(1 << 20));
+    }
 
     #[test]
     fn clap_definition_is_consistent() {

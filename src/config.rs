@@ -18,10 +18,22 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_PORT: u16 = 4222;
 /// The variable that moves the default address, and the local server, to another port.
 pub const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
+/// The variable that sets the local server's store size (as `--max-store` does).
+pub const LOCAL_MAX_STORE_ENV: &str = "SKYPIPE_LOCAL_MAX_STORE";
+/// The most disk the local server's store may use unless told otherwise: room for several
+/// large payloads waiting at once, while a forgotten pipe cannot fill the disk. Live
+/// transfers of any size still pass: a sender facing a full store waits for takers.
+pub const DEFAULT_LOCAL_MAX_STORE: u64 = 10 << 30;
 /// The most replicas a JetStream stream can have.
 pub const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `--ttl`: 100 years (of 365.25 days, as `humantime` counts them). The server
+/// keeps a message's expiry as nanoseconds since 1970 in an int64, which runs out in 2262; a
+/// TTL that reaches past that wraps around and the payload expires at once.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
+/// The shortest `--ttl`: the server counts per-message TTLs in whole seconds, from one.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// A setting that cannot be used. All of these are usage errors (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +66,25 @@ pub enum ConfigError {
     EmptySecret(String),
     #[error("{LOCAL_PORT_ENV}={value:?} is not a port number from 1 to 65535")]
     LocalPort { value: String },
+    #[error("{LOCAL_MAX_STORE_ENV}: {0}")]
+    LocalMaxStore(String),
     #[error("bad replica count {value:?} (from {from}): give a number from 1 to {MAX_REPLICAS}")]
     Replicas { value: String, from: &'static str },
     #[error("cannot read skypipe's config file {path}: {reason}")]
     BadConfigFile { path: PathBuf, reason: String },
+    #[error(
+        "--ttl {} is longer than the longest TTL, {}: the server counts a payload's expiry in \
+         nanoseconds since 1970, which run out in 2262",
+        humantime::format_duration(*.0),
+        humantime::format_duration(MAX_TTL)
+    )]
+    TtlTooLong(Duration),
+    #[error(
+        "--ttl {} is shorter than the shortest TTL, {}: the server counts TTLs in whole seconds",
+        humantime::format_duration(*.0),
+        humantime::format_duration(MIN_TTL)
+    )]
+    TtlTooShort(Duration),
 }
 
 /// Where the server URL came from, for messages.
@@ -92,6 +119,11 @@ pub struct Conn {
     pub replicas: Option<usize>,
     /// The port of the default address, where skypipe's local server listens.
     pub local_port: u16,
+    /// The local server's credential (an nkey seed file), used to log in when nothing names
+    /// a server and no credential is given; it may not exist (yet). See `crate::local`.
+    pub local_nkey: Option<PathBuf>,
+    /// The most disk the local server's store may use when skypipe starts it.
+    pub local_max_store: u64,
 }
 
 impl Conn {
@@ -218,6 +250,14 @@ pub fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigErr
             .ok()
             .filter(|p| *p > 0)
             .ok_or(ConfigError::LocalPort { value: v }),
+    }
+}
+
+/// The local server's store size: `SKYPIPE_LOCAL_MAX_STORE`, or 10 GiB.
+pub fn local_max_store(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    match env(LOCAL_MAX_STORE_ENV).filter(|s| !s.trim().is_empty()) {
+        None => Ok(DEFAULT_LOCAL_MAX_STORE),
+        Some(v) => crate::cli::parse_max_store(&v).map_err(ConfigError::LocalMaxStore),
     }
 }
 
@@ -412,6 +452,7 @@ pub fn resolve_conn(
     };
     let envs = |k: &str| env(k).filter(|s| !s.is_empty());
     let local_port = local_port(env)?;
+    let local_max_store = local_max_store(env)?;
 
     let (url_text, source) = if let Some(s) = args.server.clone() {
         (s, Source::Flag)
@@ -493,6 +534,17 @@ pub fn resolve_conn(
         (None, None) => None,
     };
 
+    // Nothing named and no login given: the default address is skypipe's local server, which
+    // lets in whoever holds the seed its owner's skypipe made.
+    let local_nkey = (source == Source::Default
+        && user.is_none()
+        && token.is_none()
+        && creds.is_none()
+        && nkey.is_none())
+    .then(|| crate::local::data_dir(env).ok())
+    .flatten()
+    .map(|dir| dir.join(crate::local::NKEY_FILE));
+
     Ok(Conn {
         urls,
         source,
@@ -511,6 +563,8 @@ pub fn resolve_conn(
         layout,
         replicas,
         local_port,
+        local_nkey,
+        local_max_store,
     })
 }
 
@@ -617,6 +671,17 @@ pub fn resolve_crypto(
     })
 }
 
+/// Checks a `--ttl` against what the server can hold: [`MIN_TTL`] to [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
+    if ttl > MAX_TTL {
+        Err(ConfigError::TtlTooLong(ttl))
+    } else if ttl < MIN_TTL {
+        Err(ConfigError::TtlTooShort(ttl))
+    } else {
+        Ok(ttl)
+    }
+}
+
 /// Builds the settings of a pipe command.
 pub fn pipe_settings(
     cli: &Cli,
@@ -636,7 +701,7 @@ pub fn pipe_settings(
     Ok(PipeSettings {
         pipe,
         mode,
-        ttl: cli.ttl.unwrap_or(DEFAULT_TTL),
+        ttl: cli.ttl.map(check_ttl).transpose()?.unwrap_or(DEFAULT_TTL),
         ttl_given: cli.ttl.is_some(),
         timeout: cli.timeout,
         listen: cli.listen,
@@ -672,6 +737,28 @@ mod tests {
         let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("resolves");
         assert_eq!(c.urls, vec![DEFAULT_URL.to_string()]);
         assert_eq!(c.source, Source::Default);
+    }
+
+    #[test]
+    fn the_local_credential_is_for_the_default_address_without_a_login() {
+        let home = [("HOME", "/home/u")];
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&home)).expect("ok");
+        assert_eq!(
+            c.local_nkey,
+            Some(PathBuf::from("/home/u/.local/share/skypipe/local-user.nk"))
+        );
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("HOME", "/home/u"), ("NATS_TOKEN", "t")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_nkey, None, "a login given is used instead");
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("HOME", "/home/u"), ("NATS_URL", "nats://127.0.0.1:4222")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_nkey, None, "a server named is never sent it");
     }
 
     #[test]
@@ -768,6 +855,24 @@ mod tests {
             assert!(matches!(
                 resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_PORT_ENV, bad)])),
                 Err(ConfigError::LocalPort { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn the_local_store_size_comes_from_the_environment() {
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("ok");
+        assert_eq!(c.local_max_store, DEFAULT_LOCAL_MAX_STORE);
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[(LOCAL_MAX_STORE_ENV, "2GiB")]),
+        )
+        .expect("ok");
+        assert_eq!(c.local_max_store, 2 << 30);
+        for bad in ["lots", "1K"] {
+            assert!(matches!(
+                resolve_conn(&ConnArgs::default(), &env_of(&[(LOCAL_MAX_STORE_ENV, bad)])),
+                Err(ConfigError::LocalMaxStore(_))
             ));
         }
     }
@@ -886,6 +991,25 @@ mod tests {
         )
         .expect("ok");
         assert_eq!((conn.user, conn.token.as_deref()), (None, Some("t")));
+    }
+
+    #[test]
+    fn ttls_the_server_can_hold() {
+        let years = |n: u64| Duration::from_secs(n * 31_557_600);
+        assert_eq!(check_ttl(years(100)).ok(), Some(MAX_TTL));
+        assert!(check_ttl(years(50)).is_ok());
+        assert!(check_ttl(MIN_TTL).is_ok());
+        let long = check_ttl(years(300)).expect_err("too long");
+        assert_eq!(
+            long.to_string().split(':').next(),
+            Some("--ttl 300years is longer than the longest TTL, 100years")
+        );
+        // Past 100 years and still short of the wrap-around: refused all the same.
+        assert!(check_ttl(MAX_TTL + Duration::from_secs(1)).is_err());
+        let short = check_ttl(Duration::from_millis(500)).expect_err("too short");
+        assert!(short
+            .to_string()
+            .starts_with("--ttl 500ms is shorter than the shortest TTL, 1s"));
     }
 
     #[test]

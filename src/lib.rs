@@ -173,11 +173,11 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         Command::Monitor(args) => run_monitor(cli, args).await,
         Command::Server(args) => {
             let conn = conn()?;
-            match args.action {
-                ServerAction::Start => local::cmd_start(&conn, &env_var).await,
+            match &args.action {
+                ServerAction::Start(a) => local::cmd_start(&conn, a, &env_var).await,
                 ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
                 ServerAction::Status => local::cmd_status(&conn, &env_var).await,
-                ServerAction::Run => local::cmd_run(&conn, &env_var),
+                ServerAction::Run(a) => local::cmd_run(&conn, a, &env_var),
             }
         }
         Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,

@@ -5,6 +5,12 @@
 //!
 //! Starting is done under an exclusive lock on a file beside the store, re-checking once the
 //! lock is held, so two commands that both find nothing running start one server, not two.
+//!
+//! The server lets in one user only: whoever holds the nkey seed in [`NKEY_FILE`] (mode 0600,
+//! made at the first start). Its config names the public key, and a client proves it holds
+//! the seed by signing the server's nonce, so the seed never leaves the file: not on a command
+//! line, not to the server, not to whatever else might answer at the port. skypipe logs in
+//! with it whenever nothing names a server (`Conn::local_nkey`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use skypipe_nats::ServerConfig;
 
+use crate::cli::LocalServerArgs;
 use crate::config::{Conn, Source, LOCAL_PORT_ENV};
 use crate::error::code;
 
@@ -22,6 +29,12 @@ use crate::error::code;
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// How long a stopping server may take to write its store before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// The local server's credential in the data directory: the nkey seed of its only user.
+pub const NKEY_FILE: &str = "local-user.nk";
+/// The size at which the local server moves its log aside and starts a new one.
+pub const LOG_SIZE_LIMIT: u64 = 10 << 20;
+/// How many log files the local server keeps, the current one included: at most 40 MiB.
+pub const LOG_FILES: u32 = 4;
 
 /// The data directory: `$XDG_DATA_HOME/skypipe` or `~/.local/share/skypipe`.
 pub fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
@@ -43,13 +56,17 @@ struct State {
     port: u16,
     /// "background" (`server start`, auto-start) or "foreground" (`server run`).
     mode: String,
+    /// The store size it started with (`max_file_store`); absent from older skypipes' files.
+    #[serde(default)]
+    max_store: Option<u64>,
 }
 
-/// The local server's files, for one port.
+/// The local server's files, for one port, and the store size it starts with.
 #[derive(Debug, Clone)]
 pub struct Local {
     pub dir: PathBuf,
     pub port: u16,
+    pub max_store: u64,
 }
 
 /// A local server found running.
@@ -58,6 +75,8 @@ pub struct Running {
     pub pid: u32,
     pub port: u16,
     pub foreground: bool,
+    /// The store size it started with, when skypipe recorded it.
+    pub max_store: Option<u64>,
 }
 
 impl Running {
@@ -71,13 +90,54 @@ impl Running {
 pub enum Start {
     Started(Running),
     AlreadyRunning(Running),
+    /// A server an older skypipe started without authentication was stopped, and this one
+    /// started in its place.
+    Restarted {
+        old_pid: u32,
+        running: Running,
+    },
+}
+
+/// Whether the INFO line's JSON says the server wants clients to log in.
+fn auth_required(info_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(info_json)
+        .ok()
+        .and_then(|v| v.get("auth_required")?.as_bool())
+        .unwrap_or(false)
+}
+
+/// Whether the NATS server at 127.0.0.1:`port` lets clients in without a login. `false` when
+/// nothing answers.
+fn lets_anyone_in(port: u16) -> bool {
+    skypipe_nats::server_info(port, PROBE_WAIT).is_some_and(|info| !auth_required(&info))
+}
+
+/// What to say about a local server that an older skypipe started without authentication.
+fn open_warning(r: &Running) -> String {
+    let fix = if r.foreground {
+        "restart the `skypipe server run` that runs it (or its service) to turn authentication on"
+    } else {
+        "`skypipe server start` restarts it with authentication (payloads waiting are kept)"
+    };
+    format!(
+        "skypipe: warning: the local server at {} (pid {}) was started by an older skypipe \
+         without authentication, so every user of this machine can read and write its pipes; \
+         {fix}",
+        r.url(),
+        r.pid
+    )
 }
 
 impl Local {
-    pub fn new(env: &dyn Fn(&str) -> Option<String>, port: u16) -> anyhow::Result<Local> {
+    pub fn new(
+        env: &dyn Fn(&str) -> Option<String>,
+        port: u16,
+        max_store: u64,
+    ) -> anyhow::Result<Local> {
         Ok(Local {
             dir: data_dir(env)?,
             port,
+            max_store,
         })
     }
 
@@ -93,6 +153,11 @@ impl Local {
         self.dir.join("nats-server.log")
     }
 
+    /// The credential: the seed of the server's only user.
+    pub fn nkey_file(&self) -> PathBuf {
+        self.dir.join(NKEY_FILE)
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("server.json")
     }
@@ -101,14 +166,78 @@ impl Local {
         self.dir.join("server.lock")
     }
 
-    /// The server's config: loopback only, JetStream with its store in the data directory.
-    pub fn server_config(&self) -> ServerConfig {
+    /// The server's config: loopback only, JetStream with its store in the data directory
+    /// and at most `max_store` bytes of it, a log that rotates, and one user, the holder of
+    /// the seed whose public key is `user`.
+    pub fn server_config(&self, user: &str) -> ServerConfig {
         let mut config = ServerConfig::new(&self.dir);
         config.port = Some(self.port);
         config.name = Some("skypipe-local".into());
         config.pid_file = Some(self.pid_file());
         config.log_file = Some(self.log_file());
+        config.log_size_limit = Some(LOG_SIZE_LIMIT);
+        config.log_max_num = Some(LOG_FILES);
+        config.max_file_store = Some(self.max_store);
+        config.nkey_users = vec![user.to_string()];
         config
+    }
+
+    /// The public key of the server's user, making the seed first when there is none. Call
+    /// with the lock held.
+    fn credential(&self) -> anyhow::Result<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.nkey_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                // Only its owner may read it, whatever happened to it since.
+                let mode = std::fs::metadata(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("cannot make {} private", path.display()))?;
+                }
+                let seed = text.lines().map(str::trim).find(|l| l.starts_with('S'));
+                seed.and_then(|seed| nkeys::KeyPair::from_seed(seed).ok())
+                    .map(|pair| pair.public_key())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{} holds no valid nkey seed; stop the local server, remove the \
+                             file and start it again (a new one is made)",
+                            path.display()
+                        )
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use rand::TryRngCore as _;
+                let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng
+                    .try_fill_bytes(raw.as_mut())
+                    .map_err(|e| anyhow!("no randomness for the local server's credential: {e}"))?;
+                let pair = nkeys::KeyPair::new_from_raw(nkeys::KeyPairType::User, *raw)
+                    .map_err(|e| anyhow!("cannot make the local server's credential: {e}"))?;
+                let seed = zeroize::Zeroizing::new(
+                    pair.seed()
+                        .map_err(|e| anyhow!("cannot make the local server's credential: {e}"))?,
+                );
+                skypipe_nats::write_private(&path, &format!("{}\n", seed.as_str()))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(pair.public_key())
+            }
+            Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// For a running server an older skypipe started without authentication: makes the
+    /// credential and writes the config it will start with next time.
+    fn prepare_upgrade(&self, port: u16) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
+        let user = self.credential()?;
+        self.server_config(&user)
+            .write_config(port)
+            .map_err(|e| anyhow!("cannot write the local server's config: {e}"))?;
+        Ok(())
     }
 
     fn create_dir(&self) -> anyhow::Result<()> {
@@ -169,7 +298,8 @@ impl Local {
         Some(Running {
             pid,
             port: state.as_ref().map_or(self.port, |s| s.port),
-            foreground: state.is_some_and(|s| s.mode == "foreground"),
+            foreground: state.as_ref().is_some_and(|s| s.mode == "foreground"),
+            max_store: state.and_then(|s| s.max_store),
         })
     }
 
@@ -207,25 +337,68 @@ impl Local {
         Ok(None)
     }
 
-    /// Starts the server in the background unless it runs already. Blocking.
-    pub fn start(&self) -> anyhow::Result<Start> {
+    /// Starts the server in the background unless it runs already. With `upgrade`, a server
+    /// running in the background that an older skypipe started without authentication is
+    /// stopped (its store kept) and started again with it. Blocking.
+    pub fn start(&self, upgrade: bool) -> anyhow::Result<Start> {
         let _lock = self.lock()?;
+        let mut old_pid = None;
         if let Some(r) = self.check_free()? {
-            return Ok(Start::AlreadyRunning(r));
+            if !(upgrade && !r.foreground && lets_anyone_in(r.port)) {
+                return Ok(Start::AlreadyRunning(r));
+            }
+            skypipe_nats::stop_pid(r.pid, STOP_GRACE)
+                .with_context(|| format!("cannot stop nats-server (pid {})", r.pid))?;
+            old_pid = Some(r.pid);
+            if let Some(r) = self.check_free()? {
+                return Ok(Start::AlreadyRunning(r));
+            }
         }
         self.forget();
-        let detached = self.server_config().start_detached().map_err(start_error)?;
+        let user = self.credential()?;
+        let detached = self
+            .server_config(&user)
+            .start_detached()
+            .map_err(start_error)?;
         let running = Running {
             pid: detached.pid,
             port: detached.port,
             foreground: false,
+            max_store: Some(self.max_store),
         };
         self.write_state(&State {
             pid: running.pid,
             port: running.port,
             mode: "background".into(),
+            max_store: running.max_store,
         })?;
-        Ok(Start::Started(running))
+        Ok(match old_pid {
+            Some(old_pid) => Start::Restarted { old_pid, running },
+            None => Start::Started(running),
+        })
+    }
+
+    /// A connection to this server as its owner: its address and credential, nothing else
+    /// from `base` but the prefix.
+    pub fn client_conn(&self, base: &Conn, port: u16) -> Conn {
+        Conn {
+            urls: vec![format!("nats://127.0.0.1:{port}")],
+            source: Source::Default,
+            user: None,
+            password: None,
+            token: None,
+            creds: None,
+            nkey: None,
+            cert: None,
+            key: None,
+            ca: None,
+            tls_first: false,
+            inbox_prefix: None,
+            js_domain: None,
+            js_api_prefix: None,
+            local_nkey: Some(self.nkey_file()),
+            ..base.clone()
+        }
     }
 
     /// Stops the server. `Ok(None)` when none was running.
@@ -265,10 +438,15 @@ impl Local {
             pid: std::process::id(),
             port: self.port,
             mode: "foreground".into(),
+            max_store: Some(self.max_store),
         }) {
             return e;
         }
-        let mut config = self.server_config();
+        let user = match self.credential() {
+            Ok(u) => u,
+            Err(e) => return e,
+        };
+        let mut config = self.server_config(&user);
         config.log_file = None;
         // The lock's descriptor is close-on-exec: exec releases it.
         let error = start_error(config.exec());
@@ -303,16 +481,31 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
         return Ok(());
     }
     let port = conn.local_port;
-    // Only needed when nothing answers: a server that runs needs no HOME.
-    let local = Local::new(env, port);
-    let started = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Running>> {
-        if skypipe_nats::answers(port, PROBE_WAIT) {
-            return Ok(None);
+    // Only needed when nothing answers, or an open server answers: a server that runs needs
+    // no HOME.
+    let local = Local::new(env, port, conn.local_max_store);
+    enum Found {
+        Started(Running),
+        /// This user's local server, started by an older skypipe without authentication.
+        Open(Running),
+        Other,
+    }
+    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Found> {
+        if let Some(info) = skypipe_nats::server_info(port, PROBE_WAIT) {
+            if auth_required(&info) {
+                return Ok(Found::Other);
+            }
+            let ours = local.ok().and_then(|l| {
+                let r = l.running().filter(|r| r.port == port)?;
+                // Ready for its next start; the warning below says how to get there now.
+                let _ = l.prepare_upgrade(port);
+                Some(r)
+            });
+            return Ok(ours.map_or(Found::Other, Found::Open));
         }
-        match local?.start() {
-            Ok(Start::Started(r)) => Ok(Some(r)),
-            Ok(Start::AlreadyRunning(_)) => Ok(None),
-            Err(e) => Err(e),
+        match local?.start(false)? {
+            Start::Started(r) | Start::Restarted { running: r, .. } => Ok(Found::Started(r)),
+            Start::AlreadyRunning(_) => Ok(Found::Other),
         }
     })
     .await
@@ -323,6 +516,14 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
              local one: {e:#}"
         )
     })?;
+    let started = match found {
+        Found::Started(r) => Some(r),
+        Found::Open(r) => {
+            eprintln!("{}", open_warning(&r));
+            None
+        }
+        Found::Other => None,
+    };
     if let Some(r) = started {
         let dir = data_dir(env).map(|d| show(&d)).unwrap_or_default();
         let version = skypipe_nats::server_info(r.port, PROBE_WAIT)
@@ -339,16 +540,40 @@ pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
     Ok(())
 }
 
+/// The local server for a `server` subcommand: the flag's store size, else the variable's.
+fn local_for(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Local> {
+    Local::new(
+        env,
+        conn.local_port,
+        args.max_store.unwrap_or(conn.local_max_store),
+    )
+}
+
 /// `skypipe server start`.
-pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+pub async fn cmd_start(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let local = local_for(conn, args, env)?;
     let dir = local.dir.clone();
     let log = local.log_file();
-    let outcome = tokio::task::spawn_blocking(move || local.start())
-        .await
-        .map_err(|e| anyhow!("the local server's starter failed: {e}"))??;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = local.start(true)?;
+        let open = match &outcome {
+            Start::AlreadyRunning(r) => lets_anyone_in(r.port),
+            _ => false,
+        };
+        anyhow::Ok((outcome, open))
+    })
+    .await
+    .map_err(|e| anyhow!("the local server's starter failed: {e}"))??;
     match outcome {
-        Start::Started(r) => {
+        (Start::Started(r), _) => {
             println!(
                 "started the local server at {} (pid {}); data in {}, log in {}",
                 r.url(),
@@ -357,12 +582,31 @@ pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
                 show(&log)
             );
         }
-        Start::AlreadyRunning(r) => {
+        (Start::Restarted { old_pid, running }, _) => {
+            println!(
+                "restarted the local server at {} with authentication (pid {old_pid}, started \
+                 by an older skypipe without it, is now pid {}); data in {}, log in {}",
+                running.url(),
+                running.pid,
+                show(&dir),
+                show(&log)
+            );
+        }
+        (Start::AlreadyRunning(r), open) => {
             println!(
                 "the local server already runs at {} (pid {})",
                 r.url(),
                 r.pid
             );
+            if open {
+                eprintln!("{}", open_warning(&r));
+            }
+            if args.max_store.is_some() {
+                eprintln!(
+                    "skypipe: --max-store applies at the next start; `skypipe server stop` \
+                     first to start it with another size now"
+                );
+            }
         }
     }
     Ok(code::OK)
@@ -370,7 +614,7 @@ pub async fn cmd_start(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> any
 
 /// `skypipe server stop`.
 pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+    let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let stopped = tokio::task::spawn_blocking(move || local.stop())
         .await
         .map_err(|e| anyhow!("the local server's stopper failed: {e}"))??;
@@ -382,8 +626,12 @@ pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyh
 }
 
 /// `skypipe server run`.
-pub fn cmd_run(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
-    let local = Local::new(env, conn.local_port)?;
+pub fn cmd_run(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let local = local_for(conn, args, env)?;
     Err(local.run_foreground())
 }
 
@@ -391,7 +639,7 @@ pub fn cmd_run(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Res
 /// scripts and `systemctl status` do).
 pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
     const NOT_RUNNING: i32 = 3;
-    let local = Local::new(env, conn.local_port)?;
+    let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let probe = local.clone();
     let (running, info) = tokio::task::spawn_blocking(move || {
         let r = probe.running();
@@ -428,12 +676,30 @@ pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> an
     if r.foreground {
         println!("  log:      standard error of `skypipe server run`");
     } else {
-        println!("  log:      {}", show(&local.log_file()));
+        println!(
+            "  log:      {} (moved aside at {}, {LOG_FILES} files kept)",
+            show(&local.log_file()),
+            human_bytes(LOG_SIZE_LIMIT)
+        );
     }
-    let mut local_conn = conn.clone();
-    local_conn.urls = vec![r.url()];
-    local_conn.source = Source::Default;
-    println!("  pipes:    {}", pipes_stored(&local_conn).await);
+    if let Some(max) = r.max_store {
+        println!("  store:    at most {} on disk", human_bytes(max));
+    }
+    match info.as_deref() {
+        Some(i) if auth_required(i) => println!(
+            "  auth:     required; skypipe logs in with the key in {}",
+            show(&local.nkey_file())
+        ),
+        Some(_) => println!(
+            "  auth:     none: started by an older skypipe, every user of this machine can use \
+             it; `skypipe server start` restarts it with authentication"
+        ),
+        None => {}
+    }
+    println!(
+        "  pipes:    {}",
+        pipes_stored(&local.client_conn(conn, r.port)).await
+    );
     say_what_skypipe_uses(conn);
     Ok(code::OK)
 }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
-use crate::config::{is_websocket, Conn, DEFAULT_TTL};
+use crate::config::{is_websocket, Conn, Source, DEFAULT_TTL, LOCAL_PORT_ENV};
 use crate::crypto::{Crypto, Opener, Place};
 use crate::error::Failure;
 use crate::pipe::{self, Layout, PipeName};
@@ -117,6 +117,60 @@ impl Denied {
     }
 }
 
+/// The server turned the login down (or wanted one): not something a local server started
+/// in its place would fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// The nkey seed in a seed file's text: its first line that starts with `S`.
+fn seed_in(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| l.starts_with('S'))
+}
+
+/// The local server's seed, when the default address is used and skypipe has made one.
+fn local_seed(conn: &Conn) -> anyhow::Result<Option<String>> {
+    let Some(path) = &conn.local_nkey else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow!(
+                "cannot read skypipe's local server credential {}: {e}",
+                path.display()
+            ))
+        }
+    };
+    match seed_in(&text).filter(|seed| nkeys::KeyPair::from_seed(seed).is_ok()) {
+        Some(seed) => Ok(Some(seed.to_string())),
+        None => Err(anyhow!(
+            "skypipe's local server credential {} holds no valid nkey seed; stop the local \
+             server, remove the file and start it again (`skypipe server start` makes a new one)",
+            path.display()
+        )),
+    }
+}
+
+/// Why the default address turned skypipe down: it is not this user's local server.
+fn default_refused(shown: &str, sent_local_key: bool, port: u16) -> String {
+    let (what, or_yours) = if sent_local_key {
+        (
+            "requires authentication and refused skypipe's local server credential",
+            ", your local server started with another credential (`skypipe server stop`, then \
+             `skypipe server start`)",
+        )
+    } else {
+        ("requires authentication", "")
+    };
+    format!(
+        "the server at {shown} {what}: it is another user's local skypipe server{or_yours}, or \
+         a NATS server that needs credentials (--user, --token, --creds, --nkey or a context); \
+         for a local server of your own, set {LOCAL_PORT_ENV} to a free port (not {port})"
+    )
+}
+
 /// A connected client, before anything JetStream is asked of it.
 pub struct Connected {
     pub client: async_nats::Client,
@@ -182,17 +236,18 @@ pub async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     if let Some(path) = &conn.nkey {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("nkey seed file {}: {e}", path.display())))?;
-        let seed = text
-            .lines()
-            .map(str::trim)
-            .find(|l| l.starts_with('S'))
-            .ok_or_else(|| {
-                Failure::Usage(format!(
-                    "nkey seed file {} holds no seed (a line starting with 'S')",
-                    path.display()
-                ))
-            })?;
+        let seed = seed_in(&text).ok_or_else(|| {
+            Failure::Usage(format!(
+                "nkey seed file {} holds no seed (a line starting with 'S')",
+                path.display()
+            ))
+        })?;
         opts = opts.nkey(seed.to_string());
+    }
+    let local_seed = local_seed(conn)?;
+    let sent_local_key = local_seed.is_some();
+    if let Some(seed) = local_seed {
+        opts = opts.nkey(seed);
     }
     if let Some(ca) = &conn.ca {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
@@ -219,9 +274,17 @@ pub async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
         Err(e) => {
             let tls = tls_failure(&e);
             let msg = match e.kind() {
-                ConnectErrorKind::AuthorizationViolation => format!(
-                    "the server at {shown} refused the credentials (authorization violation)"
-                ),
+                ConnectErrorKind::AuthorizationViolation if conn.source == Source::Default => {
+                    return Err(
+                        Refused(default_refused(&shown, sent_local_key, conn.local_port)).into(),
+                    );
+                }
+                ConnectErrorKind::AuthorizationViolation => {
+                    return Err(Refused(format!(
+                        "the server at {shown} refused the credentials (authorization violation)"
+                    ))
+                    .into());
+                }
                 ConnectErrorKind::Authentication => {
                     format!("could not authenticate to {shown}: {e}")
                 }

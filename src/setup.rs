@@ -108,7 +108,8 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     let connected = match session::connect_client(conn).await {
         Ok(c) => c,
         Err(e) => {
-            let hint = if conn.source == Source::Default {
+            let refused = e.downcast_ref::<session::Refused>().is_some();
+            let hint = if conn.source == Source::Default && !refused {
                 format!(
                     "; nothing is configured, so a pipe command would start skypipe's local \
                      server here (or run `skypipe server start`; {LOCAL_PORT_ENV} moves it)"

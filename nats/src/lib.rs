@@ -130,6 +130,10 @@ pub struct ServerConfig {
     pub jetstream: bool,
     /// Total file storage JetStream may use, in bytes (`None`: the server's default).
     pub max_file_store: Option<u64>,
+    /// Public nkeys (`U...`) of the only users the server lets in; empty: no authorization
+    /// block (anyone who reaches the port gets in, unless `extra` says otherwise). The server
+    /// learns no secret: clients prove they hold the seed by signing its nonce.
+    pub nkey_users: Vec<String>,
     /// Cluster routing: (cluster name, our route port, all route ports).
     pub cluster: Option<(String, u16, Vec<u16>)>,
     /// Port of an optional WebSocket listener on `host` (plain text unless `websocket_tls`).
@@ -142,6 +146,12 @@ pub struct ServerConfig {
     pub pid_file: Option<PathBuf>,
     /// Where the server logs (`log_file`); `None`: to its standard error.
     pub log_file: Option<PathBuf>,
+    /// With a `log_file`: the size at which the server moves the log aside and starts a new
+    /// one (`logfile_size_limit`, bytes).
+    pub log_size_limit: Option<u64>,
+    /// With a `log_file` and a size limit: how many log files to keep, the current one
+    /// included; the oldest are deleted (`logfile_max_num`).
+    pub log_max_num: Option<u32>,
     /// The `nats-server` binary to run; `None`: the one [`find_binary`] finds.
     pub binary: Option<PathBuf>,
 }
@@ -156,12 +166,15 @@ impl ServerConfig {
             extra: String::new(),
             jetstream: true,
             max_file_store: None,
+            nkey_users: Vec::new(),
             cluster: None,
             websocket_port: None,
             websocket_tls: None,
             ready_timeout: Duration::from_secs(20),
             pid_file: None,
             log_file: None,
+            log_size_limit: None,
+            log_max_num: None,
             binary: None,
         }
     }
@@ -186,6 +199,19 @@ impl ServerConfig {
         }
         if let Some(log) = &self.log_file {
             let _ = writeln!(c, "log_file: \"{}\"", log.display());
+            if let Some(limit) = self.log_size_limit {
+                let _ = writeln!(c, "logfile_size_limit: {limit}");
+                if let Some(n) = self.log_max_num {
+                    let _ = writeln!(c, "logfile_max_num: {n}");
+                }
+            }
+        }
+        if !self.nkey_users.is_empty() {
+            c.push_str("authorization {\n  users = [\n");
+            for key in &self.nkey_users {
+                let _ = writeln!(c, "    {{ nkey: \"{key}\" }}");
+            }
+            c.push_str("  ]\n}\n");
         }
         if self.jetstream {
             let store = self.dir.join("jetstream");
@@ -280,6 +306,15 @@ impl ServerConfig {
         self.dir.join("nats-server.conf")
     }
 
+    /// Writes the config file for a given client port (`nats-server.conf` in `dir`, readable
+    /// by its owner only) and returns its path. Starting does this too.
+    pub fn write_config(&self, port: u16) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.config_path();
+        write_private(&path, &self.render(port))?;
+        Ok(path)
+    }
+
     /// Starts the server in the background, detached from this process: it gets a process
     /// group of its own (so a Ctrl-C meant for the caller does not reach it), no terminal
     /// streams (its output goes to `log_file`, or `nats-server.log` in `dir`), and keeps
@@ -303,8 +338,7 @@ impl ServerConfig {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
-        let config_file = self.config_path();
-        std::fs::write(&config_file, self.render(port))?;
+        let config_file = self.write_config(port)?;
         // Whatever the server prints before it opens its log file (a bad config, say) lands
         // in the log file too.
         let early = std::fs::OpenOptions::new()
@@ -377,13 +411,10 @@ impl ServerConfig {
             Err(e) => return e,
         };
         self.port = Some(port);
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
-            return e.into();
-        }
-        let config_file = self.config_path();
-        if let Err(e) = std::fs::write(&config_file, self.render(port)) {
-            return e.into();
-        }
+        let config_file = match self.write_config(port) {
+            Ok(path) => path,
+            Err(e) => return e,
+        };
         let source = Command::new(&binary).arg("-c").arg(&config_file).exec();
         Error::Spawn { binary, source }
     }
@@ -493,6 +524,30 @@ pub fn stop_pid(pid: u32, grace: Duration) -> Result<bool> {
     Ok(true)
 }
 
+/// Replaces `path` with `text` in a file only its owner can read or write (mode 0600), also
+/// when an older file there was open to others: the text goes to a new file beside it, which
+/// is then renamed over the old one.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let tmp = path.with_file_name(name);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
 fn tail_file(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -551,7 +606,7 @@ impl Server {
 
     fn spawn(&mut self) -> Result<()> {
         let port = self.port();
-        std::fs::write(self.config_path(), self.config.render(port))?;
+        self.config.write_config(port)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -737,6 +792,39 @@ mod tests {
         assert!(text.contains("listen: \"127.0.0.1:4333\""));
         assert!(text.contains("store_dir: \"/tmp/x/jetstream\""));
         assert!(text.contains("max_file_store: 1024"));
+    }
+
+    #[test]
+    fn render_nkey_users_and_log_limits() {
+        let mut c = ServerConfig::new("/tmp/x");
+        let text = c.render(4333);
+        assert!(!text.contains("authorization"));
+        assert!(
+            !text.contains("logfile_size_limit"),
+            "no log file, no limit"
+        );
+        c.nkey_users = vec!["UABC".into()];
+        c.log_file = Some("/tmp/x/log".into());
+        c.log_size_limit = Some(1000);
+        c.log_max_num = Some(3);
+        let text = c.render(4333);
+        assert!(text.contains("authorization {\n  users = [\n    { nkey: \"UABC\" }\n  ]\n}"));
+        assert!(text.contains("logfile_size_limit: 1000\nlogfile_max_num: 3\n"));
+    }
+
+    #[test]
+    fn config_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("skypipe-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("c.conf");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, "new").expect("write_private");
+        let meta = std::fs::metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

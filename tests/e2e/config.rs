@@ -97,3 +97,31 @@ fn bad_flag_values_are_one_line_usage_errors() {
         assert!(!stderr_of(&out).is_empty());
     }
 }
+
+/// The server keeps a payload's expiry in nanoseconds since 1970 (int64, which runs out in
+/// 2262): a TTL past that wrapped around and the payload expired at once, after exit 0.
+#[test]
+fn a_ttl_the_server_cannot_hold_is_refused_and_nothing_is_queued() {
+    let b = Bench::new();
+    let out = b.send_bytes(&["t", "--ttl", "300years"], b"keep\n");
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--ttl"), "{err}");
+    assert!(err.contains("100years"), "names the limit: {err}");
+    let got = b.recv(&["t", "--timeout", "2s"]);
+    assert_eq!(got.status.code(), Some(124), "{}", stderr_of(&got));
+    assert!(got.stdout.is_empty());
+
+    // Below the server's one second, too.
+    let out = b.send_bytes(&["t", "--ttl", "500ms"], b"keep\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("1s"), "{}", stderr_of(&out));
+
+    // A long TTL within the limit keeps the payload.
+    let data = random_bytes(100_000, 50);
+    assert_ok(&b.send_bytes(&["t", "--ttl", "50years"], &data));
+    let got = b.recv(&["t", "--timeout", "10s"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+}

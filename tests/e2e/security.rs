@@ -369,3 +369,28 @@ fn a_user_denied_one_pipe_gets_a_permission_error_not_a_wait() {
     let out = b.recv(&args);
     assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
 }
+
+/// The ELF type of a binary (`e_type`: 2 a fixed-address executable, 3 position-independent).
+fn elf_type(path: &str) -> u16 {
+    use std::io::Read;
+    let mut header = [0u8; 18];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .unwrap_or_else(|e| panic!("read the ELF header of {path}: {e}"));
+    assert_eq!(&header[..4], b"\x7fELF", "{path} is an ELF file");
+    let bytes = [header[16], header[17]];
+    match header[5] {
+        1 => u16::from_le_bytes(bytes),
+        2 => u16::from_be_bytes(bytes),
+        other => panic!("{path}: unknown ELF data encoding {other}"),
+    }
+}
+
+/// A tool that parses what others send keeps address-space layout randomisation: the binary
+/// must be a position-independent executable, whatever it costs at start-up.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_is_position_independent() {
+    const ET_DYN: u16 = 3;
+    assert_eq!(elf_type(BIN), ET_DYN, "{BIN} is not a PIE (ET_DYN)");
+}

@@ -403,3 +403,345 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     let out = h.run(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `skypipe ARGS` as another user of the machine: a HOME of their own, the same
+/// `SKYPIPE_LOCAL_PORT` as `h`, nothing configured.
+fn stranger(h: &LocalHome, home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let child = bare_cmd(home)
+        .env("SKYPIPE_LOCAL_PORT", h.port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn skypipe");
+    wait_output(child, HANG)
+}
+
+/// What a user without the local server's credential must see: exit 1, nothing on stdout,
+/// one line on stderr that says the server requires authentication.
+#[track_caller]
+fn refused_for_want_of_auth(out: &std::process::Output, who: &str) {
+    let err = stderr_of(out);
+    assert_eq!(out.status.code(), Some(1), "{who}: {err}");
+    assert!(out.stdout.is_empty(), "{who} got bytes: {:?}", out.stdout);
+    assert_eq!(err.trim_end().lines().count(), 1, "{who}: one line: {err}");
+    assert!(err.contains("requires authentication"), "{who}: {err}");
+}
+
+/// Whether the user `nobody` can run `path`: every directory above it searchable by others,
+/// the file itself readable and executable by others.
+fn others_can_run(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    let file_ok = mode(path).is_ok_and(|m| m & 0o005 == 0o005);
+    file_ok
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|dir| mode(dir).is_ok_and(|m| m & 0o001 != 0))
+}
+
+#[test]
+fn another_local_user_cannot_read_the_local_server() {
+    let a = LocalHome::new();
+    let sent = a.send(&["private"], b"secret\n");
+    assert_ok(&sent);
+    assert!(stderr_of(&sent).contains("started its local one"));
+
+    // Another user of the machine, with its own HOME and the same port: refused, in one line.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = stranger(&a, other.path(), &["private", "--timeout", "5s"]);
+    refused_for_want_of_auth(&out, "another HOME");
+    // Nor can it put anything into the pipe.
+    let mut send = bare_cmd(other.path());
+    send.env("SKYPIPE_LOCAL_PORT", a.port.to_string())
+        .args(["private"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = send.spawn().expect("spawn");
+    drop(child.stdin.take());
+    let out = wait_output(child, HANG);
+    refused_for_want_of_auth(&out, "another HOME, sending");
+
+    // As root, also as the real user `nobody` (uid 65534) with a HOME it can write.
+    let root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    };
+    if root {
+        let bin = std::path::Path::new(BIN);
+        if !others_can_run(bin) {
+            println!(
+                "skipping the part run as `nobody`: {} is not readable and executable by other \
+                 users (some directory above it is closed to them)",
+                bin.display()
+            );
+        } else {
+            let open = tempfile::tempdir().expect("tempdir");
+            std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod 0777");
+            let home = open.path().join("nobody-home");
+            std::fs::create_dir(&home).expect("mkdir");
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod 0777");
+            let mut cmd = std::process::Command::new("setpriv");
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy().to_string();
+                if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k.starts_with("XDG_") {
+                    cmd.env_remove(&k);
+                }
+            }
+            let child = cmd
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(BIN)
+                .args(["private", "--timeout", "5s"])
+                .env("HOME", &home)
+                .env("SKYPIPE_LOCAL_PORT", a.port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn setpriv");
+            let out = wait_output(child, HANG);
+            refused_for_want_of_auth(&out, "nobody");
+        }
+    }
+
+    // The credential lives in the data directory, for this user only, and so does the
+    // server's config; neither the seed nor its file name shows on the server's command line.
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = a.data_dir().join("local-user.nk");
+    let config_file = a.data_dir().join("nats-server.conf");
+    for file in [&key_file, &config_file] {
+        let mode = std::fs::metadata(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    let seed = std::fs::read_to_string(&key_file).expect("read the credential");
+    let seed = seed.trim();
+    assert!(seed.starts_with("SU") && seed.len() > 50, "an nkey seed");
+    let pid = a.pid().expect("a pid file");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the server's cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(!cmdline.contains(seed), "{cmdline}");
+    assert!(!cmdline.contains("local-user.nk"), "{cmdline}");
+    let config = std::fs::read_to_string(&config_file).expect("read the config");
+    assert!(
+        !config.contains(seed),
+        "the server knows the public key only"
+    );
+    let log = std::fs::read_to_string(a.data_dir().join("nats-server.log")).unwrap_or_default();
+    assert!(!log.contains(seed), "{log}");
+    let said = format!(
+        "{}{}",
+        stderr_of(&sent),
+        String::from_utf8_lossy(&sent.stdout)
+    );
+    assert!(!said.contains(seed));
+
+    // Nothing was lost: the owner still gets it.
+    let got = a.run(&["private", "--timeout", "10s"]);
+    assert_ok(&got);
+    assert_eq!(got.stdout, b"secret\n");
+    assert_eq!(stderr_of(&got), "");
+    // And the owner's status, check and stop log in too.
+    let status = a.run(&["server", "status"]);
+    assert_ok(&status);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("0 payloads waiting"), "{text}");
+    let check = a.run(&["check"]);
+    assert_ok(&check);
+    assert_ok(&a.run(&["server", "stop"]));
+}
+
+#[test]
+fn a_plain_nats_server_on_the_default_port_works_though_skypipe_has_a_credential() {
+    let h = LocalHome::new();
+    assert_ok(&h.run(&["server", "start"]));
+    assert_ok(&h.run(&["server", "stop"]));
+    assert!(h.data_dir().join("local-user.nk").exists());
+    // The user's own nats-server, without authentication, on the same port.
+    let mut config = skypipe_nats::ServerConfig::new(h.path("plain"));
+    config.port = Some(h.port);
+    let _plain = config.start().expect("a plain nats-server starts");
+    let sent = h.send(&["plain"], b"through the user's own server\n");
+    assert_ok(&sent);
+    assert!(
+        !stderr_of(&sent).contains("started"),
+        "{}",
+        stderr_of(&sent)
+    );
+    let got = h.run(&["plain"]);
+    assert_ok(&got);
+    assert_eq!(got.stdout, b"through the user's own server\n");
+    assert!(h.pid().is_none(), "skypipe started nothing");
+}
+
+#[test]
+fn a_local_server_an_older_skypipe_started_without_authentication_is_upgraded() {
+    let h = LocalHome::new();
+    // What an older skypipe ran: the same files, no authorization block.
+    let mut old = skypipe_nats::ServerConfig::new(h.data_dir());
+    old.port = Some(h.port);
+    old.name = Some("skypipe-local".into());
+    old.pid_file = Some(h.data_dir().join("nats-server.pid"));
+    old.log_file = Some(h.data_dir().join("nats-server.log"));
+    let config_file = old.write_config(h.port).expect("the old config");
+    // Started from a shell that exits at once, as skypipe's own start leaves it: its parent
+    // is then not this test, which would otherwise keep it as a zombie once stopped.
+    let binary = skypipe_nats::find_binary().expect("nats-server");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" -c \"$1\" </dev/null >/dev/null 2>&1 &")
+        .arg(&binary)
+        .arg(&config_file)
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    assert!(eventually(Duration::from_secs(20), || {
+        skypipe_nats::answers(h.port, Duration::from_millis(200))
+    }));
+    let old_pid = h.pid().expect("the old server's pid file");
+    let other = tempfile::tempdir().expect("tempdir");
+
+    // A pipe command goes on through it, and says what to do, in one line.
+    let sent = h.send(&["kept"], b"sent before the upgrade\n");
+    assert_ok(&sent);
+    let err = stderr_of(&sent);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("without authentication"), "{err}");
+    assert!(err.contains("skypipe server start"), "{err}");
+    // The config is rewritten for the next start, already.
+    let config = std::fs::read_to_string(h.data_dir().join("nats-server.conf")).expect("config");
+    assert!(config.contains("authorization"), "{config}");
+
+    // `server start` restarts it with authentication; what waited is still there.
+    let start = h.run(&["server", "start"]);
+    assert_ok(&start);
+    let text = String::from_utf8_lossy(&start.stdout).into_owned();
+    assert!(text.contains("restarted"), "{text}");
+    let pid = h.pid().expect("a pid file");
+    assert_ne!(pid, old_pid);
+    assert!(
+        !skypipe_nats::is_nats_server(old_pid),
+        "the old one is gone"
+    );
+    let out = stranger(&h, other.path(), &["kept", "--timeout", "5s"]);
+    refused_for_want_of_auth(&out, "another HOME after the upgrade");
+    let got = h.run(&["kept", "--timeout", "10s"]);
+    assert_ok(&got);
+    assert_eq!(got.stdout, b"sent before the upgrade\n");
+    assert_eq!(stderr_of(&got), "", "no more warnings");
+    // A second start leaves it alone.
+    let again = h.run(&["server", "start"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already runs"));
+    assert_eq!(h.pid(), Some(pid));
+}
+
+/// The config the local server last started with.
+fn local_config(h: &LocalHome) -> String {
+    std::fs::read_to_string(h.data_dir().join("nats-server.conf")).expect("read the config")
+}
+
+#[test]
+fn the_local_server_caps_its_store_and_rotates_its_log() {
+    let h = LocalHome::new();
+    // The defaults, through auto-start: 10 GiB of store, logs of 10 MiB, four files at most.
+    assert_ok(&h.send(&["cap"], b"small\n"));
+    let config = local_config(&h);
+    assert!(config.contains("max_file_store: 10737418240"), "{config}");
+    assert!(config.contains("logfile_size_limit: 10485760"), "{config}");
+    assert!(config.contains("logfile_max_num: 4"), "{config}");
+    // nats-server takes every line of it as it is...
+    let binary = skypipe_nats::find_binary().expect("nats-server");
+    let tested = std::process::Command::new(&binary)
+        .arg("-t")
+        .arg("-c")
+        .arg(h.data_dir().join("nats-server.conf"))
+        .output()
+        .expect("nats-server -t");
+    assert!(tested.status.success(), "{}", stderr_of(&tested));
+    // ...and runs with it.
+    let log = std::fs::read_to_string(h.data_dir().join("nats-server.log")).expect("the log");
+    let max = log
+        .lines()
+        .find(|l| l.contains("Max Storage:"))
+        .unwrap_or_else(|| panic!("no storage limit in the log: {log}"));
+    assert!(max.contains("10.00 GB"), "{max}");
+    let status = h.run(&["server", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("at most 10.0 GiB"), "{text}");
+    assert_eq!(h.run(&["cap"]).stdout, b"small\n");
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // `--max-store` for one start; a payload bigger than that waits for a taker, and a sender
+    // given --timeout gives up saying the storage is full.
+    let start = h.run(&["server", "start", "--max-store", "1MiB"]);
+    assert_ok(&start);
+    assert!(local_config(&h).contains("max_file_store: 1048576"));
+    let log = std::fs::read_to_string(h.data_dir().join("nats-server.log")).expect("the log");
+    assert!(
+        log.lines()
+            .rev()
+            .find(|l| l.contains("Max Storage:"))
+            .is_some_and(|l| l.contains("1.00 MB")),
+        "{log}"
+    );
+    let status = h.run(&["server", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("at most 1.0 MiB"), "{text}");
+    let big = random_bytes(3_000_000, 8);
+    let out = h.send(&["big", "--timeout", "3s"], &big);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("full"), "{}", stderr_of(&out));
+    // Asked again while it runs: said to apply at the next start.
+    let again = h.run(&["server", "start", "--max-store", "2GiB"]);
+    assert_ok(&again);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already runs"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert!(
+        stderr_of(&again).contains("next start"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // SKYPIPE_LOCAL_MAX_STORE for auto-start (and every start).
+    let mut send = h.cmd(&["env"]);
+    send.env("SKYPIPE_LOCAL_MAX_STORE", "64MiB")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = send.spawn().expect("spawn");
+    drop(child.stdin.take());
+    assert_ok(&wait_output(child, HANG));
+    assert!(local_config(&h).contains("max_file_store: 67108864"));
+    assert_ok(&h.run(&["server", "stop"]));
+
+    // Sizes that make no sense are usage errors.
+    let out = h.run(&["server", "start", "--max-store", "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    let out = h.run(&["server", "start", "--max-store", "1000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("1MiB"),
+        "names the least: {}",
+        stderr_of(&out)
+    );
+    let out = h
+        .cmd(&["p", "--timeout", "1s"])
+        .env("SKYPIPE_LOCAL_MAX_STORE", "lots")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("SKYPIPE_LOCAL_MAX_STORE"));
+    assert!(h.pid().is_none());
+}
