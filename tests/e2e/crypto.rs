@@ -542,6 +542,14 @@ fn a_payload_whose_last_chunk_was_deleted_never_ends_in_success() {
     let at = last.num("Skypipe-Offset");
     raw.replace(&subject, &chunks);
     let mut receiver = spawn_recv(&b, &["gone"], Some(SECRET));
+    // Its stdout is read as it comes (a stuck stdout would keep the chunks from being written
+    // before Ctrl-C, and an interrupted taker writes nothing more).
+    let mut stdout = receiver.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
+        v
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         receiver.try_wait().expect("try_wait").is_none(),
@@ -549,8 +557,10 @@ fn a_payload_whose_last_chunk_was_deleted_never_ends_in_success() {
     );
     interrupt(&receiver);
     let out = wait_output(receiver, HANG);
+    let written = reader.join().expect("reader");
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
-    assert_eq!(sha(&out.stdout), sha(&data[..at as usize]));
+    assert_eq!(written.len(), at as usize, "{}", stderr_of(&out));
+    assert_eq!(sha(&written), sha(&data[..at as usize]));
 }
 
 #[test]
