@@ -31,78 +31,78 @@ Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its 
     after_help = AFTER_HELP,
     subcommand_negates_reqs = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 
     /// Pipe name: letters, digits, '-' and '_' (1 to 128 characters). A pipe named like a
     /// subcommand is reached with `skypipe -- NAME`.
     #[arg(value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 
     /// Send stdin into the pipe, whatever stdin is.
     #[arg(long, conflicts_with = "recv")]
-    pub send: bool,
+    pub(crate) send: bool,
 
     /// Receive from the pipe, whatever stdin is.
     #[arg(long)]
-    pub recv: bool,
+    pub(crate) recv: bool,
 
     /// Tap the pipe: a live copy of everything sent from now on; takes nothing. Exits at the
     /// first end of a payload unless --follow.
     #[arg(short, long, conflicts_with = "send")]
-    pub listen: bool,
+    pub(crate) listen: bool,
 
     /// Keep going: take (or, with --listen, copy) every payload as it comes, oldest first,
     /// concurrent payloads interleaved chunk by chunk.
     #[arg(short, long, conflicts_with = "send")]
-    pub follow: bool,
+    pub(crate) follow: bool,
 
     /// Taker: declare a payload's sender gone after DURATION with no data and no sign of life
     /// (living senders announce themselves every second, even when idle).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
-    pub sender_timeout: std::time::Duration,
+    pub(crate) sender_timeout: std::time::Duration,
 
     /// Show progress on stderr even when it is not a terminal (plain lines).
     #[arg(long, conflicts_with = "quiet")]
-    pub progress: bool,
+    pub(crate) progress: bool,
 
     /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days; from 1s
     /// to 100years).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ttl: Option<std::time::Duration>,
+    pub(crate) ttl: Option<std::time::Duration>,
 
     /// Receiver: give up with exit code 124 when no payload arrives within DURATION (with
     /// --follow: when nothing arrives for DURATION). Sender: give up (exit 1) when the server
     /// stores nothing for DURATION (its storage is full, or it stopped answering).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<std::time::Duration>,
 
     /// Print nothing but errors on stderr.
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Say more about what skypipe does, on stderr (repeat for more).
     #[arg(short, long, action = ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     /// Encrypt end to end with the secret in FILE (its contents, less a final line break;
     /// overrides SKYPIPE_SECRET): senders seal payloads, receivers open them and refuse
     /// plain ones
     #[arg(long, value_name = "FILE")]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
 
     /// Receiver with a secret: accept payloads that are not encrypted too.
     #[arg(long, conflicts_with = "send")]
-    pub allow_plaintext: bool,
+    pub(crate) allow_plaintext: bool,
 
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 }
 
 /// Commands other than using a pipe.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
     Monitor(MonitorArgs),
     /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
@@ -122,19 +122,19 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct MonitorArgs {
+pub(crate) struct MonitorArgs {
     /// Print the table once as text and exit (also what happens when stdout is not a terminal).
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
 
     /// Print the table once as JSON and exit.
     #[arg(long, conflicts_with = "once")]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 impl Command {
     /// The subcommand's name, as typed.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Command::Monitor(_) => "monitor",
             Command::Server(_) => "server",
@@ -148,7 +148,7 @@ impl Command {
 
 impl Cli {
     /// The first flag given that only a pipe command takes, if any.
-    pub fn pipe_flag(&self) -> Option<&'static str> {
+    pub(crate) fn pipe_flag(&self) -> Option<&'static str> {
         [
             (self.send, "--send"),
             (self.recv, "--recv"),
@@ -168,9 +168,9 @@ impl Cli {
 /// `skypipe server ...`
 #[derive(Debug, Args)]
 #[command(after_help = SERVER_AFTER_HELP)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     #[command(subcommand)]
-    pub action: ServerAction,
+    pub(crate) action: ServerAction,
 }
 
 const SERVER_AFTER_HELP: &str = "\
@@ -182,7 +182,7 @@ the data directory, which skypipe makes and logs in with by itself.";
 
 /// What to do with the local server.
 #[derive(Debug, Subcommand)]
-pub enum ServerAction {
+pub(crate) enum ServerAction {
     /// Start the local server in the background (nothing happens when it runs already)
     Start(LocalServerArgs),
     /// Stop the local server
@@ -196,25 +196,25 @@ pub enum ServerAction {
 
 /// How the local server starts.
 #[derive(Debug, Clone, Default, Args)]
-pub struct LocalServerArgs {
+pub(crate) struct LocalServerArgs {
     /// The most disk the server's store may use, e.g. 500MiB, 10GiB, 1TiB (units of 1024;
     /// default 10GiB, at least 1MiB). A full store makes senders wait for takers
     /// [env: SKYPIPE_LOCAL_MAX_STORE]
     #[arg(long, value_name = "SIZE", value_parser = parse_max_store)]
-    pub max_store: Option<u64>,
+    pub(crate) max_store: Option<u64>,
 }
 
 /// `skypipe setup ...`
 #[derive(Debug, Args)]
 #[command(after_help = SETUP_AFTER_HELP)]
-pub struct SetupArgs {
+pub(crate) struct SetupArgs {
     /// Name of the natscli context to write
     #[arg(long, value_name = "NAME", default_value = "skypipe")]
-    pub name: String,
+    pub(crate) name: String,
 
     /// Also make it the natscli's selected context (context.txt)
     #[arg(long)]
-    pub select: bool,
+    pub(crate) select: bool,
 }
 
 const SETUP_AFTER_HELP: &str = "\
@@ -229,63 +229,63 @@ selection changes only with --select.";
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// NATS server URL(s), comma-separated [env: NATS_URL]
     #[arg(short, long, value_name = "URL", global = true)]
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
 
     /// natscli context to use [env: NATS_CONTEXT]
     #[arg(long, value_name = "NAME", global = true)]
-    pub context: Option<String>,
+    pub(crate) context: Option<String>,
 
     /// Subject prefix: pipes under different prefixes are separate [env: SKYPIPE_PREFIX]
     #[arg(long, value_name = "PREFIX", global = true)]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
 
     /// User name [env: NATS_USER]
     #[arg(long, value_name = "USER", global = true)]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
 
     /// Password [env: NATS_PASSWORD]
     #[arg(long, value_name = "PASSWORD", global = true)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 
     /// Authentication token [env: NATS_TOKEN]
     #[arg(long, value_name = "TOKEN", global = true)]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 
     /// Credentials file (JWT and nkey seed) [env: NATS_CREDS]
     #[arg(long, value_name = "FILE", global = true)]
-    pub creds: Option<PathBuf>,
+    pub(crate) creds: Option<PathBuf>,
 
     /// Nkey seed file [env: NATS_NKEY]
     #[arg(long, value_name = "FILE", global = true)]
-    pub nkey: Option<PathBuf>,
+    pub(crate) nkey: Option<PathBuf>,
 
     /// TLS client certificate [env: NATS_CERT]
     #[arg(long, value_name = "FILE", global = true)]
-    pub tlscert: Option<PathBuf>,
+    pub(crate) tlscert: Option<PathBuf>,
 
     /// TLS client key [env: NATS_KEY]
     #[arg(long, value_name = "FILE", global = true)]
-    pub tlskey: Option<PathBuf>,
+    pub(crate) tlskey: Option<PathBuf>,
 
     /// TLS certificate authority [env: NATS_CA]
     #[arg(long, value_name = "FILE", global = true)]
-    pub tlsca: Option<PathBuf>,
+    pub(crate) tlsca: Option<PathBuf>,
 
     /// Start TLS before the NATS handshake [env: NATS_TLSFIRST]
     #[arg(long, global = true)]
-    pub tlsfirst: bool,
+    pub(crate) tlsfirst: bool,
 
     /// Replicas of skypipe's streams when it creates them, 1 to 5 (3 on a cluster of three)
     /// [env: SKYPIPE_REPLICAS]
     #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub replicas: Option<u8>,
+    pub(crate) replicas: Option<u8>,
 }
 
 /// A humantime duration that is not zero.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (try a duration such as 500ms, 30s, 2h or 7days)"))?;
     if d.is_zero() {
@@ -297,7 +297,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// A size in bytes: a number, optionally with a fraction, then optionally a unit: B, K, M,
 /// G or T, each with or without `B` or `iB` after it, all powers of 1024 (as nats-server
 /// reads sizes), in any case: `10GiB`, `500m`, `1.5G`, `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -322,10 +322,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// The least `--max-store`: JetStream needs room for a few chunks at least.
-pub const MIN_MAX_STORE: u64 = 1 << 20;
+pub(crate) const MIN_MAX_STORE: u64 = 1 << 20;
 
 /// A `--max-store` size: [`parse_size`], at least [`MIN_MAX_STORE`].
-pub fn parse_max_store(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_max_store(s: &str) -> Result<u64, String> {
     let bytes = parse_size(s)?;
     if bytes < MIN_MAX_STORE {
         return Err(format!("{s:?} is less than the least store size, 1MiB"));

@@ -2,18 +2,18 @@
 //! error to its code. Anything else is a runtime error (exit 1).
 
 /// Exit codes, as documented in README.md and `skypipe --help`.
-pub mod code {
-    pub const OK: i32 = 0;
-    pub const RUNTIME: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const ABORTED: i32 = 3;
-    pub const TIMEOUT: i32 = 124;
-    pub const INTERRUPTED: i32 = 130;
+pub(crate) mod code {
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const RUNTIME: i32 = 1;
+    pub(crate) const USAGE: i32 = 2;
+    pub(crate) const ABORTED: i32 = 3;
+    pub(crate) const TIMEOUT: i32 = 124;
+    pub(crate) const INTERRUPTED: i32 = 130;
 }
 
 /// An ending that is not a plain runtime error.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Bad input from the user: exit 2.
     #[error("{0}")]
     Usage(String),
@@ -29,7 +29,7 @@ pub enum Failure {
 }
 
 /// The exit code for an error: a [`Failure`] anywhere in the chain decides, else 1.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return match f {

@@ -1,53 +1,49 @@
-//! skypipe: named pipes in the sky, on NATS JetStream.
+//! skypipe: named pipes in the sky, on NATS JetStream. The library is the program; `main.rs`
+//! only calls [`main`]. Nothing here is an API: every module is private to the crate.
 //!
-//! A map of the modules:
-//! - [`cli`]: the command line as clap parses it.
-//! - [`config`]: validated settings from flags, `NATS_*` variables and natscli contexts.
-//! - [`pipe`]: the protocol without IO: names, subjects, headers, checksums.
-//! - [`crypto`]: sealed payloads: keys from a secret, chunks sealed and opened.
-//! - [`session`]: connecting, and creating skypipe's streams and consumers.
-//! - [`input`] / [`output`]: stdin cut into chunks, stdout written, each on its own thread.
-//! - [`send`] / [`recv`]: one payload into a pipe; the oldest (or every) payload out of it.
-//! - [`payload`]: one payload's chunks put back together and checked.
-//! - [`listen`]: a live copy of a pipe that takes nothing.
-//! - [`progress`]: bytes and rate on stderr.
-//! - [`presence`]: running skypipes announce what they do, for the monitor.
-//! - [`monitor`]: samples the server for the `skypipe monitor` dashboard (`skypipe-tui`).
-//! - [`local`]: skypipe's own local server (`skypipe server`) and its auto-start.
-//! - [`setup`]: `skypipe check` and `skypipe setup`.
-//! - [`completions`]: shell completions and the man page.
-//! - [`error`]: failures with their own exit codes.
+//! How a command flows through the modules:
+//! - [`cli`] parses the command line; [`config`] validates it into settings (flags, `NATS_*`
+//!   variables, natscli contexts) and decides the mode.
+//! - [`client`] connects and makes skypipe's streams and consumers.
+//! - [`transfer`] moves the bytes: `input` cuts stdin into chunks and `send` publishes them;
+//!   `recv` takes the oldest payload (or follows every one), `listen` taps a pipe; `payload`
+//!   puts a payload's chunks back together and `output` writes them to stdout; `progress` and
+//!   `presence` report on the side.
+//! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
+//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it).
+//! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
+//! - [`error`] holds the failures with their own exit codes, mapped in one place.
 
-pub mod cli;
-pub mod completions;
-pub mod config;
-pub mod crypto;
-pub mod error;
-pub mod input;
-pub mod listen;
-pub mod local;
-pub mod monitor;
-pub mod output;
-pub mod payload;
-pub mod pipe;
-pub mod presence;
-pub mod progress;
-pub mod recv;
-pub mod send;
-pub mod session;
-pub mod setup;
+mod admin;
+mod cli;
+mod client;
+mod config;
+mod error;
+mod monitor;
+mod protocol;
+mod transfer;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{completions, local, setup};
 use crate::cli::{Cli, Command, ServerAction};
+use crate::client::session;
 use crate::config::{Mode, PipeSettings};
 use crate::error::code;
+use crate::protocol::pipe;
+use crate::transfer::{input, listen, output, recv, send};
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> i32 {
+    use clap::Parser as _;
+    run(Cli::parse())
+}
 
 /// Runs a parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> i32 {
+fn run(cli: Cli) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

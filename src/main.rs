@@ -1,6 +1,3 @@
-use clap::Parser;
-
 fn main() {
-    let cli = skypipe::cli::Cli::parse();
-    std::process::exit(skypipe::run(cli));
+    std::process::exit(skypipe::main());
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::snapshot::{ConnState, PayloadSample, PayloadState, PipeSample, ServerStatus, Snapshot};
 
-pub fn server() -> ServerStatus {
+pub(crate) fn server() -> ServerStatus {
     ServerStatus {
         url: "nats://127.0.0.1:4222".to_string(),
         version: "2.11.4".to_string(),
@@ -17,7 +17,7 @@ pub fn server() -> ServerStatus {
 }
 
 /// An idle pipe with nothing in it.
-pub fn pipe(name: &str) -> PipeSample {
+pub(crate) fn pipe(name: &str) -> PipeSample {
     PipeSample {
         name: name.to_string(),
         bytes_in: 0,
@@ -32,7 +32,7 @@ pub fn pipe(name: &str) -> PipeSample {
     }
 }
 
-pub fn snapshot(at_secs: u64, pipes: Vec<PipeSample>) -> Snapshot {
+pub(crate) fn snapshot(at_secs: u64, pipes: Vec<PipeSample>) -> Snapshot {
     Snapshot {
         at: Duration::from_secs(at_secs),
         server: server(),
@@ -40,7 +40,7 @@ pub fn snapshot(at_secs: u64, pipes: Vec<PipeSample>) -> Snapshot {
     }
 }
 
-pub fn payload(id: &str, bytes: u64, age_secs: u64, state: PayloadState) -> PayloadSample {
+pub(crate) fn payload(id: &str, bytes: u64, age_secs: u64, state: PayloadState) -> PayloadSample {
     PayloadSample {
         id: id.to_string(),
         bytes,
@@ -199,7 +199,7 @@ fn ten_pipes_at(t: u64) -> Vec<PipeSample> {
 }
 
 /// Twelve seconds of samples of ten pipes, one a second.
-pub fn ten_pipes() -> App {
+pub(crate) fn ten_pipes() -> App {
     let mut app = App::new();
     for t in 0..=12 {
         app.push(snapshot(t, ten_pipes_at(t)));
@@ -208,7 +208,7 @@ pub fn ten_pipes() -> App {
 }
 
 /// One pipe with payloads in every state, seen over two samples so rates are known.
-pub fn busy_pipe() -> App {
+pub(crate) fn busy_pipe() -> App {
     let sample = |t: u64| {
         let mut p = pipe("backups");
         // The sender speeds up and slows down; the taker is steady.
@@ -242,7 +242,7 @@ pub fn busy_pipe() -> App {
 }
 
 /// A pipe with data waiting, no takers and growing storage, next to a healthy one.
-pub fn stalled() -> App {
+pub(crate) fn stalled() -> App {
     let sample = |t: u64| {
         let mut stuck = pipe("nightly-export");
         stuck.bytes_in = 2_000_000 * t;

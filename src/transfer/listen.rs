@@ -17,14 +17,14 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::session::Session;
 use crate::config::PipeSettings;
 use crate::error::Failure;
-use crate::output::{WriteEnd, Writer};
-use crate::payload::{self, Reader, Start, Step};
-use crate::pipe::{self, End, PayloadId};
-use crate::presence::{self, Presence, Role, Watch};
-use crate::progress::Progress;
-use crate::session::Session;
+use crate::protocol::pipe::{self, End, PayloadId};
+use crate::transfer::output::{WriteEnd, Writer};
+use crate::transfer::payload::{self, Reader, Start, Step};
+use crate::transfer::presence::{self, Presence, Role, Watch};
+use crate::transfer::progress::Progress;
 
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
@@ -34,7 +34,7 @@ const LISTEN_BATCH: i64 = 64;
 const LISTEN_STALL: Duration = Duration::from_secs(5);
 
 /// Listens on the pipe until the first payload ends (or forever with `--follow`).
-pub async fn listen(
+pub(crate) async fn listen(
     session: &Session,
     settings: &PipeSettings,
     cancel: CancellationToken,
@@ -52,7 +52,12 @@ pub async fn listen(
     };
     let consumer = match data.create_consumer(config.clone()).await {
         Ok(c) => c,
-        Err(e) if crate::session::has_code(&e, crate::session::CODE_STREAM_NOT_FOUND) => {
+        Err(e)
+            if crate::client::session::has_code(
+                &e,
+                crate::client::session::CODE_STREAM_NOT_FOUND,
+            ) =>
+        {
             session.ensure_streams().await?;
             data.create_consumer(config).await?
         }

@@ -21,12 +21,12 @@ use skypipe_tui::{ConnState, PayloadSample, PayloadState, PipeSample, ServerStat
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipe::{self, H_END, H_OFFSET};
-use crate::presence::{Announce, Role, STALE};
-use crate::session::Session;
+use crate::client::session::Session;
+use crate::protocol::pipe::{self, H_END, H_OFFSET};
+use crate::transfer::presence::{Announce, Role, STALE};
 
 /// How often the server is sampled.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// At most this many "oldest ticket" look-ups per sample (round robin over pipes).
 const OLDEST_LOOKUPS: usize = 64;
 
@@ -56,7 +56,7 @@ struct Seen {
 
 /// Everything the collector keeps between samples.
 #[derive(Default)]
-pub struct Collector {
+pub(crate) struct Collector {
     pipes: HashMap<String, PipeTrack>,
     presence: HashMap<(String, String), Seen>,
     oldest_cursor: usize,
@@ -137,7 +137,7 @@ impl Collector {
             async_nats::connection::State::Disconnected => ConnState::Disconnected,
         };
         let (storage_used, storage_available) =
-            match crate::session::query_account(&session.js).await {
+            match crate::client::session::query_account(&session.js).await {
                 Ok(a) => {
                     let avail = a
                         .limits
@@ -307,7 +307,7 @@ impl Collector {
 }
 
 /// Samples the server every second and sends snapshots until `cancel` or the receiver goes.
-pub async fn collect(
+pub(crate) async fn collect(
     session: Session,
     tx: mpsc::Sender<Snapshot>,
     cancel: CancellationToken,

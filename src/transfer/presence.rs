@@ -9,18 +9,18 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::output::Counter;
-use crate::pipe::{Layout, PipeName};
+use crate::protocol::pipe::{Layout, PipeName};
+use crate::transfer::output::Counter;
 
 /// How often a process announces itself.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 /// An announcement older than this means the process is gone.
-pub const STALE: Duration = Duration::from_secs(3);
+pub(crate) const STALE: Duration = Duration::from_secs(3);
 
 /// What a process does on a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub(crate) enum Role {
     Send,
     Take,
     Follow,
@@ -29,26 +29,26 @@ pub enum Role {
 
 /// One announcement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Announce {
+pub(crate) struct Announce {
     /// Protocol version.
-    pub v: u32,
-    pub role: Role,
+    pub(crate) v: u32,
+    pub(crate) role: Role,
     /// Random per process.
-    pub instance: String,
+    pub(crate) instance: String,
     /// Bytes sent (senders) or written (takers, listeners) so far.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Payloads this process is sending or taking now.
     #[serde(default)]
-    pub payloads: Vec<String>,
+    pub(crate) payloads: Vec<String>,
 }
 
 /// Publishes announcements until dropped.
-pub struct Presence {
+pub(crate) struct Presence {
     task: JoinHandle<()>,
 }
 
 impl Presence {
-    pub fn start(
+    pub(crate) fn start(
         client: async_nats::Client,
         layout: &Layout,
         pipe: &PipeName,
@@ -86,7 +86,7 @@ impl Drop for Presence {
 
 /// When each payload's sender last announced itself, as seen by a taker.
 #[derive(Clone, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
     _task: Option<std::sync::Arc<AbortOnDrop>>,
 }
@@ -102,7 +102,7 @@ impl Drop for AbortOnDrop {
 
 impl Watch {
     /// Follows the senders' announcements on a pipe.
-    pub async fn start(
+    pub(crate) async fn start(
         client: &async_nats::Client,
         layout: &Layout,
         pipe: &PipeName,
@@ -136,16 +136,16 @@ impl Watch {
     }
 
     /// When the sender of `id` was last heard of.
-    pub fn sender_seen(&self, id: &str) -> Option<std::time::Instant> {
+    pub(crate) fn sender_seen(&self, id: &str) -> Option<std::time::Instant> {
         self.seen.lock().ok().and_then(|s| s.get(id).copied())
     }
 }
 
 /// The shared list of payloads a process works on.
-pub type Payloads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+pub(crate) type Payloads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 /// Adds or removes a payload id in a shared list.
-pub fn track(list: &Payloads, id: &str, on: bool) {
+pub(crate) fn track(list: &Payloads, id: &str, on: bool) {
     if let Ok(mut l) = list.lock() {
         l.retain(|x| x != id);
         if on {

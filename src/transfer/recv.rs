@@ -19,15 +19,15 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::session::{Session, TICKET_PROGRESS};
 use crate::config::PipeSettings;
-use crate::crypto;
 use crate::error::Failure;
-use crate::output::{Mark, WriteEnd, Writer};
-use crate::payload::{self, Reader, Start, Step};
-use crate::pipe::{self, End, PayloadId, PipeName};
-use crate::presence::{self, Payloads, Presence, Role, Watch};
-use crate::progress::Progress;
-use crate::session::{Session, TICKET_PROGRESS};
+use crate::protocol::crypto;
+use crate::protocol::pipe::{self, End, PayloadId, PipeName};
+use crate::transfer::output::{Mark, WriteEnd, Writer};
+use crate::transfer::payload::{self, Reader, Start, Step};
+use crate::transfer::presence::{self, Payloads, Presence, Role, Watch};
+use crate::transfer::progress::Progress;
 
 /// Longest single pull request for a ticket; longer waits repeat it.
 const TICKET_POLL: Duration = Duration::from_secs(30);
@@ -55,11 +55,8 @@ const FOLLOW_TICKET_BATCH: usize = 64;
 
 /// How one taken payload ended.
 #[derive(Debug)]
-pub enum Taken {
-    Complete {
-        id: PayloadId,
-        bytes: u64,
-    },
+pub(crate) enum Taken {
+    Complete,
     Aborted {
         id: PayloadId,
         reason: String,
@@ -73,7 +70,7 @@ pub enum Taken {
 
 /// What a taker does with a payload when its stdout closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnClose {
+pub(crate) enum OnClose {
     /// The reader went away on purpose (`skypipe x | head`): the payload is taken.
     Take,
     /// Keep the unwritten rest for the next taker.
@@ -81,7 +78,7 @@ pub enum OnClose {
 }
 
 /// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out.
-pub async fn take_ticket(
+pub(crate) async fn take_ticket(
     consumer: &Consumer<pull::Config>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
@@ -339,12 +336,12 @@ impl Take<'_> {
                         == async_nats::connection::State::Connected;
                     if connected && !server_silent {
                         connected_at = Instant::now();
-                    } else if connected_at.elapsed() >= crate::send::retry_for() {
+                    } else if connected_at.elapsed() >= crate::transfer::send::retry_for() {
                         return Err(anyhow!(
                             "lost the server at {} for {} while reading payload {id}; \
                              the payload is incomplete",
                             self.session.url,
-                            humantime::format_duration(crate::send::retry_for())
+                            humantime::format_duration(crate::transfer::send::retry_for())
                         ));
                     }
                     let heard = self
@@ -385,7 +382,7 @@ impl Take<'_> {
                             // replica) with it, and the client does not always make a new
                             // one: read on after the last chunk seen, for a while.
                             let since = *lost_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > crate::send::retry_for() {
+                            if since.elapsed() > crate::transfer::send::retry_for() {
                                 return match failed {
                                     Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
                                         format!(
@@ -481,30 +478,30 @@ impl Take<'_> {
 }
 
 /// Everything taking a payload needs besides its ticket.
-pub struct Taker<'a> {
-    pub session: &'a Session,
-    pub pipe: &'a PipeName,
-    pub out: &'a Writer,
-    pub cancel: &'a CancellationToken,
-    pub on_close: OnClose,
-    pub quiet: bool,
+pub(crate) struct Taker<'a> {
+    pub(crate) session: &'a Session,
+    pub(crate) pipe: &'a PipeName,
+    pub(crate) out: &'a Writer,
+    pub(crate) cancel: &'a CancellationToken,
+    pub(crate) on_close: OnClose,
+    pub(crate) quiet: bool,
     /// Payloads being taken, for presence.
-    pub active: &'a Payloads,
+    pub(crate) active: &'a Payloads,
     /// Senders' announcements, to tell a quiet sender from a vanished one.
-    pub senders: &'a Watch,
-    pub sender_timeout: Duration,
+    pub(crate) senders: &'a Watch,
+    pub(crate) sender_timeout: Duration,
     /// Chunks per pull request while reading.
-    pub batch: i64,
+    pub(crate) batch: i64,
     /// Hold back the start of a line until its end arrives (an output several payloads
     /// share).
-    pub whole_lines: bool,
+    pub(crate) whole_lines: bool,
 }
 
 /// A follower's payloads write in the order of their tickets: each waits for the one before
 /// it to have written everything it has stored (so a backlog comes out oldest first, whole),
 /// and a payload still being sent lets the next one in once it has caught up with its sender.
 #[derive(Default)]
-pub struct Turn {
+pub(crate) struct Turn {
     /// Fires (or closes) when this payload may write.
     wait: Option<oneshot::Receiver<()>>,
     /// Lets the next payload write.
@@ -513,7 +510,11 @@ pub struct Turn {
 
 impl Taker<'_> {
     /// Takes the payload a ticket announces and writes it to `out`, in its `turn`.
-    pub async fn take(&self, ticket: jetstream::Message, turn: Turn) -> anyhow::Result<Taken> {
+    pub(crate) async fn take(
+        &self,
+        ticket: jetstream::Message,
+        turn: Turn,
+    ) -> anyhow::Result<Taken> {
         let id = match pipe::parse_ticket(ticket.headers.as_ref()) {
             Ok(id) => id,
             Err(e @ pipe::HeaderError::Version(_)) => {
@@ -648,7 +649,7 @@ impl Taker<'_> {
                 take.finish(AckKind::Ack).await?;
                 let bytes = take.reader.offset;
                 Ok(match end {
-                    End::Eof(_) => Taken::Complete { id, bytes },
+                    End::Eof(_) => Taken::Complete,
                     End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
                 })
             }
@@ -657,7 +658,7 @@ impl Taker<'_> {
 }
 
 /// Takes the oldest payload of the pipe and writes it to stdout.
-pub async fn recv(
+pub(crate) async fn recv(
     session: &Session,
     settings: &PipeSettings,
     cancel: CancellationToken,
@@ -703,7 +704,7 @@ pub async fn recv(
                 eprintln!("skypipe: {m}");
                 continue;
             }
-            Taken::Complete { .. } | Taken::StdoutClosed => return Ok(()),
+            Taken::Complete | Taken::StdoutClosed => return Ok(()),
             Taken::Aborted { id, reason, bytes } => {
                 return Err(Failure::Aborted(payload::aborted_message(
                     &id,
@@ -782,7 +783,7 @@ async fn fetch_tickets(
 
 /// Takes every payload of the pipe as it comes, oldest first, until interrupted or idle for
 /// `--timeout`. Payloads in progress at the same time are interleaved chunk by chunk.
-pub async fn follow(
+pub(crate) async fn follow(
     session: &Session,
     settings: &PipeSettings,
     cancel: CancellationToken,
@@ -854,7 +855,7 @@ pub async fn follow(
             Some(joined) = tasks.join_next() => {
                 last_activity = Instant::now();
                 match joined {
-                    Ok(Ok(Taken::Complete { .. })) => {}
+                    Ok(Ok(Taken::Complete)) => {}
                     Ok(Ok(Taken::Aborted { id, reason, bytes })) => {
                         eprintln!("skypipe: {}", payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes)));
                     }

@@ -30,14 +30,14 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// How long a stopping server may take to write its store before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The local server's credential in the data directory: the nkey seed of its only user.
-pub const NKEY_FILE: &str = "local-user.nk";
+pub(crate) const NKEY_FILE: &str = "local-user.nk";
 /// The size at which the local server moves its log aside and starts a new one.
-pub const LOG_SIZE_LIMIT: u64 = 10 << 20;
+pub(crate) const LOG_SIZE_LIMIT: u64 = 10 << 20;
 /// How many log files the local server keeps, the current one included: at most 40 MiB.
-pub const LOG_FILES: u32 = 4;
+pub(crate) const LOG_FILES: u32 = 4;
 
 /// The data directory: `$XDG_DATA_HOME/skypipe` or `~/.local/share/skypipe`.
-pub fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
+pub(crate) fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
     if let Some(x) = env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
         return Ok(PathBuf::from(x).join("skypipe"));
     }
@@ -63,31 +63,31 @@ struct State {
 
 /// The local server's files, for one port, and the store size it starts with.
 #[derive(Debug, Clone)]
-pub struct Local {
-    pub dir: PathBuf,
-    pub port: u16,
-    pub max_store: u64,
+pub(crate) struct Local {
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) max_store: u64,
 }
 
 /// A local server found running.
 #[derive(Debug, Clone)]
-pub struct Running {
-    pub pid: u32,
-    pub port: u16,
-    pub foreground: bool,
+pub(crate) struct Running {
+    pub(crate) pid: u32,
+    pub(crate) port: u16,
+    pub(crate) foreground: bool,
     /// The store size it started with, when skypipe recorded it.
-    pub max_store: Option<u64>,
+    pub(crate) max_store: Option<u64>,
 }
 
 impl Running {
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 }
 
 /// What [`Local::start`] did.
 #[derive(Debug)]
-pub enum Start {
+pub(crate) enum Start {
     Started(Running),
     AlreadyRunning(Running),
     /// A server an older skypipe started without authentication was stopped, and this one
@@ -129,7 +129,7 @@ fn open_warning(r: &Running) -> String {
 }
 
 impl Local {
-    pub fn new(
+    pub(crate) fn new(
         env: &dyn Fn(&str) -> Option<String>,
         port: u16,
         max_store: u64,
@@ -141,20 +141,20 @@ impl Local {
         })
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    pub fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.dir.join("nats-server.pid")
     }
 
-    pub fn log_file(&self) -> PathBuf {
+    pub(crate) fn log_file(&self) -> PathBuf {
         self.dir.join("nats-server.log")
     }
 
     /// The credential: the seed of the server's only user.
-    pub fn nkey_file(&self) -> PathBuf {
+    pub(crate) fn nkey_file(&self) -> PathBuf {
         self.dir.join(NKEY_FILE)
     }
 
@@ -169,7 +169,7 @@ impl Local {
     /// The server's config: loopback only, JetStream with its store in the data directory
     /// and at most `max_store` bytes of it, a log that rotates, and one user, the holder of
     /// the seed whose public key is `user`.
-    pub fn server_config(&self, user: &str) -> ServerConfig {
+    pub(crate) fn server_config(&self, user: &str) -> ServerConfig {
         let mut config = ServerConfig::new(&self.dir);
         config.port = Some(self.port);
         config.name = Some("skypipe-local".into());
@@ -282,7 +282,7 @@ impl Local {
 
     /// The local server, when its pid file names a live `nats-server` started with this
     /// data directory's config (a pid reused by someone else's server does not count).
-    pub fn running(&self) -> Option<Running> {
+    pub(crate) fn running(&self) -> Option<Running> {
         let pid = skypipe_nats::read_pid(&self.pid_file())?;
         if !skypipe_nats::is_nats_server(pid) {
             return None;
@@ -340,7 +340,7 @@ impl Local {
     /// Starts the server in the background unless it runs already. With `upgrade`, a server
     /// running in the background that an older skypipe started without authentication is
     /// stopped (its store kept) and started again with it. Blocking.
-    pub fn start(&self, upgrade: bool) -> anyhow::Result<Start> {
+    pub(crate) fn start(&self, upgrade: bool) -> anyhow::Result<Start> {
         let _lock = self.lock()?;
         let mut old_pid = None;
         if let Some(r) = self.check_free()? {
@@ -380,7 +380,7 @@ impl Local {
 
     /// A connection to this server as its owner: its address and credential, nothing else
     /// from `base` but the prefix.
-    pub fn client_conn(&self, base: &Conn, port: u16) -> Conn {
+    pub(crate) fn client_conn(&self, base: &Conn, port: u16) -> Conn {
         Conn {
             urls: vec![format!("nats://127.0.0.1:{port}")],
             source: Source::Default,
@@ -402,7 +402,7 @@ impl Local {
     }
 
     /// Stops the server. `Ok(None)` when none was running.
-    pub fn stop(&self) -> anyhow::Result<Option<Running>> {
+    pub(crate) fn stop(&self) -> anyhow::Result<Option<Running>> {
         let _lock = self.lock()?;
         let Some(r) = self.running() else {
             self.forget();
@@ -415,7 +415,7 @@ impl Local {
     }
 
     /// Becomes the server, in the foreground, logging to stderr. Returns only on failure.
-    pub fn run_foreground(&self) -> anyhow::Error {
+    pub(crate) fn run_foreground(&self) -> anyhow::Error {
         let lock = match self.lock() {
             Ok(l) => l,
             Err(e) => return e,
@@ -476,7 +476,10 @@ fn show(path: &Path) -> String {
 /// Before a pipe command: when nothing names a server and nothing answers at the default
 /// address, start the local server and say so in one line on stderr. That line is printed
 /// even with `--quiet`: a server left running is something the user must hear about.
-pub async fn autostart(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn autostart(
+    conn: &Conn,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
     if conn.source != Source::Default {
         return Ok(());
     }
@@ -554,7 +557,7 @@ fn local_for(
 }
 
 /// `skypipe server start`.
-pub async fn cmd_start(
+pub(crate) async fn cmd_start(
     conn: &Conn,
     args: &LocalServerArgs,
     env: &dyn Fn(&str) -> Option<String>,
@@ -613,7 +616,10 @@ pub async fn cmd_start(
 }
 
 /// `skypipe server stop`.
-pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+pub(crate) async fn cmd_stop(
+    conn: &Conn,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
     let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let stopped = tokio::task::spawn_blocking(move || local.stop())
         .await
@@ -626,7 +632,7 @@ pub async fn cmd_stop(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyh
 }
 
 /// `skypipe server run`.
-pub fn cmd_run(
+pub(crate) fn cmd_run(
     conn: &Conn,
     args: &LocalServerArgs,
     env: &dyn Fn(&str) -> Option<String>,
@@ -637,7 +643,10 @@ pub fn cmd_run(
 
 /// `skypipe server status`: exit 0 when the server runs, 3 when it does not (as LSB init
 /// scripts and `systemctl status` do).
-pub async fn cmd_status(conn: &Conn, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<i32> {
+pub(crate) async fn cmd_status(
+    conn: &Conn,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
     const NOT_RUNNING: i32 = 3;
     let local = Local::new(env, conn.local_port, conn.local_max_store)?;
     let probe = local.clone();
@@ -719,7 +728,7 @@ fn say_what_skypipe_uses(conn: &Conn) {
 
 /// "N payloads waiting in M pipes (B bytes)" for the conn's prefix.
 async fn pipes_stored(conn: &Conn) -> String {
-    let session = match crate::session::connect(conn).await {
+    let session = match crate::client::session::connect(conn).await {
         Ok(s) => s,
         Err(e) => return format!("unknown ({e:#})"),
     };
@@ -747,7 +756,7 @@ async fn pipes_stored(conn: &Conn) -> String {
 }
 
 /// Bytes in binary units, for people.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

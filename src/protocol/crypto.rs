@@ -23,14 +23,14 @@ use rand::RngCore;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
-use crate::pipe::{ChunkMeta, End, PayloadId, Seal, KEY_CHECK_LEN, SALT_LEN, SEAL_SUITE};
+use crate::protocol::pipe::{ChunkMeta, End, PayloadId, Seal, KEY_CHECK_LEN, SALT_LEN, SEAL_SUITE};
 
 /// Random nonce at the front of a sealed body.
-pub const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 /// Poly1305 tag at the end of a sealed body.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// How much longer a sealed body is than the bytes it holds.
-pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+pub(crate) const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// Argon2id cost: OWASP's first recommended setting. About 60 ms on one core of a busy
 /// 2-core machine, paid once per payload by each end (64 MiB and 3 passes took 270 ms and
@@ -42,7 +42,7 @@ const KEY_LEN: usize = 32;
 
 /// The user's secret. Never printed; zeroed when the last copy goes.
 #[derive(Clone)]
-pub struct Secret {
+pub(crate) struct Secret {
     bytes: Arc<Zeroizing<Vec<u8>>>,
     /// One key derivation at a time: each holds 19 MiB, and a follower may start many
     /// payloads at once.
@@ -56,7 +56,7 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Self {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
         Secret {
             bytes: Arc::new(Zeroizing::new(bytes)),
             gate: Arc::new(Semaphore::new(1)),
@@ -64,14 +64,14 @@ impl Secret {
     }
 
     /// Derives the key of a payload sealed with `salt`, off the async threads.
-    pub async fn derive(&self, salt: [u8; SALT_LEN]) -> anyhow::Result<PayloadKey> {
+    pub(crate) async fn derive(&self, salt: [u8; SALT_LEN]) -> anyhow::Result<PayloadKey> {
         let _turn = self.gate.acquire().await?;
         let bytes = self.bytes.clone();
         tokio::task::spawn_blocking(move || derive_blocking(&bytes, salt)).await?
     }
 
     /// Derives the key of a new payload under a fresh random salt.
-    pub async fn new_payload_key(&self) -> anyhow::Result<PayloadKey> {
+    pub(crate) async fn new_payload_key(&self) -> anyhow::Result<PayloadKey> {
         let mut salt = [0u8; SALT_LEN];
         rand::rng().fill_bytes(&mut salt);
         self.derive(salt).await
@@ -80,15 +80,15 @@ impl Secret {
 
 /// What a command does about sealing.
 #[derive(Debug, Clone, Default)]
-pub struct Crypto {
+pub(crate) struct Crypto {
     /// Senders seal with it; receivers open with it and refuse plain payloads.
-    pub secret: Option<Secret>,
+    pub(crate) secret: Option<Secret>,
     /// A receiver with a secret accepts plain payloads too.
-    pub allow_plaintext: bool,
+    pub(crate) allow_plaintext: bool,
 }
 
 /// The key of one payload, and the headers that name it.
-pub struct PayloadKey {
+pub(crate) struct PayloadKey {
     cipher: XChaCha20Poly1305,
     seal: Seal,
 }
@@ -117,9 +117,9 @@ fn derive_blocking(secret: &[u8], salt: [u8; SALT_LEN]) -> anyhow::Result<Payloa
 /// Where a payload belongs: bound into every chunk, so a chunk copied to another pipe (or
 /// another prefix) does not open there.
 #[derive(Debug, Clone, Default)]
-pub struct Place {
-    pub prefix: String,
-    pub pipe: String,
+pub(crate) struct Place {
+    pub(crate) prefix: String,
+    pub(crate) pipe: String,
 }
 
 fn field(ad: &mut Vec<u8>, bytes: &[u8]) {
@@ -129,7 +129,7 @@ fn field(ad: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The associated data of a chunk: everything about it but its body and the checksums
 /// (which cover the sealed bodies and so add nothing here). See docs/protocol.md.
-pub fn associated_data(place: &Place, meta: &ChunkMeta) -> Vec<u8> {
+pub(crate) fn associated_data(place: &Place, meta: &ChunkMeta) -> Vec<u8> {
     let mut ad = Vec::with_capacity(128);
     field(&mut ad, SEAL_SUITE.as_bytes());
     field(&mut ad, place.prefix.as_bytes());
@@ -148,31 +148,34 @@ pub fn associated_data(place: &Place, meta: &ChunkMeta) -> Vec<u8> {
             ad.push(2);
             ad.extend_from_slice(&totals.chunks.to_be_bytes());
             ad.extend_from_slice(&totals.bytes.to_be_bytes());
-            field(&mut ad, crate::pipe::clean_reason(reason).as_bytes());
+            field(
+                &mut ad,
+                crate::protocol::pipe::clean_reason(reason).as_bytes(),
+            );
         }
     }
     ad
 }
 
 /// Seals the chunks of one payload.
-pub struct Sealer {
+pub(crate) struct Sealer {
     key: PayloadKey,
     place: Place,
 }
 
 impl Sealer {
-    pub fn new(key: PayloadKey, place: Place) -> Self {
+    pub(crate) fn new(key: PayloadKey, place: Place) -> Self {
         Sealer { key, place }
     }
 
     /// The seal headers every chunk of this payload carries.
-    pub fn seal_headers(&self) -> Seal {
+    pub(crate) fn seal_headers(&self) -> Seal {
         self.key.seal
     }
 
     /// The sealed body of a chunk: nonce, ciphertext, tag. `meta` is the chunk as it will
     /// be published (its `seal` set, its totals' CRC not yet known: it is not bound).
-    pub fn seal(&self, meta: &ChunkMeta, plain: &[u8]) -> anyhow::Result<Bytes> {
+    pub(crate) fn seal(&self, meta: &ChunkMeta, plain: &[u8]) -> anyhow::Result<Bytes> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut body = BytesMut::with_capacity(plain.len() + OVERHEAD);
@@ -211,7 +214,7 @@ fn open_body(key: &PayloadKey, ad: &[u8], body: &[u8]) -> Option<Bytes> {
 /// A payload this receiver may not or cannot read. Nothing of it was written, and a taker
 /// leaves it in the pipe for a receiver that can.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error(
         "payload {id} on pipe {pipe} is encrypted and no secret was given (set SKYPIPE_SECRET \
          or use --secret-file); nothing was written and the payload was left in the pipe"
@@ -231,13 +234,13 @@ pub enum Refused {
 }
 
 /// Whether an error is a [`Refused`] payload.
-pub fn is_refused(e: &anyhow::Error) -> bool {
+pub(crate) fn is_refused(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Refused>().is_some()
 }
 
 /// Why a chunk could not be opened.
 #[derive(Debug)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     Refused(Refused),
     /// The chunk is not what its sender sealed there: a corrupt payload.
     Bad(String),
@@ -254,7 +257,7 @@ enum State {
 
 /// Opens the chunks of one payload, in order, deciding at the first one whether this
 /// receiver may read it.
-pub struct Opener {
+pub(crate) struct Opener {
     crypto: Crypto,
     place: Place,
     state: State,
@@ -268,7 +271,7 @@ impl Default for Opener {
 }
 
 impl Opener {
-    pub fn new(crypto: Crypto, place: Place) -> Self {
+    pub(crate) fn new(crypto: Crypto, place: Place) -> Self {
         Opener {
             crypto,
             place,
@@ -277,7 +280,7 @@ impl Opener {
     }
 
     /// The bytes a chunk holds, or why it cannot be had.
-    pub async fn open(&mut self, meta: &ChunkMeta, body: Bytes) -> Result<Bytes, OpenError> {
+    pub(crate) async fn open(&mut self, meta: &ChunkMeta, body: Bytes) -> Result<Bytes, OpenError> {
         if let State::Unknown = self.state {
             let pipe = self.place.pipe.clone();
             let refused =
@@ -328,7 +331,7 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipe::Totals;
+    use crate::protocol::pipe::Totals;
 
     fn place(pipe: &str) -> Place {
         Place {

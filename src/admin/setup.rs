@@ -14,13 +14,13 @@ use futures::StreamExt as _;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::local::human_bytes;
 use crate::cli::{Cli, SetupArgs};
+use crate::client::session::{self, Session};
 use crate::config::{self, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
-use crate::input::Piece;
-use crate::local::human_bytes;
-use crate::pipe::{self, PipeName};
-use crate::session::{self, Session};
+use crate::protocol::pipe::{self, PipeName};
+use crate::transfer::input::Piece;
 
 /// How long any one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,7 +78,7 @@ fn source_text(source: &Source) -> String {
 /// Checks the server in `conn`. Returns the session when every check passed.
 /// How the client reaches the server: TCP or WebSocket, with or without TLS, by the URLs'
 /// schemes (a list may mix them) and what the server requires.
-pub fn transport(conn: &Conn, server_requires_tls: bool) -> String {
+pub(crate) fn transport(conn: &Conn, server_requires_tls: bool) -> String {
     let tls_asked =
         server_requires_tls || conn.ca.is_some() || conn.cert.is_some() || conn.tls_first;
     let mut kinds: Vec<&str> = Vec::new();
@@ -336,14 +336,15 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     .map_err(|_| anyhow!("the probe's input closed"))?;
     let cancel = CancellationToken::new();
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sent = crate::send::send(session, &settings, rx, cancel.clone(), flag, None).await?;
+    let sent =
+        crate::transfer::send::send(session, &settings, rx, cancel.clone(), flag, None).await?;
     let id = sent
         .id
         .ok_or_else(|| anyhow!("the probe payload was not queued"))?;
 
     let consumer = session.queue_consumer(&pipe).await?;
     let taken = async {
-        let ticket = crate::recv::take_ticket(&consumer, Some(CHECK_TIMEOUT), &cancel)
+        let ticket = crate::transfer::recv::take_ticket(&consumer, Some(CHECK_TIMEOUT), &cancel)
             .await?
             .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
         let got = pipe::parse_ticket(ticket.headers.as_ref())?;
@@ -433,7 +434,7 @@ fn check_storage(r: &mut Report, account: &async_nats::jetstream::account::Accou
 }
 
 /// `skypipe check`.
-pub async fn cmd_check(conn: &Conn) -> anyhow::Result<i32> {
+pub(crate) async fn cmd_check(conn: &Conn) -> anyhow::Result<i32> {
     let (report, _) = run_checks(conn).await;
     finish(&report, "")
 }
@@ -453,7 +454,7 @@ fn finish(report: &Report, consequence: &str) -> anyhow::Result<i32> {
 }
 
 /// `skypipe setup`.
-pub async fn cmd_setup(
+pub(crate) async fn cmd_setup(
     conn: &Conn,
     args: &SetupArgs,
     env: &dyn Fn(&str) -> Option<String>,

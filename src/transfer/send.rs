@@ -7,7 +7,7 @@
 //! Then publish the remaining chunks through a window of outstanding acks; the last chunk
 //! carries the EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
 //! payload for a whole one. With a secret, every chunk is sealed before it leaves
-//! ([`crate::crypto`]).
+//! ([`crate::protocol::crypto`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,30 +20,30 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::session::{has_code, Session, CODE_TTL_DISABLED};
 use crate::config::PipeSettings;
-use crate::crypto::Sealer;
 use crate::error::Failure;
-use crate::input::Piece;
-use crate::output::Counter;
-use crate::pipe::{self, ChunkMeta, End, PayloadId, Totals};
-use crate::presence::{self, Payloads, Presence, Role};
-use crate::progress::Progress;
-use crate::session::{has_code, Session, CODE_TTL_DISABLED};
+use crate::protocol::crypto::Sealer;
+use crate::protocol::pipe::{self, ChunkMeta, End, PayloadId, Totals};
+use crate::transfer::input::Piece;
+use crate::transfer::output::Counter;
+use crate::transfer::presence::{self, Payloads, Presence, Role};
+use crate::transfer::progress::Progress;
 
 /// At most this many chunks wait for their acks at once.
-pub const WINDOW_CHUNKS: usize = 32;
+pub(crate) const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
-pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long a sender keeps retrying a chunk while the server is unreachable (and a receiver
 /// keeps reading on without it).
-pub const RETRY_FOR: Duration = Duration::from_secs(60);
+pub(crate) const RETRY_FOR: Duration = Duration::from_secs(60);
 /// Overrides [`RETRY_FOR`] with a duration such as `5s`; undocumented for users, it lets
 /// tests watch a client give up without waiting a minute.
-pub const RETRY_FOR_ENV: &str = "SKYPIPE_RETRY_FOR";
+pub(crate) const RETRY_FOR_ENV: &str = "SKYPIPE_RETRY_FOR";
 
 /// How long to keep trying a server that went away: [`RETRY_FOR`], or [`RETRY_FOR_ENV`].
-pub fn retry_for() -> Duration {
+pub(crate) fn retry_for() -> Duration {
     static CHOSEN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *CHOSEN.get_or_init(|| {
         std::env::var(RETRY_FOR_ENV)
@@ -81,10 +81,8 @@ struct InFlight {
 
 /// What a finished send did.
 #[derive(Debug, Clone)]
-pub struct Sent {
-    pub id: Option<PayloadId>,
-    pub bytes: u64,
-    pub chunks: u64,
+pub(crate) struct Sent {
+    pub(crate) id: Option<PayloadId>,
 }
 
 struct Sender<'a> {
@@ -414,7 +412,7 @@ impl<'a> Sender<'a> {
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + retry_for();
         loop {
-            match crate::session::connect(&self.session.conn).await {
+            match crate::client::session::connect(&self.session.conn).await {
                 Ok(mut fresh) => {
                     fresh.crypto = self.session.crypto.clone();
                     let old = std::mem::replace(&mut self.session, fresh);
@@ -499,14 +497,12 @@ impl<'a> Sender<'a> {
     fn sent(&self) -> Sent {
         Sent {
             id: self.ticket_sent.then(|| self.id.clone()),
-            bytes: self.offset,
-            chunks: self.chunk,
         }
     }
 }
 
 /// Sends everything from `input` as one payload.
-pub async fn send(
+pub(crate) async fn send(
     session: &Session,
     settings: &PipeSettings,
     mut input: mpsc::Receiver<std::io::Result<Piece>>,

@@ -8,42 +8,42 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 
 /// The highest protocol version this skypipe understands (`Skypipe-Version`).
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// The version tickets and plain chunks carry: version-1 receivers read them.
-pub const VERSION_PLAIN: u32 = 1;
+pub(crate) const VERSION_PLAIN: u32 = 1;
 /// The version sealed chunks carry, so that a version-1 receiver refuses them instead of
 /// writing ciphertext.
-pub const VERSION_SEALED: u32 = 2;
+pub(crate) const VERSION_SEALED: u32 = 2;
 /// The pipe used when none is named.
-pub const DEFAULT_PIPE: &str = "default";
+pub(crate) const DEFAULT_PIPE: &str = "default";
 /// The subject prefix used when none is configured.
-pub const DEFAULT_PREFIX: &str = "skypipe";
+pub(crate) const DEFAULT_PREFIX: &str = "skypipe";
 /// Largest chunk payload; smaller when the server's `max_payload` asks for it.
-pub const MAX_CHUNK: usize = 256 * 1024;
+pub(crate) const MAX_CHUNK: usize = 256 * 1024;
 /// Room left in each message for headers, below the server's `max_payload`.
-pub const HEADER_ROOM: usize = 4 * 1024;
+pub(crate) const HEADER_ROOM: usize = 4 * 1024;
 /// Longest pipe name.
-pub const MAX_NAME: usize = 128;
+pub(crate) const MAX_NAME: usize = 128;
 
-pub const H_VERSION: &str = "Skypipe-Version";
-pub const H_ID: &str = "Skypipe-Id";
-pub const H_CHUNK: &str = "Skypipe-Chunk";
-pub const H_OFFSET: &str = "Skypipe-Offset";
-pub const H_PRIOR_CRC: &str = "Skypipe-Prior-Crc32";
-pub const H_END: &str = "Skypipe-End";
-pub const H_TOTAL_CHUNKS: &str = "Skypipe-Total-Chunks";
-pub const H_TOTAL_BYTES: &str = "Skypipe-Total-Bytes";
-pub const H_TOTAL_CRC: &str = "Skypipe-Total-Crc32";
-pub const H_REASON: &str = "Skypipe-Reason";
-pub const H_SEAL: &str = "Skypipe-Seal";
-pub const H_SALT: &str = "Skypipe-Salt";
-pub const H_KEY_CHECK: &str = "Skypipe-Key-Check";
-pub const H_NATS_TTL: &str = "Nats-TTL";
-pub const H_NATS_MSG_ID: &str = "Nats-Msg-Id";
+pub(crate) const H_VERSION: &str = "Skypipe-Version";
+pub(crate) const H_ID: &str = "Skypipe-Id";
+pub(crate) const H_CHUNK: &str = "Skypipe-Chunk";
+pub(crate) const H_OFFSET: &str = "Skypipe-Offset";
+pub(crate) const H_PRIOR_CRC: &str = "Skypipe-Prior-Crc32";
+pub(crate) const H_END: &str = "Skypipe-End";
+pub(crate) const H_TOTAL_CHUNKS: &str = "Skypipe-Total-Chunks";
+pub(crate) const H_TOTAL_BYTES: &str = "Skypipe-Total-Bytes";
+pub(crate) const H_TOTAL_CRC: &str = "Skypipe-Total-Crc32";
+pub(crate) const H_REASON: &str = "Skypipe-Reason";
+pub(crate) const H_SEAL: &str = "Skypipe-Seal";
+pub(crate) const H_SALT: &str = "Skypipe-Salt";
+pub(crate) const H_KEY_CHECK: &str = "Skypipe-Key-Check";
+pub(crate) const H_NATS_TTL: &str = "Nats-TTL";
+pub(crate) const H_NATS_MSG_ID: &str = "Nats-Msg-Id";
 
 /// Why a pipe name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
+pub(crate) enum NameError {
     #[error("pipe name is empty")]
     Empty,
     #[error("pipe name is {0} characters long; the limit is {MAX_NAME}")]
@@ -55,15 +55,15 @@ pub enum NameError {
 /// A validated pipe name: 1 to 128 of `[A-Za-z0-9_-]`, so it can never be a NATS wildcard
 /// nor reach into another pipe's subjects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PipeName(String);
+pub(crate) struct PipeName(String);
 
 impl PipeName {
-    pub fn new(name: &str) -> Result<Self, NameError> {
+    pub(crate) fn new(name: &str) -> Result<Self, NameError> {
         check_token(name)?;
         Ok(PipeName(name.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -82,7 +82,7 @@ impl std::str::FromStr for PipeName {
 }
 
 /// The rule shared by pipe names and subject prefixes.
-pub fn check_token(name: &str) -> Result<(), NameError> {
+pub(crate) fn check_token(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
@@ -106,80 +106,80 @@ pub fn check_token(name: &str) -> Result<(), NameError> {
 
 /// Subjects and stream names under one prefix (a namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     prefix: String,
 }
 
 impl Layout {
-    pub fn new(prefix: &str) -> Result<Self, NameError> {
+    pub(crate) fn new(prefix: &str) -> Result<Self, NameError> {
         check_token(prefix)?;
         Ok(Layout {
             prefix: prefix.to_string(),
         })
     }
 
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Limits-retention stream holding every payload's chunks.
-    pub fn data_stream(&self) -> String {
+    pub(crate) fn data_stream(&self) -> String {
         format!("{}-data", self.prefix)
     }
 
     /// Work-queue stream holding one ticket per payload, in arrival order.
-    pub fn queue_stream(&self) -> String {
+    pub(crate) fn queue_stream(&self) -> String {
         format!("{}-queue", self.prefix)
     }
 
-    pub fn data_wildcard(&self) -> String {
+    pub(crate) fn data_wildcard(&self) -> String {
         format!("{}.data.>", self.prefix)
     }
 
-    pub fn queue_wildcard(&self) -> String {
+    pub(crate) fn queue_wildcard(&self) -> String {
         format!("{}.q.*", self.prefix)
     }
 
     /// All chunks of all payloads of one pipe.
-    pub fn pipe_data_wildcard(&self, pipe: &PipeName) -> String {
+    pub(crate) fn pipe_data_wildcard(&self, pipe: &PipeName) -> String {
         format!("{}.data.{}.*", self.prefix, pipe)
     }
 
     /// The chunks of one payload.
-    pub fn payload_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
+    pub(crate) fn payload_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
         format!("{}.data.{}.{}", self.prefix, pipe, id)
     }
 
     /// Where a pipe's tickets go.
-    pub fn queue_subject(&self, pipe: &PipeName) -> String {
+    pub(crate) fn queue_subject(&self, pipe: &PipeName) -> String {
         format!("{}.q.{}", self.prefix, pipe)
     }
 
     /// Where running skypipes announce themselves (core NATS, not stored).
-    pub fn presence_subject(&self, pipe: &PipeName) -> String {
+    pub(crate) fn presence_subject(&self, pipe: &PipeName) -> String {
         format!("{}.presence.{}", self.prefix, pipe)
     }
 
-    pub fn presence_wildcard(&self) -> String {
+    pub(crate) fn presence_wildcard(&self) -> String {
         format!("{}.presence.*", self.prefix)
     }
 
     /// The durable work-queue consumer that hands out a pipe's tickets.
-    pub fn queue_consumer(&self, pipe: &PipeName) -> String {
+    pub(crate) fn queue_consumer(&self, pipe: &PipeName) -> String {
         pipe.to_string()
     }
 }
 
 /// A payload's identity: 16 lowercase hex digits, random.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PayloadId(String);
+pub(crate) struct PayloadId(String);
 
 impl PayloadId {
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         PayloadId(format!("{:016x}", rand::random::<u64>()))
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.chars()
@@ -187,17 +187,17 @@ impl PayloadId {
         ok.then(|| PayloadId(s.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// `Nats-Msg-Id` of the ticket.
-    pub fn ticket_msg_id(&self) -> String {
+    pub(crate) fn ticket_msg_id(&self) -> String {
         format!("{}.t", self.0)
     }
 
     /// `Nats-Msg-Id` of chunk `n`.
-    pub fn chunk_msg_id(&self, n: u64) -> String {
+    pub(crate) fn chunk_msg_id(&self, n: u64) -> String {
         format!("{}.{}", self.0, n)
     }
 }
@@ -210,7 +210,7 @@ impl fmt::Display for PayloadId {
 
 /// How a payload ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Complete: totals to verify.
     Eof(Totals),
     /// The sender gave up (Ctrl-C, read error); the reason is free text.
@@ -218,45 +218,45 @@ pub enum End {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub chunks: u64,
-    pub bytes: u64,
-    pub crc: u32,
+pub(crate) struct Totals {
+    pub(crate) chunks: u64,
+    pub(crate) bytes: u64,
+    pub(crate) crc: u32,
 }
 
 /// The one sealing method there is (`Skypipe-Seal`): Argon2id with 19 MiB, 2 passes and
 /// 1 lane derives the payload's key from the secret and the salt; XChaCha20-Poly1305 seals
 /// each chunk. Another method or other parameters get another name.
-pub const SEAL_SUITE: &str = "argon2id-19m-2t-1p+xchacha20poly1305";
+pub(crate) const SEAL_SUITE: &str = "argon2id-19m-2t-1p+xchacha20poly1305";
 /// Bytes of salt, and of key check, in the headers of a sealed chunk.
-pub const SALT_LEN: usize = 16;
-pub const KEY_CHECK_LEN: usize = 16;
+pub(crate) const SALT_LEN: usize = 16;
+pub(crate) const KEY_CHECK_LEN: usize = 16;
 
 /// The headers that mark a chunk as sealed: the payload's salt and key check (the same on
 /// every chunk of a payload, so a listener that joins late can derive the key too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seal {
-    pub salt: [u8; SALT_LEN],
-    pub check: [u8; KEY_CHECK_LEN],
+pub(crate) struct Seal {
+    pub(crate) salt: [u8; SALT_LEN],
+    pub(crate) check: [u8; KEY_CHECK_LEN],
 }
 
 /// What the headers of one chunk say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkMeta {
-    pub id: PayloadId,
-    pub chunk: u64,
+pub(crate) struct ChunkMeta {
+    pub(crate) id: PayloadId,
+    pub(crate) chunk: u64,
     /// Payload bytes (plaintext) before this chunk.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// CRC-32 of the bodies before this chunk, as stored (ciphertext when sealed).
-    pub prior_crc: u32,
-    pub end: Option<End>,
+    pub(crate) prior_crc: u32,
+    pub(crate) end: Option<End>,
     /// Present when the body is sealed (`docs/protocol.md`, "Sealed payloads").
-    pub seal: Option<Seal>,
+    pub(crate) seal: Option<Seal>,
 }
 
 /// A chunk whose headers do not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     #[error("message has no headers")]
     NoHeaders,
     #[error("header {0} is missing")]
@@ -339,13 +339,13 @@ fn parse_seal(h: &HeaderMap) -> Result<Option<Seal>, HeaderError> {
 
 /// An abort reason as a header can hold it: no control characters (header values cannot
 /// hold line breaks), no surrounding spaces. Sealed chunks bind this form.
-pub fn clean_reason(reason: &str) -> String {
+pub(crate) fn clean_reason(reason: &str) -> String {
     let clean: String = reason.chars().filter(|c| !c.is_control()).collect();
     clean.trim().to_string()
 }
 
 /// Checks `Skypipe-Version`; a missing header means version 1.
-pub fn check_version(h: &HeaderMap) -> Result<(), HeaderError> {
+pub(crate) fn check_version(h: &HeaderMap) -> Result<(), HeaderError> {
     if let Some(v) = get(h, H_VERSION) {
         let major: u32 = v.trim().parse().map_err(|_| HeaderError::Bad {
             name: H_VERSION,
@@ -359,7 +359,7 @@ pub fn check_version(h: &HeaderMap) -> Result<(), HeaderError> {
 }
 
 /// Parses a ticket's headers into the payload id it announces.
-pub fn parse_ticket(h: Option<&HeaderMap>) -> Result<PayloadId, HeaderError> {
+pub(crate) fn parse_ticket(h: Option<&HeaderMap>) -> Result<PayloadId, HeaderError> {
     let h = h.ok_or(HeaderError::NoHeaders)?;
     check_version(h)?;
     let v = req(h, H_ID)?;
@@ -370,7 +370,7 @@ pub fn parse_ticket(h: Option<&HeaderMap>) -> Result<PayloadId, HeaderError> {
 }
 
 /// Parses a chunk's headers.
-pub fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderError> {
+pub(crate) fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderError> {
     let h = h.ok_or(HeaderError::NoHeaders)?;
     check_version(h)?;
     let id_text = req(h, H_ID)?;
@@ -415,12 +415,12 @@ pub fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderError> {
 }
 
 /// The TTL header value: whole seconds, at least one.
-pub fn ttl_value(ttl: Duration) -> String {
+pub(crate) fn ttl_value(ttl: Duration) -> String {
     ttl.as_secs().max(1).to_string()
 }
 
 /// Headers of a ticket.
-pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
+pub(crate) fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
     h.insert(H_ID, id.as_str());
@@ -433,23 +433,23 @@ pub fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
 
 /// A whole payload of at most this many bytes (body as published) rides in its ticket as
 /// well as in its chunk: a receiver then writes it without asking the data stream.
-pub const INLINE_MAX: usize = 16 * 1024;
+pub(crate) const INLINE_MAX: usize = 16 * 1024;
 
 /// Headers of a ticket that carries its payload's only chunk: the chunk's headers under the
 /// ticket's message id.
-pub fn inline_ticket_headers(chunk: &HeaderMap, id: &PayloadId) -> HeaderMap {
+pub(crate) fn inline_ticket_headers(chunk: &HeaderMap, id: &PayloadId) -> HeaderMap {
     let mut h = chunk.clone();
     h.insert(H_NATS_MSG_ID, id.ticket_msg_id().as_str());
     h
 }
 
 /// Whether a ticket carries its payload's chunk (a ticket without one has no chunk number).
-pub fn ticket_is_inline(h: Option<&HeaderMap>) -> bool {
+pub(crate) fn ticket_is_inline(h: Option<&HeaderMap>) -> bool {
     h.is_some_and(|h| h.get(H_CHUNK).is_some())
 }
 
 /// Headers of chunk `meta.chunk`.
-pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
+pub(crate) fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
     let mut h = HeaderMap::new();
     let version = match meta.seal {
         Some(_) => VERSION_SEALED,
@@ -485,7 +485,7 @@ pub fn chunk_headers(meta: &ChunkMeta, ttl: Option<Duration>) -> HeaderMap {
 }
 
 /// The chunk size for a server's `max_payload`.
-pub fn chunk_size(max_payload: usize) -> usize {
+pub(crate) fn chunk_size(max_payload: usize) -> usize {
     MAX_CHUNK
         .min(max_payload.saturating_sub(HEADER_ROOM))
         .max(1024)

@@ -19,14 +19,14 @@ fn emit(text: &[u8]) -> anyhow::Result<i32> {
 }
 
 /// `skypipe completions SHELL`.
-pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<i32> {
+pub(crate) fn completions(shell: clap_complete::Shell) -> anyhow::Result<i32> {
     let mut text = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "skypipe", &mut text);
     emit(&text)
 }
 
 /// `skypipe man`.
-pub fn man() -> anyhow::Result<i32> {
+pub(crate) fn man() -> anyhow::Result<i32> {
     let mut text = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut text)

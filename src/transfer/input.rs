@@ -15,24 +15,24 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::mpsc;
 
 /// A pause this long sends the whole lines read so far.
-pub const LINE_PAUSE: Duration = Duration::from_millis(20);
+pub(crate) const LINE_PAUSE: Duration = Duration::from_millis(20);
 /// A pause this long sends whatever was read, partial line included.
-pub const PARTIAL_PAUSE: Duration = Duration::from_millis(250);
+pub(crate) const PARTIAL_PAUSE: Duration = Duration::from_millis(250);
 /// Whole lines never wait longer than this, even when the input never pauses (a steady
 /// trickle of lines must not wait for a full chunk).
-pub const LINE_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const LINE_DELAY: Duration = Duration::from_millis(100);
 
 /// One cut of the input.
 #[derive(Debug)]
-pub struct Piece {
-    pub data: Bytes,
+pub(crate) struct Piece {
+    pub(crate) data: Bytes,
     /// The input ended after this piece.
-    pub eof: bool,
+    pub(crate) eof: bool,
 }
 
 /// Where to cut a buffer of `filled` bytes whose last newline is at `newline`.
 /// `full`: the buffer reached the chunk size; otherwise the input paused for `paused`.
-pub fn cut_point(
+pub(crate) fn cut_point(
     filled: usize,
     newline: Option<usize>,
     full: bool,
@@ -161,14 +161,14 @@ impl<R: Read + AsFd> Chunker<R> {
 
 /// Starts the reader thread on a duplicate of fd 0. Pieces arrive in order; the last one has
 /// `eof` set, or an error ends the stream.
-pub fn spawn_stdin(chunk: usize) -> std::io::Result<mpsc::Receiver<std::io::Result<Piece>>> {
+pub(crate) fn spawn_stdin(chunk: usize) -> std::io::Result<mpsc::Receiver<std::io::Result<Piece>>> {
     let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let file = std::fs::File::from(fd);
     Ok(spawn(file, chunk))
 }
 
 /// Starts the reader thread on any readable file.
-pub fn spawn(input: std::fs::File, chunk: usize) -> mpsc::Receiver<std::io::Result<Piece>> {
+pub(crate) fn spawn(input: std::fs::File, chunk: usize) -> mpsc::Receiver<std::io::Result<Piece>> {
     let (tx, rx) = mpsc::channel(2);
     std::thread::Builder::new()
         .name("stdin".into())

@@ -9,42 +9,42 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
 use crate::config::{is_websocket, Conn, Source, DEFAULT_TTL, LOCAL_PORT_ENV};
-use crate::crypto::{Crypto, Opener, Place};
 use crate::error::Failure;
-use crate::pipe::{self, Layout, PipeName};
+use crate::protocol::crypto::{Crypto, Opener, Place};
+use crate::protocol::pipe::{self, Layout, PipeName};
 
 /// How long an unreachable server may take to say so.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a taken ticket stays with its receiver without a progress ack.
-pub const TICKET_ACK_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const TICKET_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often a receiver tells the server it is still working on its ticket.
-pub const TICKET_PROGRESS: Duration = Duration::from_secs(10);
+pub(crate) const TICKET_PROGRESS: Duration = Duration::from_secs(10);
 /// Durable queue consumers of pipes nobody uses go away after this.
-pub const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
-pub struct Session {
+pub(crate) struct Session {
     /// The first permission violation the server reported on this connection.
-    pub denied: Denied,
+    pub(crate) denied: Denied,
     /// Replicas of skypipe's streams when this session creates them.
-    pub replicas: usize,
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-    pub layout: Layout,
-    pub url: String,
+    pub(crate) replicas: usize,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) layout: Layout,
+    pub(crate) url: String,
     /// Whether the server knows per-message TTL (2.11 and later).
-    pub ttl_supported: bool,
-    pub server_version: String,
-    pub chunk_size: usize,
+    pub(crate) ttl_supported: bool,
+    pub(crate) server_version: String,
+    pub(crate) chunk_size: usize,
     /// How this session was made, to make another.
-    pub conn: Conn,
+    pub(crate) conn: Conn,
     /// The secret that seals and opens payloads, if any.
-    pub crypto: Crypto,
+    pub(crate) crypto: Crypto,
 }
 
 /// `major.minor` of a version string such as `2.15.1`.
-pub fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+pub(crate) fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])
@@ -97,11 +97,11 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
 /// server answers a forbidden publish with an asynchronous `-ERR` and drops the message, so
 /// the request behind it would only time out; this lets a command fail at once instead.
 #[derive(Clone)]
-pub struct Denied(tokio::sync::watch::Receiver<Option<String>>);
+pub(crate) struct Denied(tokio::sync::watch::Receiver<Option<String>>);
 
 impl Denied {
     /// Waits until the server reports a permission violation, and returns its text.
-    pub async fn wait(&self) -> String {
+    pub(crate) async fn wait(&self) -> String {
         let mut rx = self.0.clone();
         let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
         match seen {
@@ -112,7 +112,7 @@ impl Denied {
     }
 
     /// The violation reported so far, if any.
-    pub fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<String> {
         self.0.borrow().clone()
     }
 }
@@ -121,7 +121,7 @@ impl Denied {
 /// in its place would fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub(crate) String);
 
 /// The nkey seed in a seed file's text: its first line that starts with `S`.
 fn seed_in(text: &str) -> Option<&str> {
@@ -172,15 +172,15 @@ fn default_refused(shown: &str, sent_local_key: bool, port: u16) -> String {
 }
 
 /// A connected client, before anything JetStream is asked of it.
-pub struct Connected {
-    pub client: async_nats::Client,
-    pub denied: Denied,
+pub(crate) struct Connected {
+    pub(crate) client: async_nats::Client,
+    pub(crate) denied: Denied,
     /// The URLs, without credentials, for messages.
-    pub shown: String,
+    pub(crate) shown: String,
 }
 
 /// Connects, mapping failures to one line that names the server.
-pub async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
+pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
     let debug = std::env::var_os("SKYPIPE_DEBUG").is_some();
     let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
@@ -352,7 +352,7 @@ fn tls_hint(text: &str) -> Option<&'static str> {
 }
 
 /// The error for a permission violation, naming the prefix the user may be missing.
-pub fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
+pub(crate) fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
     anyhow!(
         "permission denied by the server at {url}: {text}; the user needs the permissions for \
          prefix {:?} (see \"Permissions\" in the README), or another --prefix",
@@ -361,12 +361,12 @@ pub fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
 }
 
 /// Whether the server says it is one of a cluster of at least three JetStream servers.
-pub fn cluster_of_three(info: &async_nats::ServerInfo) -> bool {
+pub(crate) fn cluster_of_three(info: &async_nats::ServerInfo) -> bool {
     info.cluster.is_some() && info.connect_urls.len() >= 3
 }
 
 /// The JetStream context for a client, honouring the context's domain or API prefix.
-pub fn jetstream_context(client: &async_nats::Client, conn: &Conn) -> jetstream::Context {
+pub(crate) fn jetstream_context(client: &async_nats::Client, conn: &Conn) -> jetstream::Context {
     let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10));
     match (&conn.js_domain, &conn.js_api_prefix) {
         (Some(d), _) => builder.domain(d).build(client.clone()),
@@ -376,13 +376,13 @@ pub fn jetstream_context(client: &async_nats::Client, conn: &Conn) -> jetstream:
 }
 
 /// Connects and checks that the server has JetStream.
-pub async fn connect(conn: &Conn) -> anyhow::Result<Session> {
+pub(crate) async fn connect(conn: &Conn) -> anyhow::Result<Session> {
     Session::new(conn, connect_client(conn).await?)
 }
 
 impl Session {
     /// A session on a connected client; fails when the server has no JetStream.
-    pub fn new(conn: &Conn, connected: Connected) -> anyhow::Result<Session> {
+    pub(crate) fn new(conn: &Conn, connected: Connected) -> anyhow::Result<Session> {
         let Connected {
             client,
             denied,
@@ -418,7 +418,7 @@ impl Session {
 /// Whether an error carries the given JetStream API error code. async-nats keeps the API
 /// error in the error's kind or its source depending on the call, and prints it as
 /// "error code N" either way, so both are checked.
-pub fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
+pub(crate) fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
     let needle = format!("error code {code}");
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -437,7 +437,9 @@ pub fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
 
 /// The account's JetStream usage and limits (`$JS.API.INFO`). Servers before 2.10 leave out
 /// the reserved sizes, which async-nats' `query_account` requires, so missing ones count as 0.
-pub async fn query_account(js: &jetstream::Context) -> anyhow::Result<jetstream::account::Account> {
+pub(crate) async fn query_account(
+    js: &jetstream::Context,
+) -> anyhow::Result<jetstream::account::Account> {
     use jetstream::response::Response;
     let response: Response<serde_json::Value> = js.request("INFO", b"").await?;
     match response {
@@ -453,12 +455,12 @@ pub async fn query_account(js: &jetstream::Context) -> anyhow::Result<jetstream:
     }
 }
 
-pub const CODE_STREAM_NOT_FOUND: u64 = 10059;
-pub const CODE_TTL_DISABLED: u64 = 10166;
+pub(crate) const CODE_STREAM_NOT_FOUND: u64 = 10059;
+pub(crate) const CODE_TTL_DISABLED: u64 = 10166;
 
 impl Session {
     /// Where a pipe's payloads belong, as sealed chunks bind it.
-    pub fn place(&self, pipe: &PipeName) -> Place {
+    pub(crate) fn place(&self, pipe: &PipeName) -> Place {
         Place {
             prefix: self.layout.prefix().to_string(),
             pipe: pipe.to_string(),
@@ -466,13 +468,13 @@ impl Session {
     }
 
     /// What opens one payload of a pipe.
-    pub fn opener(&self, pipe: &PipeName) -> Opener {
+    pub(crate) fn opener(&self, pipe: &PipeName) -> Opener {
         Opener::new(self.crypto.clone(), self.place(pipe))
     }
 
     /// Runs `work`, but ends it with a one-line error as soon as the server reports a
     /// permission violation on this connection.
-    pub async fn unless_denied<T>(
+    pub(crate) async fn unless_denied<T>(
         &self,
         work: impl std::future::Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<T> {
@@ -487,7 +489,7 @@ impl Session {
     }
 
     /// The data stream's config.
-    pub fn data_stream_config(&self) -> stream::Config {
+    pub(crate) fn data_stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.layout.data_stream(),
             description: Some("skypipe: chunks of payloads, one subject per payload".into()),
@@ -508,7 +510,7 @@ impl Session {
     }
 
     /// The queue stream's config.
-    pub fn queue_stream_config(&self) -> stream::Config {
+    pub(crate) fn queue_stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.layout.queue_stream(),
             description: Some("skypipe: one ticket per payload, taken in order".into()),
@@ -529,7 +531,7 @@ impl Session {
     }
 
     /// Hands one JetStream publish to the client; its ack comes later.
-    pub async fn js_publish(
+    pub(crate) async fn js_publish(
         &self,
         subject: &str,
         headers: &async_nats::HeaderMap,
@@ -542,7 +544,7 @@ impl Session {
     }
 
     /// Creates both streams when missing (an existing stream is left as it is).
-    pub async fn ensure_streams(&self) -> anyhow::Result<()> {
+    pub(crate) async fn ensure_streams(&self) -> anyhow::Result<()> {
         for config in [self.data_stream_config(), self.queue_stream_config()] {
             let name = config.name.clone();
             if let Err(e) = self.js.create_stream(config).await {
@@ -562,7 +564,7 @@ impl Session {
 
     /// The durable work-queue consumer that hands out a pipe's tickets, created on demand
     /// (and the streams with it).
-    pub async fn queue_consumer(
+    pub(crate) async fn queue_consumer(
         &self,
         pipe: &PipeName,
     ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {

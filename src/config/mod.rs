@@ -7,37 +7,35 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{Cli, ConnArgs};
-use crate::crypto::{Crypto, Secret};
-use crate::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
-use crate::progress::ProgressMode;
+use crate::protocol::crypto::{Crypto, Secret};
+use crate::protocol::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
+use crate::transfer::progress::ProgressMode;
 
-/// Where skypipe looks when nothing names a server (and where its local server listens),
-/// unless `SKYPIPE_LOCAL_PORT` names another port.
-pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
-/// The port of [`DEFAULT_URL`].
-pub const DEFAULT_PORT: u16 = 4222;
+/// The port skypipe looks at on 127.0.0.1 when nothing names a server (and where its local
+/// server listens), unless `SKYPIPE_LOCAL_PORT` names another port.
+pub(crate) const DEFAULT_PORT: u16 = 4222;
 /// The variable that moves the default address, and the local server, to another port.
-pub const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
+pub(crate) const LOCAL_PORT_ENV: &str = "SKYPIPE_LOCAL_PORT";
 /// The variable that sets the local server's store size (as `--max-store` does).
-pub const LOCAL_MAX_STORE_ENV: &str = "SKYPIPE_LOCAL_MAX_STORE";
+pub(crate) const LOCAL_MAX_STORE_ENV: &str = "SKYPIPE_LOCAL_MAX_STORE";
 /// The most disk the local server's store may use unless told otherwise: room for several
 /// large payloads waiting at once, while a forgotten pipe cannot fill the disk. Live
 /// transfers of any size still pass: a sender facing a full store waits for takers.
-pub const DEFAULT_LOCAL_MAX_STORE: u64 = 10 << 30;
+pub(crate) const DEFAULT_LOCAL_MAX_STORE: u64 = 10 << 30;
 /// The most replicas a JetStream stream can have.
-pub const MAX_REPLICAS: usize = 5;
+pub(crate) const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest `--ttl`: 100 years (of 365.25 days, as `humantime` counts them). The server
 /// keeps a message's expiry as nanoseconds since 1970 in an int64, which runs out in 2262; a
 /// TTL that reaches past that wraps around and the payload expires at once.
-pub const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
 /// The shortest `--ttl`: the server counts per-message TTLs in whole seconds, from one.
-pub const MIN_TTL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// A setting that cannot be used. All of these are usage errors (exit 2).
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error(transparent)]
     Name(#[from] NameError),
     #[error("bad prefix: {0}")]
@@ -89,7 +87,7 @@ pub enum ConfigError {
 
 /// Where the server URL came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Flag,
     Env,
     Context(String),
@@ -98,37 +96,37 @@ pub enum Source {
 
 /// How to reach and log in to the server.
 #[derive(Debug, Clone)]
-pub struct Conn {
-    pub urls: Vec<String>,
-    pub source: Source,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub token: Option<String>,
-    pub creds: Option<PathBuf>,
-    pub nkey: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub ca: Option<PathBuf>,
-    pub tls_first: bool,
-    pub inbox_prefix: Option<String>,
-    pub js_domain: Option<String>,
-    pub js_api_prefix: Option<String>,
-    pub layout: Layout,
+pub(crate) struct Conn {
+    pub(crate) urls: Vec<String>,
+    pub(crate) source: Source,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) creds: Option<PathBuf>,
+    pub(crate) nkey: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) tls_first: bool,
+    pub(crate) inbox_prefix: Option<String>,
+    pub(crate) js_domain: Option<String>,
+    pub(crate) js_api_prefix: Option<String>,
+    pub(crate) layout: Layout,
     /// Replicas for skypipe's streams when they are created; `None`: decided at creation
     /// (see `Session::replicas_for_new_streams`).
-    pub replicas: Option<usize>,
+    pub(crate) replicas: Option<usize>,
     /// The port of the default address, where skypipe's local server listens.
-    pub local_port: u16,
+    pub(crate) local_port: u16,
     /// The local server's credential (an nkey seed file), used to log in when nothing names
-    /// a server and no credential is given; it may not exist (yet). See `crate::local`.
-    pub local_nkey: Option<PathBuf>,
+    /// a server and no credential is given; it may not exist (yet). See `crate::admin::local`.
+    pub(crate) local_nkey: Option<PathBuf>,
     /// The most disk the local server's store may use when skypipe starts it.
-    pub local_max_store: u64,
+    pub(crate) local_max_store: u64,
 }
 
 impl Conn {
     /// The URLs as one string, for messages (never includes credentials).
-    pub fn display_urls(&self) -> String {
+    pub(crate) fn display_urls(&self) -> String {
         self.urls
             .iter()
             .map(|u| redact_url(u))
@@ -138,7 +136,7 @@ impl Conn {
 }
 
 /// Removes `user:password@` from a URL so it can be shown.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
         (None, Some(at)) => url[at + 1..].to_string(),
@@ -147,7 +145,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// The `user:password` (or a lone token) before the `@` of a URL, percent-decoded.
-pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+pub(crate) fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or(rest);
     let (info, _) = authority.rsplit_once('@')?;
@@ -185,24 +183,24 @@ fn percent_decode(text: &str) -> String {
 /// natscli ignores ours.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ContextFile {
-    pub url: String,
-    pub user: String,
-    pub password: String,
-    pub token: String,
-    pub creds: String,
-    pub nkey: String,
-    pub cert: String,
-    pub key: String,
-    pub ca: String,
-    pub tls_first: bool,
-    pub inbox_prefix: String,
-    pub jetstream_domain: String,
-    pub jetstream_api_prefix: String,
+pub(crate) struct ContextFile {
+    pub(crate) url: String,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) token: String,
+    pub(crate) creds: String,
+    pub(crate) nkey: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) ca: String,
+    pub(crate) tls_first: bool,
+    pub(crate) inbox_prefix: String,
+    pub(crate) jetstream_domain: String,
+    pub(crate) jetstream_api_prefix: String,
     /// skypipe's own: the subject prefix for this context.
-    pub skypipe_prefix: String,
+    pub(crate) skypipe_prefix: String,
     /// skypipe's own: replicas of the streams it creates (0: not set).
-    pub skypipe_replicas: usize,
+    pub(crate) skypipe_replicas: usize,
 }
 
 /// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
@@ -210,17 +208,17 @@ pub struct ContextFile {
 /// server of its own without changing the natscli's selection.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct SkypipeConfig {
-    pub context: String,
+pub(crate) struct SkypipeConfig {
+    pub(crate) context: String,
 }
 
 /// skypipe's config directory: `$XDG_CONFIG_HOME/skypipe` or `~/.config/skypipe`.
-pub fn skypipe_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub(crate) fn skypipe_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     nats_config_dir(env).and_then(|d| d.parent().map(|p| p.join("skypipe")))
 }
 
 /// Reads skypipe's config file; a missing file is an empty config.
-pub fn load_skypipe_config(
+pub(crate) fn load_skypipe_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SkypipeConfig, ConfigError> {
     let Some(dir) = skypipe_config_dir(env) else {
@@ -241,7 +239,7 @@ pub fn load_skypipe_config(
 }
 
 /// The port of the default address: `SKYPIPE_LOCAL_PORT`, or 4222.
-pub fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
+pub(crate) fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
     match env(LOCAL_PORT_ENV).filter(|s| !s.trim().is_empty()) {
         None => Ok(DEFAULT_PORT),
         Some(v) => v
@@ -254,7 +252,7 @@ pub fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigErr
 }
 
 /// The local server's store size: `SKYPIPE_LOCAL_MAX_STORE`, or 10 GiB.
-pub fn local_max_store(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+pub(crate) fn local_max_store(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
     match env(LOCAL_MAX_STORE_ENV).filter(|s| !s.trim().is_empty()) {
         None => Ok(DEFAULT_LOCAL_MAX_STORE),
         Some(v) => crate::cli::parse_max_store(&v).map_err(ConfigError::LocalMaxStore),
@@ -262,7 +260,7 @@ pub fn local_max_store(env: &dyn Fn(&str) -> Option<String>) -> Result<u64, Conf
 }
 
 /// Checks a replica count.
-pub fn parse_replicas(value: &str, from: &'static str) -> Result<usize, ConfigError> {
+pub(crate) fn parse_replicas(value: &str, from: &'static str) -> Result<usize, ConfigError> {
     value
         .trim()
         .parse::<usize>()
@@ -275,7 +273,7 @@ pub fn parse_replicas(value: &str, from: &'static str) -> Result<usize, ConfigEr
 }
 
 /// The natscli's config directory: `$XDG_CONFIG_HOME/nats` or `~/.config/nats`.
-pub fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub(crate) fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(x) = env("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
         return Some(PathBuf::from(x).join("nats"));
     }
@@ -293,7 +291,7 @@ fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// Loads the context chosen by `--context`, `NATS_CONTEXT`, skypipe's config file or the
 /// natscli's `context.txt`, in that order.
-pub fn load_context(
+pub(crate) fn load_context(
     flag: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(String, ContextFile)>, ConfigError> {
@@ -349,7 +347,7 @@ fn nonempty(s: &str) -> Option<String> {
 }
 
 /// Splits a comma-separated URL list and checks each URL.
-pub fn parse_urls(text: &str) -> Result<Vec<String>, ConfigError> {
+pub(crate) fn parse_urls(text: &str) -> Result<Vec<String>, ConfigError> {
     let urls: Vec<String> = text
         .split(',')
         .map(str::trim)
@@ -370,7 +368,7 @@ pub fn parse_urls(text: &str) -> Result<Vec<String>, ConfigError> {
 
 /// Whether a URL dials a WebSocket listener (`ws://` or `wss://`) rather than a NATS
 /// client port.
-pub fn is_websocket(url: &str) -> bool {
+pub(crate) fn is_websocket(url: &str) -> bool {
     url.starts_with("ws://") || url.starts_with("wss://")
 }
 
@@ -441,7 +439,7 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// Resolves connection settings from flags, environment and context.
-pub fn resolve_conn(
+pub(crate) fn resolve_conn(
     args: &ConnArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Conn, ConfigError> {
@@ -541,9 +539,9 @@ pub fn resolve_conn(
         && token.is_none()
         && creds.is_none()
         && nkey.is_none())
-    .then(|| crate::local::data_dir(env).ok())
+    .then(|| crate::admin::local::data_dir(env).ok())
     .flatten()
-    .map(|dir| dir.join(crate::local::NKEY_FILE));
+    .map(|dir| dir.join(crate::admin::local::NKEY_FILE));
 
     Ok(Conn {
         urls,
@@ -570,14 +568,14 @@ pub fn resolve_conn(
 
 /// Send or receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Send,
     Recv,
 }
 
 /// What stdin is, as far as the mode choice cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StdinKind {
+pub(crate) enum StdinKind {
     /// A regular file, FIFO or socket: something to read.
     Readable,
     /// A terminal, /dev/null, closed, or unknown: do not read.
@@ -586,7 +584,7 @@ pub enum StdinKind {
 
 /// Inspects fd 0 the safe way: regular file, FIFO and socket are readable; anything else
 /// (a terminal, a character device such as /dev/null, a closed fd) is not.
-pub fn stdin_kind() -> StdinKind {
+pub(crate) fn stdin_kind() -> StdinKind {
     use std::os::fd::AsFd;
     use std::os::unix::fs::FileTypeExt;
     let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
@@ -606,7 +604,7 @@ pub fn stdin_kind() -> StdinKind {
 }
 
 /// The bytes left to read when stdin is a regular file (for progress).
-pub fn stdin_file_size() -> Option<u64> {
+pub(crate) fn stdin_file_size() -> Option<u64> {
     use std::io::Seek;
     use std::os::fd::AsFd;
     let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
@@ -621,25 +619,25 @@ pub fn stdin_file_size() -> Option<u64> {
 
 /// Everything a pipe command needs.
 #[derive(Debug, Clone)]
-pub struct PipeSettings {
-    pub pipe: PipeName,
-    pub mode: Mode,
-    pub ttl: Duration,
-    pub ttl_given: bool,
-    pub timeout: Option<Duration>,
-    pub listen: bool,
-    pub follow: bool,
-    pub sender_timeout: Duration,
-    pub progress: ProgressMode,
-    pub quiet: bool,
-    pub verbose: u8,
-    pub conn: Conn,
-    pub crypto: Crypto,
+pub(crate) struct PipeSettings {
+    pub(crate) pipe: PipeName,
+    pub(crate) mode: Mode,
+    pub(crate) ttl: Duration,
+    pub(crate) ttl_given: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) listen: bool,
+    pub(crate) follow: bool,
+    pub(crate) sender_timeout: Duration,
+    pub(crate) progress: ProgressMode,
+    pub(crate) quiet: bool,
+
+    pub(crate) conn: Conn,
+    pub(crate) crypto: Crypto,
 }
 
 /// The secret from `--secret-file` (its contents less one final line break) or else
 /// `SKYPIPE_SECRET`, and what to do with plain payloads.
-pub fn resolve_crypto(
+pub(crate) fn resolve_crypto(
     cli: &Cli,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Crypto, ConfigError> {
@@ -672,7 +670,7 @@ pub fn resolve_crypto(
 }
 
 /// Checks a `--ttl` against what the server can hold: [`MIN_TTL`] to [`MAX_TTL`].
-pub fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
     if ttl > MAX_TTL {
         Err(ConfigError::TtlTooLong(ttl))
     } else if ttl < MIN_TTL {
@@ -683,7 +681,7 @@ pub fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
 }
 
 /// Builds the settings of a pipe command.
-pub fn pipe_settings(
+pub(crate) fn pipe_settings(
     cli: &Cli,
     stdin: StdinKind,
     env: &dyn Fn(&str) -> Option<String>,
@@ -713,7 +711,6 @@ pub fn pipe_settings(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ),
         quiet: cli.quiet,
-        verbose: cli.verbose,
         conn: resolve_conn(&cli.conn, env)?,
         crypto: resolve_crypto(cli, env)?,
     })
@@ -735,7 +732,7 @@ mod tests {
     #[test]
     fn default_url_when_nothing_is_set() {
         let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("resolves");
-        assert_eq!(c.urls, vec![DEFAULT_URL.to_string()]);
+        assert_eq!(c.urls, vec!["nats://127.0.0.1:4222".to_string()]);
         assert_eq!(c.source, Source::Default);
     }
 

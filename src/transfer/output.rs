@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How a write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteEnd {
+pub(crate) enum WriteEnd {
     Ok,
     /// The reader of stdout went away.
     Closed,
@@ -30,24 +30,24 @@ pub enum WriteEnd {
 
 /// How far one payload's writes got: the value given with its last written chunk.
 #[derive(Debug, Clone, Default)]
-pub struct Mark(Arc<AtomicU64>);
+pub(crate) struct Mark(Arc<AtomicU64>);
 
 impl Mark {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// A byte count shared between threads (bytes written, bytes sent).
 #[derive(Debug, Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
+pub(crate) struct Counter(Arc<AtomicU64>);
 
 impl Counter {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -62,7 +62,7 @@ enum Cmd {
 }
 
 /// The handle of the writer thread.
-pub struct Writer {
+pub(crate) struct Writer {
     tx: std::sync::mpsc::SyncSender<Cmd>,
     failed: Arc<std::sync::Mutex<Option<WriteEnd>>>,
     written: Counter,
@@ -73,12 +73,12 @@ pub struct Writer {
 
 impl Writer {
     /// A writer on a duplicate of fd 1 that stops writing once `cancel` fires.
-    pub fn stdout(cancel: CancellationToken) -> std::io::Result<Writer> {
+    pub(crate) fn stdout(cancel: CancellationToken) -> std::io::Result<Writer> {
         let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
         Ok(Writer::new(std::fs::File::from(fd), cancel))
     }
 
-    pub fn new<W: Write + Send + 'static>(mut out: W, cancel: CancellationToken) -> Writer {
+    pub(crate) fn new<W: Write + Send + 'static>(mut out: W, cancel: CancellationToken) -> Writer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Cmd>(8);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let fail = failed.clone();
@@ -139,13 +139,13 @@ impl Writer {
     }
 
     /// Bytes written so far.
-    pub fn counter(&self) -> Counter {
+    pub(crate) fn counter(&self) -> Counter {
         self.written.clone()
     }
 
     /// Queues bytes; `mark` takes `value` once they are written. Waits only when eight
     /// chunks are already queued (backpressure from a slow stdout).
-    pub async fn write(&self, bytes: Bytes, mark: &Mark, value: u64) -> WriteEnd {
+    pub(crate) async fn write(&self, bytes: Bytes, mark: &Mark, value: u64) -> WriteEnd {
         if let Some(end) = self.failure() {
             return end;
         }
@@ -168,7 +168,7 @@ impl Writer {
     }
 
     /// Whether bytes wait to be written: a slow stdout, not an idle pipe.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.queued.get() > self.written.get() && self.failure().is_none()
     }
 
@@ -205,13 +205,13 @@ impl Writer {
     }
 
     /// Waits until everything queued is written, or until cancellation.
-    pub async fn flush(&self) -> WriteEnd {
+    pub(crate) async fn flush(&self) -> WriteEnd {
         self.flush_inner(true).await
     }
 
     /// After cancellation: waits up to `limit` for a write in progress to end (what is
     /// queued behind it is dropped), so the mark of every chunk written is known.
-    pub async fn settle(&self, limit: std::time::Duration) {
+    pub(crate) async fn settle(&self, limit: std::time::Duration) {
         let _ = tokio::time::timeout(limit, self.flush_inner(false)).await;
     }
 
@@ -235,7 +235,7 @@ impl Writer {
     }
 
     /// Set once a write failed or stdout closed.
-    pub fn failure(&self) -> Option<WriteEnd> {
+    pub(crate) fn failure(&self) -> Option<WriteEnd> {
         self.failed.lock().ok().and_then(|f| f.clone())
     }
 }
@@ -243,7 +243,7 @@ impl Writer {
 /// Whether fd 1 was closed when skypipe started (`skypipe p >&-`). The Rust runtime then
 /// opens /dev/null on it, read-write; a shell's `> /dev/null` opens it write-only. A taker
 /// with nowhere to write must not take: the payload would be lost.
-pub fn stdout_was_closed() -> bool {
+pub(crate) fn stdout_was_closed() -> bool {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use nix::sys::stat::{fstat, major, minor, SFlag};
     let stdout = std::io::stdout();

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
-use crate::output::Counter;
+use crate::transfer::output::Counter;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     Off,
     /// A bar redrawn in place (stderr is a terminal).
     Bar,
@@ -21,7 +21,7 @@ pub enum ProgressMode {
 
 impl ProgressMode {
     /// The mode for the flags and what stderr is.
-    pub fn choose(quiet: bool, forced: bool, stderr_is_terminal: bool) -> Self {
+    pub(crate) fn choose(quiet: bool, forced: bool, stderr_is_terminal: bool) -> Self {
         match (quiet, forced, stderr_is_terminal) {
             (true, _, _) => ProgressMode::Off,
             (false, _, true) => ProgressMode::Bar,
@@ -32,20 +32,25 @@ impl ProgressMode {
 }
 
 /// A running progress display; [`Progress::finish`] ends it.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     task: Option<JoinHandle<()>>,
     lines: Option<(String, Counter, Instant)>,
 }
 
 /// `12.3 MiB`
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
 }
 
 impl Progress {
     /// Starts showing `counter` (bytes `verb`, e.g. "sent"); `total` when known.
-    pub fn start(mode: ProgressMode, verb: &str, total: Option<u64>, counter: Counter) -> Self {
+    pub(crate) fn start(
+        mode: ProgressMode,
+        verb: &str,
+        total: Option<u64>,
+        counter: Counter,
+    ) -> Self {
         match mode {
             ProgressMode::Off => Progress {
                 bar: None,
@@ -102,7 +107,7 @@ impl Progress {
     }
 
     /// Stops the display: the bar is cleared, plain lines end with a summary.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(task) = &self.task {
             task.abort();
         }

@@ -11,70 +11,70 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use bytes::Bytes;
 
-use crate::crypto::{OpenError, Opener};
-use crate::output::{Mark, WriteEnd, Writer};
-use crate::pipe::{ChunkMeta, End, PayloadId};
+use crate::protocol::crypto::{OpenError, Opener};
+use crate::protocol::pipe::{ChunkMeta, End, PayloadId};
+use crate::transfer::output::{Mark, WriteEnd, Writer};
 
 /// More chunks than this arriving ahead of a missing one means it is lost.
 const MAX_OUT_OF_ORDER: usize = 1024;
 /// A reader that keeps lines whole holds back at most this many bytes of a line whose end
 /// has not arrived; a longer line is written in parts.
-pub const MAX_HELD_LINE: usize = crate::pipe::MAX_CHUNK;
+pub(crate) const MAX_HELD_LINE: usize = crate::protocol::pipe::MAX_CHUNK;
 
 /// A payload that does not add up. A taker removes it from the pipe (its ticket terminated)
 /// so it cannot block the payloads behind it; what was verified before the fault was written.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Corrupt(pub String);
+pub(crate) struct Corrupt(pub(crate) String);
 
 /// A listener fell behind and chunks were removed before it read them.
 #[derive(Debug, thiserror::Error)]
 #[error("missed {chunks} chunks of payload {id}: the pipe's takers removed them before this listener read them")]
-pub struct Missed {
-    pub id: PayloadId,
-    pub chunks: u64,
+pub(crate) struct Missed {
+    pub(crate) id: PayloadId,
+    pub(crate) chunks: u64,
 }
 
 /// A listener whose payload stopped arriving after its sender was gone: the rest (its end
 /// included) was taken before the listener read it.
 #[derive(Debug, thiserror::Error)]
 #[error("missed the rest of payload {id} after {bytes} bytes: its sender is gone and nothing more of it arrived (it was cut off, or the pipe's takers removed the rest before this listener read it)")]
-pub struct MissedEnd {
-    pub id: PayloadId,
-    pub bytes: u64,
+pub(crate) struct MissedEnd {
+    pub(crate) id: PayloadId,
+    pub(crate) bytes: u64,
 }
 
 /// A payload announced while a listener listened, none of which reached it: taken whole
 /// before the listener read it.
 #[derive(Debug, thiserror::Error)]
 #[error("missed payload {id}: it was sent and taken before this listener read any of it")]
-pub struct MissedWhole {
-    pub id: PayloadId,
+pub(crate) struct MissedWhole {
+    pub(crate) id: PayloadId,
 }
 
 /// A payload whose sender stopped without ending it (killed, or its machine gone).
 #[derive(Debug, thiserror::Error)]
 #[error("the sender of payload {id} stopped: no data and no sign of it for {waited} (it was killed or cut off, or the payload outlived its --ttl); the {bytes} bytes that arrived were written, but the payload is incomplete")]
-pub struct Vanished {
-    pub id: PayloadId,
-    pub waited: String,
-    pub bytes: u64,
+pub(crate) struct Vanished {
+    pub(crate) id: PayloadId,
+    pub(crate) waited: String,
+    pub(crate) bytes: u64,
 }
 
 /// A payload fault after which a taker removed the payload from the pipe.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; it was removed from the pipe")]
-pub struct Removed(pub anyhow::Error);
+pub(crate) struct Removed(pub(crate) anyhow::Error);
 
 /// A payload written for a newer skypipe (a higher protocol version, an unknown seal): it is
 /// left in the pipe, untouched, for a skypipe that can read it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; it was left in the pipe")]
-pub struct Newer(pub String);
+pub(crate) struct Newer(pub(crate) String);
 
 /// How a payload may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// At chunk 0; later chunks arriving first wait for it.
     AtZero,
     /// At the first chunk seen: a resumed payload, or a listener joining late.
@@ -83,7 +83,7 @@ pub enum Start {
 
 /// What accepting a chunk led to.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     More,
     End(End),
     /// stdout closed or failed.
@@ -91,20 +91,20 @@ pub enum Step {
 }
 
 /// One payload being reassembled.
-pub struct Reader {
-    pub id: PayloadId,
+pub(crate) struct Reader {
+    pub(crate) id: PayloadId,
     start: Start,
     /// With listeners, a gap is data removed before it could be read, not a late chunk.
     gaps_are_losses: bool,
     next: Option<u64>,
-    pub offset: u64,
+    pub(crate) offset: u64,
     crc: crc32fast::Hasher,
     pending: BTreeMap<u64, (ChunkMeta, Bytes, u64)>,
-    pub max_seen: u64,
+    pub(crate) max_seen: u64,
     /// Offset of the first byte this reader wrote when it did not start at chunk 0.
-    pub started_at: Option<u64>,
+    pub(crate) started_at: Option<u64>,
     /// Carries the purge bound of each written chunk back from the writer.
-    pub mark: Mark,
+    pub(crate) mark: Mark,
     opener: Opener,
     /// Whether bytes are held back until a newline (or the payload's end) so that lines
     /// from payloads interleaved on one output stay whole.
@@ -115,7 +115,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(id: PayloadId, start: Start, gaps_are_losses: bool) -> Self {
+    pub(crate) fn new(id: PayloadId, start: Start, gaps_are_losses: bool) -> Self {
         Reader {
             id,
             start,
@@ -137,24 +137,24 @@ impl Reader {
     /// Writes only whole lines (up to [`MAX_HELD_LINE`] bytes), for outputs that several
     /// payloads share. A chunk held back is not written, so it is not purged either: a taker
     /// that stops gives it back with the rest.
-    pub fn whole_lines(mut self, on: bool) -> Self {
+    pub(crate) fn whole_lines(mut self, on: bool) -> Self {
         self.whole_lines = on;
         self
     }
 
     /// The chunk being waited for while later ones already arrived.
-    pub fn missing(&self) -> Option<u64> {
+    pub(crate) fn missing(&self) -> Option<u64> {
         (!self.pending.is_empty()).then(|| self.next.unwrap_or(0))
     }
 
     /// Opens chunks with `opener` (a reader without one reads plain payloads only).
-    pub fn opening(mut self, opener: Opener) -> Self {
+    pub(crate) fn opening(mut self, opener: Opener) -> Self {
         self.opener = opener;
         self
     }
 
     /// A corrupt payload, saying what of it was already written.
-    pub fn corrupt(&self, what: String) -> anyhow::Error {
+    pub(crate) fn corrupt(&self, what: String) -> anyhow::Error {
         let written = self.offset - self.started_at.unwrap_or(0);
         let note = if written == 0 {
             "nothing of it was written".to_string()
@@ -167,7 +167,7 @@ impl Reader {
     /// Called when the server holds nothing more for this reader: a chunk still missing
     /// below a stored last chunk is lost, because a sender publishes its last chunk after
     /// every other (docs/protocol.md, "Receiving").
-    pub fn nothing_more_stored(&self) -> anyhow::Result<()> {
+    pub(crate) fn nothing_more_stored(&self) -> anyhow::Result<()> {
         let next = self.next.unwrap_or(0);
         match self.pending.values().find(|(m, _, _)| m.end.is_some()) {
             Some((last, _, _)) => Err(self.corrupt(format!(
@@ -188,7 +188,7 @@ impl Reader {
     }
 
     /// Accepts one chunk (stored at `stream_seq`) and writes whatever is now in order.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &mut self,
         meta: ChunkMeta,
         data: Bytes,
@@ -317,7 +317,12 @@ impl Reader {
 }
 
 /// The one-line report of an aborted payload.
-pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u64>) -> String {
+pub(crate) fn aborted_message(
+    id: &PayloadId,
+    pipe: &str,
+    reason: &str,
+    bytes: Option<u64>,
+) -> String {
     let written = match bytes {
         Some(n) => format!("the {n} bytes that arrived were written"),
         None => "what arrived was written".to_string(),
@@ -326,7 +331,7 @@ pub fn aborted_message(id: &PayloadId, pipe: &str, reason: &str, bytes: Option<u
 }
 
 /// Whether an error is one of this module's payload faults.
-pub fn is_payload_fault(e: &anyhow::Error) -> bool {
+pub(crate) fn is_payload_fault(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Removed>().is_some()
         || e.downcast_ref::<Corrupt>().is_some()
         || e.downcast_ref::<Missed>().is_some()
@@ -337,8 +342,14 @@ pub fn is_payload_fault(e: &anyhow::Error) -> bool {
 
 /// Turns a header parse failure into an error: a corrupt payload, except that a payload of a
 /// newer protocol is left alone for a newer skypipe to take.
-pub fn bad_headers(id: &PayloadId, seq: u64, e: crate::pipe::HeaderError) -> anyhow::Error {
-    if let crate::pipe::HeaderError::Version(_) | crate::pipe::HeaderError::UnknownSeal(_) = e {
+pub(crate) fn bad_headers(
+    id: &PayloadId,
+    seq: u64,
+    e: crate::protocol::pipe::HeaderError,
+) -> anyhow::Error {
+    if let crate::protocol::pipe::HeaderError::Version(_)
+    | crate::protocol::pipe::HeaderError::UnknownSeal(_) = e
+    {
         return Newer(format!("payload {id}: {e}")).into();
     }
     Corrupt(format!(
@@ -348,6 +359,6 @@ pub fn bad_headers(id: &PayloadId, seq: u64, e: crate::pipe::HeaderError) -> any
 }
 
 /// An error for a message whose JetStream metadata cannot be read.
-pub fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("a message without JetStream metadata: {e}")
 }

@@ -1,0 +1,6 @@
+//! Looking after the server and the setup: skypipe's own local server, `skypipe check` and
+//! `skypipe setup`, shell completions and the man page.
+
+pub(crate) mod completions;
+pub(crate) mod local;
+pub(crate) mod setup;

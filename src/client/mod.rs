@@ -1,0 +1,4 @@
+//! Talking to the server: connecting, skypipe's streams and consumers, and the JetStream
+//! error codes skypipe acts on.
+
+pub(crate) mod session;

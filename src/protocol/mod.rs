@@ -1,0 +1,5 @@
+//! The pipe protocol without IO (docs/protocol.md): names, subjects and headers, and the
+//! sealing of chunks.
+
+pub(crate) mod crypto;
+pub(crate) mod pipe;
