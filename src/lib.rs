@@ -12,12 +12,14 @@
 //! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
 //! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it).
 //! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
+//! - [`diag`] is `-v`: diagnostics through `tracing`.
 //! - [`error`] holds the failures with their own exit codes, mapped in one place.
 
 mod admin;
 mod cli;
 mod client;
 mod config;
+mod diag;
 mod error;
 mod monitor;
 mod protocol;
@@ -44,6 +46,7 @@ pub fn main() -> i32 {
 
 /// Runs a parsed command line and returns the process exit code.
 fn run(cli: Cli) -> i32 {
+    diag::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -182,7 +182,6 @@ pub(crate) struct Connected {
 /// Connects, mapping failures to one line that names the server.
 pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
-    let debug = std::env::var_os("SKYPIPE_DEBUG").is_some();
     let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
     let mut opts = ConnectOptions::new()
         .name("skypipe")
@@ -191,9 +190,7 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
         .event_callback(move |event| {
             let tx = denied_tx.clone();
             async move {
-                if debug {
-                    eprintln!("skypipe: debug: connection event: {event}");
-                }
+                tracing::debug!("connection event: {event}");
                 if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event
                 {
                     if text.to_ascii_lowercase().contains("permissions violation") {
@@ -399,6 +396,12 @@ impl Session {
         let replicas = conn
             .replicas
             .unwrap_or(if cluster_of_three(&info) { 3 } else { 1 });
+        tracing::info!(
+            "connected to {shown} (nats-server {}, max payload {} bytes, {replicas} replica{})",
+            info.version,
+            info.max_payload,
+            if replicas == 1 { "" } else { "s" }
+        );
         Ok(Session {
             denied,
             replicas,

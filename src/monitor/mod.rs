@@ -359,11 +359,7 @@ pub(crate) async fn collect(
                             .unwrap_or(true);
                         collector.on_chunk(m.subject.as_str(), m.headers.as_ref(), live);
                     }
-                    Some(Err(e)) => {
-                        if std::env::var_os("SKYPIPE_DEBUG").is_some() {
-                            eprintln!("skypipe: debug: monitor: {e}");
-                        }
-                    }
+                    Some(Err(e)) => tracing::debug!("monitor: {e}"),
                     None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
                 }
             }

@@ -78,6 +78,7 @@ pub(crate) async fn listen(
         .subscribe(session.layout.queue_subject(pipe))
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    tracing::info!("listening on pipe {pipe}");
     let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let _presence = Presence::start(

@@ -142,6 +142,11 @@ impl Reader {
         self
     }
 
+    /// Chunks written (or held) so far, counted from chunk 0.
+    pub(crate) fn chunks(&self) -> u64 {
+        self.next.unwrap_or(0)
+    }
+
     /// The chunk being waited for while later ones already arrived.
     pub(crate) fn missing(&self) -> Option<u64> {
         (!self.pending.is_empty()).then(|| self.next.unwrap_or(0))

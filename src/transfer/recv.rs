@@ -123,9 +123,7 @@ pub(crate) async fn take_ticket(
 }
 
 fn debug(e: &dyn std::fmt::Display) {
-    if std::env::var_os("SKYPIPE_DEBUG").is_some() {
-        eprintln!("skypipe: debug: {e}");
-    }
+    tracing::debug!("{e}");
 }
 
 /// Removes a payload's chunks below `bound` (all of them when `None`).
@@ -156,11 +154,13 @@ fn keep(
         loop {
             tokio::select! {
                 _ = progress.tick() => {
+                    tracing::debug!("progress ack: keeping the ticket of {subject}");
                     let _ = ticket.ack_with(AckKind::Progress).await;
                 }
                 _ = purge_tick.tick() => {
                     let mark = mark.get();
                     if mark > purged {
+                        tracing::trace!("purging {subject} below stream sequence {mark}");
                         purged = mark;
                         if let Err(e) = purge(&data, &subject, Some(mark)).await {
                             debug(&e);
@@ -211,6 +211,7 @@ impl Take<'_> {
     /// Lets the next payload of a follower write (see [`Turn`]).
     fn pass_turn(&mut self) {
         if let Some(next) = self.turn.take() {
+            tracing::debug!("payload {} is live: the next one may write", self.reader.id);
             let _ = next.send(());
         }
     }
@@ -305,6 +306,7 @@ impl Take<'_> {
             .open_reader(after)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
+        tracing::debug!("reading payload {id} after stream sequence {after} ({consumer_name})");
         let mut lost_since: Option<Instant> = None;
         let mut watch = tokio::time::interval(WATCH_EVERY);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,6 +461,11 @@ impl Take<'_> {
     /// ticket back at once so the next taker resumes right after them. After cancellation
     /// it does not wait on a stuck stdout, and waits on the server for a bounded time.
     async fn give_back(&self, out: &Writer, cancelled: bool) {
+        tracing::info!(
+            "giving payload {} back after {} bytes written",
+            self.reader.id,
+            self.reader.offset
+        );
         if cancelled {
             out.settle(SETTLE_WITHIN).await;
         } else {
@@ -542,7 +549,12 @@ impl Taker<'_> {
         mut turn: Turn,
     ) -> anyhow::Result<Taken> {
         let (session, out, cancel, quiet) = (self.session, self.out, self.cancel, self.quiet);
-        let redelivered = ticket.info().map(|i| i.delivered > 1).unwrap_or(false);
+        let delivered = ticket.info().map(|i| i.delivered).unwrap_or(1);
+        let redelivered = delivered > 1;
+        tracing::info!(
+            "took payload {id} of pipe {} (delivery {delivered})",
+            self.pipe
+        );
         let start = if redelivered {
             Start::AtFirstSeen
         } else {
@@ -648,6 +660,10 @@ impl Taker<'_> {
                 }
                 take.finish(AckKind::Ack).await?;
                 let bytes = take.reader.offset;
+                tracing::info!(
+                    "payload {id} taken: {} chunks, {bytes} bytes",
+                    take.reader.chunks()
+                );
                 Ok(match end {
                     End::Eof(_) => Taken::Complete,
                     End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
@@ -665,6 +681,8 @@ pub(crate) async fn recv(
 ) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
     let consumer = session.queue_consumer(pipe).await?;
+    // The readiness line: from here on a payload sent to the pipe is this taker's.
+    tracing::info!("waiting on pipe {pipe}");
     let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
     let progress = Progress::start(settings.progress, "received", None, out.counter());
     let active = Payloads::default();
@@ -790,6 +808,7 @@ pub(crate) async fn follow(
 ) -> anyhow::Result<()> {
     let pipe = settings.pipe.clone();
     let consumer = session.queue_consumer(&pipe).await?;
+    tracing::info!("waiting on pipe {pipe} (following)");
     // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
     let stop = cancel.child_token();
     let out = Arc::new(Writer::stdout(stop.clone()).context("cannot open stdout")?);

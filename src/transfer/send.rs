@@ -195,6 +195,7 @@ impl<'a> Sender<'a> {
 
     /// The ticket is stored: the payload is in the pipe.
     fn announced(&mut self) {
+        tracing::info!("payload {} queued on pipe {}", self.id, self.settings.pipe);
         self.ticket_sent = true;
         presence::track(&self.active, self.id.as_str(), true);
     }
@@ -495,6 +496,12 @@ impl<'a> Sender<'a> {
     }
 
     fn sent(&self) -> Sent {
+        tracing::info!(
+            "payload {} stored: {} chunks, {} bytes",
+            self.id,
+            self.chunk,
+            self.offset
+        );
         Sent {
             id: self.ticket_sent.then(|| self.id.clone()),
         }
@@ -586,9 +593,7 @@ fn is_api_error(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn debug(e: &dyn std::fmt::Display) {
-    if std::env::var_os("SKYPIPE_DEBUG").is_some() {
-        eprintln!("skypipe: debug: {e}");
-    }
+    tracing::debug!("{e}");
 }
 
 /// Tries to publish the abort marker, but never waits long for a server that is gone.

@@ -117,10 +117,11 @@ fn hidden(out: &Output, what: &str) {
     }
 }
 
-/// `skypipe -v -v ARGS` with SKYPIPE_DEBUG and SKYPIPE_SECRET set.
+/// `skypipe -v -v -v ARGS` with every diagnostic on (SKYPIPE_LOG=trace, the NATS client's
+/// own included) and SKYPIPE_SECRET set.
 fn chatty(b: &Bench, args: &[&str]) -> std::process::Command {
-    let mut c = b.cmd(&[&["-v", "-v"], args].concat());
-    c.env("SKYPIPE_DEBUG", "1")
+    let mut c = b.cmd(&[&["-v", "-v", "-v"], args].concat());
+    c.env("SKYPIPE_LOG", "trace")
         .env("SKYPIPE_SECRET", SEAL)
         .stdin(Stdio::null());
     c
@@ -174,9 +175,9 @@ fn exercise(b: &Bench, login: &[&str], what: &str) {
         "{what}: {}",
         String::from_utf8_lossy(&checked.stdout)
     );
-    // The debug output was on: there was something to leak from.
+    // Every diagnostic was on: there was something to leak from.
     assert!(
-        stderr_of(&sent).contains("debug"),
+        stderr_of(&sent).contains("DEBUG") && stderr_of(&sent).contains("connected to"),
         "{what}: {}",
         stderr_of(&sent)
     );
