@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{Cli, ConnArgs};
+use crate::client::retry::RetryPolicy;
 use crate::protocol::crypto::{Crypto, Secret};
 use crate::protocol::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
 use crate::transfer::progress::ProgressMode;
@@ -122,6 +123,8 @@ pub(crate) struct Conn {
     pub(crate) local_nkey: Option<PathBuf>,
     /// The most disk the local server's store may use when skypipe starts it.
     pub(crate) local_max_store: u64,
+    /// How long to keep trying a server that went away.
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Conn {
@@ -563,6 +566,7 @@ pub(crate) fn resolve_conn(
         local_port,
         local_nkey,
         local_max_store,
+        retry: RetryPolicy::from_env(env),
     })
 }
 

@@ -338,12 +338,12 @@ impl Take<'_> {
                         == async_nats::connection::State::Connected;
                     if connected && !server_silent {
                         connected_at = Instant::now();
-                    } else if connected_at.elapsed() >= crate::transfer::send::retry_for() {
+                    } else if connected_at.elapsed() >= self.session.conn.retry.give_up_after {
                         return Err(anyhow!(
                             "lost the server at {} for {} while reading payload {id}; \
                              the payload is incomplete",
                             self.session.url,
-                            humantime::format_duration(crate::transfer::send::retry_for())
+                            self.session.conn.retry.shown()
                         ));
                     }
                     let heard = self
@@ -384,7 +384,7 @@ impl Take<'_> {
                             // replica) with it, and the client does not always make a new
                             // one: read on after the last chunk seen, for a while.
                             let since = *lost_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > crate::transfer::send::retry_for() {
+                            if since.elapsed() > self.session.conn.retry.give_up_after {
                                 return match failed {
                                     Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
                                         format!(

@@ -35,23 +35,6 @@ pub(crate) const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
-/// How long a sender keeps retrying a chunk while the server is unreachable (and a receiver
-/// keeps reading on without it).
-pub(crate) const RETRY_FOR: Duration = Duration::from_secs(60);
-/// Overrides [`RETRY_FOR`] with a duration such as `5s`; undocumented for users, it lets
-/// tests watch a client give up without waiting a minute.
-pub(crate) const RETRY_FOR_ENV: &str = "SKYPIPE_RETRY_FOR";
-
-/// How long to keep trying a server that went away: [`RETRY_FOR`], or [`RETRY_FOR_ENV`].
-pub(crate) fn retry_for() -> Duration {
-    static CHOSEN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        std::env::var(RETRY_FOR_ENV)
-            .ok()
-            .and_then(|v| humantime::parse_duration(v.trim()).ok())
-            .unwrap_or(RETRY_FOR)
-    })
-}
 /// JetStream's "maximum bytes exceeded": the stream's storage limit was reached.
 const CODE_STORAGE_FULL: u64 = 10077;
 /// JetStream's "too many requests": more publishes wait on the stream than the server takes
@@ -164,7 +147,8 @@ impl<'a> Sender<'a> {
                     created = true;
                 }
                 Err(e)
-                    if has_code(&e, CODE_TOO_MANY_REQUESTS) && started.elapsed() < retry_for() =>
+                    if has_code(&e, CODE_TOO_MANY_REQUESTS)
+                        && started.elapsed() < self.session.conn.retry.give_up_after =>
                 {
                     busy_pause(busy).await;
                     busy += 1;
@@ -321,7 +305,7 @@ impl<'a> Sender<'a> {
         headers: &async_nats::HeaderMap,
         data: &Bytes,
     ) -> anyhow::Result<PublishAckFuture> {
-        let deadline = Instant::now() + retry_for();
+        let deadline = Instant::now() + self.session.conn.retry.give_up_after;
         loop {
             match self
                 .session
@@ -336,9 +320,9 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) => {
                     return Err(anyhow!(
-                        "lost the server at {} for {}s ({e}); the payload is incomplete",
+                        "lost the server at {} for {} ({e}); the payload is incomplete",
                         self.session.url,
-                        retry_for().as_secs()
+                        self.session.conn.retry.shown()
                     ))
                 }
             }
@@ -380,17 +364,19 @@ impl<'a> Sender<'a> {
                     self.told_full = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            } else if has_code(&err, CODE_TOO_MANY_REQUESTS) && started.elapsed() < retry_for() {
+            } else if has_code(&err, CODE_TOO_MANY_REQUESTS)
+                && started.elapsed() < self.session.conn.retry.give_up_after
+            {
                 debug(&format!("{err}; publishing the chunk again"));
                 busy_pause(busy).await;
                 busy += 1;
             } else if is_api_error(&err) {
                 return Err(anyhow!("a chunk was not stored: {err}"));
-            } else if started.elapsed() >= retry_for() {
+            } else if started.elapsed() >= self.session.conn.retry.give_up_after {
                 return Err(anyhow!(
-                    "lost the server at {} for {}s ({err}); the payload is incomplete",
+                    "lost the server at {} for {} ({err}); the payload is incomplete",
                     self.session.url,
-                    retry_for().as_secs()
+                    self.session.conn.retry.shown()
                 ));
             } else {
                 // The ack never came: the server restarted or the connection dropped. A
@@ -409,9 +395,9 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Replaces the connection with a new one, for as long as [`retry_for`] allows.
+    /// Replaces the connection with a new one, for as long as the retry policy allows.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + retry_for();
+        let deadline = Instant::now() + self.session.conn.retry.give_up_after;
         loop {
             match crate::client::session::connect(&self.session.conn).await {
                 Ok(mut fresh) => {
@@ -426,8 +412,8 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) => {
                     return Err(e.context(format!(
-                        "lost the server for {}s; the payload is incomplete",
-                        retry_for().as_secs()
+                        "lost the server for {}; the payload is incomplete",
+                        self.session.conn.retry.shown()
                     )))
                 }
             }
