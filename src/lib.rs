@@ -156,11 +156,16 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
         }
         Ok(())
     };
+    // The collector ends at its next step once cancelled; a failure of its own is the
+    // command's, unless the screen failed first.
     cancel.cancel();
-    if collector.is_finished() {
-        collector.await??;
-    }
-    result.map(|()| code::OK)
+    let collected = match tokio::time::timeout(std::time::Duration::from_secs(2), collector).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(anyhow::anyhow!("the monitor's collector failed: {e}")),
+        Err(_) => Ok(()),
+    };
+    result?;
+    collected.map(|()| code::OK)
 }
 
 /// The subcommands: the local server, setup and check, completions and the man page.
@@ -189,7 +194,7 @@ async fn run_pipe(
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
 ) -> anyhow::Result<i32> {
-    if settings.mode == Mode::Recv && output::stdout_was_closed() {
+    if settings.mode.receives() && output::stdout_was_closed() {
         return Err(error::Failure::Usage(format!(
             "stdout is closed, so a payload of pipe {} would have nowhere to go; nothing was \
              taken (redirect stdout to a file, or to /dev/null to discard a payload)",
@@ -200,7 +205,7 @@ async fn run_pipe(
     // Stdin is read while connecting (chunks are cut to the server's size when sent).
     let mut input = match settings.mode {
         Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),
-        Mode::Recv => None,
+        Mode::Take | Mode::Follow | Mode::Listen { .. } => None,
     };
     let mut session = tokio::select! {
         s = async {
@@ -220,9 +225,9 @@ async fn run_pipe(
                     let total = config::stdin_file_size();
                     send::send(&session, settings, input, cancel, interrupted, total).await?;
                 }
-                Mode::Recv if settings.listen => listen::listen(&session, settings, cancel).await?,
-                Mode::Recv if settings.follow => recv::follow(&session, settings, cancel).await?,
-                Mode::Recv => recv::recv(&session, settings, cancel).await?,
+                Mode::Listen { .. } => listen::listen(&session, settings, cancel).await?,
+                Mode::Follow => recv::follow(&session, settings, cancel).await?,
+                Mode::Take => recv::recv(&session, settings, cancel).await?,
             }
             Ok(())
         })

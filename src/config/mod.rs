@@ -570,11 +570,30 @@ pub(crate) fn resolve_conn(
     })
 }
 
-/// Send or receive.
+/// What a pipe command does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
+    /// stdin becomes one payload.
     Send,
-    Recv,
+    /// Take the oldest payload (waiting for one) and end at its end.
+    Take,
+    /// Take every payload as it comes, for ever (or until `--timeout`).
+    Follow,
+    /// A live copy of what is sent; takes nothing. Ends at the first payload's end unless
+    /// `follow`.
+    Listen { follow: bool },
+}
+
+impl Mode {
+    /// Whether it writes payloads to stdout.
+    pub(crate) fn receives(self) -> bool {
+        self != Mode::Send
+    }
+
+    /// Whether it goes on after a payload's end.
+    pub(crate) fn keeps_going(self) -> bool {
+        matches!(self, Mode::Follow | Mode::Listen { follow: true })
+    }
 }
 
 /// What stdin is, as far as the mode choice cares.
@@ -629,8 +648,6 @@ pub(crate) struct PipeSettings {
     pub(crate) ttl: Duration,
     pub(crate) ttl_given: bool,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) listen: bool,
-    pub(crate) follow: bool,
     pub(crate) sender_timeout: Duration,
     pub(crate) progress: ProgressMode,
     pub(crate) quiet: bool,
@@ -693,12 +710,14 @@ pub(crate) fn pipe_settings(
     let pipe = PipeName::new(cli.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
     let mode = if cli.send {
         Mode::Send
-    } else if cli.recv || cli.listen || cli.follow {
-        Mode::Recv
-    } else if stdin == StdinKind::Readable {
-        Mode::Send
+    } else if cli.listen {
+        Mode::Listen { follow: cli.follow }
+    } else if cli.follow {
+        Mode::Follow
+    } else if cli.recv || stdin != StdinKind::Readable {
+        Mode::Take
     } else {
-        Mode::Recv
+        Mode::Send
     };
     Ok(PipeSettings {
         pipe,
@@ -706,8 +725,6 @@ pub(crate) fn pipe_settings(
         ttl: cli.ttl.map(check_ttl).transpose()?.unwrap_or(DEFAULT_TTL),
         ttl_given: cli.ttl.is_some(),
         timeout: cli.timeout,
-        listen: cli.listen,
-        follow: cli.follow,
         sender_timeout: cli.sender_timeout,
         progress: ProgressMode::choose(
             cli.quiet,

@@ -40,6 +40,7 @@ pub(crate) async fn listen(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
+    let follow = settings.mode.keeps_going();
     let data = session
         .js
         .get_stream_no_info(session.layout.data_stream())
@@ -140,7 +141,7 @@ pub(crate) async fn listen(
                     missed = Some(payload::MissedWhole { id }.into());
                 }
                 if let Some(e) = missed {
-                    if settings.follow {
+                    if follow {
                         eprintln!("skypipe: {e}");
                     } else {
                         break Err(e);
@@ -148,7 +149,7 @@ pub(crate) async fn listen(
                 }
                 if let Some(t) = settings.timeout {
                     if last_activity.elapsed() >= t {
-                        let what = if settings.follow { "nothing arrived" } else { "no payload ended" };
+                        let what = if follow { "nothing arrived" } else { "no payload ended" };
                         break Err(Failure::TimedOut(format!(
                             "{what} on pipe {pipe} within {}",
                             humantime::format_duration(t)
@@ -194,7 +195,7 @@ pub(crate) async fn listen(
                 let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
                     let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
                         .opening(session.opener(pipe))
-                        .whole_lines(settings.follow);
+                        .whole_lines(follow);
                     (reader, Instant::now())
                 });
                 let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
@@ -210,11 +211,11 @@ pub(crate) async fn listen(
                         payloads.remove(&id);
                         done.insert(id.clone());
                         match end {
-                            End::Eof(_) if settings.follow => {}
+                            End::Eof(_) if follow => {}
                             End::Eof(_) => break Ok(()),
                             End::Abort { reason, .. } => {
                                 let m = payload::aborted_message(&id, pipe.as_str(), &reason, None);
-                                if settings.follow {
+                                if follow {
                                     eprintln!("skypipe: {m}");
                                 } else {
                                     break Err(Failure::Aborted(m).into());
@@ -223,7 +224,7 @@ pub(crate) async fn listen(
                         }
                     }
                     // A payload this listener fell behind on: said, and the others go on.
-                    Err(e) if settings.follow && payload::is_payload_fault(&e) => {
+                    Err(e) if follow && payload::is_payload_fault(&e) => {
                         payloads.remove(&id);
                         done.insert(id);
                         eprintln!("skypipe: {e}");
