@@ -174,7 +174,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
         Ok(a) => a,
         Err(e) => {
             let text = format!("{e:#}");
-            if text.contains("10039") || text.to_lowercase().contains("not enabled") {
+            if crate::client::errors::is(&*e, crate::client::errors::Refusal::NoJetStream) {
                 r.fail(
                     "jetstream",
                     format!(

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
+use crate::client::errors::{self, Refusal};
 use crate::config::{is_websocket, Conn, Source, DEFAULT_TTL, LOCAL_PORT_ENV};
 use crate::error::Failure;
 use crate::protocol::crypto::{Crypto, Opener, Place};
@@ -418,26 +419,6 @@ impl Session {
     }
 }
 
-/// Whether an error carries the given JetStream API error code. async-nats keeps the API
-/// error in the error's kind or its source depending on the call, and prints it as
-/// "error code N" either way, so both are checked.
-pub(crate) fn has_code(err: &(dyn std::error::Error + 'static), code: u64) -> bool {
-    let needle = format!("error code {code}");
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(js) = e.downcast_ref::<jetstream::Error>() {
-            if js.error_code().0 == code {
-                return true;
-            }
-        }
-        if e.to_string().contains(&needle) {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
 /// The account's JetStream usage and limits (`$JS.API.INFO`). Servers before 2.10 leave out
 /// the reserved sizes, which async-nats' `query_account` requires, so missing ones count as 0.
 pub(crate) async fn query_account(
@@ -457,9 +438,6 @@ pub(crate) async fn query_account(
         }
     }
 }
-
-pub(crate) const CODE_STREAM_NOT_FOUND: u64 = 10059;
-pub(crate) const CODE_TTL_DISABLED: u64 = 10166;
 
 impl Session {
     /// Where a pipe's payloads belong, as sealed chunks bind it.
@@ -587,7 +565,7 @@ impl Session {
             .await?;
         match stream.create_consumer(config.clone()).await {
             Ok(c) => Ok(c),
-            Err(e) if has_code(&e, CODE_STREAM_NOT_FOUND) => {
+            Err(e) if errors::is(&e, Refusal::NoStream) => {
                 self.ensure_streams().await?;
                 Ok(stream
                     .create_consumer(config)

@@ -53,12 +53,7 @@ pub(crate) async fn listen(
     };
     let consumer = match data.create_consumer(config.clone()).await {
         Ok(c) => c,
-        Err(e)
-            if crate::client::session::has_code(
-                &e,
-                crate::client::session::CODE_STREAM_NOT_FOUND,
-            ) =>
-        {
+        Err(e) if crate::client::errors::is(&e, crate::client::errors::Refusal::NoStream) => {
             session.ensure_streams().await?;
             data.create_consumer(config).await?
         }

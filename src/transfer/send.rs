@@ -20,7 +20,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::session::{has_code, Session, CODE_TTL_DISABLED};
+use crate::client::errors::{self, Refusal};
+use crate::client::session::Session;
 use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto::Sealer;
@@ -35,21 +36,12 @@ pub(crate) const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
-/// JetStream's "maximum bytes exceeded": the stream's storage limit was reached.
-const CODE_STORAGE_FULL: u64 = 10077;
-/// JetStream's "too many requests": more publishes wait on the stream than the server takes
-/// at once (many senders together). The publish is refused, not stored: try it again.
-const CODE_TOO_MANY_REQUESTS: u64 = 10167;
-
 /// A short, growing, jittered pause before publishing again what a busy server refused.
 async fn busy_pause(attempt: u32) {
     let base = 20u64 << attempt.min(5);
     let ms = base + rand::random::<u64>() % base;
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
-/// JetStream's "insufficient resources": the server's own storage limit (`max_file_store`)
-/// was reached, which is a full pipe too.
-const CODE_SERVER_STORAGE_FULL: u64 = 10023;
 
 /// A published chunk whose ack has not arrived; kept whole so it can be published again
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
@@ -147,13 +139,13 @@ impl<'a> Sender<'a> {
                     created = true;
                 }
                 Err(e)
-                    if has_code(&e, CODE_TOO_MANY_REQUESTS)
+                    if errors::is(&e, Refusal::Busy)
                         && started.elapsed() < self.session.conn.retry.give_up_after =>
                 {
                     busy_pause(busy).await;
                     busy += 1;
                 }
-                Err(e) if has_code(&e, CODE_TTL_DISABLED) && self.ttl.is_some() => {
+                Err(e) if errors::is(&e, Refusal::NoTtl) && self.ttl.is_some() => {
                     if !self.settings.quiet {
                         eprintln!(
                             "skypipe: warning: stream {} does not allow per-message TTL; \
@@ -347,7 +339,7 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) => e,
             };
-            if has_code(&err, CODE_STORAGE_FULL) || has_code(&err, CODE_SERVER_STORAGE_FULL) {
+            if errors::is(&err, Refusal::Full) {
                 if let Some(t) = self.settings.timeout {
                     if started.elapsed() >= t {
                         return Err(anyhow!(
@@ -364,13 +356,13 @@ impl<'a> Sender<'a> {
                     self.told_full = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            } else if has_code(&err, CODE_TOO_MANY_REQUESTS)
+            } else if errors::is(&err, Refusal::Busy)
                 && started.elapsed() < self.session.conn.retry.give_up_after
             {
                 debug(&format!("{err}; publishing the chunk again"));
                 busy_pause(busy).await;
                 busy += 1;
-            } else if is_api_error(&err) {
+            } else if errors::refusal(&err).is_some() {
                 return Err(anyhow!("a chunk was not stored: {err}"));
             } else if started.elapsed() >= self.session.conn.retry.give_up_after {
                 return Err(anyhow!(
@@ -570,12 +562,6 @@ async fn send_all(
             }
         }
     }
-}
-
-/// A refusal by JetStream itself (as opposed to a lost ack).
-fn is_api_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let text = e.to_string();
-    text.contains("error code") && !text.contains("no responders")
 }
 
 fn debug(e: &dyn std::fmt::Display) {
