@@ -367,3 +367,172 @@ pub(crate) fn bad_headers(
 pub(crate) fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("a message without JetStream metadata: {e}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::pipe::Totals;
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    /// An in-memory stdout.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn id() -> PayloadId {
+        PayloadId::parse("p1").expect("id")
+    }
+
+    /// The chunks of `parts` as a sender would make them, the last one carrying the end.
+    fn chunks(parts: &[&[u8]]) -> Vec<(ChunkMeta, Bytes)> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut offset = 0u64;
+        let total: Vec<u8> = parts.concat();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(n, part)| {
+                let last = n + 1 == parts.len();
+                let meta = ChunkMeta {
+                    id: id(),
+                    chunk: n as u64,
+                    offset,
+                    prior_crc: crc.clone().finalize(),
+                    end: last.then(|| {
+                        End::Eof(Totals {
+                            chunks: parts.len() as u64,
+                            bytes: total.len() as u64,
+                            crc: crc32fast::hash(&total),
+                        })
+                    }),
+                    seal: None,
+                };
+                crc.update(part);
+                offset += part.len() as u64;
+                (meta, Bytes::copy_from_slice(part))
+            })
+            .collect()
+    }
+
+    /// Feeds chunks in the given order (stream sequences from 1); returns the last step and
+    /// what was written.
+    async fn feed(
+        reader: &mut Reader,
+        order: &[(ChunkMeta, Bytes)],
+    ) -> (anyhow::Result<Step>, Vec<u8>) {
+        let sink = Sink::default();
+        let out = Writer::new(sink.clone(), CancellationToken::new());
+        let mut last = Ok(Step::More);
+        for (seq, (meta, body)) in order.iter().enumerate() {
+            last = reader
+                .accept(meta.clone(), body.clone(), seq as u64 + 1, &out)
+                .await;
+            if !matches!(last, Ok(Step::More)) {
+                break;
+            }
+        }
+        let _ = out.flush().await;
+        let written = sink.0.lock().expect("sink").clone();
+        (last, written)
+    }
+
+    #[tokio::test]
+    async fn chunks_out_of_order_and_duplicated_are_written_once_in_order() {
+        let c = chunks(&[b"one ", b"two ", b"three\n"]);
+        let order = vec![c[1].clone(), c[0].clone(), c[0].clone(), c[2].clone()];
+        let mut r = Reader::new(id(), Start::AtZero, false);
+        let (step, out) = feed(&mut r, &order).await;
+        assert!(matches!(step, Ok(Step::End(End::Eof(_)))), "{step:?}");
+        assert_eq!(out, b"one two three\n");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_does_not_fit_is_corrupt_after_what_came_before_it() {
+        let mut c = chunks(&[b"aaaa", b"bbbb\n"]);
+        c[1].0.offset = 3;
+        let mut r = Reader::new(id(), Start::AtZero, false);
+        let (step, out) = feed(&mut r, &c).await;
+        let e = step.expect_err("corrupt");
+        assert!(is_payload_fault(&e), "{e}");
+        assert!(e.to_string().contains("says 3 bytes"), "{e}");
+        assert_eq!(out, b"aaaa");
+    }
+
+    #[tokio::test]
+    async fn totals_that_do_not_add_up_are_corrupt() {
+        let mut c = chunks(&[b"aaaa", b"bbbb\n"]);
+        if let Some(End::Eof(t)) = &mut c[1].0.end {
+            t.crc ^= 1;
+        }
+        let mut r = Reader::new(id(), Start::AtZero, false);
+        let (step, _) = feed(&mut r, &c).await;
+        assert!(step.expect_err("corrupt").to_string().contains("checksum"));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_payload_starts_at_its_first_stored_chunk_and_checks_the_rest() {
+        let c = chunks(&[b"aaaa", b"bbbb", b"cccc\n"]);
+        let mut r = Reader::new(id(), Start::AtFirstSeen, false);
+        let (step, out) = feed(&mut r, &c[1..]).await;
+        assert!(matches!(step, Ok(Step::End(_))), "{step:?}");
+        assert_eq!(out, b"bbbbcccc\n");
+        assert_eq!(r.started_at, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_missed_chunks_says_so_and_writes_no_gap() {
+        let c = chunks(&[b"aaaa", b"bbbb", b"cccc\n"]);
+        let mut r = Reader::new(id(), Start::AtFirstSeen, true);
+        let (step, out) = feed(&mut r, &[c[0].clone(), c[2].clone()]).await;
+        let e = step.expect_err("missed");
+        assert!(e.downcast_ref::<Missed>().is_some(), "{e}");
+        assert_eq!(out, b"aaaa");
+    }
+
+    #[tokio::test]
+    async fn whole_lines_hold_the_start_of_a_line_until_its_end() {
+        let c = chunks(&[b"first half ", b"second half\nnext ", b"line\n"]);
+        let mut r = Reader::new(id(), Start::AtZero, false).whole_lines(true);
+        let (step, out) = feed(&mut r, &c[..1]).await;
+        assert!(matches!(step, Ok(Step::More)));
+        assert!(out.is_empty(), "half a line is held back");
+        let mut r = Reader::new(id(), Start::AtZero, false).whole_lines(true);
+        let (step, out) = feed(&mut r, &c[..2]).await;
+        assert!(matches!(step, Ok(Step::More)));
+        // Held as whole chunks: the second chunk ends mid-line, so it waits too.
+        assert!(out.is_empty());
+        let mut r = Reader::new(id(), Start::AtZero, false).whole_lines(true);
+        let (step, out) = feed(&mut r, &c).await;
+        assert!(matches!(step, Ok(Step::End(_))));
+        assert_eq!(out, b"first half second half\nnext line\n");
+    }
+
+    #[tokio::test]
+    async fn a_held_line_is_written_at_the_end_of_its_payload_or_past_the_limit() {
+        let c = chunks(&[b"no newline at all"]);
+        let mut r = Reader::new(id(), Start::AtZero, false).whole_lines(true);
+        let (step, out) = feed(&mut r, &c).await;
+        assert!(matches!(step, Ok(Step::End(_))));
+        assert_eq!(out, b"no newline at all");
+        let long = vec![b'x'; MAX_HELD_LINE];
+        let c = chunks(&[&long, b"tail\n"]);
+        let mut r = Reader::new(id(), Start::AtZero, false).whole_lines(true);
+        let (step, out) = feed(&mut r, &c[..1]).await;
+        assert!(matches!(step, Ok(Step::More)));
+        assert_eq!(
+            out.len(),
+            MAX_HELD_LINE,
+            "a line that long is written in parts"
+        );
+    }
+}
