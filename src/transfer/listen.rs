@@ -21,10 +21,10 @@ use crate::client::session::Session;
 use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::pipe::{self, End, PayloadId};
-use crate::transfer::output::{WriteEnd, Writer};
+use crate::transfer::output::WriteEnd;
 use crate::transfer::payload::{self, Reader, Start, Step};
-use crate::transfer::presence::{self, Presence, Role, Watch};
-use crate::transfer::progress::Progress;
+use crate::transfer::presence::{self, Role};
+use crate::transfer::reception::Reception;
 
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
@@ -75,19 +75,8 @@ pub(crate) async fn listen(
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
     tracing::info!("listening on pipe {pipe}");
-    let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
-    let progress = Progress::start(settings.progress, "received", None, out.counter());
-    let _presence = Presence::start(
-        session.client.clone(),
-        &session.layout,
-        pipe,
-        Role::Listen,
-        out.counter(),
-        Default::default(),
-    );
-    let senders = Watch::start(&session.client, &session.layout, pipe)
-        .await
-        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
+    let reception = Reception::start(session, settings, Role::Listen, cancel.clone()).await?;
+    let Reception { out, senders, .. } = &reception;
     let mut payloads: HashMap<PayloadId, (Reader, Instant)> = HashMap::new();
     // Payloads announced by a ticket and not seen yet, with when the ticket came.
     let mut announced: HashMap<PayloadId, Instant> = HashMap::new();
@@ -193,7 +182,7 @@ pub(crate) async fn listen(
                         .whole_lines(follow);
                     (reader, Instant::now())
                 });
-                let step = reader.accept(meta, msg.message.payload.clone(), seq, &out).await;
+                let step = reader.accept(meta, msg.message.payload.clone(), seq, out).await;
                 // After the write: time spent waiting on stdout is not the sender's silence.
                 *last = Instant::now();
                 match step {
@@ -230,7 +219,7 @@ pub(crate) async fn listen(
         }
     };
     let _ = out.flush().await;
-    progress.finish();
+    reception.finish();
     let _ =
         tokio::time::timeout(Duration::from_secs(2), data.delete_consumer(&consumer_name)).await;
     result

@@ -7,5 +7,6 @@ pub(crate) mod output;
 pub(crate) mod payload;
 pub(crate) mod presence;
 pub(crate) mod progress;
+pub(crate) mod reception;
 pub(crate) mod recv;
 pub(crate) mod send;

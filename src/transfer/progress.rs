@@ -36,6 +36,7 @@ pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     task: Option<JoinHandle<()>>,
     lines: Option<(String, Counter, Instant)>,
+    finished: std::sync::atomic::AtomicBool,
 }
 
 /// `12.3 MiB`
@@ -56,6 +57,7 @@ impl Progress {
                 bar: None,
                 task: None,
                 lines: None,
+                finished: Default::default(),
             },
             ProgressMode::Bar => {
                 let bar = match total {
@@ -83,6 +85,7 @@ impl Progress {
                     bar: Some(bar),
                     task: Some(task),
                     lines: None,
+                    finished: Default::default(),
                 }
             }
             ProgressMode::Lines => {
@@ -101,13 +104,21 @@ impl Progress {
                     bar: None,
                     task: Some(task),
                     lines: Some((verb, counter, started)),
+                    finished: Default::default(),
                 }
             }
         }
     }
 
-    /// Stops the display: the bar is cleared, plain lines end with a summary.
+    /// Stops the display: the bar is cleared, plain lines end with a summary. Once: later
+    /// calls do nothing.
     pub(crate) fn finish(&self) {
+        if self
+            .finished
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         if let Some(task) = &self.task {
             task.abort();
         }

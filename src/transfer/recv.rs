@@ -26,8 +26,8 @@ use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
 use crate::transfer::payload::{self, Reader, Start, Step};
-use crate::transfer::presence::{self, Payloads, Presence, Role, Watch};
-use crate::transfer::progress::Progress;
+use crate::transfer::presence::{self, Payloads, Role, Watch};
+use crate::transfer::reception::Reception;
 
 /// Longest single pull request for a ticket; longer waits repeat it.
 const TICKET_POLL: Duration = Duration::from_secs(30);
@@ -683,40 +683,33 @@ pub(crate) async fn recv(
     let consumer = session.queue_consumer(pipe).await?;
     // The readiness line: from here on a payload sent to the pipe is this taker's.
     tracing::info!("waiting on pipe {pipe}");
-    let out = Writer::stdout(cancel.clone()).context("cannot open stdout")?;
-    let progress = Progress::start(settings.progress, "received", None, out.counter());
-    let active = Payloads::default();
-    let senders = Watch::start(&session.client, &session.layout, pipe)
-        .await
-        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
-    let _presence = Presence::start(
-        session.client.clone(),
-        &session.layout,
-        pipe,
-        Role::Take,
-        out.counter(),
-        active.clone(),
-    );
+    let reception = Reception::start(session, settings, Role::Take, cancel.clone()).await?;
+    let Reception {
+        out,
+        active,
+        senders,
+        ..
+    } = &reception;
     loop {
         let Some(ticket) = take_ticket(&consumer, settings.timeout, &cancel).await? else {
-            progress.finish();
+            reception.finish();
             return Err(timed_out(pipe, settings.timeout));
         };
         let taker = Taker {
             session,
             pipe,
-            out: &out,
+            out,
             cancel: &cancel,
             on_close: OnClose::Take,
             quiet: settings.quiet,
-            active: &active,
-            senders: &senders,
+            active,
+            senders,
             sender_timeout: settings.sender_timeout,
             batch: READ_BATCH,
             whole_lines: false,
         };
         let taken = taker.take(ticket, Turn::default()).await;
-        progress.finish();
+        reception.finish();
         match taken? {
             Taken::Skipped(m) => {
                 eprintln!("skypipe: {m}");
@@ -811,20 +804,13 @@ pub(crate) async fn follow(
     tracing::info!("waiting on pipe {pipe} (following)");
     // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
     let stop = cancel.child_token();
-    let out = Arc::new(Writer::stdout(stop.clone()).context("cannot open stdout")?);
-    let progress = Progress::start(settings.progress, "received", None, out.counter());
-    let active = Payloads::default();
-    let senders = Watch::start(&session.client, &session.layout, &pipe)
-        .await
-        .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
-    let _presence = Presence::start(
-        session.client.clone(),
-        &session.layout,
-        &pipe,
-        Role::Follow,
-        out.counter(),
-        active.clone(),
-    );
+    let reception = Reception::start(session, settings, Role::Follow, stop.clone()).await?;
+    let Reception {
+        out,
+        active,
+        senders,
+        ..
+    } = &reception;
     let room = Arc::new(Semaphore::new(FOLLOW_MAX_ACTIVE));
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
@@ -925,6 +911,6 @@ pub(crate) async fn follow(
         let _ = session.client.flush().await;
     })
     .await;
-    progress.finish();
+    reception.finish();
     result
 }
