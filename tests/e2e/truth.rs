@@ -304,7 +304,8 @@ fn a_listener_held_up_by_its_stdout_writes_or_reports_every_payload() {
         eventually(HANG, || data_consumers(&b.url()) > 0),
         "the listener listens"
     );
-    let taker = b.spawn_recv(&["p", "--follow", "--timeout", "8s"]);
+    // Its timeout only ends it; generous, so a loaded machine cannot end it early.
+    let taker = b.spawn_recv(&["p", "--follow", "--timeout", "20s"]);
     wait_waiting(&b.url(), "p");
     let payloads = [
         numbered("X", 480_000), // 4.3 MB
