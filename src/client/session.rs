@@ -471,32 +471,38 @@ impl Session {
 
     /// The data stream's config.
     pub(crate) fn data_stream_config(&self) -> stream::Config {
-        stream::Config {
-            name: self.layout.data_stream(),
-            description: Some("skypipe: chunks of payloads, one subject per payload".into()),
-            subjects: vec![self.layout.data_wildcard()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            discard: stream::DiscardPolicy::New,
-            allow_message_ttl: self.ttl_supported,
-            max_age: if self.ttl_supported {
-                Duration::ZERO
-            } else {
-                DEFAULT_TTL
-            },
-            duplicate_window: Duration::from_secs(120),
-            num_replicas: self.replicas,
-            ..Default::default()
-        }
+        self.stream_config(
+            self.layout.data_stream(),
+            "skypipe: chunks of payloads, one subject per payload",
+            self.layout.data_wildcard(),
+            stream::RetentionPolicy::Limits,
+        )
     }
 
     /// The queue stream's config.
     pub(crate) fn queue_stream_config(&self) -> stream::Config {
+        self.stream_config(
+            self.layout.queue_stream(),
+            "skypipe: one ticket per payload, taken in order",
+            self.layout.queue_wildcard(),
+            stream::RetentionPolicy::WorkQueue,
+        )
+    }
+
+    /// What both streams share (docs/protocol.md, "Streams"): file storage, a full stream
+    /// refuses new data, per-message TTL where the server has it (else a day's age limit).
+    fn stream_config(
+        &self,
+        name: String,
+        description: &str,
+        subjects: String,
+        retention: stream::RetentionPolicy,
+    ) -> stream::Config {
         stream::Config {
-            name: self.layout.queue_stream(),
-            description: Some("skypipe: one ticket per payload, taken in order".into()),
-            subjects: vec![self.layout.queue_wildcard()],
-            retention: stream::RetentionPolicy::WorkQueue,
+            name,
+            description: Some(description.into()),
+            subjects: vec![subjects],
+            retention,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::New,
             allow_message_ttl: self.ttl_supported,
