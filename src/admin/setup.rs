@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use bytes::Bytes;
-use clap::Parser as _;
 use futures::StreamExt as _;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::local::human_bytes;
-use crate::cli::{Cli, SetupArgs};
+use crate::cli::SetupArgs;
 use crate::client::session::{self, Session};
 use crate::config::{self, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
@@ -75,7 +74,6 @@ fn source_text(source: &Source) -> String {
     }
 }
 
-/// Checks the server in `conn`. Returns the session when every check passed.
 /// How the client reaches the server: TCP or WebSocket, with or without TLS, by the URLs'
 /// schemes (a list may mix them) and what the server requires.
 pub(crate) fn transport(conn: &Conn, server_requires_tls: bool) -> String {
@@ -99,6 +97,7 @@ pub(crate) fn transport(conn: &Conn, server_requires_tls: bool) -> String {
     kinds.join(" or ")
 }
 
+/// Checks the server in `conn`. Returns the session when every check passed.
 async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     let mut r = Report::default();
     let shown = conn.display_urls();
@@ -319,12 +318,19 @@ async fn check_probe(r: &mut Report, session: &Session, conn: &Conn) {
 }
 
 async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usize> {
-    let cli = Cli::try_parse_from(["skypipe", "--send", "--ttl", "5m", "--quiet", "--", name])
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut settings =
-        config::pipe_settings(&cli, config::StdinKind::Other, &|_: &str| None::<String>)?;
-    settings.conn = conn.clone();
     let pipe = PipeName::new(name)?;
+    let settings = config::PipeSettings {
+        pipe: pipe.clone(),
+        mode: config::Mode::Send,
+        ttl: Duration::from_secs(5 * 60),
+        ttl_given: true,
+        timeout: None,
+        sender_timeout: Duration::from_secs(60),
+        progress: crate::transfer::progress::ProgressMode::Off,
+        quiet: true,
+        conn: conn.clone(),
+        crypto: Default::default(),
+    };
     let body = Bytes::from(format!("skypipe check probe {name}\n"));
 
     let (tx, rx) = tokio::sync::mpsc::channel(1);

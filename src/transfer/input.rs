@@ -97,7 +97,7 @@ impl<R: Read + AsFd> Chunker<R> {
         }
     }
 
-    /// Reads until the next cut. `Ok(None)` is never returned before EOF.
+    /// Reads until the next cut: a piece of data, or the last piece (`eof`) at the end.
     fn next(&mut self) -> std::io::Result<Piece> {
         loop {
             if self.filled == self.chunk {
