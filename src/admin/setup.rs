@@ -3,20 +3,19 @@
 
 use std::fmt::Display;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::local::human_bytes;
 use crate::cli::SetupArgs;
 use crate::client::session::{self, Session};
-use crate::config::{self, Conn, Source, LOCAL_PORT_ENV};
+use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
 use crate::protocol::pipe::{self, PipeName};
 use crate::transfer::input::Piece;
@@ -517,78 +516,4 @@ pub(crate) async fn cmd_setup(
         println!("the natscli's selected context is unchanged (--select changes it too)");
     }
     Ok(code::OK)
-}
-
-fn absolute(path: &Path) -> String {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
-}
-
-/// Writes the natscli context, keeping fields of an existing file that skypipe does not
-/// set (a description, the natscli's other options).
-fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow::Result<()> {
-    let text = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
-    let file = |v: &Option<PathBuf>| Value::String(v.as_deref().map(absolute).unwrap_or_default());
-    merge_json(path, |m| {
-        m.entry("description")
-            .or_insert_with(|| Value::String("skypipe: saved by skypipe setup".into()));
-        m.insert("url".into(), Value::String(conn.urls.join(",")));
-        m.insert("user".into(), text(&conn.user));
-        m.insert("password".into(), text(&conn.password));
-        m.insert("token".into(), text(&conn.token));
-        m.insert("creds".into(), file(&conn.creds));
-        m.insert("nkey".into(), file(&conn.nkey));
-        m.insert("cert".into(), file(&conn.cert));
-        m.insert("key".into(), file(&conn.key));
-        m.insert("ca".into(), file(&conn.ca));
-        m.insert("tls_first".into(), Value::Bool(conn.tls_first));
-        m.insert(
-            "skypipe_prefix".into(),
-            Value::String(conn.layout.prefix().to_string()),
-        );
-        m.insert("skypipe_replicas".into(), Value::from(replicas));
-    })
-}
-
-/// Reads a JSON object (or starts an empty one), changes it, writes it back privately.
-fn merge_json(path: &Path, change: impl FnOnce(&mut Map<String, Value>)) -> anyhow::Result<()> {
-    let mut map = match std::fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                return Err(anyhow!(
-                    "{} exists but is not a JSON object; move it away first",
-                    path.display()
-                ))
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
-    };
-    change(&mut map);
-    let mut text = serde_json::to_string_pretty(&Value::Object(map))?;
-    text.push('\n');
-    write_private(path, text.as_bytes())
-}
-
-/// Writes a file readable by its owner only (contexts hold secrets), replacing it whole.
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

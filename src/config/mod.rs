@@ -4,7 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+mod contexts;
+
+pub(crate) use contexts::{
+    load_context, merge_json, nats_config_dir, skypipe_config_dir, write_context, write_private,
+    ContextFile,
+};
 
 use crate::cli::{Cli, ConnArgs};
 use crate::client::retry::RetryPolicy;
@@ -182,65 +187,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The natscli's context file, the fields skypipe uses. Unknown fields are ignored, as the
-/// natscli ignores ours.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct ContextFile {
-    pub(crate) url: String,
-    pub(crate) user: String,
-    pub(crate) password: String,
-    pub(crate) token: String,
-    pub(crate) creds: String,
-    pub(crate) nkey: String,
-    pub(crate) cert: String,
-    pub(crate) key: String,
-    pub(crate) ca: String,
-    pub(crate) tls_first: bool,
-    pub(crate) inbox_prefix: String,
-    pub(crate) jetstream_domain: String,
-    pub(crate) jetstream_api_prefix: String,
-    /// skypipe's own: the subject prefix for this context.
-    pub(crate) skypipe_prefix: String,
-    /// skypipe's own: replicas of the streams it creates (0: not set).
-    pub(crate) skypipe_replicas: usize,
-}
-
-/// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
-/// `~/.config`). It names the natscli context skypipe uses, so that skypipe can have a
-/// server of its own without changing the natscli's selection.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct SkypipeConfig {
-    pub(crate) context: String,
-}
-
-/// skypipe's config directory: `$XDG_CONFIG_HOME/skypipe` or `~/.config/skypipe`.
-pub(crate) fn skypipe_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    nats_config_dir(env).and_then(|d| d.parent().map(|p| p.join("skypipe")))
-}
-
-/// Reads skypipe's config file; a missing file is an empty config.
-pub(crate) fn load_skypipe_config(
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<SkypipeConfig, ConfigError> {
-    let Some(dir) = skypipe_config_dir(env) else {
-        return Ok(SkypipeConfig::default());
-    };
-    let path = dir.join("config.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::BadConfigFile {
-            path,
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SkypipeConfig::default()),
-        Err(e) => Err(ConfigError::BadConfigFile {
-            path,
-            reason: io_reason(&e),
-        }),
-    }
-}
-
 /// The port of the default address: `SKYPIPE_LOCAL_PORT`, or 4222.
 pub(crate) fn local_port(env: &dyn Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
     match env(LOCAL_PORT_ENV).filter(|s| !s.trim().is_empty()) {
@@ -275,73 +221,11 @@ pub(crate) fn parse_replicas(value: &str, from: &'static str) -> Result<usize, C
         })
 }
 
-/// The natscli's config directory: `$XDG_CONFIG_HOME/nats` or `~/.config/nats`.
-pub(crate) fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if let Some(x) = env("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
-        return Some(PathBuf::from(x).join("nats"));
-    }
-    env("HOME")
-        .filter(|s| !s.is_empty())
-        .map(|h| PathBuf::from(h).join(".config").join("nats"))
-}
-
 fn expand_home(path: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     match (path.strip_prefix("~/"), env("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
-}
-
-/// Loads the context chosen by `--context`, `NATS_CONTEXT`, skypipe's config file or the
-/// natscli's `context.txt`, in that order.
-pub(crate) fn load_context(
-    flag: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<(String, ContextFile)>, ConfigError> {
-    let Some(dir) = nats_config_dir(env) else {
-        return Ok(None);
-    };
-    let name = match flag
-        .map(str::to_string)
-        .or_else(|| env("NATS_CONTEXT"))
-        .filter(|s| !s.is_empty())
-    {
-        Some(n) => n,
-        None => match nonempty(&load_skypipe_config(env)?.context) {
-            Some(n) => n,
-            None => match std::fs::read_to_string(dir.join("context.txt")) {
-                Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-                _ => return Ok(None),
-            },
-        },
-    };
-    if name.contains('/') || name.contains("..") {
-        return Err(ConfigError::BadContext {
-            name: name.clone(),
-            path: dir.join("context"),
-            reason: "a context name cannot contain '/' or '..'".into(),
-        });
-    }
-    let path = dir.join("context").join(format!("{name}.json"));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::NoContext { name, path })
-        }
-        Err(e) => {
-            return Err(ConfigError::BadContext {
-                name,
-                path,
-                reason: e.to_string(),
-            })
-        }
-    };
-    let ctx: ContextFile = serde_json::from_str(&text).map_err(|e| ConfigError::BadContext {
-        name: name.clone(),
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(Some((name, ctx)))
 }
 
 fn nonempty(s: &str) -> Option<String> {
