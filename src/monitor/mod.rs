@@ -239,10 +239,9 @@ impl Collector {
             let track = self.pipes.entry(name.clone()).or_default();
             let mut bytes_stored = 0;
             let mut payloads = Vec::new();
-            let prefix = format!("{}.data.{}.", layout.prefix(), name);
             track.payloads.retain(|id, p| {
                 let count = stored_chunks
-                    .get(&format!("{prefix}{id}"))
+                    .get(&layout.payload_subject_of(&name, id))
                     .copied()
                     .unwrap_or(0);
                 let stored = if count == 0 {

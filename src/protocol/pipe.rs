@@ -150,6 +150,11 @@ impl Layout {
         format!("{}.data.{}.{}", self.prefix, pipe, id)
     }
 
+    /// The subject of a payload named by a pipe and an id read back from the server.
+    pub(crate) fn payload_subject_of(&self, pipe: &str, id: &str) -> String {
+        format!("{}.data.{pipe}.{id}", self.prefix)
+    }
+
     /// Where a pipe's tickets go.
     pub(crate) fn queue_subject(&self, pipe: &PipeName) -> String {
         format!("{}.q.{}", self.prefix, pipe)
