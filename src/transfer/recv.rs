@@ -24,6 +24,7 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
+use crate::transfer::liveness::{Liveness, Verdict};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
 use crate::transfer::payload::{self, Reader, Start, Step};
 use crate::transfer::presence::{self, Payloads, Role, Watch};
@@ -311,34 +312,31 @@ impl Take<'_> {
         let mut watch = tokio::time::interval(WATCH_EVERY);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watch.tick().await;
-        let mut last_chunk = Instant::now();
-        // Set while the server does not answer: a connection that looks fine to a server that
-        // stopped (SIGSTOP, a hung host) is no sign of life.
-        let mut server_silent = false;
-        // When the end was seen stored with a chunk before it missing and nothing more to
-        // read: judged once a living sender would surely have announced itself.
-        let mut gap_since: Option<Instant> = None;
-        let mut connected_at = Instant::now();
+        let mut clocks = Liveness::new(
+            Instant::now(),
+            self.sender_timeout,
+            self.session.conn.retry.give_up_after,
+        );
         let end = loop {
+            let gap_due = clocks.gap_due();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break ReadEnd::Cancelled,
                 _ = tokio::time::sleep_until(
-                    tokio::time::Instant::from_std(gap_since.unwrap_or_else(Instant::now) + presence::STALE)
-                ), if gap_since.is_some() => {
-                    gap_since = None;
+                    tokio::time::Instant::from_std(gap_due.unwrap_or_else(Instant::now))
+                ), if gap_due.is_some() => {
+                    clocks.gap_judged();
                     // The sender, if it lives, may still publish the missing chunk again.
                     if !self.sender_alive(&id) {
                         self.reader.nothing_more_stored()?;
                     }
                 }
                 _ = watch.tick() => {
-                    // Liveness: of the server, then of the sender.
                     let connected = self.session.client.connection_state()
                         == async_nats::connection::State::Connected;
-                    if connected && !server_silent {
-                        connected_at = Instant::now();
-                    } else if connected_at.elapsed() >= self.session.conn.retry.give_up_after {
+                    let verdict =
+                        clocks.on_tick(Instant::now(), connected, self.senders.sender_seen(id.as_str()));
+                    if verdict == Verdict::ServerLost {
                         return Err(anyhow!(
                             "lost the server at {} for {} while reading payload {id}; \
                              the payload is incomplete",
@@ -346,19 +344,13 @@ impl Take<'_> {
                             self.session.conn.retry.shown()
                         ));
                     }
-                    let heard = self
-                        .senders
-                        .sender_seen(id.as_str())
-                        .map_or(last_chunk, |t| t.max(last_chunk));
-                    if connected && heard.elapsed() >= self.sender_timeout {
-                        // Silence from a server that stopped answering is not the sender's.
+                    if verdict == Verdict::AskServer {
                         let answers = tokio::select! {
                             biased;
                             _ = cancel.cancelled() => break ReadEnd::Cancelled,
                             a = self.server_answers() => a,
                         };
-                        server_silent = !answers;
-                        if server_silent {
+                        if !clocks.on_server_answer(answers) {
                             continue;
                         }
                         // A gap below a stored end is said as such.
@@ -406,7 +398,6 @@ impl Take<'_> {
                         }
                     };
                     lost_since = None;
-                    server_silent = false;
                     let (seq, last) = msg
                         .info()
                         .map(|i| (i.stream_sequence, i.pending == 0))
@@ -415,8 +406,7 @@ impl Take<'_> {
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
                     let bytes = msg.message.payload.clone();
                     let step = self.reader.accept(meta, bytes, seq, out).await?;
-                    // A write that waited on a slow stdout is no silence of the sender.
-                    last_chunk = Instant::now();
+                    clocks.on_chunk(Instant::now());
                     if last {
                         // Everything stored is written: the payload is live from here on.
                         self.pass_turn();
@@ -425,7 +415,7 @@ impl Take<'_> {
                         // The end is stored, nothing more is, and a chunk before it is
                         // missing: corrupt, unless a living sender may still publish it again.
                         Step::More if last && self.reader.missing().is_some() => {
-                            gap_since.get_or_insert_with(Instant::now);
+                            clocks.on_gap(Instant::now());
                         }
                         Step::More => {}
                         Step::End(end) => break ReadEnd::Done(end),
