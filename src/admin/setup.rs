@@ -12,13 +12,13 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::local::human_bytes;
 use crate::cli::SetupArgs;
 use crate::client::session::{self, Session};
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
 use crate::protocol::pipe::{self, PipeName};
 use crate::transfer::input::Piece;
+use crate::transfer::progress::human_bytes;
 
 /// How long any one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);

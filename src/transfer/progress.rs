@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio::task::JoinHandle;
 
 use crate::transfer::output::Counter;
@@ -39,9 +39,14 @@ pub(crate) struct Progress {
     finished: std::sync::atomic::AtomicBool,
 }
 
-/// `12.3 MiB`
+/// A byte count for people (`12.3 MB`), the one style of the whole workspace: the dashboard's.
 pub(crate) fn human_bytes(n: u64) -> String {
-    indicatif::BinaryBytes(n).to_string()
+    skypipe_tui::units::Bytes::size(n).to_string()
+}
+
+/// A byte rate for people (`1.05 MB/s`).
+pub(crate) fn human_rate(bytes_per_second: f64) -> String {
+    skypipe_tui::units::Bytes::rate(bytes_per_second).to_string()
 }
 
 impl Progress {
@@ -66,12 +71,23 @@ impl Progress {
                 };
                 let template = match total {
                     Some(_) => format!(
-                        "{{bytes}} {verb} of {{total_bytes}} ({{percent}}%), {{binary_bytes_per_sec}}, {{eta}} left"
+                        "{{done}} {verb} of {{all}} ({{percent}}%), {{speed}}, {{eta}} left"
                     ),
-                    None => format!("{{bytes}} {verb}, {{binary_bytes_per_sec}}"),
+                    None => format!("{{done}} {verb}, {{speed}}"),
                 };
                 if let Ok(style) = ProgressStyle::with_template(&template) {
-                    bar.set_style(style);
+                    bar.set_style(
+                        style
+                            .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = w.write_str(&human_bytes(s.pos()));
+                            })
+                            .with_key("all", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
+                            })
+                            .with_key("speed", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = w.write_str(&human_rate(s.per_sec()));
+                            }),
+                    );
                 }
                 let b = bar.clone();
                 let task = tokio::spawn(async move {
@@ -136,11 +152,7 @@ impl Progress {
 
 fn line(verb: &str, bytes: u64, elapsed: Duration, total: Option<u64>) -> String {
     let rate = bytes as f64 / elapsed.as_secs_f64().max(0.001);
-    let mut s = format!(
-        "{} {verb}, {}/s",
-        human_bytes(bytes),
-        human_bytes(rate as u64)
-    );
+    let mut s = format!("{} {verb}, {}", human_bytes(bytes), human_rate(rate));
     if let Some(t) = total.filter(|t| *t > 0) {
         s.push_str(&format!(", {}%", bytes * 100 / t));
     }
@@ -164,12 +176,7 @@ mod tests {
 
     #[test]
     fn lines_say_bytes_rate_and_percent() {
-        let l = line(
-            "sent",
-            2 * 1024 * 1024,
-            Duration::from_secs(2),
-            Some(4 * 1024 * 1024),
-        );
-        assert_eq!(l, "2.00 MiB sent, 1.00 MiB/s, 50%");
+        let l = line("sent", 2_000_000, Duration::from_secs(2), Some(4_000_000));
+        assert_eq!(l, "2.0 MB sent, 1.0 MB/s, 50%");
     }
 }

@@ -674,7 +674,7 @@ fn the_local_server_caps_its_store_and_rotates_its_log() {
     assert!(max.contains("10.00 GB"), "{max}");
     let status = h.run(&["server", "status"]);
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(text.contains("at most 10.0 GiB"), "{text}");
+    assert!(text.contains("at most 10.7 GB"), "{text}");
     assert_eq!(h.run(&["cap"]).stdout, b"small\n");
     assert_ok(&h.run(&["server", "stop"]));
 
@@ -693,7 +693,7 @@ fn the_local_server_caps_its_store_and_rotates_its_log() {
     );
     let status = h.run(&["server", "status"]);
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(text.contains("at most 1.0 MiB"), "{text}");
+    assert!(text.contains("at most 1.0 MB"), "{text}");
     let big = random_bytes(3_000_000, 8);
     let out = h.send(&["big", "--timeout", "3s"], &big);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
