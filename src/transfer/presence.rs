@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::protocol::pipe::{Layout, PipeName};
 use crate::transfer::output::Counter;
@@ -44,7 +44,8 @@ pub(crate) struct Announce {
 
 /// Publishes announcements until dropped.
 pub(crate) struct Presence {
-    task: JoinHandle<()>,
+    /// The announcing task, stopped when this is dropped.
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Presence {
@@ -74,13 +75,9 @@ impl Presence {
                 }
             }
         });
-        Presence { task }
-    }
-}
-
-impl Drop for Presence {
-    fn drop(&mut self) {
-        self.task.abort();
+        Presence {
+            _task: AbortOnDropHandle::new(task),
+        }
     }
 }
 
@@ -88,16 +85,8 @@ impl Drop for Presence {
 #[derive(Clone, Default)]
 pub(crate) struct Watch {
     seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
-    _task: Option<std::sync::Arc<AbortOnDrop>>,
-}
-
-/// Stops the watching task with its last handle.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// The watching task, stopped with the last handle.
+    _task: Option<std::sync::Arc<AbortOnDropHandle<()>>>,
 }
 
 impl Watch {
@@ -131,7 +120,7 @@ impl Watch {
         });
         Ok(Watch {
             seen,
-            _task: Some(std::sync::Arc::new(AbortOnDrop(task))),
+            _task: Some(std::sync::Arc::new(AbortOnDropHandle::new(task))),
         })
     }
 

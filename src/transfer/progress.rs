@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::transfer::output::Counter;
 
@@ -34,7 +34,7 @@ impl ProgressMode {
 /// A running progress display; [`Progress::finish`] ends it.
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
-    task: Option<JoinHandle<()>>,
+    task: Option<AbortOnDropHandle<()>>,
     lines: Option<(String, Counter, Instant)>,
     finished: std::sync::atomic::AtomicBool,
 }
@@ -99,7 +99,7 @@ impl Progress {
                 });
                 Progress {
                     bar: Some(bar),
-                    task: Some(task),
+                    task: Some(AbortOnDropHandle::new(task)),
                     lines: None,
                     finished: Default::default(),
                 }
@@ -118,7 +118,7 @@ impl Progress {
                 });
                 Progress {
                     bar: None,
-                    task: Some(task),
+                    task: Some(AbortOnDropHandle::new(task)),
                     lines: Some((verb, counter, started)),
                     finished: Default::default(),
                 }

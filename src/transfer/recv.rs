@@ -18,6 +18,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::client::session::{Session, TICKET_PROGRESS};
 use crate::config::PipeSettings;
@@ -146,8 +147,8 @@ fn keep(
     data: stream::Stream<()>,
     subject: String,
     mark: Mark,
-) -> Keeper {
-    Keeper(tokio::spawn(async move {
+) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
         progress.tick().await;
         let mut purge_tick = tokio::time::interval(PURGE_EVERY);
@@ -171,15 +172,6 @@ fn keep(
             }
         }
     }))
-}
-
-/// The task of [`keep`], stopped when dropped (however the read ends).
-struct Keeper(tokio::task::JoinHandle<()>);
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// One payload being taken.
@@ -804,7 +796,12 @@ pub(crate) async fn follow(
     let room = Arc::new(Semaphore::new(FOLLOW_MAX_ACTIVE));
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
-    let fetcher = tokio::spawn(fetch_tickets(consumer, room, tx, stop_fetch.clone()));
+    let fetcher = AbortOnDropHandle::new(tokio::spawn(fetch_tickets(
+        consumer,
+        room,
+        tx,
+        stop_fetch.clone(),
+    )));
     // Each payload waits for the one before it (see `Turn`).
     let mut previous: Option<oneshot::Receiver<()>> = None;
     let mut tasks: JoinSet<anyhow::Result<Taken>> = JoinSet::new();
