@@ -77,7 +77,10 @@ fn env_var(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-/// Ctrl-C and SIGTERM cancel the token; a second one exits at once.
+/// Ctrl-C and SIGTERM cancel the token; a second one exits at once. The flag is set inside
+/// the signal handler itself, before anything else can run: a sender whose stdin ends because
+/// Ctrl-C also killed the program feeding it checks the flag to tell that end from the data's,
+/// and a flag set later by the task (as the token is) could lose that race.
 fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
