@@ -43,8 +43,7 @@ impl Bench {
     /// A fresh server that also listens for WebSocket clients (plain text, loopback).
     pub fn websocket() -> Bench {
         Bench::with(|c| {
-            c.websocket()
-                .expect("a free port for the websocket listener");
+            c.websocket_any_port();
         })
     }
 
