@@ -32,7 +32,7 @@ fn a_waiting_receiver_gets_the_payload_through_gzip() {
     let out_gz = b.path("out.gz");
     // In a script stdin is /dev/null: skypipe receives.
     let script = format!("\"$SKYPIPE\" | gzip -9 -c > '{}'", out_gz.display());
-    let mut receiver = shell(&b, &script).spawn().expect("bash");
+    let mut receiver = shell(&b, &script).start();
     std::thread::sleep(Duration::from_millis(500));
     assert_ok(&b.send_bytes(&[], &data));
     let status = wait_status(&mut receiver, HANG);
@@ -128,8 +128,7 @@ fn three_hundred_mib_of_random_bytes_arrive_intact() {
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     assert_ok(&b.send_file(&["big"], &input));
     let out = wait_output(receiver, HANG);
     assert_ok(&out);
@@ -150,8 +149,7 @@ fn an_interrupted_sender_makes_the_receiver_exit_3() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin
         .write_all(b"partial line one\npartial line two\n")
@@ -213,8 +211,7 @@ fn an_unreachable_server_is_one_line_within_seconds() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let out = wait_output(child, Duration::from_secs(30));
     assert!(
         start.elapsed() < Duration::from_secs(6),
@@ -273,8 +270,7 @@ fn lines_written_slowly_reach_a_waiting_receiver_live() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let mut lines = BufReader::new(receiver.stdout.take().expect("stdout"));
     let mut worst = Duration::ZERO;

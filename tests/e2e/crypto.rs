@@ -29,18 +29,16 @@ fn send(b: &Bench, args: &[&str], secret: Option<&str>, file: &Path) -> Output {
         .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skypipe");
+        .start();
     wait_output(child, HANG)
 }
 
-fn spawn_recv(b: &Bench, args: &[&str], secret: Option<&str>) -> std::process::Child {
+fn spawn_recv(b: &Bench, args: &[&str], secret: Option<&str>) -> Proc {
     cmd(b, args, secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skypipe")
+        .start()
 }
 
 fn recv(b: &Bench, args: &[&str], secret: Option<&str>) -> Output {
@@ -572,8 +570,7 @@ fn a_listener_joining_a_sealed_payload_midway_opens_the_rest() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let mut all = Vec::new();
     let mut listener = None;
@@ -610,8 +607,7 @@ fn an_interrupted_sealed_sender_makes_the_receiver_exit_3() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(b"partial line one\n").expect("write");
     std::thread::sleep(Duration::from_millis(600));
@@ -633,8 +629,7 @@ fn a_taker_resumes_a_sealed_payload_another_one_gave_back() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let mut all = Vec::new();
     let mut say = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {

@@ -2,18 +2,18 @@
 //! just go quiet, receivers killed mid-payload.
 
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::harness::*;
 
 /// A sender fed `data` in 1 MiB blocks, `pause` apart.
-fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Child, JoinHandle<()>) {
+fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Proc, JoinHandle<()>) {
     feed_paced(b.cmd(&[pipe]), data, MIB, pause)
 }
 
-fn kill9(child: &Child) {
+fn kill9(child: &Proc) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
 }
@@ -26,8 +26,7 @@ fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(line).expect("write");
     std::thread::sleep(Duration::from_millis(800));
@@ -68,8 +67,7 @@ fn an_idle_but_living_sender_is_not_mistaken_for_a_dead_one() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(b"before the silence\n").expect("write");
     std::thread::sleep(Duration::from_secs(5));
@@ -91,8 +89,7 @@ fn a_stored_send_survives_a_server_kill_and_restart() {
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     std::thread::sleep(Duration::from_millis(150));
     b.server.kill().expect("kill -9 the server");
     std::thread::sleep(Duration::from_millis(700));
@@ -275,8 +272,7 @@ fn a_sender_bigger_than_the_storage_waits_for_a_taker_to_drain_it() {
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let (err, err_reader) = collect_stderr(&mut sender);
     let full = eventually(HANG, || {
         err.lock()

@@ -67,8 +67,7 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn");
+                .start();
             let mut stdin = child.stdin.take().expect("stdin");
             let data = numbered(&format!("sender-{s:02} line"), 5000);
             let writer = std::thread::spawn(move || {
@@ -148,8 +147,7 @@ fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let data = lines.clone();
     let writer = std::thread::spawn(move || {

@@ -2,7 +2,7 @@
 //! in a terminal (tmux).
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -10,22 +10,20 @@ use super::harness::*;
 
 /// A live transfer of `mib` MiB on `pipe`, paced over a few seconds so the monitor sees it
 /// running. Returns the sender, its feeding thread and the waiting receiver.
-fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Child, JoinHandle<()>, Child) {
+fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Proc, JoinHandle<()>, Proc) {
     let receiver = b
         .cmd(&[pipe])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
+        .start();
     std::thread::sleep(Duration::from_millis(300));
     let mut sender = b
         .cmd(&[pipe])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
         let block = random_bytes(2 * 1024 * 1024, 77);
@@ -39,7 +37,7 @@ fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Child, JoinHandle<()>, 
     (sender, feeder, receiver)
 }
 
-fn finish(sender: Child, feeder: JoinHandle<()>, receiver: Child) {
+fn finish(sender: Proc, feeder: JoinHandle<()>, receiver: Proc) {
     feeder.join().expect("feeder");
     assert_ok(&wait_output(sender, HANG));
     assert_ok(&wait_output(receiver, HANG));

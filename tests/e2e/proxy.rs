@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -167,7 +166,7 @@ fn paced_sender_via(
     args: &[&str],
     data: Vec<u8>,
     pause: Duration,
-) -> (Child, JoinHandle<()>) {
+) -> (Proc, JoinHandle<()>) {
     feed_paced(via(b, proxy, args), data, 1024 * 1024, pause)
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
 
 use super::harness::*;
@@ -29,7 +29,7 @@ fn tagged_payload(n: usize) -> Vec<u8> {
 /// A sender on `pipe` (stdin a pipe) that has been given the first `head` bytes of `data`
 /// and holds the rest until [`Held::finish`]: it has announced its payload and keeps it open.
 struct Held {
-    child: Child,
+    child: Proc,
     stdin: ChildStdin,
     rest: Vec<u8>,
 }
@@ -41,8 +41,7 @@ impl Held {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sender");
+            .start();
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(&data[..head]).expect("write the head");
         stdin.flush().expect("flush");
@@ -54,7 +53,7 @@ impl Held {
     }
 
     /// Writes the rest and closes stdin; the sender then finishes on its own.
-    fn finish(mut self) -> Child {
+    fn finish(mut self) -> Proc {
         self.stdin.write_all(&self.rest).expect("write the rest");
         drop(self.stdin);
         self.child
@@ -62,15 +61,14 @@ impl Held {
 }
 
 /// A receiver on `args` writing to the file `out`, running in the background.
-fn spawn_receiver(b: &Bench, args: &[&str], out: &PathBuf) -> Child {
+fn spawn_receiver(b: &Bench, args: &[&str], out: &PathBuf) -> Proc {
     b.cmd(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(
             std::fs::File::create(out).expect("create output"),
         ))
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn receiver")
+        .start()
 }
 
 #[test]
@@ -94,7 +92,7 @@ fn two_hundred_concurrent_senders_each_arrive_whole_exactly_once() {
             sender
         })
         .collect();
-    let senders: Vec<Child> = held.into_iter().map(Held::finish).collect();
+    let senders: Vec<Proc> = held.into_iter().map(Held::finish).collect();
     for (n, sender) in senders.into_iter().enumerate() {
         let out = wait_output(sender, HANG);
         assert!(
@@ -168,7 +166,7 @@ fn a_hundred_pipes_in_use_at_once_deliver_every_byte() {
         }
         std::thread::sleep(SPAWN_GAP);
     }
-    let senders: Vec<Child> = held.into_iter().map(Held::finish).collect();
+    let senders: Vec<Proc> = held.into_iter().map(Held::finish).collect();
     for (n, (receiver, sender)) in receivers.into_iter().zip(senders).enumerate() {
         let sent = wait_output(sender, HANG);
         assert!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use super::malformed::{chunk, publish_raw, ticket};
 const PAST_ACK_WAIT: Duration = Duration::from_secs(40);
 
 /// Reads a child's stdout only after `delay`: a reader that does not read (`sleep 40; cat`).
-fn read_late(child: &mut Child, delay: Duration) -> std::thread::JoinHandle<Vec<u8>> {
+fn read_late(child: &mut Proc, delay: Duration) -> std::thread::JoinHandle<Vec<u8>> {
     let mut stdout = child.stdout.take().expect("stdout piped");
     std::thread::spawn(move || {
         // The scenario itself: stdout is not read for this long.
@@ -94,14 +94,13 @@ fn a_follower_slower_than_the_ack_wait_shares_nothing_twice() {
 
 /// A sender of lines "TAG N" fed from a pipe, one line every `pause`; its stdin closes after
 /// the last line.
-fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) -> Child {
+fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) -> Proc {
     let mut child = b
         .cmd(&[pipe])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = child.stdin.take().expect("stdin");
     let tag = tag.to_string();
     std::thread::spawn(move || {
@@ -117,7 +116,7 @@ fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) 
 
 /// A follower whose stdout and stderr are collected as they come.
 struct Follower {
-    child: Child,
+    child: Proc,
     err: std::sync::Arc<std::sync::Mutex<String>>,
     err_reader: JoinHandle<()>,
     out_reader: JoinHandle<Vec<u8>>,
@@ -227,8 +226,7 @@ fn lines_of_concurrent_senders_stay_whole_in_a_follow() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = halves.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
         for i in 0..5 {
@@ -467,8 +465,7 @@ fn a_short_sender_timeout_is_kept_and_said_as_it_is() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin
         .write_all(b"a line, then the sender dies\n")
@@ -500,8 +497,7 @@ fn a_sender_facing_a_paused_server_ends_at_its_timeout() {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("sender");
+            .start();
         let mut stdin = sender.stdin.take().expect("stdin");
         stdin.write_all(b"the first line\n").expect("write");
         // Readiness: the payload is in the pipe (its ticket is stored).

@@ -288,8 +288,7 @@ fn transport_line(b: &Bench, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+        .start();
     let out = wait_output(child, HANG);
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
