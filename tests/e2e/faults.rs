@@ -18,9 +18,9 @@ fn kill9(child: &Proc) {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
 }
 
-/// A sender on `pipe` that sends `line`, then is killed with SIGKILL before it ends the
-/// payload (it cannot send an abort).
-fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
+/// A sender on `pipe` that sends `line`, then, once `receiver` wrote it, is killed with
+/// SIGKILL before it ends the payload (it cannot send an abort).
+fn send_then_die(b: &Bench, pipe: &str, line: &[u8], receiver: &mut Proc) {
     let mut sender = b
         .cmd(&[pipe])
         .stdin(Stdio::piped())
@@ -29,7 +29,7 @@ fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
         .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(line).expect("write");
-    std::thread::sleep(Duration::from_millis(800));
+    receiver.wait_stdout(line.len());
     kill9(&sender);
     let _ = sender.wait();
     drop(stdin);
@@ -38,9 +38,8 @@ fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
 #[test]
 fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
     let b = Bench::new();
-    let receiver = b.spawn_recv(&["doomed", "--sender-timeout", "3s"]);
-    std::thread::sleep(Duration::from_millis(300));
-    send_then_die(&b, "doomed", b"the first line\n");
+    let mut receiver = b.spawn_ready(&["doomed", "--sender-timeout", "3s"], &waiting("doomed"));
+    send_then_die(&b, "doomed", b"the first line\n", &mut receiver);
     let start = Instant::now();
     let out = wait_output(receiver, Duration::from_secs(60));
     assert!(
@@ -60,8 +59,10 @@ fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
 #[test]
 fn an_idle_but_living_sender_is_not_mistaken_for_a_dead_one() {
     let b = Bench::new();
-    let receiver = b.spawn_recv(&["quiet-tail", "--sender-timeout", "2s"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = b.spawn_ready(
+        &["quiet-tail", "--sender-timeout", "2s"],
+        &waiting("quiet-tail"),
+    );
     let mut sender = b
         .cmd(&["quiet-tail"])
         .stdin(Stdio::piped())
@@ -70,6 +71,7 @@ fn an_idle_but_living_sender_is_not_mistaken_for_a_dead_one() {
         .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(b"before the silence\n").expect("write");
+    // The scenario: the sender stays silent for longer than the receiver's --sender-timeout.
     std::thread::sleep(Duration::from_secs(5));
     stdin.write_all(b"after the silence\n").expect("write");
     drop(stdin);
@@ -85,15 +87,13 @@ fn a_stored_send_survives_a_server_kill_and_restart() {
     let input = b.path("input");
     random_file(&input, 120 * 1024 * 1024, 5);
     let sender = b
-        .cmd(&["survivor"])
+        .cmd(&["-v", "survivor"])
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .start();
-    std::thread::sleep(Duration::from_millis(150));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+        .start()
+        .ready(&queued("survivor"));
+    b.kill_server_for(OUTAGE);
     let out = wait_output(sender, HANG);
     assert_ok(&out);
     let output = b.path("output");
@@ -107,14 +107,13 @@ fn a_live_transfer_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
     let data = random_bytes(40 * 1024 * 1024, 6);
     let output = b.path("output");
-    let receiver = spawn_to_file(&mut b.cmd(&["live-survivor"]), &output);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = spawn_to_file(&mut b.cmd(&["-v", "live-survivor"]), &output)
+        .ready(&waiting("live-survivor"));
     let (sender, feeder) =
         paced_sender(&b, "live-survivor", data.clone(), Duration::from_millis(50));
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    // A fifth of the way through.
+    wait_file_len(&output, 8 * MIB as u64);
+    b.kill_server_for(OUTAGE);
     feeder.join().expect("feeder");
     assert_ok(&wait_output(sender, HANG));
     assert_ok(&wait_output(receiver, HANG));
@@ -126,11 +125,12 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
     let b = Bench::new();
     let data = random_bytes(30 * 1024 * 1024, 8);
     let output = b.path("output");
-    let receiver = spawn_to_file(&mut b.cmd(&["frozen"]), &output);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = spawn_to_file(&mut b.cmd(&["-v", "frozen"]), &output).ready(&waiting("frozen"));
     let (sender, feeder) = paced_sender(&b, "frozen", data.clone(), Duration::from_millis(40));
-    std::thread::sleep(Duration::from_millis(500));
+    // A quarter of the way through.
+    wait_file_len(&output, 8 * MIB as u64);
     b.server.pause().expect("SIGSTOP");
+    // The scenario: the server stays frozen (its sockets open) for five seconds.
     std::thread::sleep(Duration::from_secs(5));
     b.server.resume().expect("SIGCONT");
     feeder.join().expect("feeder");
@@ -141,6 +141,9 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
 
 const MIB: usize = 1024 * 1024;
 
+/// How long a killed server stays down before it is started again.
+const OUTAGE: Duration = Duration::from_millis(700);
+
 #[test]
 fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
@@ -150,9 +153,7 @@ fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
     let mut receiver = b.spawn_recv(&["stored-read"]);
     let held = Held::new(&mut receiver, 20 * MIB);
     held.wait_first();
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    b.kill_server_for(OUTAGE);
     held.release();
     let out = wait_output(receiver, HANG);
     let got = held.finish();
@@ -167,8 +168,7 @@ fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
 #[test]
 fn a_follow_aggregation_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
-    let follower = b.spawn_recv(&["agg", "--follow", "--timeout", "30s"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let mut follower = b.spawn_ready(&["agg", "--follow", "--timeout", "30s"], &following("agg"));
     let inputs: Vec<Vec<u8>> = (0..4)
         .map(|s| numbered(&format!("host-{s} line"), 150_000))
         .collect();
@@ -184,10 +184,9 @@ fn a_follow_aggregation_survives_a_server_kill_and_restart() {
             )
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1200));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    // A third of the way through.
+    follower.wait_stdout(inputs.iter().map(Vec::len).sum::<usize>() / 3);
+    b.kill_server_for(OUTAGE);
     for (child, feeder) in senders {
         feeder.join().expect("feeder");
         assert_ok(&wait_output(child, HANG));
@@ -224,11 +223,15 @@ fn a_receiver_killed_mid_payload_leaves_the_rest_to_the_next_one() {
     let b = Bench::new();
     let data = random_bytes(40 * MIB, 12);
     assert_ok(&b.send_bytes(&["handover"], &data));
+    let stored = data_messages(&b.url());
     let mut first = b.spawn_recv(&["handover"]);
     let held = Held::new(&mut first, 8 * MIB);
     held.wait_first();
     // Blocked on its stdout, it still removes what it wrote from the server (every 0.5 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        eventually(HANG, || data_messages(&b.url()) < stored),
+        "the first receiver removed nothing of the {stored} chunks"
+    );
     kill9(&first);
     let status = wait_status(&mut first, HANG);
     assert_eq!(status.code(), None, "killed by a signal");
@@ -322,9 +325,8 @@ fn a_sender_facing_a_full_store_gives_up_at_its_timeout_and_drops_nothing_stored
 #[test]
 fn a_listener_whose_sender_dies_mid_payload_says_so_and_exits() {
     let b = Bench::new();
-    let listener = b.spawn_recv(&["tapped", "--listen"]);
-    std::thread::sleep(Duration::from_millis(800));
-    send_then_die(&b, "tapped", b"heard before the end\n");
+    let mut listener = b.spawn_ready(&["tapped", "--listen"], &listening("tapped"));
+    send_then_die(&b, "tapped", b"heard before the end\n", &mut listener);
     // Not awaited forever: the listener notices the sender is gone and nothing more comes.
     let out = wait_output(listener, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
