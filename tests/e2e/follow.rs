@@ -146,7 +146,7 @@ fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
     let pieces = lines
         .split_inclusive(|c| *c == b'\n')
         .map(<[u8]>::to_vec)
-        .collect();
+        .collect::<Vec<_>>();
     let (sender, writer) = feed_pieces(b.cmd(&["tail"]), pieces, Duration::from_millis(8));
     let mut first = b.spawn_recv(&["tail", "--follow"]);
     // Interrupted midway, once it wrote some of the lines.

@@ -748,7 +748,11 @@ pub fn feed_paced(
 
 /// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds it `pieces` (each with a flush),
 /// `pause` apart, from a thread of its own; stdin closes after the last one.
-pub fn feed_pieces(cmd: Command, pieces: Vec<Vec<u8>>, pause: Duration) -> (Proc, JoinHandle<()>) {
+pub fn feed_pieces<P: AsRef<[u8]>>(
+    cmd: Command,
+    pieces: impl IntoIterator<Item = P> + Send + 'static,
+    pause: Duration,
+) -> (Proc, JoinHandle<()>) {
     feed(cmd, move |stdin| write_paced(stdin, pieces, pause))
 }
 
