@@ -433,13 +433,24 @@ impl Proc {
     /// it comes), failing the test when its stdout ends first, or after [`HANG`].
     #[track_caller]
     pub fn wait_stdout(&mut self, len: usize) {
+        self.wait_stdout_until(&format!("{len} bytes"), |bytes| bytes.len() >= len);
+    }
+
+    /// Waits until `cond` holds of what the child wrote to its stdout, as
+    /// [`Proc::wait_stdout`] does; `what` names it in the failure.
+    #[track_caller]
+    pub fn wait_stdout_until(&mut self, what: &str, cond: impl FnMut(&[u8]) -> bool) {
         let out = self.stdout_collector();
-        if !out.wait(HANG, |bytes| bytes.len() >= len) {
+        if !out.wait(HANG, cond) {
             let got = out.now().len();
+            let err = match self.stderr.as_ref() {
+                Some(err) => err.now(),
+                None => Vec::new(),
+            };
             panic!(
-                "pid {} wrote {got} bytes to stdout, not {len}: {}",
+                "pid {}: not {what} on stdout ({got} bytes); its stderr: {}",
                 self.child.id(),
-                String::from_utf8_lossy(&self.stderr_now())
+                String::from_utf8_lossy(&err)
             );
         }
     }
@@ -772,6 +783,16 @@ fn feed(
         let _ = write(&mut stdin);
     });
     (child, feeder)
+}
+
+/// Whether the write end of a pipe has room (false: it is full, a writer would block).
+pub fn has_room(pipe: &std::io::PipeWriter) -> bool {
+    use std::os::fd::AsFd as _;
+    let mut fds = [nix::poll::PollFd::new(
+        pipe.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).expect("poll") > 0
 }
 
 /// The length of a file, 0 when there is none.

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::Stdio;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -95,65 +94,33 @@ fn a_follower_slower_than_the_ack_wait_shares_nothing_twice() {
 /// A sender of lines "TAG N" fed from a pipe, one line every `pause`; its stdin closes after
 /// the last line.
 fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) -> Proc {
-    let mut child = b
-        .cmd(&[pipe])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .start();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let tag = tag.to_string();
-    std::thread::spawn(move || {
-        for i in 0..lines {
-            if stdin.write_all(format!("{tag} {i}\n").as_bytes()).is_err() {
-                return;
-            }
-            std::thread::sleep(pause);
-        }
-    });
-    child
+    let lines = (0..lines).map(|i| format!("{tag} {i}\n"));
+    feed_pieces(b.cmd(&[pipe]), lines.collect::<Vec<_>>(), pause).0
 }
 
 /// A follower whose stdout and stderr are collected as they come.
-struct Follower {
-    child: Proc,
-    err: std::sync::Arc<std::sync::Mutex<String>>,
-    err_reader: JoinHandle<()>,
-    out_reader: JoinHandle<Vec<u8>>,
-}
+struct Follower(Proc);
 
 impl Follower {
     fn start(b: &Bench, args: &[&str]) -> Follower {
         let mut child = b.spawn_recv(args);
-        let (err, err_reader) = collect_stderr(&mut child);
-        let mut out = child.stdout.take().expect("stdout");
-        let out_reader = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
-            v
-        });
-        Follower {
-            child,
-            err,
-            err_reader,
-            out_reader,
-        }
+        child.stdout_now();
+        child.stderr_now();
+        Follower(child)
     }
 
     /// Exit code, stdout, stderr, once it ended.
-    fn finish(mut self) -> (Option<i32>, Vec<u8>, String) {
-        let status = wait_status(&mut self.child, HANG);
-        let out = self.out_reader.join().expect("stdout");
-        self.err_reader.join().expect("stderr");
-        let err = self.err.lock().expect("stderr").clone();
-        (status.code(), out, err)
+    fn finish(self) -> (Option<i32>, Vec<u8>, String) {
+        let out = self.0.wait_output(HANG);
+        let err = stderr_of(&out);
+        (out.status.code(), out.stdout, err)
     }
 }
 
 #[test]
 fn one_dead_sender_does_not_end_a_follow_aggregation() {
     let b = Bench::new();
-    let follower = Follower::start(
+    let mut follower = Follower::start(
         &b,
         &[
             "logs",
@@ -168,7 +135,12 @@ fn one_dead_sender_does_not_end_a_follow_aggregation() {
     let mut doomed = line_feeder(&b, "logs", "A", 1000, Duration::from_millis(50));
     let living = line_feeder(&b, "logs", "B", 240, Duration::from_millis(50));
     // Both hosts are flowing (the scenario: one dies while the other goes on).
-    std::thread::sleep(Duration::from_secs(2));
+    follower
+        .0
+        .wait_stdout_until("lines of both senders", |out| {
+            let text = String::from_utf8_lossy(out);
+            text.lines().any(|l| l == "A 10") && text.lines().any(|l| l == "B 10")
+        });
     signal(&doomed, Signal::SIGKILL);
     let _ = doomed.wait();
     assert_ok(&wait_output(living, HANG));
@@ -221,20 +193,12 @@ fn lines_of_concurrent_senders_stay_whole_in_a_follow() {
     let follower = Follower::start(&b, &["logs", "--follow", "--timeout", "3s"]);
     wait_waiting(&b.url(), "logs");
     // A sender that writes half a line, pauses longer than a chunk's cut, writes the rest.
-    let mut halves = b
-        .cmd(&["logs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .start();
-    let mut stdin = halves.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        for i in 0..5 {
-            let _ = stdin.write_all(format!("A{i}-first-half ").as_bytes());
-            std::thread::sleep(Duration::from_millis(400));
-            let _ = stdin.write_all(format!("A{i}-second-half\n").as_bytes());
-        }
-    });
+    let halves = (0..5).flat_map(|i| [format!("A{i}-first-half "), format!("A{i}-second-half\n")]);
+    let (halves, feeder) = feed_pieces(
+        b.cmd(&["logs"]),
+        halves.collect::<Vec<_>>(),
+        Duration::from_millis(400),
+    );
     let whole = line_feeder(&b, "logs", "B", 80, Duration::from_millis(30));
     feeder.join().expect("feeder");
     assert_ok(&wait_output(halves, HANG));
@@ -409,11 +373,21 @@ fn ctrl_c_ends_a_taker_whose_stdout_is_stuck_and_gives_back_what_it_did_not_writ
     let b = Bench::new();
     let data = random_bytes(3 << 20, 12);
     assert_ok(&b.send_bytes(&["p"], &data));
-    let mut stuck = b.spawn_recv(&["p"]);
-    let mut stdout = stuck.stdout.take().expect("stdout");
+    let (mut stdout, writer) = std::io::pipe().expect("pipe");
+    let watch = writer.try_clone().expect("pipe");
+    let mut stuck = b
+        .cmd(&["p"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .start();
     wait_taken(&b.url(), "p");
-    // Nobody reads its stdout; it is stuck in a write (a pipe holds 64 KiB).
-    std::thread::sleep(Duration::from_secs(1));
+    // Nobody reads its stdout; it is stuck in a write once the pipe (64 KiB) is full.
+    assert!(
+        eventually(HANG, || !has_room(&watch)),
+        "the taker's stdout never filled"
+    );
+    drop(watch);
     signal(&stuck, Signal::SIGINT);
     let start = Instant::now();
     let status = wait_status(&mut stuck, HANG);
