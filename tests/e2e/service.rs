@@ -562,9 +562,7 @@ fn a_plain_nats_server_on_the_default_port_works_though_skypipe_has_a_credential
     assert_ok(&h.run(&["server", "stop"]));
     assert!(h.data_dir().join("local-user.nk").exists());
     // The user's own nats-server, without authentication, on the same port.
-    let mut config = skypipe_nats::ServerConfig::new(h.path("plain"));
-    config.port = Some(h.port);
-    let _plain = config.start().expect("a plain nats-server starts");
+    let _plain = Bench::with(|c| c.port = Some(h.port));
     let sent = h.send(&["plain"], b"through the user's own server\n");
     assert_ok(&sent);
     assert!(
