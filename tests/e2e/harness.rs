@@ -1,5 +1,7 @@
-//! The test bench: a real `nats-server` per test (its own port and temp dir, killed on
-//! drop) and the real `skypipe` binary, run with a clean environment.
+//! The test bench: a real `nats-server` per test (on a port it picks itself, in a temp dir,
+//! killed on drop) and the real `skypipe` binary, run with a clean environment as a [`Proc`]
+//! (killed on drop). Tests wait for readiness, not for time: [`Bench::spawn_ready`] returns
+//! once skypipe said it is ready (`-v`), and [`Proc`] waits for what a child writes.
 
 #![allow(dead_code)]
 
