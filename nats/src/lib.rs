@@ -116,7 +116,9 @@ pub struct TlsFiles {
 /// What to start. Build with [`ServerConfig::new`], adjust, then [`ServerConfig::start`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Client port; `None` picks a free one.
+    /// Client port. `None`: [`ServerConfig::start`] lets the server pick one and reads it
+    /// back (so no other process can take it in between); [`ServerConfig::start_detached`] and
+    /// [`ServerConfig::exec`] pick one that was free a moment ago.
     pub port: Option<u16>,
     /// Address to listen on.
     pub host: String,
@@ -136,7 +138,8 @@ pub struct ServerConfig {
     pub nkey_users: Vec<String>,
     /// Cluster routing: (cluster name, our route port, all route ports).
     pub cluster: Option<(String, u16, Vec<u16>)>,
-    /// Port of an optional WebSocket listener on `host` (plain text unless `websocket_tls`).
+    /// Port of an optional WebSocket listener on `host` (plain text unless `websocket_tls`);
+    /// `Some(0)`: the server picks one, and a started [`Server`] knows it.
     pub websocket_port: Option<u16>,
     /// Certificate and key for the WebSocket listener: with them it speaks `wss://`.
     pub websocket_tls: Option<TlsFiles>,
@@ -189,8 +192,18 @@ impl ServerConfig {
 
     /// The config file text for a given client port.
     pub fn render(&self, port: u16) -> String {
+        self.render_with(Some(port), None)
+    }
+
+    /// The config file text; without a client port (or with a WebSocket port of 0) the
+    /// server picks the port itself, and with `ports_dir` it writes the ports it listens on
+    /// to a file there (`nats-server_PID.ports`).
+    fn render_with(&self, port: Option<u16>, ports_dir: Option<&Path>) -> String {
         let mut c = String::new();
-        let _ = writeln!(c, "listen: \"{}:{}\"", self.host, port);
+        let _ = writeln!(c, "listen: \"{}:{}\"", self.host, listen_port(port));
+        if let Some(dir) = ports_dir {
+            let _ = writeln!(c, "ports_file_dir: \"{}\"", dir.display());
+        }
         if let Some(name) = &self.name {
             let _ = writeln!(c, "server_name: \"{name}\"");
         }
@@ -234,6 +247,7 @@ impl ServerConfig {
             );
         }
         if let Some(ws) = self.websocket_port {
+            let ws = listen_port(Some(ws).filter(|p| *p != 0));
             let _ = writeln!(c, "websocket {{\n  listen: \"{}:{ws}\"", self.host);
             match &self.websocket_tls {
                 Some(tls) => {
@@ -267,27 +281,44 @@ impl ServerConfig {
         cert_file: impl Into<PathBuf>,
         key_file: impl Into<PathBuf>,
     ) -> Result<u16> {
+        self.set_websocket_tls(cert_file, key_file);
+        self.websocket()
+    }
+
+    /// Adds a plain-text WebSocket listener on a port the server picks itself when started
+    /// with [`ServerConfig::start`] ([`Server::websocket_url`] tells it then).
+    pub fn websocket_any_port(&mut self) -> &mut Self {
+        self.websocket_port = Some(0);
+        self
+    }
+
+    /// Adds a WebSocket listener that speaks TLS with the given PEM certificate (chain) and
+    /// key, on a port the server picks itself, as [`ServerConfig::websocket_any_port`] does.
+    pub fn websocket_any_port_with_tls(
+        &mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> &mut Self {
+        self.set_websocket_tls(cert_file, key_file);
+        self.websocket_any_port()
+    }
+
+    fn set_websocket_tls(&mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) {
         self.websocket_tls = Some(TlsFiles {
             cert_file: cert_file.into(),
             key_file: key_file.into(),
         });
-        self.websocket()
     }
 
-    /// Writes the config and starts the server, waiting until it accepts clients.
+    /// Writes the config and starts the server, waiting until it accepts clients. Ports not
+    /// set are picked by the server itself and read back from its ports file; the [`Server`]
+    /// then keeps them, so [`Server::restart`] listens where the first start did.
     pub fn start(self) -> Result<Server> {
         let binary = self.binary()?;
-        let port = match self.port {
-            Some(p) => p,
-            None => free_port()?,
-        };
         std::fs::create_dir_all(&self.dir)?;
         let mut server = Server {
             binary,
-            config: ServerConfig {
-                port: Some(port),
-                ..self
-            },
+            config: self,
             child: None,
         };
         server.spawn()?;
@@ -418,6 +449,26 @@ impl ServerConfig {
         let source = Command::new(&binary).arg("-c").arg(&config_file).exec();
         Error::Spawn { binary, source }
     }
+}
+
+/// The port to write after `listen:`; `-1` asks the server to pick a free one.
+fn listen_port(port: Option<u16>) -> String {
+    port.map_or_else(|| "-1".to_string(), |p| p.to_string())
+}
+
+/// The port of the first URL listed under `key` in the text of a ports file, such as
+/// `{"nats":["nats://127.0.0.1:4222"],"websocket":["ws://127.0.0.1:8080"]}`. `None` when the
+/// key is not there, or the text is not whole yet (the server may be writing it).
+fn ports_file_entry(text: &str, key: &str) -> Option<u16> {
+    if !text.trim_end().ends_with('}') {
+        return None;
+    }
+    let after_key = &text[text.find(&format!("\"{key}\""))? + key.len() + 2..];
+    let list = after_key.trim_start().strip_prefix(':')?.trim_start();
+    let list = list.strip_prefix('[')?;
+    let url = list.trim_start().strip_prefix('"')?;
+    let url = &url[..url.find('"')?];
+    url.rsplit(':').next()?.parse().ok()
 }
 
 /// A server started by [`ServerConfig::start_detached`]: where to find it.
@@ -604,9 +655,21 @@ impl Server {
         self.config.dir.join("nats-server.conf")
     }
 
+    /// Where the server writes the ports it listens on.
+    fn ports_dir(&self) -> PathBuf {
+        self.config.dir.join("ports")
+    }
+
     fn spawn(&mut self) -> Result<()> {
-        let port = self.port();
-        self.config.write_config(port)?;
+        let ports_dir = self.ports_dir();
+        // A server killed with SIGKILL leaves its ports file behind; only the new one's counts.
+        match std::fs::remove_dir_all(&ports_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        std::fs::create_dir_all(&ports_dir)?;
+        let text = self.config.render_with(self.config.port, Some(&ports_dir));
+        write_private(&self.config_path(), &text)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -630,41 +693,90 @@ impl Server {
         tail_file(&self.log_path())
     }
 
-    /// Waits until the server answers with an INFO line on its client port.
+    /// Waits until the server answers with an INFO line on its client port (learning the
+    /// ports it picked itself from its ports file first).
     pub fn wait_ready(&mut self) -> Result<()> {
-        let port = self.port();
         let start = Instant::now();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
                     return Err(Error::Exited {
-                        port,
+                        port: self.port(),
                         status: status.to_string(),
                         log: self.tail_log(),
                     });
                 }
             }
-            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok()
-                    && line.starts_with("INFO")
-                    && self.websocket_listening()
-                {
-                    return Ok(());
+            if self.learn_ports() {
+                let addr = SocketAddr::from(([127, 0, 0, 1], self.port()));
+                if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    let mut line = String::new();
+                    if BufReader::new(stream).read_line(&mut line).is_ok()
+                        && line.starts_with("INFO")
+                        && self.websocket_listening()
+                    {
+                        return Ok(());
+                    }
                 }
             }
             if start.elapsed() > self.config.ready_timeout {
                 return Err(Error::NotReady {
-                    port,
+                    port: self.port(),
                     waited: self.config.ready_timeout,
                     log: self.tail_log(),
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Fills in the ports the server was left to pick, from the ports file it writes once it
+    /// listens. Returns whether every port is known.
+    fn learn_ports(&mut self) -> bool {
+        let ws_wanted = self.config.websocket_port == Some(0);
+        if self.config.port.is_some() && !ws_wanted {
+            return true;
+        }
+        let Some(text) = self.ports_file_text() else {
+            return false;
+        };
+        let (Some(port), ws) = (
+            ports_file_entry(&text, "nats"),
+            ports_file_entry(&text, "websocket"),
+        ) else {
+            return false;
+        };
+        if ws_wanted && ws.is_none() {
+            return false;
+        }
+        self.config.port.get_or_insert(port);
+        if ws_wanted {
+            self.config.websocket_port = ws;
+        }
+        true
+    }
+
+    /// The text of the server's ports file: the one named after its pid, else the only one
+    /// there (the binary may be a wrapper that runs the server under another pid).
+    fn ports_file_text(&self) -> Option<String> {
+        let dir = self.ports_dir();
+        if let Some(pid) = self.pid() {
+            if let Ok(text) = std::fs::read_to_string(dir.join(format!("nats-server_{pid}.ports")))
+            {
+                return Some(text);
+            }
+        }
+        let mut files = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "ports"));
+        let only = files.next()?;
+        if files.next().is_some() {
+            return None;
+        }
+        std::fs::read_to_string(only).ok()
     }
 
     /// Whether the WebSocket listener, if any, accepts connections.
@@ -753,12 +865,31 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a three-node cluster with its files under `dir` (one folder per node).
+    /// Starts a three-node cluster with its files under `dir` (one folder per node). The
+    /// client ports are the servers' own picks; the route ports, which each node must know of
+    /// the others beforehand, are picked here, and picked again when one was taken meanwhile.
     pub fn start(dir: impl AsRef<Path>) -> Result<Cluster> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Cluster::start_once(dir.as_ref()) {
+                Err(Error::Exited { log, .. })
+                    if tries < 5 && log.contains("address already in use") =>
+                {
+                    for i in 0..3 {
+                        let _ = std::fs::remove_dir_all(dir.as_ref().join(format!("n{i}")));
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path) -> Result<Cluster> {
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
         let mut configs = Vec::new();
         for (i, route) in routes.iter().enumerate() {
-            let mut config = ServerConfig::new(dir.as_ref().join(format!("n{i}")));
+            let mut config = ServerConfig::new(dir.join(format!("n{i}")));
             config.name = Some(format!("skypipe-n{i}"));
             config.cluster = Some(("skypipe".into(), *route, routes.clone()));
             configs.push(config);
@@ -841,6 +972,37 @@ mod tests {
         assert!(text.contains("cert_file: \"/tmp/x/cert.pem\""));
         assert!(text.contains("key_file: \"/tmp/x/key.pem\""));
         assert!(!text.contains("no_tls"));
+    }
+
+    #[test]
+    fn render_leaves_unset_ports_to_the_server() {
+        let mut c = ServerConfig::new("/tmp/x");
+        c.websocket_any_port();
+        let text = c.render_with(None, Some(Path::new("/tmp/x/ports")));
+        assert!(text.contains("listen: \"127.0.0.1:-1\""), "{text}");
+        assert!(text.contains("ports_file_dir: \"/tmp/x/ports\""), "{text}");
+        assert!(
+            text.contains("websocket {\n  listen: \"127.0.0.1:-1\""),
+            "{text}"
+        );
+        c.websocket_port = Some(8080);
+        let text = c.render(4333);
+        assert!(text.contains("listen: \"127.0.0.1:4333\""), "{text}");
+        assert!(text.contains("listen: \"127.0.0.1:8080\""), "{text}");
+        assert!(!text.contains("ports_file_dir"), "{text}");
+    }
+
+    #[test]
+    fn ports_file_entries() {
+        let text = r#"{"nats":["nats://127.0.0.1:33639"],"websocket":["ws://127.0.0.1:42955"]}"#;
+        assert_eq!(ports_file_entry(text, "nats"), Some(33639));
+        assert_eq!(ports_file_entry(text, "websocket"), Some(42955));
+        assert_eq!(ports_file_entry(text, "cluster"), None);
+        assert_eq!(ports_file_entry(&text[..30], "nats"), None, "not whole yet");
+        assert_eq!(
+            ports_file_entry("{\"nats\": [ \"nats://[::1]:4222\" ]}", "nats"),
+            Some(4222)
+        );
     }
 
     #[test]

@@ -80,8 +80,7 @@ fn a_200_mib_transfer_survives_sigkill_of_the_stream_leader() {
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sender");
+        .start();
 
     // A quarter of the way through, kill the node that leads the data stream.
     let started = Instant::now();

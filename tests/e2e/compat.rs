@@ -108,8 +108,7 @@ fn a_waiting_receiver_gets_a_live_transfer_from_an_old_server() {
         return;
     };
     let data = random_bytes(3_000_000, 32);
-    let receiver = b.spawn_recv(&["live"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let receiver = b.spawn_ready(&["live"], &waiting("live"));
     assert_ok(&b.send_bytes(&["live"], &data));
     let out = wait_output(receiver, HANG);
     assert_ok(&out);
@@ -121,8 +120,7 @@ fn a_trigger_wakes_a_waiter_on_an_old_server() {
     let Some((b, _)) = old_bench("a_trigger_wakes_a_waiter_on_an_old_server") else {
         return;
     };
-    let waiter = b.spawn_recv(&["go"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = b.spawn_ready(&["go"], &waiting("go"));
     assert_ok(&b.send_bytes(&["go"], b"\n"));
     let out = wait_output(waiter, HANG);
     assert_ok(&out);

@@ -31,9 +31,11 @@ fn a_waiting_receiver_gets_the_payload_through_gzip() {
     let data = random_bytes(2_000_000, 7);
     let out_gz = b.path("out.gz");
     // In a script stdin is /dev/null: skypipe receives.
-    let script = format!("\"$SKYPIPE\" | gzip -9 -c > '{}'", out_gz.display());
-    let mut receiver = shell(&b, &script).spawn().expect("bash");
-    std::thread::sleep(Duration::from_millis(500));
+    let script = format!("\"$SKYPIPE\" -v | gzip -9 -c > '{}'", out_gz.display());
+    let mut receiver = shell(&b, &script)
+        .stderr(Stdio::piped())
+        .start()
+        .ready(&waiting("default"));
     assert_ok(&b.send_bytes(&[], &data));
     let status = wait_status(&mut receiver, HANG);
     assert!(status.success());
@@ -58,8 +60,7 @@ fn receiver_started_after_the_sender_exits_gets_the_payload() {
 #[test]
 fn trigger_wakes_a_waiting_script_and_prints_a_newline() {
     let b = Bench::new();
-    let waiter = b.spawn_recv(&["trigger"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = b.spawn_ready(&["trigger"], &waiting("trigger"));
     let sent = b.send_bytes(&["trigger"], b"\n");
     assert_ok(&sent);
     let out = wait_output(waiter, HANG);
@@ -75,9 +76,8 @@ fn trigger_wakes_a_waiting_script_and_prints_a_newline() {
 #[test]
 fn two_waiting_receivers_get_different_whole_payloads() {
     let b = Bench::new();
-    let r1 = b.spawn_recv(&["pair"]);
-    let r2 = b.spawn_recv(&["pair"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let r1 = b.spawn_ready(&["pair"], &waiting("pair"));
+    let r2 = b.spawn_ready(&["pair"], &waiting("pair"));
     let p1 = random_bytes(600_000, 11);
     let p2 = random_bytes(900_000, 12);
     assert_ok(&b.send_bytes(&["pair"], &p1));
@@ -128,8 +128,7 @@ fn three_hundred_mib_of_random_bytes_arrive_intact() {
         .stdin(Stdio::null())
         .stdout(Stdio::from(file))
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     assert_ok(&b.send_file(&["big"], &input));
     let out = wait_output(receiver, HANG);
     assert_ok(&out);
@@ -144,19 +143,18 @@ fn three_hundred_mib_of_random_bytes_arrive_intact() {
 #[test]
 fn an_interrupted_sender_makes_the_receiver_exit_3() {
     let b = Bench::new();
-    let receiver = b.spawn_recv(&["cut"]);
+    let mut receiver = b.spawn_recv(&["cut"]);
     let mut sender = b
         .cmd(&["cut"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"partial line one\npartial line two\n")
-        .expect("write");
-    std::thread::sleep(Duration::from_millis(600));
+    let lines = b"partial line one\npartial line two\n";
+    stdin.write_all(lines).expect("write");
+    // Interrupted once its lines are through.
+    receiver.wait_stdout(lines.len());
     interrupt(&sender);
     let status = wait_status(&mut sender, HANG);
     assert_eq!(status.code(), Some(130));
@@ -213,8 +211,7 @@ fn an_unreachable_server_is_one_line_within_seconds() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let out = wait_output(child, Duration::from_secs(30));
     assert!(
         start.elapsed() < Duration::from_secs(6),
@@ -266,15 +263,13 @@ fn a_closed_stdout_is_not_an_error() {
 #[test]
 fn lines_written_slowly_reach_a_waiting_receiver_live() {
     let b = Bench::new();
-    let mut receiver = b.spawn_recv(&["live"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut receiver = b.spawn_ready(&["live"], &waiting("live"));
     let mut sender = b
         .cmd(&["live"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     let mut lines = BufReader::new(receiver.stdout.take().expect("stdout"));
     let mut worst = Duration::ZERO;
@@ -286,6 +281,7 @@ fn lines_written_slowly_reach_a_waiting_receiver_live() {
         lines.read_line(&mut got).expect("read line");
         assert_eq!(got, format!("line {i}\n"));
         worst = worst.max(written.elapsed());
+        // The scenario: a line now and then, the sender idle in between.
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(stdin);

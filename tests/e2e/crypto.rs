@@ -29,18 +29,21 @@ fn send(b: &Bench, args: &[&str], secret: Option<&str>, file: &Path) -> Output {
         .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skypipe");
+        .start();
     wait_output(child, HANG)
 }
 
-fn spawn_recv(b: &Bench, args: &[&str], secret: Option<&str>) -> std::process::Child {
+fn spawn_recv(b: &Bench, args: &[&str], secret: Option<&str>) -> Proc {
     cmd(b, args, secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skypipe")
+        .start()
+}
+
+/// `skypipe -v ARGS` in the background, once it said `line` (see [`Proc::ready`]).
+fn spawn_ready(b: &Bench, args: &[&str], secret: Option<&str>, line: &str) -> Proc {
+    spawn_recv(b, &[&["-v"], args].concat(), secret).ready(line)
 }
 
 fn recv(b: &Bench, args: &[&str], secret: Option<&str>) -> Output {
@@ -86,9 +89,8 @@ fn three_hundred_mib_sealed_reach_a_taker_and_a_listener_with_the_secret() {
     let taken = b.path("taken");
     let heard = b.path("heard");
     let spawn_to = |args: &[&str], out: &Path| spawn_to_file(&mut cmd(&b, args, Some(SECRET)), out);
-    let listener = spawn_to(&["big", "--listen"], &heard);
-    let taker = spawn_to(&["big"], &taken);
-    std::thread::sleep(Duration::from_millis(600));
+    let listener = spawn_to(&["-v", "big", "--listen"], &heard).ready(&listening("big"));
+    let taker = spawn_to(&["-v", "big"], &taken).ready(&waiting("big"));
     assert_ok(&send(&b, &["big"], Some(SECRET), &input));
     let out = wait_output(taker, HANG);
     assert_ok(&out);
@@ -355,8 +357,7 @@ fn no_secret_or_another_secret_writes_nothing_and_leaves_the_payload() {
     let b = Bench::new();
     let data = random_bytes(900_000, 81);
     let f = b.file("docs", &data);
-    let listener = spawn_recv(&b, &["docs", "--listen"], None);
-    std::thread::sleep(Duration::from_millis(400));
+    let listener = spawn_ready(&b, &["docs", "--listen"], None, &listening("docs"));
     assert_ok(&send(&b, &["docs"], Some(SECRET), &f));
 
     let out = recv(&b, &["docs"], None);
@@ -544,20 +545,15 @@ fn a_payload_whose_last_chunk_was_deleted_never_ends_in_success() {
     let mut receiver = spawn_recv(&b, &["gone"], Some(SECRET));
     // Its stdout is read as it comes (a stuck stdout would keep the chunks from being written
     // before Ctrl-C, and an interrupted taker writes nothing more).
-    let mut stdout = receiver.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
-        v
+    receiver.wait_stdout(at as usize);
+    // The scenario: an end that never comes; the receiver goes on waiting for it.
+    let ended = eventually(Duration::from_secs(3), || {
+        receiver.try_wait().expect("try_wait").is_some()
     });
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        receiver.try_wait().expect("try_wait").is_none(),
-        "the receiver ended without the end of the payload"
-    );
+    assert!(!ended, "the receiver ended without the end of the payload");
     interrupt(&receiver);
     let out = wait_output(receiver, HANG);
-    let written = reader.join().expect("reader");
+    let written = out.stdout.clone();
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert_eq!(written.len(), at as usize, "{}", stderr_of(&out));
     assert_eq!(sha(&written), sha(&data[..at as usize]));
@@ -566,33 +562,25 @@ fn a_payload_whose_last_chunk_was_deleted_never_ends_in_success() {
 #[test]
 fn a_listener_joining_a_sealed_payload_midway_opens_the_rest() {
     let b = Bench::new();
-    let taker = spawn_recv(&b, &["ticker"], Some(SECRET));
-    std::thread::sleep(Duration::from_millis(300));
-    let mut sender = cmd(&b, &["ticker"], Some(SECRET))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    let mut all = Vec::new();
-    let mut listener = None;
-    for i in 0..12 {
-        let line = format!("tick {i}\n");
-        stdin.write_all(line.as_bytes()).expect("write");
-        stdin.flush().expect("flush");
-        all.extend_from_slice(line.as_bytes());
-        if i == 4 {
-            listener = Some(spawn_recv(&b, &["ticker", "--listen"], Some(SECRET)));
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    drop(stdin);
+    let mut taker = spawn_ready(&b, &["ticker"], Some(SECRET), &waiting("ticker"));
+    let ticks: Vec<Vec<u8>> = (0..12)
+        .map(|i| format!("tick {i}\n").into_bytes())
+        .collect();
+    let all = ticks.concat();
+    let (mut sender, feeder) = feed_pieces(
+        cmd(&b, &["ticker"], Some(SECRET)),
+        ticks.clone(),
+        Duration::from_millis(150),
+    );
+    // The listener joins once the taker got tick 4.
+    taker.wait_stdout(ticks[..5].concat().len());
+    let listener = spawn_recv(&b, &["ticker", "--listen"], Some(SECRET));
+    feeder.join().expect("feeder");
     assert!(wait_status(&mut sender, HANG).success());
     let out = wait_output(taker, HANG);
     assert_ok(&out);
     assert_eq!(out.stdout, all);
-    let out = wait_output(listener.expect("listener"), HANG);
+    let out = wait_output(listener, HANG);
     assert_ok(&out);
     let heard = String::from_utf8(out.stdout).expect("text");
     assert!(
@@ -605,16 +593,16 @@ fn a_listener_joining_a_sealed_payload_midway_opens_the_rest() {
 #[test]
 fn an_interrupted_sealed_sender_makes_the_receiver_exit_3() {
     let b = Bench::new();
-    let receiver = spawn_recv(&b, &["cut"], Some(SECRET));
+    let mut receiver = spawn_recv(&b, &["cut"], Some(SECRET));
     let mut sender = cmd(&b, &["cut"], Some(SECRET))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(b"partial line one\n").expect("write");
-    std::thread::sleep(Duration::from_millis(600));
+    // Interrupted once its line is through.
+    receiver.wait_stdout(b"partial line one\n".len());
     interrupt(&sender);
     assert_eq!(wait_status(&mut sender, HANG).code(), Some(130));
     drop(stdin);
@@ -627,31 +615,25 @@ fn an_interrupted_sealed_sender_makes_the_receiver_exit_3() {
 #[test]
 fn a_taker_resumes_a_sealed_payload_another_one_gave_back() {
     let b = Bench::new();
-    let first = spawn_recv(&b, &["relay"], Some(SECRET));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut first = spawn_ready(&b, &["relay"], Some(SECRET), &waiting("relay"));
     let mut sender = cmd(&b, &["relay"], Some(SECRET))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
-    let mut all = Vec::new();
-    let mut say = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {
-        for i in from..to {
-            let line = format!("relay line {i}\n");
-            stdin.write_all(line.as_bytes()).expect("write");
-            stdin.flush().expect("flush");
-            all.extend_from_slice(line.as_bytes());
-            std::thread::sleep(Duration::from_millis(120));
-        }
-    };
-    say(&mut stdin, 0, 6);
-    std::thread::sleep(Duration::from_millis(300));
+    let lines: Vec<Vec<u8>> = (0..12)
+        .map(|i| format!("relay line {i}\n").into_bytes())
+        .collect();
+    let all = lines.concat();
+    let pause = Duration::from_millis(120);
+    write_paced(&mut stdin, &lines[..6], pause).expect("write");
+    // Interrupted once it wrote what was sent so far.
+    first.wait_stdout(lines[..6].concat().len());
     interrupt(&first);
     let one = wait_output(first, HANG);
     assert_eq!(one.status.code(), Some(130), "{}", stderr_of(&one));
-    say(&mut stdin, 6, 12);
+    write_paced(&mut stdin, &lines[6..], pause).expect("write");
     drop(stdin);
     assert!(wait_status(&mut sender, HANG).success());
     let two = recv(&b, &["relay"], Some(SECRET));
@@ -668,13 +650,13 @@ fn a_taker_resumes_a_sealed_payload_another_one_gave_back() {
 #[test]
 fn a_follower_with_a_secret_takes_sealed_payloads_and_stops_at_a_plain_one() {
     let b = Bench::new();
-    let follower = spawn_recv(&b, &["feed", "--follow"], Some(SECRET));
-    std::thread::sleep(Duration::from_millis(400));
+    let mut follower = spawn_ready(&b, &["feed", "--follow"], Some(SECRET), &following("feed"));
     let one = b.file("one", b"first sealed\n");
     let two = b.file("two", b"second sealed\n");
     assert_ok(&send(&b, &["feed"], Some(SECRET), &one));
     assert_ok(&send(&b, &["feed"], Some(SECRET), &two));
-    std::thread::sleep(Duration::from_millis(500));
+    // The plain one comes once both were written.
+    follower.wait_stdout(b"first sealed\nsecond sealed\n".len());
     let plain = b.file("plain", b"plain\n");
     assert_ok(&send(&b, &["feed"], None, &plain));
     let out = wait_output(follower, HANG);

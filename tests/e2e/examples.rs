@@ -21,8 +21,7 @@ fn run_example(b: &Bench, script: &str) -> String {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("bash");
+        .start();
     let out = wait_output(child, HANG);
     assert_ok(&out);
     String::from_utf8_lossy(&out.stdout).into_owned()

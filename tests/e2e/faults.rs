@@ -2,35 +2,34 @@
 //! just go quiet, receivers killed mid-payload.
 
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::harness::*;
 
 /// A sender fed `data` in 1 MiB blocks, `pause` apart.
-fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Child, JoinHandle<()>) {
+fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Proc, JoinHandle<()>) {
     feed_paced(b.cmd(&[pipe]), data, MIB, pause)
 }
 
-fn kill9(child: &Child) {
+fn kill9(child: &Proc) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
 }
 
-/// A sender on `pipe` that sends `line`, then is killed with SIGKILL before it ends the
-/// payload (it cannot send an abort).
-fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
+/// A sender on `pipe` that sends `line`, then, once `receiver` wrote it, is killed with
+/// SIGKILL before it ends the payload (it cannot send an abort).
+fn send_then_die(b: &Bench, pipe: &str, line: &[u8], receiver: &mut Proc) {
     let mut sender = b
         .cmd(&[pipe])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(line).expect("write");
-    std::thread::sleep(Duration::from_millis(800));
+    receiver.wait_stdout(line.len());
     kill9(&sender);
     let _ = sender.wait();
     drop(stdin);
@@ -39,9 +38,8 @@ fn send_then_die(b: &Bench, pipe: &str, line: &[u8]) {
 #[test]
 fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
     let b = Bench::new();
-    let receiver = b.spawn_recv(&["doomed", "--sender-timeout", "3s"]);
-    std::thread::sleep(Duration::from_millis(300));
-    send_then_die(&b, "doomed", b"the first line\n");
+    let mut receiver = b.spawn_ready(&["doomed", "--sender-timeout", "3s"], &waiting("doomed"));
+    send_then_die(&b, "doomed", b"the first line\n", &mut receiver);
     let start = Instant::now();
     let out = wait_output(receiver, Duration::from_secs(60));
     assert!(
@@ -61,17 +59,19 @@ fn a_sender_killed_mid_payload_is_reported_gone_not_awaited_forever() {
 #[test]
 fn an_idle_but_living_sender_is_not_mistaken_for_a_dead_one() {
     let b = Bench::new();
-    let receiver = b.spawn_recv(&["quiet-tail", "--sender-timeout", "2s"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = b.spawn_ready(
+        &["quiet-tail", "--sender-timeout", "2s"],
+        &waiting("quiet-tail"),
+    );
     let mut sender = b
         .cmd(&["quiet-tail"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin.write_all(b"before the silence\n").expect("write");
+    // The scenario: the sender stays silent for longer than the receiver's --sender-timeout.
     std::thread::sleep(Duration::from_secs(5));
     stdin.write_all(b"after the silence\n").expect("write");
     drop(stdin);
@@ -87,16 +87,13 @@ fn a_stored_send_survives_a_server_kill_and_restart() {
     let input = b.path("input");
     random_file(&input, 120 * 1024 * 1024, 5);
     let sender = b
-        .cmd(&["survivor"])
+        .cmd(&["-v", "survivor"])
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    std::thread::sleep(Duration::from_millis(150));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+        .start()
+        .ready(&queued("survivor"));
+    b.kill_server_for(OUTAGE);
     let out = wait_output(sender, HANG);
     assert_ok(&out);
     let output = b.path("output");
@@ -110,14 +107,13 @@ fn a_live_transfer_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
     let data = random_bytes(40 * 1024 * 1024, 6);
     let output = b.path("output");
-    let receiver = spawn_to_file(&mut b.cmd(&["live-survivor"]), &output);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = spawn_to_file(&mut b.cmd(&["-v", "live-survivor"]), &output)
+        .ready(&waiting("live-survivor"));
     let (sender, feeder) =
         paced_sender(&b, "live-survivor", data.clone(), Duration::from_millis(50));
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    // A fifth of the way through.
+    wait_file_len(&output, 8 * MIB as u64);
+    b.kill_server_for(OUTAGE);
     feeder.join().expect("feeder");
     assert_ok(&wait_output(sender, HANG));
     assert_ok(&wait_output(receiver, HANG));
@@ -129,11 +125,12 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
     let b = Bench::new();
     let data = random_bytes(30 * 1024 * 1024, 8);
     let output = b.path("output");
-    let receiver = spawn_to_file(&mut b.cmd(&["frozen"]), &output);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = spawn_to_file(&mut b.cmd(&["-v", "frozen"]), &output).ready(&waiting("frozen"));
     let (sender, feeder) = paced_sender(&b, "frozen", data.clone(), Duration::from_millis(40));
-    std::thread::sleep(Duration::from_millis(500));
+    // A quarter of the way through.
+    wait_file_len(&output, 8 * MIB as u64);
     b.server.pause().expect("SIGSTOP");
+    // The scenario: the server stays frozen (its sockets open) for five seconds.
     std::thread::sleep(Duration::from_secs(5));
     b.server.resume().expect("SIGCONT");
     feeder.join().expect("feeder");
@@ -144,6 +141,9 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
 
 const MIB: usize = 1024 * 1024;
 
+/// How long a killed server stays down before it is started again.
+const OUTAGE: Duration = Duration::from_millis(700);
+
 #[test]
 fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
@@ -153,9 +153,7 @@ fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
     let mut receiver = b.spawn_recv(&["stored-read"]);
     let held = Held::new(&mut receiver, 20 * MIB);
     held.wait_first();
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    b.kill_server_for(OUTAGE);
     held.release();
     let out = wait_output(receiver, HANG);
     let got = held.finish();
@@ -170,8 +168,7 @@ fn a_receive_of_a_stored_payload_survives_a_server_kill_and_restart() {
 #[test]
 fn a_follow_aggregation_survives_a_server_kill_and_restart() {
     let mut b = Bench::new();
-    let follower = b.spawn_recv(&["agg", "--follow", "--timeout", "30s"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let mut follower = b.spawn_ready(&["agg", "--follow", "--timeout", "30s"], &following("agg"));
     let inputs: Vec<Vec<u8>> = (0..4)
         .map(|s| numbered(&format!("host-{s} line"), 150_000))
         .collect();
@@ -187,10 +184,9 @@ fn a_follow_aggregation_survives_a_server_kill_and_restart() {
             )
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1200));
-    b.server.kill().expect("kill -9 the server");
-    std::thread::sleep(Duration::from_millis(700));
-    b.server.restart().expect("restart the server");
+    // A third of the way through.
+    follower.wait_stdout(inputs.iter().map(Vec::len).sum::<usize>() / 3);
+    b.kill_server_for(OUTAGE);
     for (child, feeder) in senders {
         feeder.join().expect("feeder");
         assert_ok(&wait_output(child, HANG));
@@ -227,11 +223,15 @@ fn a_receiver_killed_mid_payload_leaves_the_rest_to_the_next_one() {
     let b = Bench::new();
     let data = random_bytes(40 * MIB, 12);
     assert_ok(&b.send_bytes(&["handover"], &data));
+    let stored = data_messages(&b.url());
     let mut first = b.spawn_recv(&["handover"]);
     let held = Held::new(&mut first, 8 * MIB);
     held.wait_first();
     // Blocked on its stdout, it still removes what it wrote from the server (every 0.5 s).
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        eventually(HANG, || data_messages(&b.url()) < stored),
+        "the first receiver removed nothing of the {stored} chunks"
+    );
     kill9(&first);
     let status = wait_status(&mut first, HANG);
     assert_eq!(status.code(), None, "killed by a signal");
@@ -275,8 +275,7 @@ fn a_sender_bigger_than_the_storage_waits_for_a_taker_to_drain_it() {
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
+        .start();
     let (err, err_reader) = collect_stderr(&mut sender);
     let full = eventually(HANG, || {
         err.lock()
@@ -326,9 +325,8 @@ fn a_sender_facing_a_full_store_gives_up_at_its_timeout_and_drops_nothing_stored
 #[test]
 fn a_listener_whose_sender_dies_mid_payload_says_so_and_exits() {
     let b = Bench::new();
-    let listener = b.spawn_recv(&["tapped", "--listen"]);
-    std::thread::sleep(Duration::from_millis(800));
-    send_then_die(&b, "tapped", b"heard before the end\n");
+    let mut listener = b.spawn_ready(&["tapped", "--listen"], &listening("tapped"));
+    send_then_die(&b, "tapped", b"heard before the end\n", &mut listener);
     // Not awaited forever: the listener notices the sender is gone and nothing more comes.
     let out = wait_output(listener, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));

@@ -18,10 +18,14 @@ fn numbered(tag: &str, n: usize) -> Vec<u8> {
 fn listeners_get_a_copy_and_the_taker_gets_what_it_would_alone() {
     let b = Bench::new();
     let listeners: Vec<_> = (0..3)
-        .map(|_| b.spawn_recv(&["news", "--listen", "--follow", "--timeout", "3s"]))
+        .map(|_| {
+            b.spawn_ready(
+                &["news", "--listen", "--follow", "--timeout", "3s"],
+                &listening("news"),
+            )
+        })
         .collect();
-    let taker = b.spawn_recv(&["news", "--follow", "--timeout", "3s"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let taker = b.spawn_ready(&["news", "--follow", "--timeout", "3s"], &following("news"));
     let p1 = random_bytes(1_500_000, 21);
     let p2 = random_bytes(700_001, 22);
     assert_ok(&b.send_bytes(&["news"], &p1));
@@ -43,8 +47,7 @@ fn listeners_get_a_copy_and_the_taker_gets_what_it_would_alone() {
 #[test]
 fn a_listener_without_follow_exits_at_the_first_end() {
     let b = Bench::new();
-    let listener = b.spawn_recv(&["one", "--listen"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let listener = b.spawn_ready(&["one", "--listen"], &listening("one"));
     assert_ok(&b.send_bytes(&["one"], b"first\n"));
     let out = wait_output(listener, HANG);
     assert_ok(&out);
@@ -58,8 +61,7 @@ fn a_listener_without_follow_exits_at_the_first_end() {
 #[test]
 fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
     let b = Bench::new();
-    let follower = b.spawn_recv(&["logs", "--follow", "--timeout", "4s"]);
-    std::thread::sleep(Duration::from_millis(400));
+    let follower = b.spawn_ready(&["logs", "--follow", "--timeout", "4s"], &following("logs"));
     let senders: Vec<_> = (0..20)
         .map(|s| {
             let mut child = b
@@ -67,8 +69,7 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn");
+                .start();
             let mut stdin = child.stdin.take().expect("stdin");
             let data = numbered(&format!("sender-{s:02} line"), 5000);
             let writer = std::thread::spawn(move || {
@@ -105,10 +106,9 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
 #[test]
 fn a_trigger_wakes_the_taker_and_every_listener() {
     let b = Bench::new();
-    let plain = b.spawn_recv(&["go"]);
-    let l1 = b.spawn_recv(&["go", "--listen"]);
-    let l2 = b.spawn_recv(&["go", "--listen"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let plain = b.spawn_ready(&["go"], &waiting("go"));
+    let l1 = b.spawn_ready(&["go", "--listen"], &listening("go"));
+    let l2 = b.spawn_ready(&["go", "--listen"], &listening("go"));
     assert_ok(&b.send_bytes(&["go"], b"\n"));
     for child in [plain, l1, l2] {
         let out = wait_output(child, HANG);
@@ -143,23 +143,14 @@ fn two_followers_share_ten_queued_payloads_exactly_once() {
 fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
     let b = Bench::new();
     let lines = numbered("slow", 300);
-    let mut sender = b
-        .cmd(&["tail"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    let data = lines.clone();
-    let writer = std::thread::spawn(move || {
-        for line in data.split_inclusive(|c| *c == b'\n') {
-            stdin.write_all(line).expect("write");
-            std::thread::sleep(Duration::from_millis(8));
-        }
-    });
-    let first = b.spawn_recv(&["tail", "--follow"]);
-    std::thread::sleep(Duration::from_millis(1200));
+    let pieces = lines
+        .split_inclusive(|c| *c == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect::<Vec<_>>();
+    let (sender, writer) = feed_pieces(b.cmd(&["tail"]), pieces, Duration::from_millis(8));
+    let mut first = b.spawn_recv(&["tail", "--follow"]);
+    // Interrupted midway, once it wrote some of the lines.
+    first.wait_stdout(numbered("slow", 10).len());
     interrupt(&first);
     let o1 = wait_output(first, HANG);
     assert_eq!(o1.status.code(), Some(130), "{}", stderr_of(&o1));

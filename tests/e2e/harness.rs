@@ -1,12 +1,16 @@
-//! The test bench: a real `nats-server` per test (its own port and temp dir, killed on
-//! drop) and the real `skypipe` binary, run with a clean environment.
+//! The test bench: a real `nats-server` per test (on a port it picks itself, in a temp dir,
+//! killed on drop) and the real `skypipe` binary, run with a clean environment as a [`Proc`]
+//! (killed on drop). Tests wait for readiness, not for time: [`Bench::spawn_ready`] returns
+//! once skypipe said it is ready (`-v`), and [`Proc`] waits for what a child writes.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
+use std::ops::{Deref, DerefMut};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,8 +47,7 @@ impl Bench {
     /// A fresh server that also listens for WebSocket clients (plain text, loopback).
     pub fn websocket() -> Bench {
         Bench::with(|c| {
-            c.websocket()
-                .expect("a free port for the websocket listener");
+            c.websocket_any_port();
         })
     }
 
@@ -82,67 +85,82 @@ impl Bench {
     /// `skypipe ARGS < file`: a sender whose stdin is a regular file.
     pub fn send_file(&self, args: &[&str], file: &Path) -> Output {
         let input = std::fs::File::open(file).expect("open input");
-        let child = self
-            .cmd(args)
+        self.cmd(args)
             .stdin(Stdio::from(input))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe");
-        wait_output(child, HANG)
+            .start()
+            .wait_output(HANG)
     }
 
     /// `cat data | skypipe ARGS`: a sender whose stdin is a pipe.
     pub fn send_bytes(&self, args: &[&str], data: &[u8]) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = wait_output(child, HANG);
+        let (child, writer) = spawn_with_input(self.cmd(args).stdout(Stdio::piped()), data);
+        let out = child.wait_output(HANG);
         writer.join().expect("writer");
         out
     }
 
     /// `skypipe ARGS < /dev/null` with stdout captured.
     pub fn recv(&self, args: &[&str]) -> Output {
-        let child = self.spawn_recv(args);
-        wait_output(child, HANG)
+        self.spawn_recv(args).wait_output(HANG)
     }
 
     /// A receiver running in the background, stdout and stderr piped.
-    pub fn spawn_recv(&self, args: &[&str]) -> Child {
+    pub fn spawn_recv(&self, args: &[&str]) -> Proc {
         self.cmd(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe")
+            .start()
+    }
+
+    /// `skypipe -v ARGS` in the background (stdin at /dev/null, stdout and stderr piped),
+    /// returned once it said `line` (see [`Proc::ready`]), such as `waiting on pipe p` for a
+    /// receiver: from then on, what is sent to the pipe is its.
+    pub fn spawn_ready(&self, args: &[&str], line: &str) -> Proc {
+        self.spawn_recv(&[&["-v"], args].concat()).ready(line)
     }
 
     /// Receives into a file (for big payloads), returns the exit status and stderr.
     pub fn recv_to_file(&self, args: &[&str], out: &Path) -> (ExitStatus, String) {
-        let file = std::fs::File::create(out).expect("create output");
-        let child = self
-            .cmd(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe");
-        let out = wait_output(child, HANG);
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = spawn_to_file(&mut self.cmd(args), out).wait_output(HANG);
+        (out.status, stderr_of(&out))
     }
+
+    /// Kills the server (SIGKILL), leaves it down for `down`, then starts it again on the same
+    /// port with the same store.
+    pub fn kill_server_for(&mut self, down: Duration) {
+        self.server.kill().expect("kill -9 the server");
+        // The scenario: for this long clients find nothing at the server's address.
+        std::thread::sleep(down);
+        self.server.restart().expect("restart the server");
+    }
+}
+
+/// The readiness line of a receiver taking from `pipe`.
+pub fn waiting(pipe: &str) -> String {
+    format!("waiting on pipe {pipe}")
+}
+
+/// The readiness line of a follower (`--follow`) of `pipe`.
+pub fn following(pipe: &str) -> String {
+    format!("waiting on pipe {pipe} (following)")
+}
+
+/// The readiness line of a listener (`--listen`) of `pipe`.
+pub fn listening(pipe: &str) -> String {
+    format!("listening on pipe {pipe}")
+}
+
+/// What a sender says once its payload is in `pipe` (its ticket and first chunk stored).
+pub fn queued(pipe: &str) -> String {
+    format!("payload * queued on pipe {pipe}")
+}
+
+/// What a receiver says once it took a payload of `pipe`.
+pub fn took(pipe: &str) -> String {
+    format!("took payload * of pipe {pipe} (delivery *)")
 }
 
 /// `bash -c SCRIPT` with the same clean environment as [`Bench::cmd`], stdin at /dev/null.
@@ -223,37 +241,23 @@ impl LocalHome {
 
     /// `skypipe ARGS < /dev/null`, output captured.
     pub fn run(&self, args: &[&str]) -> Output {
-        let child = self
-            .cmd(args)
+        self.cmd(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe");
-        wait_output(child, HANG)
+            .start()
+            .wait_output(HANG)
     }
 
     /// A sender of `data` (stdin a pipe), running in the background.
-    pub fn spawn_send(&self, args: &[&str], data: &[u8]) -> (Child, std::thread::JoinHandle<()>) {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn skypipe");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        (child, writer)
+    pub fn spawn_send(&self, args: &[&str], data: &[u8]) -> (Proc, JoinHandle<()>) {
+        spawn_with_input(self.cmd(args).stdout(Stdio::piped()), data)
     }
 
     /// `cat data | skypipe ARGS`.
     pub fn send(&self, args: &[&str], data: &[u8]) -> Output {
         let (child, writer) = self.spawn_send(args, data);
-        let out = wait_output(child, HANG);
+        let out = child.wait_output(HANG);
         writer.join().expect("writer");
         out
     }
@@ -285,45 +289,356 @@ pub fn nats_servers_mentioning(needle: &Path) -> Vec<u32> {
 
 /// Waits for a child with a deadline; a child still running then is killed and the test
 /// fails, so no test can hang.
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut v);
-        }
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut v);
-        }
-        v
-    });
-    let status = wait_status(&mut child, limit);
-    Output {
-        status,
-        stdout: out_t.join().expect("stdout reader"),
-        stderr: err_t.join().expect("stderr reader"),
-    }
+pub fn wait_output(child: impl Into<Proc>, limit: Duration) -> Output {
+    child.into().wait_output(limit)
 }
 
 /// Waits for exit with a deadline, killing the child and failing the test when it passes.
 pub fn wait_status(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("skypipe (pid {}) still running after {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if eventually(limit, || child.try_wait().expect("try_wait").is_some()) {
+        return child.wait().expect("wait");
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("skypipe (pid {}) still running after {limit:?}", child.id());
+}
+
+/// A child process that is killed (SIGKILL, with the process group it leads) and reaped when
+/// dropped while it still runs, so a test that fails leaves nothing behind. It derefs to its
+/// [`Child`]; its stdout and stderr can be collected as they come, to wait for what it says.
+pub struct Proc {
+    child: Child,
+    /// It leads a process group of its own (a shell's pipeline is killed with it).
+    group: bool,
+    stdout: Option<Collector>,
+    stderr: Option<Collector>,
+    /// Leave skypipe's diagnostic lines out of the stderr [`Proc::wait_output`] returns: they
+    /// were turned on to wait for readiness, not by the test.
+    hide_diagnostics: bool,
+}
+
+/// Spawns a [`Proc`]: `cmd.start()`.
+pub trait Start {
+    fn start(&mut self) -> Proc;
+}
+
+impl Start for Command {
+    fn start(&mut self) -> Proc {
+        Proc::spawn(self)
+    }
+}
+
+impl From<Child> for Proc {
+    fn from(child: Child) -> Proc {
+        Proc {
+            child,
+            group: false,
+            stdout: None,
+            stderr: None,
+            hide_diagnostics: false,
+        }
+    }
+}
+
+impl Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_now();
+        }
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` in a process group of its own.
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let child = cmd.process_group(0).spawn().expect("spawn");
+        let mut proc = Proc::from(child);
+        proc.group = true;
+        proc
+    }
+
+    /// SIGKILL to the child (and its group), then reaps it.
+    fn kill_now(&mut self) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let sig = nix::sys::signal::Signal::SIGKILL;
+        if self.group {
+            let _ = nix::sys::signal::killpg(pid, sig);
+        } else {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Waits until skypipe said `line` on stderr (run with `-v`; see [`Proc::wait_for`]), and
+    /// returns it. Its diagnostic lines are then left out of what [`Proc::wait_output`]
+    /// returns.
+    #[track_caller]
+    pub fn ready(mut self, line: &str) -> Proc {
+        self.wait_for(line);
+        self
+    }
+
+    /// Waits until skypipe (run with `-v`) wrote a diagnostic line whose message is `line`,
+    /// where a `*` stands for any text (`payload * queued on pipe p`). Fails the test with
+    /// the stderr seen so far when the child's stderr ends first, or after [`HANG`].
+    #[track_caller]
+    pub fn wait_for(&mut self, line: &str) {
+        self.hide_diagnostics = true;
+        let said = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .filter_map(diagnostic)
+                .any(|message| glob(line, message))
+        };
+        self.wait_stderr_until(line, said);
+    }
+
+    /// Waits until the child's stderr contains `text`, as [`Proc::wait_for`] does.
+    #[track_caller]
+    pub fn wait_stderr(&mut self, text: &str) {
+        let said = |bytes: &[u8]| String::from_utf8_lossy(bytes).contains(text);
+        self.wait_stderr_until(text, said);
+    }
+
+    #[track_caller]
+    fn wait_stderr_until(&mut self, what: &str, said: impl FnMut(&[u8]) -> bool) {
+        let err = self.stderr_collector();
+        if !err.wait(HANG, said) {
+            let seen = String::from_utf8_lossy(&err.now()).into_owned();
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("it exited ({status})"),
+                _ => format!("not within {HANG:?}"),
+            };
+            panic!(
+                "pid {} never said {what:?}: {state}; its stderr: {seen}",
+                self.child.id()
+            );
+        }
+    }
+
+    /// Waits until the child wrote at least `len` bytes to its stdout (which is then read as
+    /// it comes), failing the test when its stdout ends first, or after [`HANG`].
+    #[track_caller]
+    pub fn wait_stdout(&mut self, len: usize) {
+        self.wait_stdout_until(&format!("{len} bytes"), |bytes| bytes.len() >= len);
+    }
+
+    /// Waits until `cond` holds of what the child wrote to its stdout, as
+    /// [`Proc::wait_stdout`] does; `what` names it in the failure.
+    #[track_caller]
+    pub fn wait_stdout_until(&mut self, what: &str, cond: impl FnMut(&[u8]) -> bool) {
+        let out = self.stdout_collector();
+        if !out.wait(HANG, cond) {
+            let got = out.now().len();
+            let err = match self.stderr.as_ref() {
+                Some(err) => err.now(),
+                None => Vec::new(),
+            };
+            panic!(
+                "pid {}: not {what} on stdout ({got} bytes); its stderr: {}",
+                self.child.id(),
+                String::from_utf8_lossy(&err)
+            );
+        }
+    }
+
+    /// What the child wrote to stderr so far (collecting it from now on), diagnostics and all.
+    pub fn stderr_now(&mut self) -> Vec<u8> {
+        self.stderr_collector().now()
+    }
+
+    /// What the child wrote to stdout so far (collecting it from now on).
+    pub fn stdout_now(&mut self) -> Vec<u8> {
+        self.stdout_collector().now()
+    }
+
+    fn stderr_collector(&mut self) -> &Collector {
+        let child = &mut self.child;
+        self.stderr
+            .get_or_insert_with(|| Collector::start(child.stderr.take().expect("stderr piped")))
+    }
+
+    fn stdout_collector(&mut self) -> &Collector {
+        let child = &mut self.child;
+        self.stdout
+            .get_or_insert_with(|| Collector::start(child.stdout.take().expect("stdout piped")))
+    }
+
+    /// Waits for the exit with a deadline, killing the child (and its group) and failing the
+    /// test when it passes.
+    pub fn wait_status(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        if eventually(limit, || child.try_wait().expect("try_wait").is_some()) {
+            return self.child.wait().expect("wait");
+        }
+        self.kill_now();
+        panic!("pid {} still running after {limit:?}", self.child.id());
+    }
+
+    /// Waits for the exit (see [`Proc::wait_status`]) and returns it with everything the
+    /// child wrote to its piped stdout and stderr (empty when not piped, or taken).
+    pub fn wait_output(mut self, limit: Duration) -> Output {
+        if self.child.stdout.is_some() {
+            self.stdout_collector();
+        }
+        if self.child.stderr.is_some() {
+            self.stderr_collector();
+        }
+        let status = self.wait_status(limit);
+        let stdout = self
+            .stdout
+            .take()
+            .map(Collector::finish)
+            .unwrap_or_default();
+        let mut stderr = self
+            .stderr
+            .take()
+            .map(Collector::finish)
+            .unwrap_or_default();
+        if self.hide_diagnostics {
+            stderr = without_diagnostics(&stderr);
+        }
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// A child's output, read by a thread of its own as it comes.
+struct Collector {
+    shared: Arc<(Mutex<Collected>, Condvar)>,
+    reader: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Collected {
+    bytes: Vec<u8>,
+    ended: bool,
+}
+
+impl Collector {
+    fn start(mut from: impl Read + Send + 'static) -> Collector {
+        let shared = Arc::new((Mutex::new(Collected::default()), Condvar::new()));
+        let sink = shared.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    read => read.unwrap_or(0),
+                };
+                let mut c = sink.0.lock().expect("collected");
+                c.bytes.extend_from_slice(&buf[..n]);
+                c.ended = n == 0;
+                sink.1.notify_all();
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        Collector { shared, reader }
+    }
+
+    /// Waits until `cond` holds of the bytes so far; `false` when the output ended or
+    /// `limit` passed first.
+    fn wait(&self, limit: Duration, mut cond: impl FnMut(&[u8]) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut c = self.shared.0.lock().expect("collected");
+        loop {
+            if cond(&c.bytes) {
+                return true;
+            }
+            let now = Instant::now();
+            if c.ended || now >= deadline {
+                return false;
+            }
+            c = self
+                .shared
+                .1
+                .wait_timeout(c, deadline - now)
+                .expect("collected")
+                .0;
+        }
+    }
+
+    fn now(&self) -> Vec<u8> {
+        self.shared.0.lock().expect("collected").bytes.clone()
+    }
+
+    /// Everything, once the output ended.
+    fn finish(self) -> Vec<u8> {
+        self.reader.join().expect("output reader");
+        std::mem::take(&mut self.shared.0.lock().expect("collected").bytes)
+    }
+}
+
+/// The message of one of skypipe's diagnostic lines (`   0.002809815s  INFO waiting on pipe
+/// p`), or `None` when the line is not one.
+pub fn diagnostic(line: &str) -> Option<&str> {
+    let (uptime, rest) = line.trim_start().split_once("s ")?;
+    uptime.parse::<f64>().ok()?;
+    let (level, message) = rest.trim_start().split_once(' ')?;
+    matches!(level, "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+        .then(|| message.trim_end_matches(['\n', '\r']))
+}
+
+/// Stderr without skypipe's diagnostic lines.
+pub fn without_diagnostics(stderr: &[u8]) -> Vec<u8> {
+    stderr
+        .split_inclusive(|&c| c == b'\n')
+        .filter(|line| diagnostic(&String::from_utf8_lossy(line)).is_none())
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// Whether `text` is `pattern`, where each `*` of the pattern stands for any text.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// Spawns `cmd` (stderr piped) and writes `data` to its stdin from a thread of its own,
+/// closing it after.
+fn spawn_with_input(cmd: &mut Command, data: &[u8]) -> (Proc, JoinHandle<()>) {
+    let mut child = cmd.stdin(Stdio::piped()).stderr(Stdio::piped()).start();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    (child, writer)
 }
 
 pub fn sha(data: &[u8]) -> String {
@@ -402,44 +717,100 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if cond() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Polling: what is waited for has no way to say when it happens.
+        std::thread::sleep(Duration::from_millis(10));
     }
-    false
+    cond()
 }
 
 /// Spawns `cmd` as a receiver writing to the file `output` (stdin from nowhere, stderr kept).
-pub fn spawn_to_file(cmd: &mut Command, output: &Path) -> Child {
+pub fn spawn_to_file(cmd: &mut Command, output: &Path) -> Proc {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(std::fs::File::create(output).expect("create")))
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn a receiver")
+        .start()
+}
+
+/// Writes each piece and flushes it, then pauses for `pause`.
+pub fn write_paced<P: AsRef<[u8]>>(
+    to: &mut impl Write,
+    pieces: impl IntoIterator<Item = P>,
+    pause: Duration,
+) -> std::io::Result<()> {
+    for piece in pieces {
+        to.write_all(piece.as_ref())?;
+        to.flush()?;
+        // The scenario: input that comes slowly, the way a log or a person writes it.
+        std::thread::sleep(pause);
+    }
+    Ok(())
 }
 
 /// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds `data` to its stdin in blocks of
 /// `block` bytes, `pause` apart, from a thread of its own; stdin closes after the last block.
 pub fn feed_paced(
-    mut cmd: Command,
+    cmd: Command,
     data: Vec<u8>,
     block: usize,
     pause: Duration,
-) -> (Child, std::thread::JoinHandle<()>) {
+) -> (Proc, JoinHandle<()>) {
+    feed(cmd, move |stdin| {
+        write_paced(stdin, data.chunks(block), pause)
+    })
+}
+
+/// Spawns `cmd` (stdout to nowhere, stderr kept) and feeds it `pieces` (each with a flush),
+/// `pause` apart, from a thread of its own; stdin closes after the last one.
+pub fn feed_pieces<P: AsRef<[u8]>>(
+    cmd: Command,
+    pieces: impl IntoIterator<Item = P> + Send + 'static,
+    pause: Duration,
+) -> (Proc, JoinHandle<()>) {
+    feed(cmd, move |stdin| write_paced(stdin, pieces, pause))
+}
+
+/// Spawns `cmd` (stdout to nowhere, stderr kept) and runs `write` on its stdin in a thread of
+/// its own; stdin closes when it returns (early when the child stops reading).
+fn feed(
+    mut cmd: Command,
+    write: impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()> + Send + 'static,
+) -> (Proc, JoinHandle<()>) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn a paced sender");
+        .start();
     let mut stdin = child.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
-        for piece in data.chunks(block) {
-            if stdin.write_all(piece).is_err() {
-                return;
-            }
-            std::thread::sleep(pause);
-        }
+        let _ = write(&mut stdin);
     });
     (child, feeder)
+}
+
+/// Whether the write end of a pipe has room (false: it is full, a writer would block).
+pub fn has_room(pipe: &std::io::PipeWriter) -> bool {
+    use std::os::fd::AsFd as _;
+    let mut fds = [nix::poll::PollFd::new(
+        pipe.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).expect("poll") > 0
+}
+
+/// The length of a file, 0 when there is none.
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits until the file at `path` holds at least `len` bytes.
+#[track_caller]
+pub fn wait_file_len(path: &Path, len: u64) {
+    assert!(
+        eventually(HANG, || file_len(path) >= len),
+        "{} has {} bytes, not {len}",
+        path.display(),
+        file_len(path)
+    );
 }
 
 /// Reads a child's stdout in two parts: the first `first` bytes, then, once told to go on,
@@ -585,17 +956,73 @@ pub fn data_consumers(url: &str) -> usize {
     })
 }
 
+/// How many chunks the data stream holds, of all pipes.
+pub fn data_messages(url: &str) -> u64 {
+    stream_messages(url, "skypipe-data")
+}
+
 /// How many tickets the queue stream holds, of all pipes.
 pub fn queue_messages(url: &str) -> u64 {
+    stream_messages(url, "skypipe-queue")
+}
+
+fn stream_messages(url: &str, stream: &str) -> u64 {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let Ok(client) = async_nats::connect(url).await else {
             return 0;
         };
         let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream("skypipe-queue").await else {
+        let Ok(mut stream) = js.get_stream(stream).await else {
             return 0;
         };
         stream.info().await.map_or(0, |i| i.state.messages)
     })
+}
+
+/// The harness's own pieces.
+mod own {
+    use super::*;
+
+    #[test]
+    fn diagnostic_lines_are_told_apart_and_matched() {
+        let line = "   0.002809815s  INFO waiting on pipe p\n";
+        assert_eq!(diagnostic(line), Some("waiting on pipe p"));
+        assert_eq!(
+            diagnostic("  12.5s DEBUG payload x is live"),
+            Some("payload x is live")
+        );
+        assert_eq!(diagnostic("skypipe: payloads are gone\n"), None);
+        assert_eq!(diagnostic("0.5s later INFO"), None);
+        let err = format!("{line}skypipe: one error\n   0.1s  INFO connected to x\n");
+        assert_eq!(without_diagnostics(err.as_bytes()), b"skypipe: one error\n");
+        assert!(glob("waiting on pipe p", "waiting on pipe p"));
+        assert!(!glob("waiting on pipe p", "waiting on pipe pair"));
+        assert!(!glob("waiting on pipe p", "waiting on pipe p (following)"));
+        assert!(glob(&queued("p"), "payload 01J8 queued on pipe p"));
+        assert!(!glob(&queued("p"), "payload 01J8 queued on pipe xp"));
+        assert!(glob(&took("p"), "took payload 01J8 of pipe p (delivery 2)"));
+        assert!(!glob(
+            &took("p"),
+            "took payload 01J8 of pipe q (delivery 2)"
+        ));
+    }
+
+    #[test]
+    fn a_proc_dropped_while_it_runs_is_killed_with_its_group() {
+        let mut shell = Command::new("bash");
+        shell
+            .args(["-c", "sleep 600 & echo $!; wait"])
+            .stdout(Stdio::piped());
+        let mut proc = shell.start();
+        let pid = proc.id();
+        proc.wait_stdout(2);
+        let text = String::from_utf8(proc.stdout_now()).expect("text");
+        let grandchild: i32 = text.trim().parse().expect("a pid");
+        drop(proc);
+        let gone =
+            |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
+        assert!(gone(i32::try_from(pid).expect("pid")), "the child is gone");
+        assert!(eventually(HANG, || gone(grandchild)), "its own child too");
+    }
 }

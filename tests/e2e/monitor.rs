@@ -1,45 +1,30 @@
 //! `skypipe monitor`: the JSON and text forms during a real transfer, and the real dashboard
 //! in a terminal (tmux).
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::harness::*;
 
 /// A live transfer of `mib` MiB on `pipe`, paced over a few seconds so the monitor sees it
-/// running. Returns the sender, its feeding thread and the waiting receiver.
-fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Child, JoinHandle<()>, Child) {
+/// running. Returns, once the receiver took the payload, the sender, its feeding thread and
+/// the receiver.
+fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Proc, JoinHandle<()>, Proc) {
     let receiver = b
-        .cmd(&[pipe])
+        .cmd(&["-v", pipe])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    let mut sender = b
-        .cmd(&[pipe])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    let mut stdin = sender.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        let block = random_bytes(2 * 1024 * 1024, 77);
-        for _ in 0..mib / 2 {
-            if stdin.write_all(&block).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(60));
-        }
-    });
-    (sender, feeder, receiver)
+        .start()
+        .ready(&waiting(pipe));
+    let block = random_bytes(2 * 1024 * 1024, 77);
+    let blocks = std::iter::repeat_n(block, mib / 2);
+    let (sender, feeder) = feed_pieces(b.cmd(&[pipe]), blocks, Duration::from_millis(60));
+    (sender, feeder, receiver.ready(&took(pipe)))
 }
 
-fn finish(sender: Child, feeder: JoinHandle<()>, receiver: Child) {
+fn finish(sender: Proc, feeder: JoinHandle<()>, receiver: Proc) {
     feeder.join().expect("feeder");
     assert_ok(&wait_output(sender, HANG));
     assert_ok(&wait_output(receiver, HANG));
@@ -49,7 +34,6 @@ fn finish(sender: Child, feeder: JoinHandle<()>, receiver: Child) {
 fn monitor_json_shows_a_running_transfer_with_a_rate() {
     let b = Bench::new();
     let (sender, feeder, receiver) = paced_transfer(&b, "busy", 200);
-    std::thread::sleep(Duration::from_millis(1000));
     let out = b.recv(&["monitor", "--json"]);
     assert_ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

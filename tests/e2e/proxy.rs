@@ -3,9 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,27 +19,50 @@ struct Proxy {
 
 #[derive(Default)]
 struct Shared {
-    /// While set, nothing listens on the port: connects are refused.
-    cut: AtomicBool,
-    /// The listener is bound (after a start or a restore).
-    listening: AtomicBool,
-    stop: AtomicBool,
+    state: Mutex<State>,
+    changed: Condvar,
     /// Both sockets of every connection forwarded so far, to close them on a cut.
     sockets: Mutex<Vec<TcpStream>>,
 }
 
+#[derive(Default)]
+struct State {
+    /// While set, nothing listens on the port: connects are refused.
+    cut: bool,
+    /// The listener is bound (after a start or a restore).
+    listening: bool,
+    stop: bool,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state.lock().expect("state"));
+        self.changed.notify_all();
+    }
+
+    /// Waits until `cond` holds of the state, up to `limit`; returns the state then.
+    fn wait(&self, limit: Duration, cond: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
+        let state = self.state.lock().expect("state");
+        self.changed
+            .wait_timeout_while(state, limit, |s| !cond(s))
+            .expect("state")
+            .0
+    }
+}
+
 impl Proxy {
     fn start(upstream: u16) -> Proxy {
-        let port = skypipe_nats::free_port().expect("free port");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the proxy");
+        let port = listener.local_addr().expect("the proxy's address").port();
         let shared = Arc::new(Shared::default());
         let state = shared.clone();
-        let acceptor = std::thread::spawn(move || accept_loop(port, upstream, &state));
+        let acceptor = std::thread::spawn(move || accept_loop(listener, port, upstream, &state));
         let proxy = Proxy {
             port,
             shared,
             acceptor: Some(acceptor),
         };
-        proxy.wait_listening();
+        proxy.wait_listening(true);
         proxy
     }
 
@@ -49,27 +70,34 @@ impl Proxy {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Closes every connection and refuses new ones until [`Proxy::restore`].
+    /// Closes every connection and refuses new ones until [`Proxy::restore`]; returns once
+    /// nothing listens.
     fn cut(&self) {
-        let sockets = self.shared.sockets.lock().expect("sockets");
-        self.shared.cut.store(true, Ordering::SeqCst);
-        for s in sockets.iter() {
-            let _ = s.shutdown(Shutdown::Both);
+        {
+            let sockets = self.shared.sockets.lock().expect("sockets");
+            self.shared.update(|s| s.cut = true);
+            for s in sockets.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
         }
+        // Wakes the acceptor, which sees the cut and closes the listener.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        self.wait_listening(false);
     }
 
     /// Listens again; returns once new connections are accepted.
     fn restore(&self) {
-        self.shared.cut.store(false, Ordering::SeqCst);
-        self.wait_listening();
+        self.shared.update(|s| s.cut = false);
+        self.wait_listening(true);
     }
 
-    fn wait_listening(&self) {
-        assert!(
-            eventually(Duration::from_secs(10), || {
-                self.shared.listening.load(Ordering::SeqCst)
-            }),
-            "the proxy listens on port {}",
+    fn wait_listening(&self, listening: bool) {
+        let state = self
+            .shared
+            .wait(Duration::from_secs(10), |s| s.listening == listening);
+        assert_eq!(
+            state.listening, listening,
+            "the proxy on port {} listening",
             self.port
         );
     }
@@ -77,7 +105,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.update(|s| s.stop = true);
         self.cut();
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
@@ -85,29 +113,34 @@ impl Drop for Proxy {
     }
 }
 
-fn accept_loop(port: u16, upstream: u16, shared: &Arc<Shared>) {
-    let mut listener: Option<TcpListener> = None;
-    while !shared.stop.load(Ordering::SeqCst) {
-        if shared.cut.load(Ordering::SeqCst) {
-            listener = None;
-            shared.listening.store(false, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        let Some(l) = listener.as_ref() else {
-            // std sets SO_REUSEADDR, so the port is free again at once after a cut.
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                l.set_nonblocking(true).expect("nonblocking listener");
-                listener = Some(l);
-                shared.listening.store(true, Ordering::SeqCst);
-            } else {
-                std::thread::sleep(Duration::from_millis(10));
+fn accept_loop(listener: TcpListener, port: u16, upstream: u16, shared: &Arc<Shared>) {
+    let mut bound = Some(listener);
+    loop {
+        let listener = match bound.take() {
+            Some(l) => l,
+            None => {
+                if shared.wait(HANG, |s| !s.cut || s.stop).stop {
+                    return;
+                }
+                // std sets SO_REUSEADDR, so the port is free again at once after a cut.
+                TcpListener::bind(("127.0.0.1", port)).expect("the proxy's port again")
             }
-            continue;
         };
-        match l.accept() {
-            Ok((client, _)) => forward(client, upstream, shared),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        shared.update(|s| s.listening = true);
+        for client in listener.incoming() {
+            let state = shared.state.lock().expect("state");
+            if state.cut || state.stop {
+                break;
+            }
+            drop(state);
+            if let Ok(client) = client {
+                forward(client, upstream, shared);
+            }
+        }
+        drop(listener);
+        shared.update(|s| s.listening = false);
+        if shared.state.lock().expect("state").stop {
+            return;
         }
     }
 }
@@ -119,7 +152,7 @@ fn forward(client: TcpStream, upstream: u16, shared: &Arc<Shared>) {
     };
     let mut sockets = shared.sockets.lock().expect("sockets");
     // A connection accepted just as the cut came is closed with the others.
-    if shared.cut.load(Ordering::SeqCst) {
+    if shared.state.lock().expect("state").cut {
         return;
     }
     let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
@@ -167,7 +200,7 @@ fn paced_sender_via(
     args: &[&str],
     data: Vec<u8>,
     pause: Duration,
-) -> (Child, JoinHandle<()>) {
+) -> (Proc, JoinHandle<()>) {
     feed_paced(via(b, proxy, args), data, 1024 * 1024, pause)
 }
 
@@ -177,8 +210,8 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
     let proxy = Proxy::start(b.server.port());
     let data = random_bytes(40 * 1024 * 1024, 31);
     let output = b.path("output");
-    let receiver = spawn_to_file(&mut via(&b, &proxy, &["cut-short"]), &output);
-    std::thread::sleep(Duration::from_millis(300));
+    let receiver = spawn_to_file(&mut via(&b, &proxy, &["-v", "cut-short"]), &output)
+        .ready(&waiting("cut-short"));
     let (sender, feeder) = paced_sender_via(
         &b,
         &proxy,
@@ -186,8 +219,10 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
         data.clone(),
         Duration::from_millis(50),
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // A fifth of the way through.
+    wait_file_len(&output, 8 * 1024 * 1024);
     proxy.cut();
+    // The scenario: the network stays cut for three seconds.
     std::thread::sleep(Duration::from_secs(3));
     proxy.restore();
     feeder.join().expect("feeder");
@@ -201,13 +236,18 @@ fn a_sender_cut_off_for_longer_than_it_retries_fails_and_delivers_nothing_comple
     let b = Bench::new();
     let proxy = Proxy::start(b.server.port());
     let data = random_bytes(40 * 1024 * 1024, 32);
-    let (sender, feeder) = {
-        let mut c = via(&b, &proxy, &["cut-long"]);
+    let (mut sender, feeder) = {
+        let mut c = via(&b, &proxy, &["-v", "cut-long"]);
         // Give up after 5 s instead of a minute (send::RETRY_FOR_ENV).
         c.env("SKYPIPE_RETRY_FOR", "5s");
         feed_paced(c, data.clone(), 1024 * 1024, Duration::from_millis(50))
     };
-    std::thread::sleep(Duration::from_millis(800));
+    // Cut once the payload is in the pipe and some chunks of it are stored.
+    sender.wait_for(&queued("cut-long"));
+    assert!(
+        eventually(HANG, || data_messages(&b.url()) >= 8),
+        "chunks stored"
+    );
     proxy.cut();
     let out = wait_output(sender, HANG);
     feeder.join().expect("feeder");

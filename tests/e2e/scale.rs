@@ -4,14 +4,33 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Stdio};
-use std::time::Duration;
+use std::process::{ChildStdin, Stdio};
 
 use super::harness::*;
 
-/// Spawning this many processes at once chokes a small machine; a short gap between spawns
-/// keeps them concurrent (each runs far longer than the gap) without a stampede.
-const SPAWN_GAP: Duration = Duration::from_millis(5);
+/// Spawning this many processes at once chokes a small machine: at most this many are
+/// starting (spawned and not yet ready) at any time.
+const STARTING: usize = 16;
+
+/// Spawns `n` processes with `spawn`, waiting with `ready` for each, at most [`STARTING`] of
+/// them starting at a time; returns them all ready.
+fn start_windowed<T>(
+    n: usize,
+    mut spawn: impl FnMut(usize) -> T,
+    ready: impl Fn(&mut T),
+) -> Vec<T> {
+    let mut all: Vec<T> = Vec::with_capacity(n);
+    for i in 0..n {
+        all.push(spawn(i));
+        if i >= STARTING {
+            ready(&mut all[i - STARTING]);
+        }
+    }
+    for started in all.iter_mut().skip(n.saturating_sub(STARTING)) {
+        ready(started);
+    }
+    all
+}
 
 /// Payload `n`: a header line naming it, then lines of pseudo-random hex, each tagged with
 /// the payload's number, about 64 KiB in all.
@@ -27,9 +46,11 @@ fn tagged_payload(n: usize) -> Vec<u8> {
 }
 
 /// A sender on `pipe` (stdin a pipe) that has been given the first `head` bytes of `data`
-/// and holds the rest until [`Held::finish`]: it has announced its payload and keeps it open.
+/// and holds the rest until [`Held::finish`]: once [`Held::ready`], it has announced its
+/// payload and keeps it open.
 struct Held {
-    child: Child,
+    pipe: String,
+    child: Proc,
     stdin: ChildStdin,
     rest: Vec<u8>,
 }
@@ -37,24 +58,29 @@ struct Held {
 impl Held {
     fn start(b: &Bench, pipe: &str, data: &[u8], head: usize) -> Held {
         let mut child = b
-            .cmd(&[pipe])
+            .cmd(&["-v", pipe])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sender");
+            .start();
         let mut stdin = child.stdin.take().expect("stdin");
         stdin.write_all(&data[..head]).expect("write the head");
         stdin.flush().expect("flush");
         Held {
+            pipe: pipe.to_string(),
             child,
             stdin,
             rest: data[head..].to_vec(),
         }
     }
 
+    /// Waits until the payload is in the pipe.
+    fn ready(&mut self) {
+        self.child.wait_for(&queued(&self.pipe));
+    }
+
     /// Writes the rest and closes stdin; the sender then finishes on its own.
-    fn finish(mut self) -> Child {
+    fn finish(mut self) -> Proc {
         self.stdin.write_all(&self.rest).expect("write the rest");
         drop(self.stdin);
         self.child
@@ -62,15 +88,30 @@ impl Held {
 }
 
 /// A receiver on `args` writing to the file `out`, running in the background.
-fn spawn_receiver(b: &Bench, args: &[&str], out: &PathBuf) -> Child {
+fn spawn_receiver(b: &Bench, args: &[&str], out: &PathBuf) -> Proc {
     b.cmd(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(
             std::fs::File::create(out).expect("create output"),
         ))
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn receiver")
+        .start()
+}
+
+/// A receiver or a sender, started on a pipe.
+enum Side {
+    Receiver(Proc, String),
+    Sender(Held),
+}
+
+impl Side {
+    /// Waits until a receiver waits on its pipe, or a sender's payload is in it.
+    fn ready(&mut self) {
+        match self {
+            Side::Receiver(r, pipe) => r.wait_for(&waiting(pipe)),
+            Side::Sender(s) => s.ready(),
+        }
+    }
 }
 
 #[test]
@@ -81,20 +122,17 @@ fn two_hundred_concurrent_senders_each_arrive_whole_exactly_once() {
     let total: u64 = payloads.iter().map(|p| p.len() as u64).sum();
 
     let collected = b.path("collected");
-    let mut follower = spawn_receiver(&b, &["crowd", "--follow"], &collected);
-    std::thread::sleep(Duration::from_millis(500));
+    let follower =
+        spawn_receiver(&b, &["-v", "crowd", "--follow"], &collected).ready(&following("crowd"));
     // Every sender first gets its header line, so that all of them have a payload open at
     // once; then each gets the rest of its payload.
-    let held: Vec<Held> = payloads
-        .iter()
-        .map(|p| {
-            let head = p.iter().position(|&c| c == b'\n').expect("a header line") + 1;
-            let sender = Held::start(&b, "crowd", p, head);
-            std::thread::sleep(SPAWN_GAP);
-            sender
-        })
-        .collect();
-    let senders: Vec<Child> = held.into_iter().map(Held::finish).collect();
+    let start = |n: usize| {
+        let p = &payloads[n];
+        let head = p.iter().position(|&c| c == b'\n').expect("a header line") + 1;
+        Held::start(&b, "crowd", p, head)
+    };
+    let held = start_windowed(SENDERS, start, Held::ready);
+    let senders: Vec<Proc> = held.into_iter().map(Held::finish).collect();
     for (n, sender) in senders.into_iter().enumerate() {
         let out = wait_output(sender, HANG);
         assert!(
@@ -109,11 +147,8 @@ fn two_hundred_concurrent_senders_each_arrive_whole_exactly_once() {
     let size = || std::fs::metadata(&collected).map_or(0, |m| m.len());
     let complete = eventually(HANG, || size() >= total);
     interrupt(&follower);
-    let status = wait_status(&mut follower, HANG);
-    let mut err = String::new();
-    if let Some(mut e) = follower.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
+    let out = wait_output(follower, HANG);
+    let (status, err) = (out.status, stderr_of(&out));
     assert!(
         complete,
         "the follower wrote {} of {total} bytes: {err}",
@@ -155,20 +190,34 @@ fn a_hundred_pipes_in_use_at_once_deliver_every_byte() {
     let outputs: Vec<PathBuf> = (0..PIPES).map(|n| b.path(&format!("out{n:03}"))).collect();
     // Half the receivers wait before their sender starts, half come after it; every sender
     // has begun its payload before any finishes, so all the pipes are in use at once.
+    let pipe = |n: usize| format!("pipe-{n:03}");
+    let receiver = |n: usize| {
+        let out = &outputs[n];
+        Side::Receiver(spawn_receiver(&b, &["-v", &pipe(n)], out), pipe(n))
+    };
+    let sender = |n: usize| Side::Sender(Held::start(&b, &pipe(n), &payloads[n], 1000));
+    let first = start_windowed(
+        PIPES,
+        |n| if n % 2 == 0 { receiver(n) } else { sender(n) },
+        Side::ready,
+    );
+    let then = start_windowed(
+        PIPES,
+        |n| if n % 2 == 0 { sender(n) } else { receiver(n) },
+        Side::ready,
+    );
     let mut receivers = Vec::new();
     let mut held = Vec::new();
-    for n in 0..PIPES {
-        let pipe = format!("pipe-{n:03}");
-        if n % 2 == 0 {
-            receivers.push(spawn_receiver(&b, &[&pipe], &outputs[n]));
-            held.push(Held::start(&b, &pipe, &payloads[n], 1000));
-        } else {
-            held.push(Held::start(&b, &pipe, &payloads[n], 1000));
-            receivers.push(spawn_receiver(&b, &[&pipe], &outputs[n]));
+    for pair in first.into_iter().zip(then) {
+        match pair {
+            (Side::Receiver(r, _), Side::Sender(s)) | (Side::Sender(s), Side::Receiver(r, _)) => {
+                receivers.push(r);
+                held.push(s);
+            }
+            _ => unreachable!("a receiver and a sender on each pipe"),
         }
-        std::thread::sleep(SPAWN_GAP);
     }
-    let senders: Vec<Child> = held.into_iter().map(Held::finish).collect();
+    let senders: Vec<Proc> = held.into_iter().map(Held::finish).collect();
     for (n, (receiver, sender)) in receivers.into_iter().zip(senders).enumerate() {
         let sent = wait_output(sender, HANG);
         assert!(

@@ -128,11 +128,7 @@ fn chatty(b: &Bench, args: &[&str]) -> std::process::Command {
 }
 
 fn run(mut c: std::process::Command) -> Output {
-    let child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).start();
     wait_output(child, HANG)
 }
 

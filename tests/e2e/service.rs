@@ -155,8 +155,7 @@ fn server_run_stays_in_the_foreground_until_terminated() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .start();
     assert!(
         eventually(Duration::from_secs(20), || skypipe_nats::answers(
             h.port,
@@ -413,8 +412,7 @@ fn stranger(h: &LocalHome, home: &std::path::Path, args: &[&str]) -> std::proces
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn skypipe");
+        .start();
     wait_output(child, HANG)
 }
 
@@ -460,7 +458,7 @@ fn another_local_user_cannot_read_the_local_server() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = send.spawn().expect("spawn");
+    let mut child = send.start();
     drop(child.stdin.take());
     let out = wait_output(child, HANG);
     refused_for_want_of_auth(&out, "another HOME, sending");
@@ -502,8 +500,7 @@ fn another_local_user_cannot_read_the_local_server() {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn setpriv");
+                .start();
             let out = wait_output(child, HANG);
             refused_for_want_of_auth(&out, "nobody");
         }
@@ -565,9 +562,7 @@ fn a_plain_nats_server_on_the_default_port_works_though_skypipe_has_a_credential
     assert_ok(&h.run(&["server", "stop"]));
     assert!(h.data_dir().join("local-user.nk").exists());
     // The user's own nats-server, without authentication, on the same port.
-    let mut config = skypipe_nats::ServerConfig::new(h.path("plain"));
-    config.port = Some(h.port);
-    let _plain = config.start().expect("a plain nats-server starts");
+    let _plain = Bench::with(|c| c.port = Some(h.port));
     let sent = h.send(&["plain"], b"through the user's own server\n");
     assert_ok(&sent);
     assert!(
@@ -719,7 +714,7 @@ fn the_local_server_caps_its_store_and_rotates_its_log() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = send.spawn().expect("spawn");
+    let mut child = send.start();
     drop(child.stdin.take());
     assert_ok(&wait_output(child, HANG));
     assert!(local_config(&h).contains("max_file_store: 67108864"));

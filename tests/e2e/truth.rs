@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::{Child, Stdio};
-use std::thread::JoinHandle;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -17,7 +16,7 @@ use super::malformed::{chunk, publish_raw, ticket};
 const PAST_ACK_WAIT: Duration = Duration::from_secs(40);
 
 /// Reads a child's stdout only after `delay`: a reader that does not read (`sleep 40; cat`).
-fn read_late(child: &mut Child, delay: Duration) -> std::thread::JoinHandle<Vec<u8>> {
+fn read_late(child: &mut Proc, delay: Duration) -> std::thread::JoinHandle<Vec<u8>> {
     let mut stdout = child.stdout.take().expect("stdout piped");
     std::thread::spawn(move || {
         // The scenario itself: stdout is not read for this long.
@@ -94,67 +93,34 @@ fn a_follower_slower_than_the_ack_wait_shares_nothing_twice() {
 
 /// A sender of lines "TAG N" fed from a pipe, one line every `pause`; its stdin closes after
 /// the last line.
-fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) -> Child {
-    let mut child = b
-        .cmd(&[pipe])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let tag = tag.to_string();
-    std::thread::spawn(move || {
-        for i in 0..lines {
-            if stdin.write_all(format!("{tag} {i}\n").as_bytes()).is_err() {
-                return;
-            }
-            std::thread::sleep(pause);
-        }
-    });
-    child
+fn line_feeder(b: &Bench, pipe: &str, tag: &str, lines: usize, pause: Duration) -> Proc {
+    let lines = (0..lines).map(|i| format!("{tag} {i}\n"));
+    feed_pieces(b.cmd(&[pipe]), lines.collect::<Vec<_>>(), pause).0
 }
 
 /// A follower whose stdout and stderr are collected as they come.
-struct Follower {
-    child: Child,
-    err: std::sync::Arc<std::sync::Mutex<String>>,
-    err_reader: JoinHandle<()>,
-    out_reader: JoinHandle<Vec<u8>>,
-}
+struct Follower(Proc);
 
 impl Follower {
     fn start(b: &Bench, args: &[&str]) -> Follower {
         let mut child = b.spawn_recv(args);
-        let (err, err_reader) = collect_stderr(&mut child);
-        let mut out = child.stdout.take().expect("stdout");
-        let out_reader = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
-            v
-        });
-        Follower {
-            child,
-            err,
-            err_reader,
-            out_reader,
-        }
+        child.stdout_now();
+        child.stderr_now();
+        Follower(child)
     }
 
     /// Exit code, stdout, stderr, once it ended.
-    fn finish(mut self) -> (Option<i32>, Vec<u8>, String) {
-        let status = wait_status(&mut self.child, HANG);
-        let out = self.out_reader.join().expect("stdout");
-        self.err_reader.join().expect("stderr");
-        let err = self.err.lock().expect("stderr").clone();
-        (status.code(), out, err)
+    fn finish(self) -> (Option<i32>, Vec<u8>, String) {
+        let out = self.0.wait_output(HANG);
+        let err = stderr_of(&out);
+        (out.status.code(), out.stdout, err)
     }
 }
 
 #[test]
 fn one_dead_sender_does_not_end_a_follow_aggregation() {
     let b = Bench::new();
-    let follower = Follower::start(
+    let mut follower = Follower::start(
         &b,
         &[
             "logs",
@@ -169,7 +135,12 @@ fn one_dead_sender_does_not_end_a_follow_aggregation() {
     let mut doomed = line_feeder(&b, "logs", "A", 1000, Duration::from_millis(50));
     let living = line_feeder(&b, "logs", "B", 240, Duration::from_millis(50));
     // Both hosts are flowing (the scenario: one dies while the other goes on).
-    std::thread::sleep(Duration::from_secs(2));
+    follower
+        .0
+        .wait_stdout_until("lines of both senders", |out| {
+            let text = String::from_utf8_lossy(out);
+            text.lines().any(|l| l == "A 10") && text.lines().any(|l| l == "B 10")
+        });
     signal(&doomed, Signal::SIGKILL);
     let _ = doomed.wait();
     assert_ok(&wait_output(living, HANG));
@@ -222,21 +193,12 @@ fn lines_of_concurrent_senders_stay_whole_in_a_follow() {
     let follower = Follower::start(&b, &["logs", "--follow", "--timeout", "3s"]);
     wait_waiting(&b.url(), "logs");
     // A sender that writes half a line, pauses longer than a chunk's cut, writes the rest.
-    let mut halves = b
-        .cmd(&["logs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sender");
-    let mut stdin = halves.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || {
-        for i in 0..5 {
-            let _ = stdin.write_all(format!("A{i}-first-half ").as_bytes());
-            std::thread::sleep(Duration::from_millis(400));
-            let _ = stdin.write_all(format!("A{i}-second-half\n").as_bytes());
-        }
-    });
+    let halves = (0..5).flat_map(|i| [format!("A{i}-first-half "), format!("A{i}-second-half\n")]);
+    let (halves, feeder) = feed_pieces(
+        b.cmd(&["logs"]),
+        halves.collect::<Vec<_>>(),
+        Duration::from_millis(400),
+    );
     let whole = line_feeder(&b, "logs", "B", 80, Duration::from_millis(30));
     feeder.join().expect("feeder");
     assert_ok(&wait_output(halves, HANG));
@@ -412,11 +374,21 @@ fn ctrl_c_ends_a_taker_whose_stdout_is_stuck_and_gives_back_what_it_did_not_writ
     let b = Bench::new();
     let data = random_bytes(3 << 20, 12);
     assert_ok(&b.send_bytes(&["p"], &data));
-    let mut stuck = b.spawn_recv(&["p"]);
-    let mut stdout = stuck.stdout.take().expect("stdout");
+    let (mut stdout, writer) = std::io::pipe().expect("pipe");
+    let watch = writer.try_clone().expect("pipe");
+    let mut stuck = b
+        .cmd(&["p"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .start();
     wait_taken(&b.url(), "p");
-    // Nobody reads its stdout; it is stuck in a write (a pipe holds 64 KiB).
-    std::thread::sleep(Duration::from_secs(1));
+    // Nobody reads its stdout; it is stuck in a write once the pipe (64 KiB) is full.
+    assert!(
+        eventually(HANG, || !has_room(&watch)),
+        "the taker's stdout never filled"
+    );
+    drop(watch);
     signal(&stuck, Signal::SIGINT);
     let start = Instant::now();
     let status = wait_status(&mut stuck, HANG);
@@ -468,8 +440,7 @@ fn a_short_sender_timeout_is_kept_and_said_as_it_is() {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("sender");
+        .start();
     let mut stdin = sender.stdin.take().expect("stdin");
     stdin
         .write_all(b"a line, then the sender dies\n")
@@ -501,8 +472,7 @@ fn a_sender_facing_a_paused_server_ends_at_its_timeout() {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .expect("sender");
+            .start();
         let mut stdin = sender.stdin.take().expect("stdin");
         stdin.write_all(b"the first line\n").expect("write");
         // Readiness: the payload is in the pipe (its ticket is stored).

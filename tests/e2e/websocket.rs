@@ -58,10 +58,13 @@ fn a_live_transfer_over_ws_reaches_the_waiting_receiver_and_a_listener() {
     random_file(&input, 6 * 1024 * 1024 + 7, 93);
     let want = sha_file(&input);
     let output = b.path("live.out");
-    let receiver = spawn_to_file(&mut b.cmd(&["-s", &ws, "live"]), &output);
-    let listener = b.spawn_recv(&["-s", &ws, "live", "--listen", "--timeout", "20s"]);
-    // A listener sees what is sent after it subscribed: give it time to.
-    std::thread::sleep(Duration::from_millis(1000));
+    let receiver =
+        spawn_to_file(&mut b.cmd(&["-v", "-s", &ws, "live"]), &output).ready(&waiting("live"));
+    // A listener sees what is sent after it subscribed.
+    let listener = b.spawn_ready(
+        &["-s", &ws, "live", "--listen", "--timeout", "20s"],
+        &listening("live"),
+    );
     assert_ok(&b.send_file(&["-s", &ws, "live"], &input));
     let out = wait_output(receiver, HANG);
     assert_ok(&out);
@@ -78,8 +81,7 @@ fn a_live_transfer_over_ws_reaches_the_waiting_receiver_and_a_listener() {
 fn a_trigger_over_ws_wakes_the_waiting_script() {
     let b = Bench::websocket();
     let ws = b.ws_url();
-    let waiter = b.spawn_recv(&["-s", &ws, "go"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = b.spawn_ready(&["-s", &ws, "go"], &waiting("go"));
     assert_ok(&b.send_bytes(&["-s", &ws, "go"], b"\n"));
     let out = wait_output(waiter, HANG);
     assert_ok(&out);
@@ -248,8 +250,7 @@ fn wss_with_a_ca_made_here_round_trips_and_refuses_an_unknown_ca() {
     let certs = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = make_certificates(certs.path());
     let b = Bench::with(|c| {
-        c.websocket_with_tls(&cert, &key)
-            .expect("a free port for the websocket listener");
+        c.websocket_any_port_with_tls(&cert, &key);
     });
     let wss = b.ws_url();
     assert!(wss.starts_with("wss://127.0.0.1:"), "{wss}");
@@ -289,8 +290,7 @@ fn transport_line(b: &Bench, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+        .start();
     let out = wait_output(child, HANG);
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
