@@ -362,7 +362,10 @@ impl<'a> Sender<'a> {
                 debug(&format!("{err}; publishing the chunk again"));
                 busy_pause(busy).await;
                 busy += 1;
-            } else if errors::refusal(&err).is_some() {
+            } else if errors::refusal(&err).is_some_and(|r| r != Refusal::NoStream) {
+                // A refusal by JetStream itself. "No stream answered" is not one here: the
+                // streams exist (the ticket was stored), so it is a stream between leaders
+                // (a cluster node died), and the chunk goes again like a lost ack.
                 return Err(anyhow!("a chunk was not stored: {err}"));
             } else if started.elapsed() >= self.session.conn.retry.give_up_after {
                 return Err(anyhow!(
