@@ -75,6 +75,9 @@ struct Sender<'a> {
     window_bytes: usize,
     /// Said once: the server's storage is full and the sender waits.
     told_full: bool,
+    /// Since when the server owes an answer (an ack) with none coming: `--timeout` counts
+    /// from here, across every wait on it.
+    owed_since: Option<Instant>,
     /// Bytes stored (acked), for progress.
     stored: Counter,
     /// The payload being sent, once announced, for presence.
@@ -107,6 +110,7 @@ impl<'a> Sender<'a> {
             window: VecDeque::new(),
             window_bytes: 0,
             told_full: false,
+            owed_since: None,
             stored: Counter::default(),
             active: Payloads::default(),
             sealer: None,
@@ -173,6 +177,7 @@ impl<'a> Sender<'a> {
     fn announced(&mut self) {
         tracing::info!("payload {} queued on pipe {}", self.id, self.settings.pipe);
         self.ticket_sent = true;
+        self.owed_since = (!self.window.is_empty()).then(Instant::now);
         presence::track(&self.active, self.id.as_str(), true);
     }
 
@@ -210,6 +215,7 @@ impl<'a> Sender<'a> {
     /// one-chunk payload (a trigger, a line) is stored within one round trip; a small one
     /// rides in the ticket as well, so its receiver needs no request for it.
     async fn publish(&mut self, data: Bytes, end: Option<End>) -> anyhow::Result<()> {
+        self.owed_since.get_or_insert_with(Instant::now);
         let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: self.chunk,
@@ -280,7 +286,9 @@ impl<'a> Sender<'a> {
         let Some(t) = self.settings.timeout else {
             return Ok(answer.await);
         };
-        tokio::time::timeout(t, answer.into_future())
+        let since = self.owed_since.unwrap_or_else(Instant::now);
+        let left = t.saturating_sub(since.elapsed());
+        tokio::time::timeout(left, answer.into_future())
             .await
             .map_err(|_| {
                 anyhow!(
@@ -299,12 +307,14 @@ impl<'a> Sender<'a> {
     ) -> anyhow::Result<PublishAckFuture> {
         let deadline = Instant::now() + self.session.conn.retry.give_up_after;
         loop {
-            match self
-                .session
-                .js
-                .publish_with_headers(self.subject.clone(), headers.clone(), data.clone())
-                .await
-            {
+            // The client holds a publish back while too many acks are outstanding: a wait on
+            // the server too.
+            let publish = self.session.js.publish_with_headers(
+                self.subject.clone(),
+                headers.clone(),
+                data.clone(),
+            );
+            match self.bounded(publish).await? {
                 Ok(ack) => return Ok(ack),
                 Err(e) if Instant::now() < deadline => {
                     debug(&e);
@@ -333,12 +343,18 @@ impl<'a> Sender<'a> {
         loop {
             let err = match self.bounded(f.ack).await? {
                 Ok(_) => {
+                    // The server answered: the clock of --timeout starts again.
+                    self.owed_since = (!self.window.is_empty()).then(Instant::now);
                     self.window_bytes -= f.data.len();
                     self.stored.add(f.plain_len);
                     return Ok(());
                 }
                 Err(e) => e,
             };
+            if errors::refusal(&err).is_some() {
+                // A refusal is an answer: the server is there (a full store has its own clock).
+                self.owed_since = Some(Instant::now());
+            }
             if errors::is(&err, Refusal::Full) {
                 if let Some(t) = self.settings.timeout {
                     if started.elapsed() >= t {
