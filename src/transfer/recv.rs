@@ -116,16 +116,12 @@ pub(crate) async fn take_ticket(
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(None);
                 }
-                debug(&e);
+                tracing::debug!("{e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             None => {}
         }
     }
-}
-
-fn debug(e: &dyn std::fmt::Display) {
-    tracing::debug!("{e}");
 }
 
 /// Removes a payload's chunks below `bound` (all of them when `None`).
@@ -165,7 +161,7 @@ fn keep(
                         tracing::trace!("purging {subject} below stream sequence {mark}");
                         purged = mark;
                         if let Err(e) = purge(&data, &subject, Some(mark)).await {
-                            debug(&e);
+                            tracing::debug!("{e}");
                         }
                     }
                 }
@@ -747,7 +743,7 @@ async fn fetch_tickets(
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                debug(&e);
+                tracing::debug!("{e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -768,7 +764,7 @@ async fn fetch_tickets(
                         return;
                     }
                 }
-                Err(e) => debug(&e),
+                Err(e) => tracing::debug!("{e}"),
             }
         }
     }

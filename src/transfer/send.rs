@@ -317,7 +317,7 @@ impl<'a> Sender<'a> {
             match self.bounded(publish).await? {
                 Ok(ack) => return Ok(ack),
                 Err(e) if Instant::now() < deadline => {
-                    debug(&e);
+                    tracing::debug!("{e}");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(e) => {
@@ -375,7 +375,7 @@ impl<'a> Sender<'a> {
             } else if errors::is(&err, Refusal::Busy)
                 && started.elapsed() < self.session.conn.retry.give_up_after
             {
-                debug(&format!("{err}; publishing the chunk again"));
+                tracing::debug!("{err}; publishing the chunk again");
                 busy_pause(busy).await;
                 busy += 1;
             } else if errors::refusal(&err).is_some_and(|r| r != Refusal::NoStream) {
@@ -393,7 +393,7 @@ impl<'a> Sender<'a> {
                 // The ack never came: the server restarted or the connection dropped. A
                 // fresh connection, and every unacknowledged chunk published again (the
                 // server keeps one copy of each, by its Nats-Msg-Id).
-                debug(&format!("{err}; reconnecting and publishing again"));
+                tracing::debug!("{err}; reconnecting and publishing again");
                 self.reconnect().await?;
                 for later in self.window.iter_mut() {
                     later.ack = self
@@ -418,7 +418,7 @@ impl<'a> Sender<'a> {
                     return Ok(());
                 }
                 Err(e) if Instant::now() < deadline => {
-                    debug(&e);
+                    tracing::debug!("{e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
@@ -581,10 +581,6 @@ async fn send_all(
             }
         }
     }
-}
-
-fn debug(e: &dyn std::fmt::Display) {
-    tracing::debug!("{e}");
 }
 
 /// Tries to publish the abort marker, but never waits long for a server that is gone.

@@ -943,17 +943,7 @@ pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 
 /// How many consumers the data stream has (a listener adds one while it listens).
 pub fn data_consumers(url: &str) -> usize {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let Ok(client) = async_nats::connect(url).await else {
-            return 0;
-        };
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream("skypipe-data").await else {
-            return 0;
-        };
-        stream.info().await.map_or(0, |i| i.state.consumer_count)
-    })
+    stream_state(url, "skypipe-data").map_or(0, |s| s.consumer_count)
 }
 
 /// How many chunks the data stream holds, of all pipes.
@@ -967,16 +957,17 @@ pub fn queue_messages(url: &str) -> u64 {
 }
 
 fn stream_messages(url: &str, stream: &str) -> u64 {
+    stream_state(url, stream).map_or(0, |s| s.messages)
+}
+
+/// A stream's state as the server reports it; `None` when there is no such stream (yet).
+fn stream_state(url: &str, stream: &str) -> Option<async_nats::jetstream::stream::State> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let Ok(client) = async_nats::connect(url).await else {
-            return 0;
-        };
+        let client = async_nats::connect(url).await.ok()?;
         let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream(stream).await else {
-            return 0;
-        };
-        stream.info().await.map_or(0, |i| i.state.messages)
+        let mut stream = js.get_stream(stream).await.ok()?;
+        stream.info().await.ok().map(|i| i.state.clone())
     })
 }
 
