@@ -111,6 +111,12 @@ pub(crate) enum Command {
     Setup(SetupArgs),
     /// Check the server skypipe uses: connection, JetStream, version, permissions, storage
     Check,
+    /// Let another machine use this one's public server: print a one-time code for `skypipe
+    /// join`; also list and revoke the machines that joined
+    Invite(InviteArgs),
+    /// Use another machine's public server from now on, with the code its `skypipe invite`
+    /// printed
+    Join(JoinArgs),
     /// Print a shell completion script to stdout
     Completions {
         /// The shell to complete for
@@ -140,6 +146,8 @@ impl Command {
             Command::Server(_) => "server",
             Command::Setup(_) => "setup",
             Command::Check => "check",
+            Command::Invite(_) => "invite",
+            Command::Join(_) => "join",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
         }
@@ -178,7 +186,8 @@ The local server listens on 127.0.0.1:4222 (SKYPIPE_LOCAL_PORT moves it), keeps 
 and pid file in $XDG_DATA_HOME/skypipe (~/.local/share/skypipe), and is what skypipe uses
 when no server is configured. A pipe command starts it by itself when nothing answers there.
 Only this user can use it: it lets in the holder of the key in local-user.nk (mode 0600) in
-the data directory, which skypipe makes and logs in with by itself.";
+the data directory, which skypipe makes and logs in with by itself. With --public it listens
+for other machines too, with TLS, and lets in those that joined with `skypipe invite`.";
 
 /// What to do with the local server.
 #[derive(Debug, Subcommand)]
@@ -202,7 +211,111 @@ pub(crate) struct LocalServerArgs {
     /// [env: SKYPIPE_LOCAL_MAX_STORE]
     #[arg(long, value_name = "SIZE", value_parser = parse_max_store)]
     pub(crate) max_store: Option<u64>,
+
+    /// Listen beyond loopback, for other machines (`skypipe invite`, `skypipe join`): always
+    /// with TLS and authentication. Remembered: later starts stay public until --no-public
+    #[arg(long, conflicts_with = "no_public")]
+    pub(crate) public: bool,
+
+    /// Listen on 127.0.0.1 only again (what --public changed)
+    #[arg(long)]
+    pub(crate) no_public: bool,
+
+    /// With --public: the address (and port) to listen on [default: 0.0.0.0 and the local
+    /// port, 4222 unless SKYPIPE_LOCAL_PORT says otherwise]
+    #[arg(long, value_name = "ADDR[:PORT]", requires = "public")]
+    pub(crate) listen: Option<String>,
+
+    /// With --public: a name other machines reach this one by (DNS name or address), put in
+    /// the certificate and in the `skypipe join` line; may be given more than once
+    #[arg(long = "name", value_name = "HOSTNAME", requires = "public")]
+    pub(crate) names: Vec<String>,
+
+    /// With --public: serve this certificate (PEM chain) instead of one from skypipe's own CA;
+    /// needs --tls-key and --tls-ca
+    #[arg(long, value_name = "FILE", requires_all = ["public", "tls_key", "tls_ca"])]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// With --tls-cert: its private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// With --tls-cert: the CA that signed it, which joined machines pin
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// With --public: also a WebSocket listener on this port, with the same TLS and logins,
+    /// for machines that only get out through HTTPS
+    #[arg(long, value_name = "PORT", requires = "public")]
+    pub(crate) websocket: Option<u16>,
 }
+
+/// `skypipe invite ...`
+#[derive(Debug, Args)]
+#[command(after_help = INVITE_AFTER_HELP, args_conflicts_with_subcommands = true)]
+pub(crate) struct InviteArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<InviteAction>,
+
+    /// How long the code works (it works once)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10m")]
+    pub(crate) expires: std::time::Duration,
+
+    /// The name the machine gets here [default: its host name]
+    #[arg(long = "as", value_name = "NAME")]
+    pub(crate) as_name: Option<String>,
+
+    /// Also hand over the end-to-end secret (made now when there is none), so both machines
+    /// seal payloads with a secret nobody typed
+    #[arg(long)]
+    pub(crate) with_secret: bool,
+}
+
+/// The machines that joined.
+#[derive(Debug, Subcommand)]
+pub(crate) enum InviteAction {
+    /// The machines that joined: name, prefix, when, whether connected now, last seen
+    List {
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a machine from now on; its connections are dropped at once
+    Revoke {
+        /// The machine's name, as `skypipe invite list` shows it
+        name: String,
+    },
+}
+
+const INVITE_AFTER_HELP: &str = "\
+The server must be public first: skypipe server start --public. The code is good for one
+`skypipe join` and only until it expires; a wrong code ends it. The joined machine logs in
+with a key it made itself (its seed never leaves it) and may use one prefix only: the one
+this command uses (`skypipe invite --prefix teama`; `skypipe` by default).";
+
+/// `skypipe join ...`
+#[derive(Debug, Args)]
+#[command(after_help = JOIN_AFTER_HELP)]
+pub(crate) struct JoinArgs {
+    /// The machine that runs `skypipe invite`: HOST or HOST:PORT (port 4222 when not given),
+    /// or a URL (tls://HOST:PORT, wss://HOST:PORT)
+    #[arg(value_name = "HOST[:PORT]")]
+    pub(crate) host: String,
+
+    /// The code `skypipe invite` printed, e.g. 7-acorn-zebra
+    #[arg(value_name = "CODE")]
+    pub(crate) code: String,
+
+    /// Name of the natscli context to write [default: skypipe-HOST]
+    #[arg(long = "context-name", value_name = "NAME")]
+    pub(crate) context_name: Option<String>,
+}
+
+const JOIN_AFTER_HELP: &str = "\
+The two machines agree on a key from the code (SPAKE2), so nobody who watches or sits in
+between learns the code or can change what is exchanged. The host's CA is then pinned, the
+context saved and selected for skypipe (as `skypipe setup` does), and `skypipe check` run.
+When anything fails, nothing is saved.";
 
 /// `skypipe setup ...`
 #[derive(Debug, Args)]

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{completions, local, setup};
+use crate::admin::{completions, invite, join, local, setup};
 use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
 use crate::config::{Mode, PipeSettings};
@@ -189,6 +189,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,
         Command::Check => setup::cmd_check(&conn()?).await,
+        Command::Invite(args) => invite::cmd_invite(&conn()?, args, &env_var).await,
+        Command::Join(args) => join::cmd_join(&conn()?, args, &env_var).await,
     }
 }
 

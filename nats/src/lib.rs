@@ -398,7 +398,8 @@ impl ServerConfig {
                     log: tail(),
                 });
             }
-            if answers(port, Duration::from_millis(200)) {
+            if server_info_at(probe_address(&self.host, port), Duration::from_millis(200)).is_some()
+            {
                 break;
             }
             if start.elapsed() > self.ready_timeout {
@@ -497,7 +498,11 @@ pub fn answers(port: u16, wait: Duration) -> bool {
 /// The JSON of the INFO line that the NATS server on 127.0.0.1:`port` greets clients with,
 /// or `None` when no NATS server answers there within `wait`.
 pub fn server_info(port: u16, wait: Duration) -> Option<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    server_info_at(SocketAddr::from(([127, 0, 0, 1], port)), wait)
+}
+
+/// [`server_info`] for any address.
+pub fn server_info_at(addr: SocketAddr, wait: Duration) -> Option<String> {
     let stream = TcpStream::connect_timeout(&addr, wait).ok()?;
     stream
         .set_read_timeout(Some(wait.max(Duration::from_secs(1))))
@@ -511,6 +516,28 @@ pub fn server_info(port: u16, wait: Duration) -> Option<String> {
 /// Whether anything at all accepts TCP connections on 127.0.0.1:`port`.
 pub fn port_in_use(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+/// Whether `ip`:`port` cannot be listened on (taken, or not an address of this machine).
+pub fn port_in_use_at(ip: std::net::IpAddr, port: u16) -> bool {
+    TcpListener::bind((ip, port)).is_err()
+}
+
+/// Where a client on this machine reaches a server that listens on `host` (an address,
+/// `0.0.0.0`/`::` meaning every address: then loopback), for readiness probes.
+pub fn probe_address(host: &str, port: u16) -> SocketAddr {
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            other => other,
+        })
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    SocketAddr::new(ip, port)
 }
 
 /// The pid in a pid file, if it holds one.

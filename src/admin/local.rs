@@ -21,6 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use skypipe_nats::ServerConfig;
 
+use crate::admin::public::{self, Public};
 use crate::cli::LocalServerArgs;
 use crate::config::{Conn, Source, LOCAL_PORT_ENV};
 use crate::error::code;
@@ -32,6 +33,8 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The local server's credential in the data directory: the nkey seed of its only user.
 pub(crate) const NKEY_FILE: &str = "local-user.nk";
+/// The end-to-end secret `skypipe invite --with-secret` made, in the data directory.
+pub(crate) const SECRET_FILE: &str = "secret";
 /// The size at which the local server moves its log aside and starts a new one.
 pub(crate) const LOG_SIZE_LIMIT: u64 = 10 << 20;
 /// How many log files the local server keeps, the current one included: at most 40 MiB.
@@ -60,6 +63,24 @@ struct State {
     /// The store size it started with (`max_file_store`); absent from older skypipes' files.
     #[serde(default)]
     max_store: Option<u64>,
+    /// How it is public, when it is.
+    #[serde(default)]
+    public: Option<PublicState>,
+}
+
+/// What a running public server needs its owner's skypipe to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PublicState {
+    /// Where this machine reaches it (an address).
+    pub(crate) host: String,
+    /// The CA its certificate chains to.
+    pub(crate) ca: PathBuf,
+    /// Its WebSocket port, if it has one.
+    #[serde(default)]
+    pub(crate) websocket: Option<u16>,
+    /// Its monitoring port on 127.0.0.1 (for `skypipe invite list`).
+    #[serde(default)]
+    pub(crate) http_port: Option<u16>,
 }
 
 /// The local server's files, for one port, and the store size it starts with.
@@ -68,6 +89,8 @@ pub(crate) struct Local {
     pub(crate) dir: PathBuf,
     pub(crate) port: u16,
     pub(crate) max_store: u64,
+    /// How it is public (`public.json`), when it is.
+    pub(crate) public: Option<Public>,
 }
 
 /// A local server found running.
@@ -78,11 +101,16 @@ pub(crate) struct Running {
     pub(crate) foreground: bool,
     /// The store size it started with, when skypipe recorded it.
     pub(crate) max_store: Option<u64>,
+    /// How it is public, when it is.
+    pub(crate) public: Option<PublicState>,
 }
 
 impl Running {
     pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.public {
+            Some(p) => format!("tls://{}:{}", p.host, self.port),
+            None => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 }
 
@@ -135,15 +163,30 @@ impl Local {
         port: u16,
         max_store: u64,
     ) -> anyhow::Result<Local> {
+        let dir = data_dir(env)?;
+        let public = Public::load(&dir)?;
         Ok(Local {
-            dir: data_dir(env)?,
-            port,
+            port: public.as_ref().and_then(|p| p.port).unwrap_or(port),
+            dir,
             max_store,
+            public,
         })
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.public {
+            Some(p) => format!("tls://{}:{}", p.client_host(), self.port),
+            None => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Where this machine reaches the server, for probes.
+    fn probe_address(&self) -> std::net::SocketAddr {
+        let host = self
+            .public
+            .as_ref()
+            .map_or("127.0.0.1".into(), Public::host);
+        skypipe_nats::probe_address(&host, self.port)
     }
 
     pub(crate) fn pid_file(&self) -> PathBuf {
@@ -169,8 +212,50 @@ impl Local {
 
     /// The server's config: loopback only, JetStream with its store in the data directory
     /// and at most `max_store` bytes of it, a log that rotates, and one user, the holder of
-    /// the seed whose public key is `user`.
-    pub(crate) fn server_config(&self, user: &str) -> ServerConfig {
+    /// the seed whose public key is `user`. A public server listens where it was told to,
+    /// with TLS, and lets in the machines that joined as well (`crate::admin::public`);
+    /// `http_port` is its monitoring port on 127.0.0.1 (picked when `None`).
+    pub(crate) fn server_config(
+        &self,
+        user: &str,
+        http_port: Option<u16>,
+    ) -> anyhow::Result<(ServerConfig, Option<PublicState>)> {
+        let mut config = self.private_config(user);
+        let Some(public) = &self.public else {
+            return Ok((config, None));
+        };
+        let tls = public.tls(&self.dir)?;
+        let machines = public::load_machines(&self.dir)?;
+        let http_port = match http_port {
+            Some(p) => p,
+            None => skypipe_nats::free_port()?,
+        };
+        config.host = public.host();
+        config.nkey_users = Vec::new();
+        config.extra = format!(
+            "{}{}http: \"127.0.0.1:{http_port}\"\n",
+            public::render_tls(&tls),
+            public::render_auth(user, &machines, &join_password(user))
+        );
+        if let Some(ws) = public.websocket {
+            config.websocket_port = Some(ws);
+            config.websocket_tls = Some(skypipe_nats::TlsFiles {
+                cert_file: tls.cert.clone(),
+                key_file: tls.key.clone(),
+            });
+        }
+        Ok((
+            config,
+            Some(PublicState {
+                host: public.client_host(),
+                ca: tls.ca,
+                websocket: public.websocket,
+                http_port: Some(http_port),
+            }),
+        ))
+    }
+
+    fn private_config(&self, user: &str) -> ServerConfig {
         let mut config = ServerConfig::new(&self.dir);
         config.port = Some(self.port);
         config.name = Some("skypipe-local".into());
@@ -235,7 +320,8 @@ impl Local {
     fn prepare_upgrade(&self, port: u16) -> anyhow::Result<()> {
         let _lock = self.lock()?;
         let user = self.credential()?;
-        self.server_config(&user)
+        self.server_config(&user, None)?
+            .0
             .write_config(port)
             .map_err(|e| anyhow!("cannot write the local server's config: {e}"))?;
         Ok(())
@@ -300,7 +386,8 @@ impl Local {
             pid,
             port: state.as_ref().map_or(self.port, |s| s.port),
             foreground: state.as_ref().is_some_and(|s| s.mode == "foreground"),
-            max_store: state.and_then(|s| s.max_store),
+            max_store: state.as_ref().and_then(|s| s.max_store),
+            public: state.and_then(|s| s.public),
         })
     }
 
@@ -321,17 +408,20 @@ impl Local {
             }
             return Ok(Some(r));
         }
-        if skypipe_nats::answers(self.port, PROBE_WAIT) {
+        if skypipe_nats::server_info_at(self.probe_address(), PROBE_WAIT).is_some() {
             return Err(anyhow!(
                 "another NATS server (not skypipe's local one) answers at {}; skypipe uses that \
                  one as it is, or set {LOCAL_PORT_ENV} to run skypipe's own on another port",
                 self.url()
             ));
         }
-        if skypipe_nats::port_in_use(self.port) {
+        let at = self.probe_address();
+        let listen = self.public.as_ref().map_or(at.ip(), |p| p.listen);
+        if skypipe_nats::port_in_use_at(listen, self.port) {
             return Err(anyhow!(
-                "port {} on 127.0.0.1 is taken by something that is not a NATS server; set \
-                 {LOCAL_PORT_ENV} to run skypipe's local server on another port",
+                "port {} on {listen} is taken by something that is not a NATS server (or \
+                 {listen} is not an address of this machine); set {LOCAL_PORT_ENV} or \
+                 --listen to run skypipe's local server on another port",
                 self.port
             ));
         }
@@ -341,11 +431,21 @@ impl Local {
     /// Starts the server in the background unless it runs already. With `upgrade`, a server
     /// running in the background that an older skypipe started without authentication is
     /// stopped (its store kept) and started again with it. Blocking.
-    pub(crate) fn start(&self, upgrade: bool) -> anyhow::Result<Start> {
+    /// With `changed`, a server running in the background is restarted with the settings of
+    /// now (how it is public).
+    pub(crate) fn start(&self, upgrade: bool, changed: bool) -> anyhow::Result<Start> {
         let _lock = self.lock()?;
         let mut old_pid = None;
+        if let Some(r) = self.running() {
+            if changed && !r.foreground {
+                skypipe_nats::stop_pid(r.pid, STOP_GRACE)
+                    .with_context(|| format!("cannot stop nats-server (pid {})", r.pid))?;
+                old_pid = Some(r.pid);
+                self.forget();
+            }
+        }
         if let Some(r) = self.check_free()? {
-            if !(upgrade && !r.foreground && lets_anyone_in(r.port)) {
+            if !(upgrade && !r.foreground && r.public.is_none() && lets_anyone_in(r.port)) {
                 return Ok(Start::AlreadyRunning(r));
             }
             skypipe_nats::stop_pid(r.pid, STOP_GRACE)
@@ -357,21 +457,21 @@ impl Local {
         }
         self.forget();
         let user = self.credential()?;
-        let detached = self
-            .server_config(&user)
-            .start_detached()
-            .map_err(start_error)?;
+        let (config, public) = self.server_config(&user, None)?;
+        let detached = config.start_detached().map_err(start_error)?;
         let running = Running {
             pid: detached.pid,
             port: detached.port,
             foreground: false,
             max_store: Some(self.max_store),
+            public,
         };
         self.write_state(&State {
             pid: running.pid,
             port: running.port,
             mode: "background".into(),
             max_store: running.max_store,
+            public: running.public.clone(),
         })?;
         Ok(match old_pid {
             Some(old_pid) => Start::Restarted { old_pid, running },
@@ -379,11 +479,39 @@ impl Local {
         })
     }
 
+    /// After the machines that joined changed: writes the config again and has the running
+    /// server read it (SIGHUP); a machine no longer listed loses its connections at once.
+    pub(crate) fn reload(&self) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
+        let Some(r) = self.running() else {
+            return Ok(());
+        };
+        let user = self.credential()?;
+        let http = r.public.as_ref().and_then(|p| p.http_port);
+        let (mut config, _) = self.server_config(&user, http)?;
+        if r.foreground {
+            config.log_file = None;
+        }
+        config
+            .write_config(r.port)
+            .map_err(|e| anyhow!("cannot write the local server's config: {e}"))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(r.pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "cannot tell the local server (pid {}) to reload: {e}",
+                r.pid
+            )
+        })
+    }
+
     /// A connection to this server as its owner: its address and credential, nothing else
     /// from `base` but the prefix.
-    pub(crate) fn client_conn(&self, base: &Conn, port: u16) -> Conn {
+    pub(crate) fn client_conn(&self, base: &Conn, running: &Running) -> Conn {
         Conn {
-            urls: vec![format!("nats://127.0.0.1:{port}")],
+            urls: vec![running.url()],
             source: Source::Default,
             user: None,
             password: None,
@@ -392,7 +520,7 @@ impl Local {
             nkey: None,
             cert: None,
             key: None,
-            ca: None,
+            ca: running.public.as_ref().map(|p| p.ca.clone()),
             tls_first: false,
             inbox_prefix: None,
             js_domain: None,
@@ -435,25 +563,37 @@ impl Local {
         }
         self.forget();
         // exec keeps the pid: the server that runs is this process.
+        let user = match self.credential() {
+            Ok(u) => u,
+            Err(e) => return e,
+        };
+        let (mut config, public) = match self.server_config(&user, None) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
         if let Err(e) = self.write_state(&State {
             pid: std::process::id(),
             port: self.port,
             mode: "foreground".into(),
             max_store: Some(self.max_store),
+            public,
         }) {
             return e;
         }
-        let user = match self.credential() {
-            Ok(u) => u,
-            Err(e) => return e,
-        };
-        let mut config = self.server_config(&user);
         config.log_file = None;
         // The lock's descriptor is close-on-exec: exec releases it.
         let error = start_error(config.exec());
         drop(lock);
         error
     }
+}
+
+/// The rendezvous user's password, which nobody needs: whoever has no login is that user.
+/// It stays the same from one config to the next, since a server that reloads a user whose
+/// password changed drops its connections, and with them a join under way.
+fn join_password(owner: &str) -> String {
+    crate::protocol::join::sha256_hex(format!("skypipe rendezvous {owner}").as_bytes())[..32]
+        .to_string()
 }
 
 fn start_error(e: skypipe_nats::Error) -> anyhow::Error {
@@ -472,6 +612,16 @@ fn version_of(info_json: &str) -> Option<String> {
 
 fn show(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Where the owner reaches the local server when it runs public (its URL and CA), from the
+/// state it recorded; `None` when it is not public (or not running).
+pub(crate) fn owner_route(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, PathBuf)> {
+    let dir = data_dir(env).ok()?;
+    let text = std::fs::read_to_string(dir.join("server.json")).ok()?;
+    let state: State = serde_json::from_str(&text).ok()?;
+    let public = state.public?;
+    Some((format!("tls://{}:{}", public.host, state.port), public.ca))
 }
 
 /// Before a pipe command: when nothing names a server and nothing answers at the default
@@ -500,14 +650,17 @@ pub(crate) async fn autostart(
                 return Ok(Found::Other);
             }
             let ours = local.ok().and_then(|l| {
-                let r = l.running().filter(|r| r.port == port)?;
+                // A public one lets strangers in only to knock at an invite.
+                let r = l
+                    .running()
+                    .filter(|r| r.port == port && r.public.is_none())?;
                 // Ready for its next start; the warning below says how to get there now.
                 let _ = l.prepare_upgrade(port);
                 Some(r)
             });
             return Ok(ours.map_or(Found::Other, Found::Open));
         }
-        match local?.start(false)? {
+        match local?.start(false, false)? {
             Start::Started(r) | Start::Restarted { running: r, .. } => Ok(Found::Started(r)),
             Start::AlreadyRunning(_) => Ok(Found::Other),
         }
@@ -563,20 +716,64 @@ pub(crate) async fn cmd_start(
     args: &LocalServerArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<i32> {
+    let changed = settle_public(args, env)?;
     let local = local_for(conn, args, env)?;
     let dir = local.dir.clone();
     let log = local.log_file();
+    let public = local.public.clone();
+    let listening = public
+        .as_ref()
+        .map(|p| format!("{}:{}", p.host(), local.port));
     let outcome = tokio::task::spawn_blocking(move || {
-        let outcome = local.start(true)?;
+        let outcome = local.start(true, changed)?;
         let open = match &outcome {
-            Start::AlreadyRunning(r) => lets_anyone_in(r.port),
+            Start::AlreadyRunning(r) => r.public.is_none() && lets_anyone_in(r.port),
             _ => false,
         };
         anyhow::Ok((outcome, open))
     })
     .await
     .map_err(|e| anyhow!("the local server's starter failed: {e}"))??;
+    if let (Some(p), Some(at)) = (&public, &listening) {
+        let names = crate::admin::tls::names_for(p.listen, &p.names);
+        let cert = match &p.own_tls {
+            Some(own) => format!("the certificate {}", show(&own.cert)),
+            None => format!("a certificate for {}", names.join(", ")),
+        };
+        let ws = p
+            .websocket
+            .map(|w| format!(", WebSocket on port {w}"))
+            .unwrap_or_default();
+        match &outcome.0 {
+            Start::AlreadyRunning(r) if r.public.is_some() => println!(
+                "the local server already runs (pid {}), public on {at} (TLS{ws})",
+                r.pid
+            ),
+            Start::AlreadyRunning(r) => println!(
+                "the local server already runs (pid {}) and listens on 127.0.0.1 only (it was \
+                 started by `skypipe server run`: restart that to make it public)",
+                r.pid
+            ),
+            _ => println!(
+                "skypipe: the local server now listens on {at} (TLS, {cert}{ws}); data in {}, \
+                 log in {}; `skypipe invite` lets another machine in",
+                show(&dir),
+                show(&log)
+            ),
+        }
+        return Ok(code::OK);
+    }
     match outcome {
+        (Start::Restarted { old_pid, running }, _) if changed => {
+            println!(
+                "restarted the local server at {} (pid {old_pid} is now pid {}), on 127.0.0.1 \
+                 only; data in {}, log in {}",
+                running.url(),
+                running.pid,
+                show(&dir),
+                show(&log)
+            );
+        }
         (Start::Started(r), _) => {
             println!(
                 "started the local server at {} (pid {}); data in {}, log in {}",
@@ -616,6 +813,69 @@ pub(crate) async fn cmd_start(
     Ok(code::OK)
 }
 
+/// Saves or forgets how the server is public, as `--public`/`--no-public` say. `true` when
+/// that changed what the server should be.
+fn settle_public(
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<bool> {
+    use crate::error::Failure;
+    let dir = data_dir(env)?;
+    let old = Public::load(&dir)?;
+    let new = if args.public {
+        let (listen, port) = match &args.listen {
+            Some(text) => public::parse_listen(text).map_err(Failure::Usage)?,
+            None => (std::net::Ipv4Addr::UNSPECIFIED.into(), None),
+        };
+        let own_tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                for (what, f) in [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)] {
+                    std::fs::File::open(f).map_err(|e| anyhow!("{what} {}: {e}", show(f)))?;
+                }
+                let abs = |f: &PathBuf| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+                Some(public::OwnTls {
+                    cert: abs(cert),
+                    key: abs(key),
+                    ca: abs(ca),
+                })
+            }
+            _ => None,
+        };
+        for name in &args.names {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+            {
+                return Err(Failure::Usage(format!(
+                    "--name {name:?}: give a host name or an address"
+                ))
+                .into());
+            }
+        }
+        Some(Public {
+            listen,
+            port,
+            names: args.names.clone(),
+            own_tls,
+            websocket: args.websocket,
+        })
+    } else if args.no_public {
+        None
+    } else {
+        return Ok(false);
+    };
+    if new == old {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", show(&dir)))?;
+    match &new {
+        Some(p) => p.save(&dir)?,
+        None => Public::forget(&dir)?,
+    }
+    Ok(true)
+}
+
 /// `skypipe server stop`.
 pub(crate) async fn cmd_stop(
     conn: &Conn,
@@ -638,6 +898,7 @@ pub(crate) fn cmd_run(
     args: &LocalServerArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<i32> {
+    settle_public(args, env)?;
     let local = local_for(conn, args, env)?;
     Err(local.run_foreground())
 }
@@ -654,7 +915,8 @@ pub(crate) async fn cmd_status(
     let (running, info) = tokio::task::spawn_blocking(move || {
         let r = probe.running();
         let port = r.as_ref().map_or(probe.port, |r| r.port);
-        (r, skypipe_nats::server_info(port, PROBE_WAIT))
+        let at = std::net::SocketAddr::new(probe.probe_address().ip(), port);
+        (r, skypipe_nats::server_info_at(at, PROBE_WAIT))
     })
     .await
     .map_err(|e| anyhow!("status failed: {e}"))?;
@@ -683,6 +945,17 @@ pub(crate) async fn cmd_status(
         ))
     );
     println!("  data:     {}", show(&local.dir));
+    if let Some(p) = &r.public {
+        let machines = public::load_machines(&local.dir).map_or(0, |m| m.len());
+        println!(
+            "  public:   yes, with TLS (CA {}){}; {machines} machine{} joined",
+            show(&p.ca),
+            p.websocket
+                .map(|w| format!(", WebSocket on port {w}"))
+                .unwrap_or_default(),
+            if machines == 1 { "" } else { "s" }
+        );
+    }
     if r.foreground {
         println!("  log:      standard error of `skypipe server run`");
     } else {
@@ -696,6 +969,11 @@ pub(crate) async fn cmd_status(
         println!("  store:    at most {} on disk", human_bytes(max));
     }
     match info.as_deref() {
+        Some(_) if r.public.is_some() => println!(
+            "  auth:     required; skypipe logs in with the key in {}, joined machines with \
+             theirs, anyone else may only knock at an invite",
+            show(&local.nkey_file())
+        ),
         Some(i) if auth_required(i) => println!(
             "  auth:     required; skypipe logs in with the key in {}",
             show(&local.nkey_file())
@@ -708,7 +986,7 @@ pub(crate) async fn cmd_status(
     }
     println!(
         "  pipes:    {}",
-        pipes_stored(&local.client_conn(conn, r.port)).await
+        pipes_stored(&local.client_conn(conn, &r)).await
     );
     say_what_skypipe_uses(conn);
     Ok(code::OK)

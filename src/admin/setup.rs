@@ -494,26 +494,57 @@ pub(crate) async fn cmd_setup(
         return finish(&report, "; nothing was saved");
     };
     let replicas = session.replicas;
+    println!("all checks passed");
+    save_context(name, conn, replicas, &nats_dir, &skypipe_dir, args.select)?;
+    Ok(code::OK)
+}
 
+/// Runs the checks of `skypipe check`, printing them; an error when one failed. The
+/// replicas for skypipe's streams on that server when they pass.
+pub(crate) async fn checked(conn: &Conn) -> anyhow::Result<usize> {
+    let (report, session) = run_checks(conn).await;
+    match session {
+        Some(s) if report.failed.is_empty() => {
+            println!("all checks passed");
+            Ok(s.replicas)
+        }
+        _ => Err(anyhow!(
+            "{} check{} failed ({})",
+            report.failed.len(),
+            if report.failed.len() == 1 { "" } else { "s" },
+            report.failed.join(", ")
+        )),
+    }
+}
+
+/// Saves a checked server as natscli context `name` and names it in skypipe's config file;
+/// with `select`, in the natscli's `context.txt` too.
+pub(crate) fn save_context(
+    name: &str,
+    conn: &Conn,
+    replicas: usize,
+    nats_dir: &std::path::Path,
+    skypipe_dir: &std::path::Path,
+    select: bool,
+) -> anyhow::Result<()> {
     let ctx_path = nats_dir.join("context").join(format!("{name}.json"));
     write_context(&ctx_path, conn, replicas)?;
     let cfg_path = skypipe_dir.join("config.json");
     merge_json(&cfg_path, |m| {
         m.insert("context".into(), Value::String(name.to_string()));
     })?;
-    println!("all checks passed");
     println!("saved context {name:?} in {}", ctx_path.display());
     println!(
         "skypipe uses it from now on ({} names it); --context, NATS_CONTEXT, NATS_URL and \
          --server still win",
         cfg_path.display()
     );
-    if args.select {
+    if select {
         let txt = nats_dir.join("context.txt");
         write_private(&txt, name.as_bytes())?;
         println!("selected it for the natscli too ({})", txt.display());
     } else {
         println!("the natscli's selected context is unchanged (--select changes it too)");
     }
-    Ok(code::OK)
+    Ok(())
 }

@@ -14,6 +14,8 @@ use crate::error::Failure;
 use crate::protocol::crypto::{Crypto, Opener, Place};
 use crate::protocol::pipe::{self, Layout, PipeName};
 
+/// What [`Denied`] holds when the server turned a reconnect's login down.
+const LOGIN_REFUSED: &str = "authorization violation";
 /// How long an unreachable server may take to say so.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a taken ticket stays with its receiver without a progress ack.
@@ -192,13 +194,27 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
             let tx = denied_tx.clone();
             async move {
                 tracing::debug!("connection event: {event}");
-                if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = event
-                {
-                    if text.to_ascii_lowercase().contains("permissions violation") {
-                        tx.send_if_modified(|slot| {
-                            slot.is_none().then(|| *slot = Some(text)).is_some()
-                        });
+                let text = match event {
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                        if text.to_ascii_lowercase().contains("permissions violation") =>
+                    {
+                        Some(text)
                     }
+                    // A reconnect turned down: the login was revoked (or changed) meanwhile.
+                    async_nats::Event::ServerError(
+                        async_nats::ServerError::AuthorizationViolation,
+                    ) => Some(LOGIN_REFUSED.to_string()),
+                    async_nats::Event::ClientError(e)
+                        if e.to_string().contains("authorization violation") =>
+                    {
+                        Some(LOGIN_REFUSED.to_string())
+                    }
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    tx.send_if_modified(|slot| {
+                        slot.is_none().then(|| *slot = Some(text)).is_some()
+                    });
                 }
             }
         });
@@ -351,6 +367,12 @@ fn tls_hint(text: &str) -> Option<&'static str> {
 
 /// The error for a permission violation, naming the prefix the user may be missing.
 pub(crate) fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
+    if text == LOGIN_REFUSED {
+        return anyhow!(
+            "the server at {url} no longer lets this login in (authorization violation): it was \
+             revoked (`skypipe invite revoke`) or changed"
+        );
+    }
     anyhow!(
         "permission denied by the server at {url}: {text}; the user needs the permissions for \
          prefix {:?} (see \"Permissions\" in the README), or another --prefix",

@@ -33,6 +33,9 @@ pub(crate) struct ContextFile {
     pub(crate) skypipe_prefix: String,
     /// skypipe's own: replicas of the streams it creates (0: not set).
     pub(crate) skypipe_replicas: usize,
+    /// skypipe's own: the file with the end-to-end secret (`skypipe join` of an invite made
+    /// with `--with-secret`).
+    pub(crate) skypipe_secret_file: String,
 }
 
 /// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
@@ -162,6 +165,16 @@ pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow
             Value::String(conn.layout.prefix().to_string()),
         );
         m.insert("skypipe_replicas".into(), Value::from(replicas));
+        m.insert(
+            "inbox_prefix".into(),
+            Value::String(conn.inbox_prefix.clone().unwrap_or_default()),
+        );
+        if let Some(secret) = &conn.secret_file {
+            m.insert(
+                "skypipe_secret_file".into(),
+                Value::String(absolute(secret)),
+            );
+        }
     })
 }
 

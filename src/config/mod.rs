@@ -1,7 +1,7 @@
 //! Validated settings, built from the command line, the environment and natscli context
 //! files. First match wins: flag, then `NATS_*` variable, then the context, then defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod contexts;
@@ -130,6 +130,10 @@ pub(crate) struct Conn {
     pub(crate) local_max_store: u64,
     /// How long to keep trying a server that went away.
     pub(crate) retry: RetryPolicy,
+    /// The secret to seal with when neither `--secret-file` nor `SKYPIPE_SECRET` gives one:
+    /// the context's `skypipe_secret_file`, or for the local server the one `skypipe invite
+    /// --with-secret` made (`secret` in the data directory). It may not exist.
+    pub(crate) secret_file: Option<PathBuf>,
 }
 
 impl Conn {
@@ -430,6 +434,22 @@ pub(crate) fn resolve_conn(
     .flatten()
     .map(|dir| dir.join(crate::admin::local::NKEY_FILE));
 
+    // The local server made public listens with TLS where it was told to: its owner reaches
+    // it there and pins its CA.
+    let (urls, ca) = match (&source, &ca) {
+        (Source::Default, None) => match crate::admin::local::owner_route(env) {
+            Some((url, ca)) => (vec![url], Some(ca)),
+            None => (urls, ca),
+        },
+        _ => (urls, ca),
+    };
+    let secret_file = match &source {
+        Source::Default => crate::admin::local::data_dir(env)
+            .ok()
+            .map(|d| d.join(crate::admin::local::SECRET_FILE)),
+        _ => nonempty(&ctx.skypipe_secret_file).map(|p| expand_home(&p, env)),
+    };
+
     Ok(Conn {
         urls,
         source,
@@ -451,6 +471,7 @@ pub(crate) fn resolve_conn(
         local_nkey,
         local_max_store,
         retry: RetryPolicy::from_env(env),
+        secret_file,
     })
 }
 
@@ -545,8 +566,16 @@ pub(crate) struct PipeSettings {
 pub(crate) fn resolve_crypto(
     cli: &Cli,
     env: &dyn Fn(&str) -> Option<String>,
+    saved: Option<&Path>,
 ) -> Result<Crypto, ConfigError> {
-    let secret = match &cli.secret_file {
+    let saved = saved.filter(|p| p.exists()).map(Path::to_path_buf);
+    let from_env = env("SKYPIPE_SECRET").filter(|s| !s.is_empty());
+    let file = match (&cli.secret_file, &from_env) {
+        (Some(f), _) => Some(f.clone()),
+        (None, None) => saved,
+        (None, Some(_)) => None,
+    };
+    let secret = match &file {
         Some(path) => {
             let mut bytes = std::fs::read(path).map_err(|e| ConfigError::File {
                 what: "secret",
@@ -564,9 +593,7 @@ pub(crate) fn resolve_crypto(
             }
             Some(Secret::new(bytes))
         }
-        None => env("SKYPIPE_SECRET")
-            .filter(|s| !s.is_empty())
-            .map(|s| Secret::new(s.into_bytes())),
+        None => from_env.map(|s| Secret::new(s.into_bytes())),
     };
     Ok(Crypto {
         secret,
@@ -592,6 +619,7 @@ pub(crate) fn pipe_settings(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PipeSettings, ConfigError> {
     let pipe = PipeName::new(cli.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
+    let conn = resolve_conn(&cli.conn, env)?;
     let mode = if cli.send {
         Mode::Send
     } else if cli.listen {
@@ -616,8 +644,8 @@ pub(crate) fn pipe_settings(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ),
         quiet: cli.quiet,
-        conn: resolve_conn(&cli.conn, env)?,
-        crypto: resolve_crypto(cli, env)?,
+        crypto: resolve_crypto(cli, env, conn.secret_file.as_deref())?,
+        conn,
     })
 }
 
@@ -849,20 +877,20 @@ mod tests {
         std::fs::write(&file, "from file\r\n").expect("write");
         let env = env_of(&[("SKYPIPE_SECRET", "from env")]);
         let with_file = Cli::parse_from(["skypipe", "--secret-file", &file.to_string_lossy()]);
-        let c = resolve_crypto(&with_file, &env).expect("ok");
+        let c = resolve_crypto(&with_file, &env, None).expect("ok");
         assert!(c.secret.is_some());
         assert!(!format!("{c:?}").contains("from"), "never printed: {c:?}");
         let plain = Cli::parse_from(["skypipe", "--allow-plaintext"]);
-        let c = resolve_crypto(&plain, &env_of(&[("SKYPIPE_SECRET", "")])).expect("ok");
+        let c = resolve_crypto(&plain, &env_of(&[("SKYPIPE_SECRET", "")]), None).expect("ok");
         assert!(c.secret.is_none() && c.allow_plaintext);
         std::fs::write(&file, "\n").expect("write");
         assert!(matches!(
-            resolve_crypto(&with_file, &env),
+            resolve_crypto(&with_file, &env, None),
             Err(ConfigError::EmptySecret(_))
         ));
         let missing = Cli::parse_from(["skypipe", "--secret-file", "/nonexistent/s"]);
         assert!(matches!(
-            resolve_crypto(&missing, &env),
+            resolve_crypto(&missing, &env, None),
             Err(ConfigError::File { .. })
         ));
     }

@@ -2,4 +2,5 @@
 //! sealing of chunks.
 
 pub(crate) mod crypto;
+pub(crate) mod join;
 pub(crate) mod pipe;

@@ -391,7 +391,7 @@ pub(super) fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
           "$JS.ACK.{prefix}-data.>", "$JS.ACK.{prefix}-queue.>",
           "$JS.FC.{prefix}-data.>"
         ] }}
-        subscribe: {{ allow: [ "_INBOX.>", "{prefix}.presence.>" ] }}
+        subscribe: {{ allow: [ "_INBOX.>", "{prefix}.presence.>", "{prefix}.q.>" ] }}
       }}
     }}"#
     )

@@ -9,6 +9,7 @@ mod crypto;
 mod examples;
 mod faults;
 mod follow;
+mod machines;
 mod malformed;
 mod monitor;
 mod proxy;

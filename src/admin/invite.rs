@@ -1,0 +1,532 @@
+//! `skypipe invite`: lets one other machine into this machine's public server with a short
+//! code, and `skypipe invite list|revoke` for the machines that joined. The exchange itself is
+//! in `crate::protocol::join` and docs/protocol.md, "Joining".
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _};
+use futures::StreamExt as _;
+use nix::fcntl::{Flock, FlockArg};
+use rand::seq::SliceRandom as _;
+
+use crate::admin::local::{Local, Running, SECRET_FILE};
+use crate::admin::public::{self, Machine, Public};
+use crate::cli::{InviteAction, InviteArgs};
+use crate::config::Conn;
+use crate::error::{code, Failure};
+use crate::protocol::join::{
+    invite_subject, Channel, Code, Envelope, Hello, HelloReply, Joiner, Outcome, Pake, Side,
+    Welcome, JOIN_ROOT, JOIN_VERSION, MAX_NAMEPLATE,
+};
+
+/// How long the joiner may take between the steps of the exchange: its checks of the server
+/// included.
+const STEP_WAIT: Duration = Duration::from_secs(90);
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `skypipe invite ...`.
+pub(crate) async fn cmd_invite(
+    conn: &Conn,
+    args: &InviteArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let local = Local::new(env, conn.local_port, conn.local_max_store)?;
+    match &args.action {
+        Some(InviteAction::List { json }) => list(&local, *json).await,
+        Some(InviteAction::Revoke { name }) => revoke(local, name).await,
+        None => invite(conn, local, args, env).await,
+    }
+}
+
+/// The public local server, running, or why not.
+fn public_running(local: &Local) -> anyhow::Result<(Public, Running)> {
+    let Some(public) = local.public.clone() else {
+        return Err(anyhow!(
+            "this machine's server is not public: run `skypipe server start --public` first \
+             (invites let other machines into skypipe's local server)"
+        ));
+    };
+    match local.running() {
+        Some(r) if r.public.is_some() => Ok((public, r)),
+        Some(_) => Err(anyhow!(
+            "the local server runs on 127.0.0.1 only: `skypipe server start --public` restarts it \
+             public (a `skypipe server run` must be restarted by whoever runs it)"
+        )),
+        None => Err(anyhow!(
+            "the local server is not running: `skypipe server start --public` starts it"
+        )),
+    }
+}
+
+/// Takes a free nameplate: a lock held while the invite waits.
+fn claim_nameplate(local: &Local) -> anyhow::Result<(u16, Flock<File>)> {
+    let dir = local.dir.join("invites");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut numbers: Vec<u16> = (1..=MAX_NAMEPLATE).collect();
+    numbers.shuffle(&mut rand::rng());
+    for n in numbers {
+        let path = dir.join(format!("{n}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return Ok((n, lock));
+        }
+    }
+    Err(anyhow!(
+        "{MAX_NAMEPLATE} invites are waiting already on this machine; let some end first"
+    ))
+}
+
+/// The secret to hand over, made and saved when there is none.
+fn secret_to_share(
+    local: &Local,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(s) = env("SKYPIPE_SECRET").filter(|s| !s.is_empty()) {
+        return Ok((s, None));
+    }
+    let path = local.dir.join(SECRET_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim_end_matches(['\n', '\r']).to_string();
+        if !text.is_empty() {
+            return Ok((text, None));
+        }
+    }
+    use rand::TryRngCore as _;
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng
+        .try_fill_bytes(raw.as_mut())
+        .map_err(|e| anyhow!("no randomness for a secret: {e}"))?;
+    let secret = crate::protocol::join::b64(raw.as_ref());
+    skypipe_nats::write_private(&path, &format!("{secret}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((secret, Some(path)))
+}
+
+async fn invite(
+    conn: &Conn,
+    local: Local,
+    args: &InviteArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let (public, running) = public_running(&local)?;
+    let tls = public.tls(&local.dir)?;
+    let (nameplate, _claim) = claim_nameplate(&local)?;
+    let code = Code::random(nameplate);
+    let session = crate::client::session::connect(&local.client_conn(conn, &running)).await?;
+    let client = session.client.clone();
+    let mut knock = client
+        .subscribe(invite_subject(nameplate))
+        .await
+        .map_err(|e| anyhow!("cannot wait for the other machine: {e}"))?;
+    client.flush().await.ok();
+
+    let host = public.advertised_host();
+    let target = if running.port == 4222 {
+        host.clone()
+    } else {
+        format!("{host}:{}", running.port)
+    };
+    println!("On the other machine, run:");
+    println!("    skypipe join {target} {code}");
+    println!(
+        "(valid for {}, once; waiting...)",
+        humantime::format_duration(args.expires)
+    );
+    use std::io::Write as _;
+    std::io::stdout().flush().ok();
+
+    let first = tokio::time::timeout(args.expires, knock.next()).await;
+    // Whatever comes, the code is used up.
+    let _ = knock.unsubscribe().await;
+    let msg = match first {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(anyhow!("lost the connection to the local server")),
+        Err(_) => {
+            return Err(Failure::TimedOut(format!(
+                "the code {code} expired after {} with no machine joining",
+                humantime::format_duration(args.expires)
+            ))
+            .into())
+        }
+    };
+    let Some(reply_to) = msg.reply.clone() else {
+        return Err(anyhow!(
+            "someone knocked without a reply address: the code {code} is dead, run `skypipe \
+             invite` again"
+        ));
+    };
+    let hello: Hello = match serde_json::from_slice(&msg.payload) {
+        Ok(h) => h,
+        Err(_) => {
+            return Err(anyhow!(
+                "something that is not skypipe knocked: the code {code} is dead, run `skypipe \
+                 invite` again"
+            ))
+        }
+    };
+    let refuse = |error: String| {
+        let reply = HelloReply {
+            error: Some(error),
+            ..HelloReply::default()
+        };
+        serde_json::to_vec(&reply).unwrap_or_default()
+    };
+    if hello.v != JOIN_VERSION {
+        let why = format!(
+            "the joining skypipe speaks join version {}, this one {JOIN_VERSION}: use the same \
+             skypipe version on both machines",
+            hello.v
+        );
+        client
+            .publish(reply_to, refuse(why.clone()).into())
+            .await
+            .ok();
+        client.flush().await.ok();
+        return Err(anyhow!("{why}"));
+    }
+    let (pake, ours) = Pake::start(Side::Host, &code);
+    let channel =
+        match crate::protocol::join::unb64(&hello.pake).and_then(|theirs| pake.finish(&theirs)) {
+            Ok(c) => c,
+            Err(e) => {
+                client
+                    .publish(reply_to, refuse(e.clone()).into())
+                    .await
+                    .ok();
+                return Err(anyhow!(
+                    "a malformed join attempt ({e}): the code {code} is dead"
+                ));
+            }
+        };
+    let session_subject = format!("{JOIN_ROOT}.{nameplate}.{}", random_hex());
+    let mut steps = client
+        .subscribe(session_subject.clone())
+        .await
+        .map_err(|e| anyhow!("cannot talk to the other machine: {e}"))?;
+    let reply = HelloReply {
+        v: JOIN_VERSION,
+        pake: crate::protocol::join::b64(&ours),
+        session: session_subject,
+        error: None,
+    };
+    client
+        .publish(reply_to, serde_json::to_vec(&reply)?.into())
+        .await
+        .map_err(|e| anyhow!("cannot answer the other machine: {e}"))?;
+
+    // Step 1: who it is. A message that does not open is a wrong code.
+    let (joiner, reply_to) = next_sealed::<Joiner>(&mut steps, &channel, 0).await?;
+    let joiner = match joiner {
+        Ok(j) => j,
+        Err(why) => {
+            send_envelope(&client, reply_to, None, Some(why.clone())).await;
+            return Err(anyhow!("{why}"));
+        }
+    };
+    if !joiner.nkey.starts_with('U') || nkeys::KeyPair::from_public_key(&joiner.nkey).is_err() {
+        let why = "the joining machine sent no valid user key".to_string();
+        send_envelope(&client, reply_to, None, Some(why.clone())).await;
+        return Err(anyhow!("{why}; nothing was changed"));
+    }
+    let mut machines = public::load_machines(&local.dir)?;
+    let wanted = args
+        .as_name
+        .as_deref()
+        .map_or_else(|| public::machine_name(&joiner.name), public::machine_name);
+    let mut name = wanted.clone();
+    let mut n = 2;
+    while machines.iter().any(|m| m.name == name) {
+        name = format!("{wanted}-{n}");
+        n += 1;
+    }
+    let prefix = conn.layout.prefix().to_string();
+    let machine = Machine {
+        name: name.clone(),
+        nkey: joiner.nkey.clone(),
+        prefix: prefix.clone(),
+        joined: now_secs(),
+        version: joiner.version.clone(),
+        last_seen: None,
+    };
+    let secret = if args.with_secret {
+        Some(secret_to_share(&local, env)?)
+    } else {
+        None
+    };
+    machines.push(machine.clone());
+    public::save_machines(&local.dir, &machines)?;
+    let undo = |local: &Local, name: &str| -> anyhow::Result<()> {
+        let mut machines = public::load_machines(&local.dir)?;
+        machines.retain(|m| m.name != name);
+        public::save_machines(&local.dir, &machines)?;
+        local.reload()
+    };
+    if let Err(e) = local.reload() {
+        let _ = undo(&local, &name);
+        send_envelope(&client, reply_to, None, Some("the host failed".into())).await;
+        return Err(e);
+    }
+    let welcome = Welcome {
+        name: name.clone(),
+        urls: public.urls(running.port),
+        ca_pem: tls.ca_pem()?,
+        cert_sha256: tls.cert_sha256()?,
+        prefix,
+        inbox_prefix: machine.inbox_prefix(),
+        secret: secret.as_ref().map(|(s, _)| s.clone()),
+    };
+    let sealed = channel
+        .seal(Side::Host, 0, &welcome)
+        .map_err(|e| anyhow!("{e}"))?;
+    send_envelope(&client, reply_to, Some(sealed), None).await;
+
+    // Step 2: whether it got in as itself.
+    let outcome = next_sealed::<Outcome>(&mut steps, &channel, 1).await;
+    let outcome = match outcome {
+        Ok((Ok(o), reply_to)) => {
+            send_envelope(&client, reply_to, None, None).await;
+            o
+        }
+        Ok((Err(why), _)) => Outcome {
+            ok: false,
+            error: Some(why),
+        },
+        Err(e) => Outcome {
+            ok: false,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    if !outcome.ok {
+        undo(&local, &name)?;
+        return Err(anyhow!(
+            "{} did not join: {}; nothing was kept",
+            public::machine_name(&joiner.name),
+            outcome.error.unwrap_or_else(|| "no reason given".into())
+        ));
+    }
+    println!("{} joined as {name:?}", public::machine_name(&joiner.name));
+    if let Some((_, Some(path))) = &secret {
+        println!(
+            "made an end-to-end secret for both machines ({}): payloads sent through this \
+             server are sealed with it",
+            path.display()
+        );
+    }
+    Ok(code::OK)
+}
+
+fn random_hex() -> String {
+    let raw: [u8; 12] = rand::random();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The next message on the session subject, opened as message `n` of the joiner, with where
+/// to answer it. `Ok((Err(why), _))`: it came but does not open (a wrong code).
+async fn next_sealed<T: for<'de> serde::Deserialize<'de>>(
+    steps: &mut async_nats::Subscriber,
+    channel: &Channel,
+    n: u32,
+) -> anyhow::Result<(Result<T, String>, async_nats::Subject)> {
+    let msg = match tokio::time::timeout(STEP_WAIT, steps.next()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(anyhow!("lost the connection to the local server")),
+        Err(_) => {
+            return Err(anyhow!(
+                "the other machine went quiet for {}",
+                humantime::format_duration(STEP_WAIT)
+            ))
+        }
+    };
+    let reply_to = msg
+        .reply
+        .clone()
+        .ok_or_else(|| anyhow!("the other machine sent no reply address"))?;
+    let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap_or_default();
+    if let Some(error) = envelope.error {
+        return Ok((Err(format!("the other machine gave up: {error}")), reply_to));
+    }
+    let opened = match envelope
+        .sealed
+        .as_deref()
+        .map(|s| channel.open::<T>(Side::Joiner, n, s))
+    {
+        Some(Ok(t)) => Ok(t),
+        Some(Err(Some(why))) => Err(why),
+        _ => Err(
+            "a machine tried to join with a wrong code; the code is dead now: run \
+                  `skypipe invite` again for a new one"
+                .to_string(),
+        ),
+    };
+    Ok((opened, reply_to))
+}
+
+async fn send_envelope(
+    client: &async_nats::Client,
+    to: async_nats::Subject,
+    sealed: Option<String>,
+    error: Option<String>,
+) {
+    let envelope = Envelope { sealed, error };
+    if let Ok(body) = serde_json::to_vec(&envelope) {
+        let _ = client.publish(to, body.into()).await;
+        let _ = client.flush().await;
+    }
+}
+
+/// The nkeys connected now, from the server's monitoring port on 127.0.0.1.
+async fn connected_keys(running: &Running) -> Option<Vec<String>> {
+    let port = running.public.as_ref()?.http_port?;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        write!(
+            stream,
+            "GET /connz?auth=true&limit=100000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let body = &text[text.find("\r\n\r\n")? + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let keys = v
+            .get("connections")?
+            .as_array()?
+            .iter()
+            .filter_map(|c| c.get("authorized_user")?.as_str().map(str::to_string))
+            .collect();
+        Some(keys)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn ago(secs: u64) -> String {
+    let d = now_secs().saturating_sub(secs);
+    if d < 60 {
+        return "just now".into();
+    }
+    let rounded = Duration::from_secs(if d < 3600 {
+        d / 60 * 60
+    } else {
+        d / 3600 * 3600
+    });
+    format!("{} ago", humantime::format_duration(rounded))
+}
+
+/// `skypipe invite list`.
+async fn list(local: &Local, json: bool) -> anyhow::Result<i32> {
+    let mut machines = public::load_machines(&local.dir)?;
+    let connected = match local.running() {
+        Some(r) => connected_keys(&r).await,
+        None => None,
+    };
+    let now = now_secs();
+    let mut changed = false;
+    let mut rows = Vec::new();
+    for m in &mut machines {
+        let on = connected
+            .as_ref()
+            .is_some_and(|keys| keys.contains(&m.nkey));
+        if on {
+            m.last_seen = Some(now);
+            changed = true;
+        }
+        rows.push((m.clone(), on));
+    }
+    if changed {
+        public::save_machines(&local.dir, &machines)?;
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(m, on)| {
+                serde_json::json!({
+                    "name": m.name,
+                    "prefix": m.prefix,
+                    "nkey": m.nkey,
+                    "joined": m.joined,
+                    "version": m.version,
+                    "connected": on,
+                    "last_seen": m.last_seen,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(code::OK);
+    }
+    if rows.is_empty() {
+        println!("no machine has joined; `skypipe invite` lets one in");
+        return Ok(code::OK);
+    }
+    let width = rows
+        .iter()
+        .map(|(m, _)| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:10}  {:16}  LAST SEEN",
+        "NAME", "PREFIX", "JOINED"
+    );
+    for (m, on) in rows {
+        let seen = if on {
+            "connected now".to_string()
+        } else if connected.is_none() {
+            m.last_seen
+                .map_or("unknown (server not running)".into(), ago)
+        } else {
+            m.last_seen.map_or("not yet".into(), ago)
+        };
+        println!(
+            "{:width$}  {:10}  {:16}  {seen}",
+            m.name,
+            m.prefix,
+            ago(m.joined)
+        );
+    }
+    Ok(code::OK)
+}
+
+/// `skypipe invite revoke NAME`.
+async fn revoke(local: Local, name: &str) -> anyhow::Result<i32> {
+    let mut machines = public::load_machines(&local.dir)?;
+    let before = machines.len();
+    machines.retain(|m| m.name != name);
+    if machines.len() == before {
+        let names: Vec<&str> = machines.iter().map(|m| m.name.as_str()).collect();
+        return Err(anyhow!(
+            "no machine named {name:?} has joined ({})",
+            if names.is_empty() {
+                "none has".to_string()
+            } else {
+                format!("these have: {}", names.join(", "))
+            }
+        ));
+    }
+    public::save_machines(&local.dir, &machines)?;
+    let running = local.running().is_some();
+    tokio::task::spawn_blocking(move || local.reload())
+        .await
+        .map_err(|e| anyhow!("reload failed: {e}"))??;
+    if running {
+        println!("revoked {name:?}: it is refused from now on and its connections were dropped");
+    } else {
+        println!("revoked {name:?}: the server will refuse it when it starts");
+    }
+    Ok(code::OK)
+}

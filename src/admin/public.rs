@@ -1,0 +1,317 @@
+//! The public server: its settings (`public.json` in the data directory), the machines that
+//! joined it (`machines.json`), and the part of the server's config they make: TLS, the
+//! logins and what each may do.
+//!
+//! Who gets in: the owner (the local credential, everything), each joined machine (its own
+//! nkey, its prefix only, replies under an inbox prefix of its own), and anyone else as the
+//! rendezvous user, who may only knock at a pending invite (`_SKYPIPE_JOIN.>`) and read the
+//! answers (`_SKYPIPE_JOIN_INBOX.>`): no pipe, no JetStream API.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::tls::{self, ServerTls};
+use crate::protocol::join::{JOIN_INBOX, JOIN_ROOT};
+
+const PUBLIC_FILE: &str = "public.json";
+const MACHINES_FILE: &str = "machines.json";
+/// The login of whoever connects without one.
+pub(crate) const JOIN_USER: &str = "skypipe-join";
+
+/// A certificate of the user's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) ca: PathBuf,
+}
+
+/// How the server is public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Public {
+    pub(crate) listen: IpAddr,
+    /// `None`: the local port.
+    #[serde(default)]
+    pub(crate) port: Option<u16>,
+    #[serde(default)]
+    pub(crate) names: Vec<String>,
+    #[serde(default)]
+    pub(crate) own_tls: Option<OwnTls>,
+    #[serde(default)]
+    pub(crate) websocket: Option<u16>,
+}
+
+impl Public {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Option<Public>> {
+        let path = dir.join(PUBLIC_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("{} is not skypipe's", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub(crate) fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        let path = dir.join(PUBLIC_FILE);
+        skypipe_nats::write_private(&path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub(crate) fn forget(dir: &Path) -> anyhow::Result<()> {
+        match std::fs::remove_file(dir.join(PUBLIC_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow!(
+                "cannot remove {}: {e}",
+                dir.join(PUBLIC_FILE).display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `listen` host as the server's config writes it.
+    pub(crate) fn host(&self) -> String {
+        match self.listen {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        }
+    }
+
+    /// Where this machine's own skypipe reaches the server.
+    pub(crate) fn client_host(&self) -> String {
+        match self.listen {
+            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".into(),
+            IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".into(),
+            _ => self.host(),
+        }
+    }
+
+    /// The certificate the server serves: the user's own, or one from skypipe's CA.
+    pub(crate) fn tls(&self, data_dir: &Path) -> anyhow::Result<ServerTls> {
+        match &self.own_tls {
+            Some(own) => Ok(ServerTls {
+                cert: own.cert.clone(),
+                key: own.key.clone(),
+                ca: own.ca.clone(),
+            }),
+            None => tls::ensure(
+                &data_dir.join("tls"),
+                &tls::names_for(self.listen, &self.names),
+            ),
+        }
+    }
+
+    /// The name other machines reach this one by: the first `--name`, else the address it
+    /// listens on, else its host name, else one of its addresses.
+    pub(crate) fn advertised_host(&self) -> String {
+        if let Some(n) = self.names.first() {
+            return n.clone();
+        }
+        if !self.listen.is_unspecified() {
+            return self.host();
+        }
+        if let Some(h) = tls::host_name() {
+            return h;
+        }
+        tls::interface_addresses()
+            .into_iter()
+            .find(|a| !a.is_loopback())
+            .map_or_else(|| "127.0.0.1".into(), |a| a.to_string())
+    }
+
+    /// The URLs a joined machine is given, the first to try first.
+    pub(crate) fn urls(&self, port: u16) -> Vec<String> {
+        let host = self.advertised_host();
+        let mut urls = vec![format!("tls://{host}:{port}")];
+        if let Some(ws) = self.websocket {
+            urls.push(format!("wss://{host}:{ws}"));
+        }
+        urls
+    }
+}
+
+/// A machine that joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Machine {
+    pub(crate) name: String,
+    /// Its public nkey.
+    pub(crate) nkey: String,
+    pub(crate) prefix: String,
+    /// When it joined, seconds since 1970.
+    pub(crate) joined: u64,
+    #[serde(default)]
+    pub(crate) version: String,
+    /// When skypipe last saw it connected, seconds since 1970.
+    #[serde(default)]
+    pub(crate) last_seen: Option<u64>,
+}
+
+impl Machine {
+    /// The inbox prefix its replies come under, apart from everyone else's.
+    pub(crate) fn inbox_prefix(&self) -> String {
+        inbox_prefix(&self.name)
+    }
+}
+
+pub(crate) fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX_{name}")
+}
+
+/// A name for a machine: letters, digits, '-' and '_' (others become '-'), at most 32.
+pub(crate) fn machine_name(wanted: &str) -> String {
+    let first = wanted.split('.').next().unwrap_or_default();
+    let name: String = first
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() {
+        "machine".into()
+    } else {
+        name
+    }
+}
+
+pub(crate) fn load_machines(dir: &Path) -> anyhow::Result<Vec<Machine>> {
+    let path = dir.join(MACHINES_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not skypipe's list of machines", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub(crate) fn save_machines(dir: &Path, machines: &[Machine]) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(machines)?;
+    let path = dir.join(MACHINES_FILE);
+    skypipe_nats::write_private(&path, &text)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What a user of prefix `p` may publish (README, "Permissions for a prefix").
+pub(crate) fn prefix_publish(p: &str) -> Vec<String> {
+    let mut allow = vec![format!("{p}.>"), "$JS.API.INFO".to_string()];
+    for s in ["data", "queue"] {
+        allow.push(format!("$JS.API.STREAM.CREATE.{p}-{s}"));
+        allow.push(format!("$JS.API.STREAM.INFO.{p}-{s}"));
+    }
+    allow.push(format!("$JS.API.STREAM.PURGE.{p}-data"));
+    allow.push(format!("$JS.API.STREAM.MSG.GET.{p}-data"));
+    for s in ["data", "queue"] {
+        allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}"));
+        allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}.>"));
+        allow.push(format!("$JS.API.CONSUMER.MSG.NEXT.{p}-{s}.>"));
+        allow.push(format!("$JS.ACK.{p}-{s}.>"));
+    }
+    allow.push(format!("$JS.FC.{p}-data.>"));
+    allow
+}
+
+/// What a user of prefix `p` whose replies come under `inbox` may subscribe to: its replies,
+/// the senders' signs of life, and the tickets a listener watches.
+pub(crate) fn prefix_subscribe(p: &str, inbox: &str) -> Vec<String> {
+    vec![
+        format!("{inbox}.>"),
+        format!("{p}.presence.>"),
+        format!("{p}.q.>"),
+    ]
+}
+
+fn quoted(list: &[String]) -> String {
+    list.iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The server config's logins: the owner, each machine, and the rendezvous user that anyone
+/// without a login is (`join_password` is random and never used: nobody logs in as it).
+pub(crate) fn render_auth(owner: &str, machines: &[Machine], join_password: &str) -> String {
+    let mut c = String::from("authorization {\n  users = [\n");
+    let _ = writeln!(c, "    {{ nkey: \"{owner}\" }}");
+    for m in machines {
+        let _ = writeln!(
+            c,
+            "    {{ nkey: \"{}\", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}",
+            m.nkey,
+            quoted(&prefix_publish(&m.prefix)),
+            quoted(&prefix_subscribe(&m.prefix, &m.inbox_prefix())),
+        );
+    }
+    let _ = writeln!(
+        c,
+        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.>\"] }} }} }}"
+    );
+    c.push_str("  ]\n}\n");
+    let _ = writeln!(c, "no_auth_user: \"{JOIN_USER}\"");
+    c
+}
+
+/// The config's TLS block for a certificate.
+pub(crate) fn render_tls(tls: &ServerTls) -> String {
+    format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n",
+        tls.cert.display(),
+        tls.key.display()
+    )
+}
+
+/// Reads `--listen ADDR[:PORT]`.
+pub(crate) fn parse_listen(text: &str) -> Result<(IpAddr, Option<u16>), String> {
+    let bad = || {
+        format!(
+            "--listen {text:?}: give an address of this machine, optionally with a port \
+             (0.0.0.0, 192.0.2.7:4222, [::]:4222)"
+        )
+    };
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    if let Ok(sa) = text.parse::<std::net::SocketAddr>() {
+        return Ok((sa.ip(), Some(sa.port()).filter(|p| *p != 0)));
+    }
+    let trimmed = text.trim_start_matches('[').trim_end_matches(']');
+    trimmed
+        .parse::<IpAddr>()
+        .map(|ip| (ip, None))
+        .map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("0.0.0.0"),
+            Ok(("0.0.0.0".parse().expect("ip"), None))
+        );
+        assert_eq!(
+            parse_listen("127.0.0.2:4333"),
+            Ok(("127.0.0.2".parse().expect("ip"), Some(4333)))
+        );
+        assert_eq!(parse_listen("[::]:4222").map(|l| l.1), Ok(Some(4222)));
+        assert!(parse_listen("example.org").is_err());
+    }
+
+    #[test]
+    fn machine_names() {
+        assert_eq!(machine_name("Laptop.example.org"), "laptop");
+        assert_eq!(machine_name("my box!"), "my-box");
+        assert_eq!(machine_name("..."), "machine");
+    }
+}
