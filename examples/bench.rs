@@ -37,6 +37,7 @@ fn parse_opts() -> Opts {
             "fan",
             "monitor",
             "startup",
+            "join",
         ]
         .map(String::from)
         .to_vec(),
@@ -468,6 +469,9 @@ fn main() {
     if o.only.iter().any(|c| c == "startup") {
         startup(&b, &o);
     }
+    if o.only.iter().any(|c| c == "join") {
+        join(&b, &o);
+    }
     drop(server);
 }
 
@@ -729,4 +733,97 @@ fn startup(b: &Bench, o: &Opts) {
     for (what, m, p) in rows {
         println!("| `skypipe {what}` | {m:.1} | {p:.1} |");
     }
+}
+
+/// `skypipe` as a user with HOME `home` and its local server on `port`, nothing else set.
+fn as_user(b: &Bench, home: &Path, port: u16, args: &[&str]) -> Command {
+    let mut c = Command::new(&b.skypipe);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("NATS_") || k.starts_with("SKYPIPE_") || k.starts_with("XDG_") {
+            c.env_remove(&k);
+        }
+    }
+    c.env("HOME", home)
+        .env("SKYPIPE_LOCAL_PORT", port.to_string())
+        .args(args);
+    c
+}
+
+/// From `skypipe join` to the first byte of a payload that waits on the host: a host made
+/// public on 127.0.0.2, and for each run a new machine (HOME) that joins and takes.
+fn join(b: &Bench, o: &Opts) {
+    use std::io::{BufRead, Read};
+    let runs = o.runs.max(5);
+    let port = skypipe_nats::free_port().expect("port");
+    let host = b.path("join-host");
+    std::fs::create_dir_all(&host).expect("host home");
+    let mut c = as_user(
+        b,
+        &host,
+        port,
+        &["server", "start", "--public", "--listen", "127.0.0.2"],
+    );
+    c.stdout(Stdio::null());
+    run_ok(c);
+    let (mut joins, mut firsts) = (vec![], vec![]);
+    for run in 0..runs {
+        let pipe = format!("first-{run}");
+        let mut send = as_user(b, &host, port, &["--send", &pipe]);
+        send.stdin(Stdio::piped()).stdout(Stdio::null());
+        let mut child = send.spawn().expect("sender");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, b"hello from the host\n");
+        }
+        wait_ok(child, "send on the host");
+        let mut invite = as_user(b, &host, port, &["invite"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("invite");
+        let mut lines = std::io::BufReader::new(invite.stdout.take().expect("stdout")).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.trim_start().starts_with("skypipe join "))
+            .expect("a join line");
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let joiner = b.path(&format!("join-machine-{run}"));
+        std::fs::create_dir_all(&joiner).expect("joiner home");
+        let start = Instant::now();
+        let mut c = as_user(b, &joiner, port, &["join", &words[2], &words[3]]);
+        c.stdout(Stdio::null());
+        let joined = run_ok(c);
+        let mut take = as_user(b, &joiner, port, &["--recv", &pipe])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("taker");
+        let mut first = [0u8; 1];
+        take.stdout
+            .as_mut()
+            .expect("stdout")
+            .read_exact(&mut first)
+            .expect("a first byte");
+        let t = start.elapsed();
+        wait_ok(take, "take on the joined machine");
+        wait_ok(invite, "invite");
+        joins.push(joined.as_secs_f64() * 1e3);
+        firsts.push(t.as_secs_f64() * 1e3);
+    }
+    let _ = as_user(b, &host, port, &["server", "stop"])
+        .stdout(Stdio::null())
+        .status();
+    println!("\n## Joining, {runs} machines one after the other\n");
+    println!("| step | median ms | p95 ms |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| `skypipe join` (key agreement, login, the checks of `skypipe check`) | {:.1} | {:.1} |",
+        median(joins.clone()),
+        percentile(joins, 0.95)
+    );
+    println!(
+        "| from `skypipe join` to the first byte of a waiting payload | {:.1} | {:.1} |",
+        median(firsts.clone()),
+        percentile(firsts, 0.95)
+    );
 }

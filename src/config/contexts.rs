@@ -149,7 +149,7 @@ pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow
     let file = |v: &Option<PathBuf>| Value::String(v.as_deref().map(absolute).unwrap_or_default());
     merge_json(path, |m| {
         m.entry("description")
-            .or_insert_with(|| Value::String("skypipe: saved by skypipe setup".into()));
+            .or_insert_with(|| Value::String("skypipe: saved by skypipe (setup or join)".into()));
         m.insert("url".into(), Value::String(conn.urls.join(",")));
         m.insert("user".into(), text(&conn.user));
         m.insert("password".into(), text(&conn.password));

@@ -620,3 +620,40 @@ fn invite_needs_a_public_server() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn a_machine_joins_and_pipes_through_the_websocket_listener() {
+    let h = LocalHome::new();
+    let ws = skypipe_nats::free_port().expect("port");
+    let out = h.run(&[
+        "server",
+        "start",
+        "--public",
+        "--listen",
+        "127.0.0.2",
+        "--websocket",
+        &ws.to_string(),
+    ]);
+    assert_ok(&out);
+    let j = LocalHome::new();
+    let (inv, _, code) = invite(&h, &[]);
+    let out = j.run(&["join", &format!("wss://127.0.0.2:{ws}"), &code]);
+    assert_ok(&out);
+    assert_ok(&inv.wait_output(HANG));
+    let ctx = std::fs::read_dir(j.home().join(".config/nats/context"))
+        .expect("a context")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx).expect("read")).expect("json");
+    assert!(
+        saved["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("wss://127.0.0.2:{ws}"))),
+        "{saved}"
+    );
+    stream(&j, &h, "ws-up", 20 << 20, 5);
+    stream(&h, &j, "ws-down", 20 << 20, 6);
+}
