@@ -201,7 +201,56 @@ pub(crate) enum ServerAction {
     Status,
     /// Run the local server in the foreground, logging to stderr (for service managers)
     Run(LocalServerArgs),
+    /// Make a machine you reach with ssh your pipe server: install skypipe and nats-server
+    /// there, run it as a service (public, TLS) and join this machine to it
+    Deploy(DeployArgs),
+    /// (Used by `skypipe server deploy` on the remote machine.) Check that the server can
+    /// start there as asked
+    #[command(hide = true)]
+    Preflight(LocalServerArgs),
 }
+
+/// `skypipe server deploy ...`
+#[derive(Debug, Args)]
+#[command(after_help = DEPLOY_AFTER_HELP)]
+pub(crate) struct DeployArgs {
+    /// The machine: [USER@]HOST, or a Host of ~/.ssh/config
+    #[arg(value_name = "[USER@]HOST")]
+    pub(crate) target: String,
+
+    /// Show how it runs there: version, uptime, storage, machines
+    #[arg(long, conflicts_with_all = ["stop", "remove"])]
+    pub(crate) status: bool,
+
+    /// Stop the server there (a deploy starts it again)
+    #[arg(long, conflicts_with = "remove")]
+    pub(crate) stop: bool,
+
+    /// Stop the server there and remove everything the deploy put there: binaries, service,
+    /// data (waiting payloads, keys, CA) and this machine's context for it
+    #[arg(long)]
+    pub(crate) remove: bool,
+
+    /// The address (and port) it listens on there [default: 0.0.0.0:4222]
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub(crate) listen: Option<String>,
+
+    /// A name other machines reach it by, besides the one ssh connects to; may be repeated
+    #[arg(long = "name", value_name = "HOSTNAME")]
+    pub(crate) names: Vec<String>,
+
+    /// Also a WebSocket listener on this port, with the same TLS and logins
+    #[arg(long, value_name = "PORT")]
+    pub(crate) websocket: Option<u16>,
+}
+
+const DEPLOY_AFTER_HELP: &str = "\
+Uses the system's ssh with your keys, agent and ~/.ssh/config (SKYPIPE_SSH_COMMAND replaces
+`ssh`, e.g. \"ssh -F ~/work/ssh_config\"). skypipe and the nats-server it uses here are copied
+to ~/.local/bin there when the machine's OS and architecture match this one's (`uname -sm`);
+the server runs as a systemd user unit (started at boot when lingering is allowed), or as a
+background process with a pid file where there is no systemd. Deploying again upgrades the
+binaries and keeps the data, the CA and the machines that joined.";
 
 /// How the local server starts.
 #[derive(Debug, Clone, Default, Args)]
@@ -284,6 +333,15 @@ pub(crate) enum InviteAction {
     Revoke {
         /// The machine's name, as `skypipe invite list` shows it
         name: String,
+    },
+    /// (Used by `skypipe server deploy` over ssh.) Let in the machine with this public nkey,
+    /// replacing one of the same name, and print what it needs to join as JSON
+    #[command(hide = true)]
+    Admit {
+        #[arg(long)]
+        machine: String,
+        #[arg(long)]
+        public_key: String,
     },
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{completions, invite, join, local, setup};
+use crate::admin::{completions, deploy, invite, join, local, setup};
 use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
 use crate::config::{Mode, PipeSettings};
@@ -185,6 +185,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
                 ServerAction::Stop => local::cmd_stop(&conn, &env_var).await,
                 ServerAction::Status => local::cmd_status(&conn, &env_var).await,
                 ServerAction::Run(a) => local::cmd_run(&conn, a, &env_var),
+                ServerAction::Preflight(a) => local::cmd_preflight(&conn, a, &env_var),
+                ServerAction::Deploy(a) => deploy::cmd_deploy(&conn, a, &env_var).await,
             }
         }
         Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,

@@ -41,6 +41,10 @@ pub(crate) async fn cmd_invite(
     match &args.action {
         Some(InviteAction::List { json }) => list(&local, *json).await,
         Some(InviteAction::Revoke { name }) => revoke(local, name).await,
+        Some(InviteAction::Admit {
+            machine,
+            public_key,
+        }) => admit(conn, local, machine, public_key).await,
         None => invite(conn, local, args, env).await,
     }
 }
@@ -499,6 +503,45 @@ async fn list(local: &Local, json: bool) -> anyhow::Result<i32> {
             ago(m.joined)
         );
     }
+    Ok(code::OK)
+}
+
+/// `skypipe invite admit`: what `skypipe server deploy` runs here over ssh, which has
+/// authenticated both ends already: lets in the machine with this key (replacing one of the
+/// same name, its earlier key) and prints what it needs, as [`Welcome`] JSON.
+async fn admit(conn: &Conn, local: Local, name: &str, nkey: &str) -> anyhow::Result<i32> {
+    let (public, running) = public_running(&local)?;
+    if !nkey.starts_with('U') || nkeys::KeyPair::from_public_key(nkey).is_err() {
+        return Err(Failure::Usage(format!("{nkey:?} is not a public user nkey")).into());
+    }
+    let name = public::machine_name(name);
+    let tls = public.tls(&local.dir)?;
+    let mut machines = public::load_machines(&local.dir)?;
+    machines.retain(|m| m.name != name);
+    let machine = Machine {
+        name: name.clone(),
+        nkey: nkey.to_string(),
+        prefix: conn.layout.prefix().to_string(),
+        joined: now_secs(),
+        version: String::new(),
+        last_seen: None,
+    };
+    machines.push(machine.clone());
+    public::save_machines(&local.dir, &machines)?;
+    let reloading = local.clone();
+    tokio::task::spawn_blocking(move || reloading.reload())
+        .await
+        .map_err(|e| anyhow!("reload failed: {e}"))??;
+    let welcome = Welcome {
+        name,
+        urls: public.urls(running.port),
+        ca_pem: tls.ca_pem()?,
+        cert_sha256: tls.cert_sha256()?,
+        prefix: machine.prefix.clone(),
+        inbox_prefix: machine.inbox_prefix(),
+        secret: None,
+    };
+    println!("{}", serde_json::to_string(&welcome)?);
     Ok(code::OK)
 }
 

@@ -286,19 +286,83 @@ pub(crate) async fn cmd_join(
     }
 
     // Save what it needs, try it, and keep it only when it works.
-    let dir = skypipe_dir.join("joined").join(&ctx_name);
+    let result = settle(
+        base,
+        &welcome,
+        &seed,
+        Some(&url),
+        &ctx_name,
+        &shown_host,
+        &nats_dir,
+        &skypipe_dir,
+    )
+    .await;
+    match result {
+        Ok(_) => {
+            tell(Outcome {
+                ok: true,
+                error: None,
+            })
+            .await;
+            println!(
+                "joined {shown_host}: pipes now go through it (TLS pinned, this machine is {:?}, \
+                 prefix {:?}{})",
+                welcome.name,
+                welcome.prefix,
+                if welcome.secret.is_some() {
+                    ", payloads sealed with the host's secret"
+                } else {
+                    ""
+                }
+            );
+            println!("saved context {ctx_name:?}; skypipe uses it from now on");
+            Ok(code::OK)
+        }
+        Err(e) => {
+            tell(Outcome {
+                ok: false,
+                error: Some(format!("{e:#}")),
+            })
+            .await;
+            Err(e.context("nothing was saved"))
+        }
+    }
+}
+
+/// The last step of joining, here and for `skypipe server deploy`: saves the CA, the seed
+/// and the secret under `joined/CTX` in skypipe's config directory, logs in (trying
+/// `first_url` first), runs the checks of `skypipe check` and saves the context, selected for
+/// skypipe. When anything fails, what it wrote is removed again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn settle(
+    base: &Conn,
+    welcome: &Welcome,
+    seed: &str,
+    first_url: Option<&str>,
+    ctx_name: &str,
+    shown_host: &str,
+    nats_dir: &Path,
+    skypipe_dir: &Path,
+) -> anyhow::Result<()> {
+    let dir = skypipe_dir.join("joined").join(ctx_name);
     let saved = Saved::new(&dir);
     let result = async {
         saved.write("ca.pem", &welcome.ca_pem)?;
-        saved.write("user.nk", &format!("{}\n", seed.as_str()))?;
+        saved.write("user.nk", &format!("{seed}\n"))?;
         if let Some(secret) = &welcome.secret {
             saved.write("secret", &format!("{secret}\n"))?;
         }
-        let mut urls = vec![url.clone()];
-        urls.extend(welcome.urls.iter().filter(|u| **u != url).cloned());
+        let mut urls: Vec<String> = first_url.map(str::to_string).into_iter().collect();
+        urls.extend(
+            welcome
+                .urls
+                .iter()
+                .filter(|u| Some(u.as_str()) != first_url)
+                .cloned(),
+        );
         let conn = Conn {
             urls,
-            source: Source::Context(ctx_name.clone()),
+            source: Source::Context(ctx_name.to_string()),
             user: None,
             password: None,
             token: None,
@@ -329,40 +393,13 @@ pub(crate) async fn cmd_join(
             }
         }
         let replicas = setup::checked(&conn).await?;
-        setup::save_context(&ctx_name, &conn, replicas, &nats_dir, &skypipe_dir, false)
+        setup::save_context(ctx_name, &conn, replicas, nats_dir, skypipe_dir, false)
     }
     .await;
-    match result {
-        Ok(_) => {
-            tell(Outcome {
-                ok: true,
-                error: None,
-            })
-            .await;
-            println!(
-                "joined {shown_host}: pipes now go through it (TLS pinned, this machine is {:?}, \
-                 prefix {:?}{})",
-                welcome.name,
-                welcome.prefix,
-                if welcome.secret.is_some() {
-                    ", payloads sealed with the host's secret"
-                } else {
-                    ""
-                }
-            );
-            println!("saved context {ctx_name:?}; skypipe uses it from now on");
-            Ok(code::OK)
-        }
-        Err(e) => {
-            saved.remove();
-            tell(Outcome {
-                ok: false,
-                error: Some(format!("{e:#}")),
-            })
-            .await;
-            Err(e.context("nothing was saved"))
-        }
+    if result.is_err() {
+        saved.remove();
     }
+    result
 }
 
 /// The files a join writes, removed again when it fails.

@@ -33,6 +33,11 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The local server's credential in the data directory: the nkey seed of its only user.
 pub(crate) const NKEY_FILE: &str = "local-user.nk";
+/// The layout of the data directory this skypipe writes, in `layout` there: a skypipe refuses
+/// to deploy over data of a newer layout. Data without the file is from an older skypipe and
+/// is used as it is.
+pub(crate) const LAYOUT: u32 = 1;
+const LAYOUT_FILE: &str = "layout";
 /// The end-to-end secret `skypipe invite --with-secret` made, in the data directory.
 pub(crate) const SECRET_FILE: &str = "secret";
 /// The size at which the local server moves its log aside and starts a new one.
@@ -333,7 +338,13 @@ impl Local {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let layout = self.dir.join(LAYOUT_FILE);
+        if !layout.exists() {
+            std::fs::write(&layout, format!("{LAYOUT}\n"))
+                .with_context(|| format!("cannot write {}", layout.display()))?;
+        }
+        Ok(())
     }
 
     /// Holds the start/stop lock until the returned value is dropped. Blocks while another
@@ -819,9 +830,26 @@ fn settle_public(
     args: &LocalServerArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<bool> {
-    use crate::error::Failure;
     let dir = data_dir(env)?;
     let old = Public::load(&dir)?;
+    let Some(new) = wanted_public(args)? else {
+        return Ok(false);
+    };
+    if new == old {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", show(&dir)))?;
+    match &new {
+        Some(p) => p.save(&dir)?,
+        None => Public::forget(&dir)?,
+    }
+    Ok(true)
+}
+
+/// How `--public`/`--no-public` and their options want the server: `None` when they say
+/// nothing (it stays as it is).
+fn wanted_public(args: &LocalServerArgs) -> anyhow::Result<Option<Option<Public>>> {
+    use crate::error::Failure;
     let new = if args.public {
         let (listen, port) = match &args.listen {
             Some(text) => public::parse_listen(text).map_err(Failure::Usage)?,
@@ -863,17 +891,62 @@ fn settle_public(
     } else if args.no_public {
         None
     } else {
-        return Ok(false);
+        return Ok(None);
     };
-    if new == old {
-        return Ok(false);
+    Ok(Some(new))
+}
+
+/// `skypipe server preflight`: whether the server could start here as asked, changing
+/// nothing. Used by `skypipe server deploy` before it replaces anything.
+pub(crate) fn cmd_preflight(
+    conn: &Conn,
+    args: &LocalServerArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<i32> {
+    let mut local = local_for(conn, args, env)?;
+    if let Some(wanted) = wanted_public(args)? {
+        local.port = wanted
+            .as_ref()
+            .and_then(|p| p.port)
+            .unwrap_or(conn.local_port);
+        local.public = wanted;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", show(&dir)))?;
-    match &new {
-        Some(p) => p.save(&dir)?,
-        None => Public::forget(&dir)?,
+    let layout = std::fs::read_to_string(local.dir.join(LAYOUT_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if layout > LAYOUT {
+        return Err(anyhow!(
+            "its data in {} is from a newer skypipe (data layout {layout}, this one knows up to \
+             {LAYOUT}): deploy that skypipe or a newer one",
+            show(&local.dir)
+        ));
     }
-    Ok(true)
+    if let Some(r) = local.running() {
+        if r.port == local.port {
+            println!(
+                "ok: skypipe's server runs here (pid {}) and will be upgraded",
+                r.pid
+            );
+            return Ok(code::OK);
+        }
+    }
+    let at = local.probe_address();
+    let listen = local.public.as_ref().map_or(at.ip(), |p| p.listen);
+    if skypipe_nats::port_in_use_at(listen, local.port) {
+        return Err(anyhow!(
+            "port {} on {listen} is taken (or {listen} is not an address of that machine); \
+             choose another with --listen",
+            local.port
+        ));
+    }
+    if let Some(ws) = local.public.as_ref().and_then(|p| p.websocket) {
+        if skypipe_nats::port_in_use_at(listen, ws) {
+            return Err(anyhow!("the WebSocket port {ws} on {listen} is taken"));
+        }
+    }
+    println!("ok: port {} on {listen} is free", local.port);
+    Ok(code::OK)
 }
 
 /// `skypipe server stop`.
@@ -937,6 +1010,14 @@ pub(crate) async fn cmd_status(
     println!("local server: running");
     println!("  url:      {}", r.url());
     println!("  pid:      {}", r.pid);
+    if let Some(up) = std::fs::metadata(local.state_file())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+    {
+        let up = std::time::Duration::from_secs(up.as_secs());
+        println!("  up:       {}", humantime::format_duration(up));
+    }
     let version = info.as_deref().and_then(version_of);
     println!(
         "  version:  {}",

@@ -2,6 +2,7 @@
 //! `skypipe setup`, shell completions and the man page.
 
 pub(crate) mod completions;
+pub(crate) mod deploy;
 pub(crate) mod invite;
 pub(crate) mod join;
 pub(crate) mod local;

@@ -26,7 +26,12 @@ fn public_host() -> LocalHome {
 fn invite(host: &LocalHome, args: &[&str]) -> (Proc, String, String) {
     let mut all = vec!["invite"];
     all.extend_from_slice(args);
-    let mut p = Proc::spawn(host.cmd(&all).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    invite_from(&mut host.cmd(&all))
+}
+
+/// Runs a `skypipe invite` command; the target and code of the join line it printed.
+pub(super) fn invite_from(cmd: &mut std::process::Command) -> (Proc, String, String) {
+    let mut p = Proc::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
     p.wait_stdout_until("the join line", |b| {
         String::from_utf8_lossy(b).contains("waiting...")
     });
@@ -97,7 +102,7 @@ fn digest(mut r: impl Read) -> (String, u64) {
 
 /// `len` bytes from `from` to `to` through pipe `pipe`, both ends at once; checked by
 /// checksum.
-fn stream(from: &LocalHome, to: &LocalHome, pipe: &str, len: u64, seed: u64) {
+pub(super) fn stream(from: &LocalHome, to: &LocalHome, pipe: &str, len: u64, seed: u64) {
     let mut recv = Proc::spawn(
         to.cmd(&["-v", "--recv", pipe])
             .stdout(Stdio::piped())

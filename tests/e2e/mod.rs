@@ -6,6 +6,7 @@ mod compat;
 mod config;
 mod core;
 mod crypto;
+mod deploy;
 mod examples;
 mod faults;
 mod follow;
