@@ -187,6 +187,69 @@ fn a_joined_machine_feeds_a_follower_wakes_a_trigger_and_listens() {
     let taken = host.run(&["--recv", "tap"]);
     assert_ok(&taken);
     assert_eq!(sha(&taken.stdout), sha(&data));
+
+    // Its prefix's permissions are enough for the dashboard too.
+    assert_ok(&laptop.send(&["--send", "shown"], b"x\n"));
+    let table = laptop.run(&["monitor", "--once"]);
+    assert_ok(&table);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("shown"));
+}
+
+#[test]
+fn a_public_server_with_a_certificate_of_ones_own() {
+    let h = LocalHome::new();
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.2".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    let files = [
+        ("ca.pem", ca_cert.pem()),
+        ("cert.pem", cert.pem()),
+        ("key.pem", key.serialize_pem()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(h.path(name), text).expect("write");
+    }
+    let p = |n: &str| h.path(n).display().to_string();
+    let out = h.run(&[
+        "server",
+        "start",
+        "--public",
+        "--listen",
+        "127.0.0.2",
+        "--tls-cert",
+        &p("cert.pem"),
+        "--tls-key",
+        &p("key.pem"),
+        "--tls-ca",
+        &p("ca.pem"),
+    ]);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cert.pem"));
+    assert!(!h.data_dir().join("tls").exists(), "no CA of skypipe's own");
+    let j = LocalHome::new();
+    let (inv, target, code) = invite(&h, &[]);
+    assert_ok(&j.run(&["join", &target, &code]));
+    assert_ok(&inv.wait_output(HANG));
+    let saved = std::fs::read_dir(j.home().join(".config/skypipe/joined"))
+        .expect("joined")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path()
+        .join("ca.pem");
+    assert_eq!(std::fs::read_to_string(saved).expect("ca"), files[0].1);
+    let data = random_bytes(2_000_000, 8);
+    assert_ok(&h.send(&["--send", "own"], &data));
+    let got = j.run(&["--recv", "own"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
 }
 
 #[test]
@@ -432,11 +495,13 @@ fn nothing_stored(host: &LocalHome) {
 fn with_secret_the_host_stores_sealed_and_the_joined_machine_opens() {
     let host = public_host();
     let j = LocalHome::new();
-    let (inv, target, code) = invite(&host, &["--with-secret"]);
+    let (inv, target, code) = invite(&host, &["--with-secret", "--as", "desk"]);
     assert_ok(&j.run(&["join", &target, &code]));
     let inv = inv.wait_output(HANG);
     assert_ok(&inv);
-    assert!(String::from_utf8_lossy(&inv.stdout).contains("end-to-end secret"));
+    let said = String::from_utf8_lossy(&inv.stdout).into_owned();
+    assert!(said.contains("end-to-end secret"), "{said}");
+    assert!(said.contains("joined as \"desk\""), "{said}");
     let marker = b"PLAINTEXT-MARKER-".repeat(20_000);
     assert_ok(&host.send(&["--send", "s"], &marker));
     // In the host's store the payload is sealed: the marker is nowhere.
