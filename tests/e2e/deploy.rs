@@ -203,7 +203,10 @@ fn deploy_join_a_second_machine_upgrade_and_remove() {
         "{text}"
     );
 
-    // Removing leaves no process and no file behind.
+    // Stopping stops it; removing leaves no process and no file behind.
+    let out = sshd.skypipe(&laptop, &["server", "deploy", "vps", "--stop"]);
+    assert_ok(&out);
+    assert!(nats_servers_mentioning(&sshd.remote_home()).is_empty());
     let out = sshd.skypipe(&laptop, &["server", "deploy", "vps", "--remove"]);
     assert_ok(&out);
     assert_eq!(sshd.remote_files(), Vec::<PathBuf>::new());
@@ -278,4 +281,47 @@ fn data_from_a_newer_skypipe_is_left_alone() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("newer skypipe"), "{err}");
     assert_eq!(sshd.remote_files(), vec![data.join("layout")]);
+}
+
+#[test]
+fn an_older_skypipes_data_there_is_upgraded_in_place() {
+    let sshd = Sshd::start();
+    // An older skypipe's local server left a payload there, and its data has no layout mark.
+    let old = LocalHome::new();
+    let remote = sshd.remote_home();
+    let mut c = bare_cmd(&remote);
+    c.env("SKYPIPE_LOCAL_PORT", old.port.to_string())
+        .args(["--send", "left"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let data = random_bytes(1_000_000, 12);
+    let (child, writer) = spawn_with_input(&mut c, &data);
+    assert_ok(&child.wait_output(HANG));
+    writer.join().expect("writer");
+    let mut stop = bare_cmd(&remote);
+    stop.env("SKYPIPE_LOCAL_PORT", old.port.to_string())
+        .args(["server", "stop"])
+        .stdout(Stdio::null());
+    assert!(stop.status().expect("stop").success());
+    std::fs::remove_file(remote.join(".local/share/skypipe/layout")).expect("no layout mark");
+
+    let laptop = LocalHome::new();
+    let port = skypipe_nats::free_port().expect("port");
+    let out = sshd.skypipe(
+        &laptop,
+        &[
+            "server",
+            "deploy",
+            "vps",
+            "--listen",
+            &format!("127.0.0.2:{port}"),
+        ],
+    );
+    assert_ok(&out);
+    let got = laptop.run(&["--recv", "left"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+    let out = sshd.skypipe(&laptop, &["server", "deploy", "vps", "--remove"]);
+    assert_ok(&out);
 }

@@ -631,7 +631,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// Spawns `cmd` (stderr piped) and writes `data` to its stdin from a thread of its own,
 /// closing it after.
-fn spawn_with_input(cmd: &mut Command, data: &[u8]) -> (Proc, JoinHandle<()>) {
+pub fn spawn_with_input(cmd: &mut Command, data: &[u8]) -> (Proc, JoinHandle<()>) {
     let mut child = cmd.stdin(Stdio::piped()).stderr(Stdio::piped()).start();
     let mut stdin = child.stdin.take().expect("stdin");
     let data = data.to_vec();
