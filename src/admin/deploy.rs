@@ -60,7 +60,7 @@ impl Ssh {
     }
 
     /// Runs `script` with `sh` on the machine, its stdin from `input` (or nothing).
-    fn run(&self, script: &str, input: Option<&Path>) -> anyhow::Result<Output> {
+    fn run(&self, script: &str, input: Option<Input<'_>>) -> anyhow::Result<Output> {
         let mut options = vec!["-o", "ConnectTimeout=10"];
         if !std::io::stdin().is_terminal() {
             options.extend(["-o", "BatchMode=yes"]);
@@ -70,17 +70,25 @@ impl Ssh {
             .arg(&self.target)
             .arg(format!("sh -c {}", sh_quote(script)));
         c.stdin(match input {
-            Some(path) => Stdio::from(
+            Some(Input::File(path)) => Stdio::from(
                 std::fs::File::open(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
             ),
+            Some(Input::Text(_)) => Stdio::piped(),
             None => Stdio::null(),
         });
-        let out = c
+        let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .context("cannot run ssh")?;
+        if let (Some(Input::Text(text)), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write as _;
+            stdin
+                .write_all(text.as_bytes())
+                .context("cannot write to ssh")?;
+        }
+        let out = child.wait_with_output().context("cannot run ssh")?;
         if out.status.code() == Some(255) {
             return Err(self.ssh_failed(&out));
         }
@@ -88,7 +96,7 @@ impl Ssh {
     }
 
     /// Runs `script` and insists on exit 0; its last line of stderr is the error.
-    fn ok(&self, script: &str, input: Option<&Path>, what: &str) -> anyhow::Result<String> {
+    fn ok(&self, script: &str, input: Option<Input<'_>>, what: &str) -> anyhow::Result<String> {
         let out = self.run(script, input)?;
         if !out.status.success() {
             return Err(anyhow!(
@@ -125,7 +133,7 @@ impl Ssh {
             .unwrap_or(&self.target)
             .to_string();
         let out = self
-            .base(&["-G"])
+            .base(&["-G", "--"])
             .arg(&self.target)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -139,6 +147,13 @@ impl Ssh {
             })
             .unwrap_or(from_target)
     }
+}
+
+/// What a remote command reads.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    File(&'a Path),
+    Text(&'a str),
 }
 
 fn last_line(bytes: &[u8]) -> Option<String> {
@@ -436,7 +451,7 @@ fn install(ssh: &Ssh, target: &str, options: &[String]) -> anyhow::Result<Instal
                 "mkdir -p \"{BIN}\" && cat > \"{BIN}/{name}.deploy-new\" && chmod 755 \
                  \"{BIN}/{name}.deploy-new\""
             ),
-            Some(file),
+            Some(Input::File(file)),
             &format!("copying {name}"),
         )
         .map_err(undo)?;
@@ -450,8 +465,7 @@ fn install(ssh: &Ssh, target: &str, options: &[String]) -> anyhow::Result<Instal
     .map_err(undo)?;
     // The old server stops, the new binaries take its place, the service starts them.
     let service = if remote.systemd {
-        let unit = std::env::temp_dir().join(format!("skypipe-unit-{}", std::process::id()));
-        std::fs::write(&unit, unit_text(options)).context("cannot write the unit")?;
+        let unit = unit_text(options);
         let result = ssh.ok(
             &format!(
                 "mkdir -p \"$HOME/.config/systemd/user\" && cat > \"{UNIT}\" && \
@@ -463,10 +477,9 @@ fn install(ssh: &Ssh, target: &str, options: &[String]) -> anyhow::Result<Instal
                  {{ loginctl enable-linger \"$(id -un)\" >/dev/null 2>&1 && echo linger || echo \
                  no-linger; }}"
             ),
-            Some(&unit),
+            Some(Input::Text(&unit)),
             "starting the service",
         );
-        let _ = std::fs::remove_file(&unit);
         let said = result.map_err(undo)?;
         // Ready when it answers.
         ssh.ok(

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use nix::fcntl::{Flock, FlockArg};
 use rand::seq::SliceRandom as _;
 
-use crate::admin::local::{Local, Running, SECRET_FILE};
+use crate::admin::local::{open_lock, Local, Running, SECRET_FILE};
 use crate::admin::public::{self, Machine, Public};
 use crate::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
@@ -76,13 +76,7 @@ fn claim_nameplate(local: &Local) -> anyhow::Result<(u16, Flock<File>)> {
     let mut numbers: Vec<u16> = (1..=MAX_NAMEPLATE).collect();
     numbers.shuffle(&mut rand::rng());
     for n in numbers {
-        let path = dir.join(format!("{n}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file = open_lock(&dir.join(format!("{n}.lock")))?;
         if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             return Ok((n, lock));
         }

@@ -415,12 +415,7 @@ impl Saved {
     }
 
     fn write(&self, name: &str, text: &str) -> anyhow::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        crate::admin::local::private_dir(&self.dir)?;
         let path = self.dir.join(name);
         skypipe_nats::write_private(&path, text)
             .with_context(|| format!("cannot write {}", path.display()))

@@ -333,12 +333,7 @@ impl Local {
     }
 
     fn create_dir(&self) -> anyhow::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        private_dir(&self.dir)?;
         let layout = self.dir.join(LAYOUT_FILE);
         if !layout.exists() {
             std::fs::write(&layout, format!("{LAYOUT}\n"))
@@ -352,13 +347,7 @@ impl Local {
     fn lock(&self) -> anyhow::Result<Flock<File>> {
         self.create_dir()?;
         let path = self.lock_file();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        Flock::lock(file, FlockArg::LockExclusive)
+        Flock::lock(open_lock(&path)?, FlockArg::LockExclusive)
             .map_err(|(_, e)| anyhow!("cannot lock {}: {e}", path.display()))
     }
 
@@ -597,6 +586,26 @@ impl Local {
         drop(lock);
         error
     }
+}
+
+/// Makes a directory (and its parents) that only its owner may enter.
+pub(crate) fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Opens (making it when missing) a file that is only ever locked, never written.
+pub(crate) fn open_lock(path: &Path) -> anyhow::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// The rendezvous user's password, which nobody needs: whoever has no login is that user.

@@ -48,7 +48,7 @@ impl ServerTls {
 /// addresses), made or renewed as needed: the CA once, the certificate whenever the names
 /// change or it has less than a month left.
 pub(crate) fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> {
-    create_private_dir(dir)?;
+    crate::admin::local::private_dir(dir)?;
     let tls = ServerTls {
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),
@@ -125,15 +125,6 @@ fn ca_params(name: &str) -> anyhow::Result<CertificateParams> {
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(CA_YEARS * 365);
     Ok(params)
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
