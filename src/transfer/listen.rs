@@ -90,7 +90,8 @@ pub(crate) async fn listen(
     let mut caught_up_since = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result = loop {
-        tokio::select! {
+        // A chunk to write: from the data stream, or the one an inline ticket carries.
+        let (meta, chunk, seq) = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
             _ = tick.tick() => {
@@ -140,11 +141,31 @@ pub(crate) async fn listen(
                         )).into());
                     }
                 }
+                continue;
             }
             Some(ticket) = tickets.next() => {
                 let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) else { continue };
-                if !done.contains(&id) && !payloads.contains_key(&id) {
+                if done.contains(&id) || payloads.contains_key(&id) {
+                    continue;
+                }
+                // A small payload rides whole in its ticket: written from there, it cannot be
+                // taken and removed before this listener reads its stored copy.
+                if pipe::ticket_is_inline(ticket.headers.as_ref()) {
+                    if let Ok(meta) = pipe::parse_chunk(ticket.headers.as_ref()) {
+                        if meta.id == id {
+                            last_activity = Instant::now();
+                            announced.remove(&id);
+                            (meta, ticket.payload.clone(), 0)
+                        } else {
+                            continue;
+                        }
+                    } else {
+                        announced.entry(id).or_insert_with(Instant::now);
+                        continue;
+                    }
+                } else {
                     announced.entry(id).or_insert_with(Instant::now);
+                    continue;
                 }
             }
             msg = messages.next() => {
@@ -171,51 +192,52 @@ pub(crate) async fn listen(
                         continue;
                     }
                 };
-                let id = meta.id.clone();
-                if done.contains(&id) {
-                    continue;
-                }
-                announced.remove(&id);
-                let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
-                    let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
-                        .opening(session.opener(pipe))
-                        .whole_lines(follow);
-                    (reader, Instant::now())
-                });
-                let step = reader.accept(meta, msg.message.payload.clone(), seq, out).await;
-                // After the write: time spent waiting on stdout is not the sender's silence.
-                *last = Instant::now();
-                match step {
-                    Ok(Step::More) => {}
-                    Ok(Step::Stopped(WriteEnd::Closed)) => break Ok(()),
-                    Ok(Step::Stopped(WriteEnd::Interrupted)) => break Err(Failure::Interrupted.into()),
-                    Ok(Step::Stopped(WriteEnd::Failed(m))) => break Err(anyhow!(m)),
-                    Ok(Step::Stopped(WriteEnd::Ok)) => break Err(anyhow!("the stdout writer stopped")),
-                    Ok(Step::End(end)) => {
-                        payloads.remove(&id);
-                        done.insert(id.clone());
-                        match end {
-                            End::Eof(_) if follow => {}
-                            End::Eof(_) => break Ok(()),
-                            End::Abort { reason, .. } => {
-                                let m = payload::aborted_message(&id, pipe.as_str(), &reason, None);
-                                if follow {
-                                    eprintln!("skypipe: {m}");
-                                } else {
-                                    break Err(Failure::Aborted(m).into());
-                                }
-                            }
+                (meta, msg.message.payload.clone(), seq)
+            }
+        };
+        let id = meta.id.clone();
+        if done.contains(&id) {
+            continue;
+        }
+        announced.remove(&id);
+        let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
+            let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
+                .opening(session.opener(pipe))
+                .whole_lines(follow);
+            (reader, Instant::now())
+        });
+        let step = reader.accept(meta, chunk, seq, out).await;
+        // After the write: time spent waiting on stdout is not the sender's silence.
+        *last = Instant::now();
+        match step {
+            Ok(Step::More) => {}
+            Ok(Step::Stopped(WriteEnd::Closed)) => break Ok(()),
+            Ok(Step::Stopped(WriteEnd::Interrupted)) => break Err(Failure::Interrupted.into()),
+            Ok(Step::Stopped(WriteEnd::Failed(m))) => break Err(anyhow!(m)),
+            Ok(Step::Stopped(WriteEnd::Ok)) => break Err(anyhow!("the stdout writer stopped")),
+            Ok(Step::End(end)) => {
+                payloads.remove(&id);
+                done.insert(id.clone());
+                match end {
+                    End::Eof(_) if follow => {}
+                    End::Eof(_) => break Ok(()),
+                    End::Abort { reason, .. } => {
+                        let m = payload::aborted_message(&id, pipe.as_str(), &reason, None);
+                        if follow {
+                            eprintln!("skypipe: {m}");
+                        } else {
+                            break Err(Failure::Aborted(m).into());
                         }
                     }
-                    // A payload this listener fell behind on: said, and the others go on.
-                    Err(e) if follow && payload::is_payload_fault(&e) => {
-                        payloads.remove(&id);
-                        done.insert(id);
-                        eprintln!("skypipe: {e}");
-                    }
-                    Err(e) => break Err(e),
                 }
             }
+            // A payload this listener fell behind on: said, and the others go on.
+            Err(e) if follow && payload::is_payload_fault(&e) => {
+                payloads.remove(&id);
+                done.insert(id);
+                eprintln!("skypipe: {e}");
+            }
+            Err(e) => break Err(e),
         }
     };
     let _ = out.flush().await;

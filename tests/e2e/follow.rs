@@ -187,3 +187,48 @@ fn progress_lines_appear_only_when_asked_and_quiet_silences() {
         stderr_of(&out)
     );
 }
+
+/// A small payload taken (and removed) while a listener is still busy writing an earlier one
+/// reaches the listener all the same: it rides whole in its ticket. (Seen first as a rare
+/// failure of the trigger test under load: the taker removed the stored copy before the
+/// listener's consumer read it, and the listener reported the payload as missed.) Here the
+/// listener's stdout is held, so it asks the server for no more chunks, while a held taker
+/// keeps the big payload stored and a second taker takes and removes the small one.
+#[test]
+fn a_small_payload_taken_while_a_listener_is_busy_still_reaches_it() {
+    let b = Bench::new();
+    let mut listener = b.spawn_ready(
+        &["tap", "--listen", "--follow", "--timeout", "5s"],
+        &listening("tap"),
+    );
+    let listened = Held::new(&mut listener, 1024);
+    let mut first = b.spawn_ready(&["--recv", "tap"], &waiting("tap"));
+    let taken_first = Held::new(&mut first, 1024);
+    let big = numbered("big", 2_000_000);
+    assert_ok(&b.send_bytes(&["--send", "tap"], &big));
+    listened.wait_first();
+    taken_first.wait_first();
+    let small = b"small payload, one chunk\n".to_vec();
+    assert_ok(&b.send_bytes(&["--send", "tap"], &small));
+    let taken = b.recv(&["--recv", "tap"]);
+    assert_ok(&taken);
+    assert_eq!(taken.stdout, small);
+
+    let got = listened.finish();
+    assert_eq!(sha(&taken_first.finish()), sha(&big));
+    assert_ok(&first.wait_output(HANG));
+    let out = listener.wait_output(HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("missed"), "{}", stderr_of(&out));
+    // Every line once; the big payload's in order, the small one somewhere among them.
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let small_line = String::from_utf8_lossy(&small).trim_end().to_string();
+    assert_eq!(
+        text.lines().filter(|l| *l == small_line).count(),
+        1,
+        "the small payload"
+    );
+    let rest: Vec<&str> = text.lines().filter(|l| *l != small_line).collect();
+    let want = String::from_utf8_lossy(&big).into_owned();
+    assert_eq!(rest, want.lines().collect::<Vec<_>>());
+}
