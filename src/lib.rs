@@ -110,21 +110,24 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(command) = &cli.command {
-        if let Some(flag) = cli.pipe_flag() {
-            return Err(error::Failure::Usage(format!(
-                "{flag} is for pipes, not for `skypipe {}`; a pipe named like a subcommand is \
-                 reached with `skypipe [FLAGS] -- NAME`",
-                command.name()
-            ))
-            .into());
-        }
-        return run_command(command, &cli).await;
+    if let Some(request) = config::PipeRequest::from_cli(&cli)? {
+        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)?;
+        let cancel = CancellationToken::new();
+        let interrupted = watch_signals(cancel.clone());
+        return run_pipe(&settings, cancel, interrupted).await;
     }
-    let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
-    let cancel = CancellationToken::new();
-    let interrupted = watch_signals(cancel.clone());
-    run_pipe(&settings, cancel, interrupted).await
+    let Some(command) = &cli.command else {
+        return Err(anyhow::anyhow!("no command"));
+    };
+    if let Some(flag) = cli.pipe_flag() {
+        return Err(error::Failure::Usage(format!(
+            "{flag} is for pipes, not for `skypipe {}`; a pipe named like a subcommand is \
+             reached with `skypipe [FLAGS] -- NAME`",
+            command.name()
+        ))
+        .into());
+    }
+    run_command(command, &cli).await
 }
 
 async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> {
@@ -189,6 +192,10 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,
         Command::Check => setup::cmd_check(&conn()?).await,
+        Command::Send(_) | Command::Recv(_) => Err(anyhow::anyhow!(
+            "`skypipe {}` is a pipe command",
+            command.name()
+        )),
     }
 }
 

@@ -562,6 +562,16 @@ async fn send_all(
                     abort_within(s, "the sender was interrupted").await;
                     return Err(Failure::Interrupted.into());
                 }
+                if piece.eof && piece.data.is_empty() && !s.ticket_sent && s.settings.guessed {
+                    // A guess that found nothing to send was likely wrong: the empty end of a
+                    // script's input, not a trigger (which is at least a newline).
+                    return Err(Failure::Usage(format!(
+                        "stdin was empty, so nothing was sent on pipe {p}: `skypipe send {p}` \
+                         sends an empty payload, `skypipe recv {p}` receives",
+                        p = s.settings.pipe
+                    ))
+                    .into());
+                }
                 s.piece(piece.data, piece.eof).await?;
                 if piece.eof {
                     s.drain().await?;

@@ -145,7 +145,7 @@ fn an_interrupted_sender_makes_the_receiver_exit_3() {
     let b = Bench::new();
     let mut receiver = b.spawn_recv(&["cut"]);
     let mut sender = b
-        .cmd(&["cut"])
+        .cmd(&["send", "cut"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -265,7 +265,7 @@ fn lines_written_slowly_reach_a_waiting_receiver_live() {
     let b = Bench::new();
     let mut receiver = b.spawn_ready(&["live"], &waiting("live"));
     let mut sender = b
-        .cmd(&["live"])
+        .cmd(&["send", "live"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -65,7 +65,7 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
     let senders: Vec<_> = (0..20)
         .map(|s| {
             let mut child = b
-                .cmd(&["logs"])
+                .cmd(&["send", "logs"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -147,7 +147,7 @@ fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
         .split_inclusive(|c| *c == b'\n')
         .map(<[u8]>::to_vec)
         .collect::<Vec<_>>();
-    let (sender, writer) = feed_pieces(b.cmd(&["tail"]), pieces, Duration::from_millis(8));
+    let (sender, writer) = feed_pieces(b.cmd(&["send", "tail"]), pieces, Duration::from_millis(8));
     let mut first = b.spawn_recv(&["tail", "--follow"]);
     // Interrupted midway, once it wrote some of the lines.
     first.wait_stdout(numbered("slow", 10).len());

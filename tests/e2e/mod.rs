@@ -10,6 +10,7 @@ mod examples;
 mod faults;
 mod follow;
 mod malformed;
+mod modes;
 mod monitor;
 mod proxy;
 mod scale;
