@@ -14,11 +14,43 @@
 //! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
 //! - [`diag`] is `-v`: diagnostics through `tracing`.
 //! - [`error`] holds the failures with their own exit codes, mapped in one place.
+//! - [`console`] writes reports and messages; the crate's `println!`, `print!`, `eprintln!`
+//!   and `eprint!` go through it, so a closed stdout or stderr never panics.
+
+// Defined before the modules, so that these shadow the standard macros in all of them.
+macro_rules! println {
+    () => {
+        $crate::console::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::console::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::console::out(format_args!($($arg)*))
+    };
+}
+macro_rules! eprintln {
+    () => {
+        $crate::console::err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::console::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+#[allow(unused_macros)] // none yet; there so that one added later is safe too
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::console::err(format_args!($($arg)*))
+    };
+}
 
 mod admin;
 mod cli;
 mod client;
 mod config;
+mod console;
 mod diag;
 mod error;
 mod monitor;

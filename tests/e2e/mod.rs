@@ -1,6 +1,7 @@
 pub mod harness;
 
 mod auth;
+mod closed;
 mod cluster;
 mod compat;
 mod config;
