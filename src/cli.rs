@@ -17,15 +17,18 @@ Examples:
   skypipe logs --listen               tap 'logs' live without taking anything
   skypipe send jobs < job.json        in scripts, cron and ssh: say which side, never guess
   skypipe recv jobs > job.json
+  skypipe ls                          the pipes: payloads waiting, bytes, senders, takers
+  skypipe peek jobs                   the oldest payload of 'jobs', left for its taker
+  skypipe rm jobs                     drop what waits in 'jobs'
   SKYPIPE_SECRET=... skypipe docs     with a secret: payloads are encrypted end to end
 
 Mode of `skypipe NAME`: it receives when stdin is a terminal, /dev/null or closed; it sends
 when stdin is a file, a FIFO or a socket and stdout is a terminal. When stdin could be sent
 and stdout is not a terminal (a script, ssh, cron), it refuses (exit 2) rather than guess:
 use `skypipe send NAME` or `skypipe recv NAME` (or --send / --recv). A guessed send whose
-stdin is empty sends nothing (exit 2). The words send, recv, monitor, server, setup, check,
-completions, man and help are commands: a pipe named so is reached with `skypipe -- NAME`
-(or `skypipe send NAME`, `skypipe recv NAME`).
+stdin is empty sends nothing (exit 2). The words send, recv, ls, peek, rm, monitor, server,
+setup, check, completions, man and help are commands: a pipe named so is reached with
+`skypipe -- NAME` (or `skypipe send NAME`, `skypipe recv NAME`).
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its sender,
 124 --timeout ran out, 130 interrupted.";
@@ -164,6 +167,42 @@ pub(crate) struct VerbArgs {
     pub(crate) pipe: PipeArgs,
 }
 
+/// `skypipe peek NAME`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PeekArgs {
+    /// Pipe name (the pipe `default` when none is given)
+    #[arg(value_name = "NAME")]
+    pub(crate) name: Option<String>,
+
+    /// Open a sealed payload with the secret in FILE (overrides SKYPIPE_SECRET).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+
+    /// With a secret: show a payload that is not encrypted too.
+    #[arg(long)]
+    pub(crate) allow_plaintext: bool,
+}
+
+/// `skypipe rm NAME`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RmArgs {
+    /// Pipe name
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+
+    /// Do not ask, even on a terminal.
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+}
+
+/// `skypipe ls`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LsArgs {
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// Commands other than using a pipe.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -179,6 +218,12 @@ pub(crate) enum Command {
     /// with --follow, or a live copy with --listen
     #[command(mut_arg("ttl", |a| a.hide(true)))]
     Recv(VerbArgs),
+    /// List the pipes that have payloads waiting or skypipes on them
+    Ls(LsArgs),
+    /// Write the oldest payload waiting in a pipe to stdout, without taking it
+    Peek(PeekArgs),
+    /// Drop the payloads waiting in a pipe (asks first at a terminal; --yes does not)
+    Rm(RmArgs),
     /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
     Monitor(MonitorArgs),
     /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
@@ -214,6 +259,9 @@ impl Command {
         match self {
             Command::Send(_) => "send",
             Command::Recv(_) => "recv",
+            Command::Ls(_) => "ls",
+            Command::Peek(_) => "peek",
+            Command::Rm(_) => "rm",
             Command::Monitor(_) => "monitor",
             Command::Server(_) => "server",
             Command::Setup(_) => "setup",

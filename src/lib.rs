@@ -53,6 +53,7 @@ mod config;
 mod console;
 mod diag;
 mod error;
+mod manage;
 mod monitor;
 mod protocol;
 mod transfer;
@@ -224,6 +225,29 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Setup(args) => setup::cmd_setup(&conn()?, args, &env_var).await,
         Command::Check => setup::cmd_check(&conn()?).await,
+        Command::Ls(args) => manage::ls(&session::connect(&conn()?).await?, args.json).await,
+        Command::Peek(args) => {
+            let pipe = pipe::PipeName::new(args.name.as_deref().unwrap_or(pipe::DEFAULT_PIPE))
+                .map_err(config::ConfigError::from)?;
+            let mut session = session::connect(&conn()?).await?;
+            session.crypto = config::resolve_crypto(
+                args.secret_file.as_deref(),
+                args.allow_plaintext,
+                &env_var,
+            )?;
+            let cancel = CancellationToken::new();
+            let _ = watch_signals(cancel.clone());
+            session
+                .unless_denied(manage::peek(&session, &pipe, cancel))
+                .await
+        }
+        Command::Rm(args) => {
+            let pipe = pipe::PipeName::new(&args.name).map_err(config::ConfigError::from)?;
+            let session = session::connect(&conn()?).await?;
+            session
+                .unless_denied(manage::rm(&session, &pipe, args.yes))
+                .await
+        }
         Command::Send(_) | Command::Recv(_) => Err(anyhow::anyhow!(
             "`skypipe {}` is a pipe command",
             command.name()

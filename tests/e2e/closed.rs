@@ -58,6 +58,12 @@ fn reports_and_tables_end_quietly_at_a_closed_pipe() {
     ] {
         assert_ends_quietly(cmd, help, 0);
     }
+    assert_ok(&b.send_bytes(&["looked-at"], &random_bytes(3_000_000, 62)));
+    assert_ends_quietly(cmd, &["ls"], 0);
+    assert_ends_quietly(cmd, &["ls", "--json"], 0);
+    assert_ends_quietly(cmd, &["peek", "looked-at"], 0);
+    assert_ends_quietly(cmd, &["rm", "--yes", "looked-at"], 0);
+    assert_eq!(queue_messages(&b.url()), 0, "rm dropped it");
     assert_ends_quietly(cmd, &["completions", "bash"], 0);
     assert_ends_quietly(cmd, &["man"], 0);
     assert_ends_quietly(cmd, &["setup", "--name", "closed"], 0);

@@ -11,6 +11,7 @@ mod examples;
 mod faults;
 mod follow;
 mod malformed;
+mod manage;
 mod modes;
 mod monitor;
 mod proxy;
