@@ -755,6 +755,16 @@ impl PipeRequest {
     /// a usage error naming it; the bare form refuses when stdin could be sent but stdout is
     /// not a terminal, since then a script's input and a receiver's output look the same.
     pub(crate) fn mode(&self, io: Streams) -> Result<(Mode, bool), ConfigError> {
+        let decided = self.side(io)?;
+        if matches!(decided.0, Mode::Listen { .. }) && self.flags.sender_timeout.is_some() {
+            return Err(ConfigError::Mode(
+                "--sender-timeout is for takers, and --listen takes nothing".into(),
+            ));
+        }
+        Ok(decided)
+    }
+
+    fn side(&self, io: Streams) -> Result<(Mode, bool), ConfigError> {
         let f = &self.flags;
         let receiver_flag = [
             (f.listen, "--listen"),
@@ -1146,6 +1156,8 @@ mod tests {
         assert!(e.contains("has data to send"), "{e}");
         let e = mode_of(&["p", "--ttl", "1h"], tty_in).expect_err("refused");
         assert!(e.starts_with("--ttl is for senders"), "{e}");
+        let e = mode_of(&["p", "--listen", "--sender-timeout", "5s"], tty_in).expect_err("tap");
+        assert!(e.starts_with("--sender-timeout is for takers"), "{e}");
         let e = mode_of(&["p", "--ttl", "1h", "--listen"], tty_in).expect_err("both");
         assert!(e.contains("--ttl") && e.contains("--listen"), "{e}");
     }

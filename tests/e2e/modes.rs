@@ -212,6 +212,11 @@ fn flags_that_do_not_apply_are_usage_errors_that_name_them() {
     // --ttl on a receiver.
     assert_usage(&b.recv(&["p", "--ttl", "1h"]), &["--ttl is for senders"]);
     assert_usage(&b.recv(&["recv", "p", "--ttl", "1h"]), &["--ttl", "`recv`"]);
+    // --sender-timeout on a listener, which takes nothing.
+    assert_usage(
+        &b.recv(&["p", "--listen", "--sender-timeout", "5s"]),
+        &["--sender-timeout is for takers"],
+    );
     // --allow-plaintext, --follow, --listen, --sender-timeout on a sender.
     for flag in [
         &["--allow-plaintext"][..],
