@@ -31,6 +31,7 @@ setup, check, completions, man and help are commands: a pipe named so is reached
 `skypipe -- NAME` (or `skypipe send NAME`, `skypipe recv NAME`).
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its sender,
+4 only the rest of a payload another taker began was written (from the byte it names),
 124 --timeout ran out, 130 interrupted.";
 
 /// Named pipes in the sky: move bytes between shells and machines through NATS JetStream.

@@ -68,6 +68,13 @@ pub(crate) enum Taken {
     StdoutClosed,
     /// A ticket that names no payload; terminated and skipped.
     Skipped(String),
+    /// Complete, but written from byte `at` on: the bytes before went to a taker that
+    /// stopped.
+    Resumed {
+        id: PayloadId,
+        at: u64,
+        bytes: u64,
+    },
 }
 
 /// What a taker does with a payload when its stdout closes.
@@ -601,11 +608,10 @@ impl Taker<'_> {
             // Connection trouble: the ticket comes back to some taker after its ack wait.
             Err(e) => return Err(e),
         };
-        if let (Some(at), false) = (take.reader.started_at, quiet) {
-            eprintln!(
-                "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to a \
-                 taker that stopped"
-            );
+        let resumed = take.reader.started_at;
+        let complete = matches!(end, ReadEnd::Done(End::Eof(_)));
+        if let (Some(at), false, false) = (resumed, quiet, complete) {
+            eprintln!("skypipe: {}", resumed_note(&id, at));
         }
         match end {
             ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted) => {
@@ -642,9 +648,10 @@ impl Taker<'_> {
                     "payload {id} taken: {} chunks, {bytes} bytes",
                     take.reader.chunks()
                 );
-                Ok(match end {
-                    End::Eof(_) => Taken::Complete,
-                    End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
+                Ok(match (end, resumed) {
+                    (End::Eof(_), None) => Taken::Complete,
+                    (End::Eof(_), Some(at)) => Taken::Resumed { id, at, bytes },
+                    (End::Abort { reason, .. }, _) => Taken::Aborted { id, reason, bytes },
                 })
             }
         }
@@ -694,6 +701,13 @@ pub(crate) async fn recv(
                 continue;
             }
             Taken::Complete | Taken::StdoutClosed => return Ok(()),
+            Taken::Resumed { id, at, bytes } => {
+                return Err(Failure::Resumed(format!(
+                    "{}; only bytes {at} to {bytes} of it were written here",
+                    resumed_note(&id, at)
+                ))
+                .into())
+            }
             Taken::Aborted { id, reason, bytes } => {
                 return Err(Failure::Aborted(payload::aborted_message(
                     &id,
@@ -705,6 +719,14 @@ pub(crate) async fn recv(
             }
         }
     }
+}
+
+/// What a taker says of a payload it resumed.
+fn resumed_note(id: &PayloadId, at: u64) -> String {
+    format!(
+        "payload {id} was resumed at byte {at}: the bytes before it went to a taker that \
+         stopped"
+    )
 }
 
 fn timed_out(pipe: &PipeName, timeout: Option<Duration>) -> anyhow::Error {
@@ -844,6 +866,11 @@ pub(crate) async fn follow(
                 last_activity = Instant::now();
                 match joined {
                     Ok(Ok(Taken::Complete)) => {}
+                    Ok(Ok(Taken::Resumed { id, at, .. })) => {
+                        if !settings.quiet {
+                            eprintln!("skypipe: {}", resumed_note(&id, at));
+                        }
+                    }
                     Ok(Ok(Taken::Aborted { id, reason, bytes })) => {
                         eprintln!("skypipe: {}", payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes)));
                     }
@@ -879,11 +906,15 @@ pub(crate) async fn follow(
     let _ = tokio::time::timeout(GIVE_BACK_WITHIN, fetcher).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(Ok(Taken::Aborted { id, reason, bytes })) = joined {
-            eprintln!(
+        match joined {
+            Ok(Ok(Taken::Aborted { id, reason, bytes })) => eprintln!(
                 "skypipe: {}",
                 payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes))
-            );
+            ),
+            Ok(Ok(Taken::Resumed { id, at, .. })) if !settings.quiet => {
+                eprintln!("skypipe: {}", resumed_note(&id, at));
+            }
+            _ => {}
         }
     }
     tickets.close();
