@@ -34,11 +34,21 @@ Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its 
 4 only the rest of a payload another taker began was written (from the byte it names),
 124 --timeout ran out, 130 interrupted.";
 
+/// `skypipe --version`: the release, the protocol it speaks and the commit it was built from.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (protocol {}, commit {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::protocol::pipe::VERSION,
+        env!("SKYPIPE_COMMIT")
+    )
+});
+
 /// Named pipes in the sky: move bytes between shells and machines through NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(
     name = "skypipe",
-    version,
+    version = VERSION.as_str(),
     about,
     after_help = AFTER_HELP,
     subcommand_negates_reqs = true
@@ -347,6 +357,7 @@ selection changes only with --select.";
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Connection")]
 pub(crate) struct ConnArgs {
     /// NATS server URL(s), comma-separated [env: NATS_URL]
     #[arg(short, long, value_name = "URL", global = true)]

@@ -10,6 +10,7 @@ mod crypto;
 mod examples;
 mod faults;
 mod follow;
+mod help;
 mod malformed;
 mod manage;
 mod modes;
