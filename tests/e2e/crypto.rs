@@ -568,7 +568,7 @@ fn a_listener_joining_a_sealed_payload_midway_opens_the_rest() {
         .collect();
     let all = ticks.concat();
     let (mut sender, feeder) = feed_pieces(
-        cmd(&b, &["ticker"], Some(SECRET)),
+        cmd(&b, &["send", "ticker"], Some(SECRET)),
         ticks.clone(),
         Duration::from_millis(150),
     );
