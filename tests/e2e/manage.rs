@@ -198,3 +198,59 @@ fn rm_at_a_terminal_asks_first() {
     assert_ok(&out);
     assert_eq!(queue_messages(&b.url()), 0, "dropped");
 }
+
+#[test]
+fn rm_leaves_a_payload_a_taker_holds_to_its_taker() {
+    let b = Bench::new();
+    let held_payload = random_bytes(2_000_000, 81);
+    assert_ok(&b.send_bytes(&["p"], &held_payload));
+    assert_ok(&b.send_bytes(&["p"], b"waiting\n"));
+    // A taker holds the first payload, its stdout not read past 100 kB.
+    let mut taker = b.spawn_recv(&["p"]);
+    let reader = Held::new(&mut taker, 100_000);
+    reader.wait_first();
+    wait_taken(&b.url(), "p");
+    let out = b.recv(&["rm", "p"]);
+    assert_ok(&out);
+    let err = stderr_of(&out);
+    assert!(err.contains("dropped 1 payload(s)"), "{err}");
+    assert!(err.contains("1 held by takers"), "{err}");
+    // The taker gets its payload whole; the one that waited is gone.
+    let got = reader.finish();
+    assert_ok(&wait_output(taker, HANG));
+    assert_eq!(sha(&got), sha(&held_payload));
+    let out = b.recv(&["p", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+}
+
+#[test]
+fn peek_says_when_a_payload_is_still_being_sent_or_was_aborted() {
+    let b = Bench::new();
+    // Still being sent: what is stored is written, then exit 1, saying so.
+    let mut sender = b
+        .cmd(&["-v", "send", "live"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    let mut stdin = sender.stdin.take().expect("stdin");
+    stdin.write_all(b"first line\n").expect("write");
+    stdin.flush().expect("flush");
+    sender.wait_for(&queued("live"));
+    let out = b.recv(&["peek", "live"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("still being sent"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(out.stdout, b"first line\n");
+    // Aborted by its sender (Ctrl-C): exit 3, as a taker would.
+    interrupt(&sender);
+    assert_eq!(wait_status(&mut sender, HANG).code(), Some(130));
+    drop(stdin);
+    let out = b.recv(&["peek", "live"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("aborted"), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"first line\n");
+}
