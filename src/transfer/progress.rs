@@ -31,11 +31,13 @@ impl ProgressMode {
     }
 }
 
-/// A running progress display; [`Progress::finish`] ends it.
+/// A running progress display; [`Progress::finish`] ends it with a summary line,
+/// [`Progress::clear`] without one (Ctrl-C, a failure).
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     task: Option<AbortOnDropHandle<()>>,
-    lines: Option<(String, Counter, Instant)>,
+    /// What the summary line says: the verb and the bytes (counted from the first one).
+    summary: Option<(String, Counter)>,
     finished: std::sync::atomic::AtomicBool,
 }
 
@@ -50,18 +52,21 @@ pub(crate) fn human_rate(bytes_per_second: f64) -> String {
 }
 
 impl Progress {
-    /// Starts showing `counter` (bytes `verb`, e.g. "sent"); `total` when known.
+    /// Starts showing `counter` (bytes `verb`, e.g. "sent"); `total` when known. `idle` is
+    /// what the bar says until the first byte (a receiver: `waiting on pipe NAME...`).
     pub(crate) fn start(
         mode: ProgressMode,
         verb: &str,
         total: Option<u64>,
         counter: Counter,
+        idle: Option<String>,
     ) -> Self {
+        let summary = Some((verb.to_string(), counter.clone()));
         match mode {
             ProgressMode::Off => Progress {
                 bar: None,
                 task: None,
-                lines: None,
+                summary: None,
                 finished: Default::default(),
             },
             ProgressMode::Bar => {
@@ -75,19 +80,50 @@ impl Progress {
                     ),
                     None => format!("{{done}} {verb}, {{speed}}"),
                 };
+                let waiting_style = idle.as_ref().and_then(|text| {
+                    ProgressStyle::with_template(&text.replace('{', "{{").replace('}', "}}")).ok()
+                });
                 if let Ok(style) = ProgressStyle::with_template(&template) {
-                    bar.set_style(
-                        style
-                            .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = w.write_str(&human_bytes(s.pos()));
-                            })
-                            .with_key("all", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
-                            })
-                            .with_key("speed", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                                let _ = w.write_str(&human_rate(s.per_sec()));
-                            }),
-                    );
+                    let style = style
+                        .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&human_bytes(s.pos()));
+                        })
+                        .with_key("all", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
+                        })
+                        .with_key("speed", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&human_rate(s.per_sec()));
+                        });
+                    match waiting_style {
+                        Some(waiting) => {
+                            bar.set_style(waiting);
+                            // Drawn once now: a bar that does not move is not redrawn.
+                            bar.tick();
+                            let (b, c) = (bar.clone(), counter.clone());
+                            let mut bytes_style = Some(style);
+                            let task = tokio::spawn(async move {
+                                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                                loop {
+                                    tick.tick().await;
+                                    let n = c.get();
+                                    if n > 0 {
+                                        if let Some(style) = bytes_style.take() {
+                                            b.reset_elapsed();
+                                            b.set_style(style);
+                                        }
+                                    }
+                                    b.set_position(n);
+                                }
+                            });
+                            return Progress {
+                                bar: Some(bar),
+                                task: Some(AbortOnDropHandle::new(task)),
+                                summary,
+                                finished: Default::default(),
+                            };
+                        }
+                        None => bar.set_style(style),
+                    }
                 }
                 let b = bar.clone();
                 let task = tokio::spawn(async move {
@@ -100,7 +136,7 @@ impl Progress {
                 Progress {
                     bar: Some(bar),
                     task: Some(AbortOnDropHandle::new(task)),
-                    lines: None,
+                    summary,
                     finished: Default::default(),
                 }
             }
@@ -119,21 +155,37 @@ impl Progress {
                 Progress {
                     bar: None,
                     task: Some(AbortOnDropHandle::new(task)),
-                    lines: Some((verb, counter, started)),
+                    summary: Some((verb, counter)),
                     finished: Default::default(),
                 }
             }
         }
     }
 
-    /// Stops the display: the bar is cleared, plain lines end with a summary. Once: later
-    /// calls do nothing.
+    /// Stops the display: the bar is cleared, and one summary line says how many bytes went
+    /// in how long (when any did). Once: later calls, and [`Progress::clear`], do nothing.
     pub(crate) fn finish(&self) {
+        if self.stop() {
+            if let Some((verb, counter)) = &self.summary {
+                if let Some(first) = counter.since() {
+                    eprintln!("skypipe: {}", summary(verb, counter.get(), first.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// Stops the display and clears the line, with no summary (Ctrl-C, a failure).
+    pub(crate) fn clear(&self) {
+        self.stop();
+    }
+
+    /// Stops the display; whether it was still running.
+    fn stop(&self) -> bool {
         if self
             .finished
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            return;
+            return false;
         }
         if let Some(task) = &self.task {
             task.abort();
@@ -141,13 +193,18 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        if let Some((verb, counter, started)) = &self.lines {
-            eprintln!(
-                "skypipe: {}",
-                line(verb, counter.get(), started.elapsed(), None)
-            );
-        }
+        true
     }
+}
+
+/// The summary line: `2.0 MB received in 1.3s, 1.5 MB/s`.
+fn summary(verb: &str, bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "{} {verb} in {secs:.1}s, {}",
+        human_bytes(bytes),
+        human_rate(bytes as f64 / secs)
+    )
 }
 
 fn line(verb: &str, bytes: u64, elapsed: Duration, total: Option<u64>) -> String {
@@ -172,6 +229,14 @@ mod tests {
             ProgressMode::Lines
         );
         assert_eq!(ProgressMode::choose(false, false, false), ProgressMode::Off);
+    }
+
+    #[test]
+    fn the_summary_says_bytes_time_and_rate() {
+        assert_eq!(
+            summary("received", 3_000_000, Duration::from_secs(2)),
+            "3.0 MB received in 2.0s, 1.5 MB/s"
+        );
     }
 
     #[test]

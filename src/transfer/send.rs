@@ -524,7 +524,7 @@ pub(crate) async fn send(
         };
         s.sealer = Some(Sealer::new(key, session.place(&settings.pipe)));
     }
-    let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
+    let progress = Progress::start(settings.progress, "sent", total, s.stored.clone(), None);
     let _presence = Presence::start(
         session.client.clone(),
         &session.layout,
@@ -534,7 +534,10 @@ pub(crate) async fn send(
         s.active.clone(),
     );
     let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
-    progress.finish();
+    match &result {
+        Ok(_) => progress.finish(),
+        Err(_) => progress.clear(),
+    }
     result
 }
 

@@ -251,3 +251,110 @@ fn flags_that_do_not_apply_are_usage_errors_that_name_them() {
     );
     assert_nothing_queued(&b, "p");
 }
+
+/// What a child writes to a terminal (its stderr), collected as it comes.
+struct Screen {
+    text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Screen {
+    /// A terminal for a child's stderr: the end to give it, and what it shows.
+    fn new() -> (OwnedFd, Screen) {
+        let (master, slave) = terminal();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut master = std::fs::File::from(master);
+            let mut buf = [0u8; 4096];
+            // Ends when the last holder of the other end is gone (EIO).
+            while let Ok(n) = std::io::Read::read(&mut master, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("screen").extend_from_slice(&buf[..n]);
+            }
+        });
+        (slave, Screen { text, reader })
+    }
+
+    fn now(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().expect("screen")).into_owned()
+    }
+
+    #[track_caller]
+    fn wait_for(&self, what: &str) {
+        assert!(
+            eventually(HANG, || self.now().contains(what)),
+            "{what:?} never shown: {:?}",
+            self.now()
+        );
+    }
+
+    /// Everything shown, once the child is gone.
+    fn finish(self) -> String {
+        self.reader.join().expect("screen reader");
+        let text = self.text.lock().expect("screen").clone();
+        String::from_utf8_lossy(&text).into_owned()
+    }
+}
+
+#[test]
+fn at_a_terminal_progress_says_it_waits_then_sums_up_and_ctrl_c_clears_it() {
+    let b = Bench::new();
+    let data = random_bytes(3_000_000, 71);
+    // A receiver: "waiting on pipe p..." until the payload comes, one summary line after.
+    let (tty, screen) = Screen::new();
+    let receiver = b
+        .cmd(&["p"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(tty))
+        .start();
+    screen.wait_for("waiting on pipe p...");
+    assert_ok(&b.send_bytes(&["p"], &data));
+    let out = wait_output(receiver, HANG);
+    assert!(out.status.success());
+    assert_eq!(sha(&out.stdout), sha(&data));
+    let shown = screen.finish();
+    let last = shown
+        .trim_end()
+        .rsplit(['\r', '\n'])
+        .next()
+        .unwrap_or_default();
+    let last = last.trim_start_matches("\u{1b}[2K");
+    assert!(
+        last.starts_with("skypipe: 3.0 MB received in ") && last.ends_with("B/s"),
+        "{shown:?}"
+    );
+    // A sender: the same summary.
+    let (tty, screen) = Screen::new();
+    let file = b.file("f", &data);
+    let sender = b
+        .cmd(&["send", "p"])
+        .stdin(Stdio::from(std::fs::File::open(&file).expect("open")))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(tty))
+        .start();
+    assert!(wait_output(sender, HANG).status.success());
+    assert!(screen.finish().contains("skypipe: 3.0 MB sent in "));
+    assert_ok(&b.recv(&["p"]));
+    // Ctrl-C while waiting: the line is cleared, and nothing is summed up.
+    let (tty, screen) = Screen::new();
+    let waiter = b
+        .cmd(&["p"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(tty))
+        .start();
+    screen.wait_for("waiting on pipe p...");
+    interrupt(&waiter);
+    assert_eq!(wait_output(waiter, HANG).status.code(), Some(130));
+    let shown = screen.finish();
+    let after = shown
+        .rsplit("waiting on pipe p...")
+        .next()
+        .unwrap_or_default();
+    assert!(after.contains("\u{1b}[2K"), "cleared: {shown:?}");
+    assert!(!after.contains("received"), "{shown:?}");
+}
