@@ -10,7 +10,8 @@
 //!   puts a payload's chunks back together and `output` writes them to stdout; `progress` and
 //!   `presence` report on the side.
 //! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
-//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it).
+//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it) and for `ls`.
+//! - [`manage`] is `ls`, `peek` and `rm`: looking at pipes and clearing them.
 //! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
 //! - [`diag`] is `-v`: diagnostics through `tracing`.
 //! - [`error`] holds the failures with their own exit codes, mapped in one place.
@@ -150,7 +151,8 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
         return run_pipe(&settings, cancel, interrupted).await;
     }
     let Some(command) = &cli.command else {
-        return Err(anyhow::anyhow!("no command"));
+        // Without a subcommand the command line is a pipe command, handled above.
+        return Err(anyhow::anyhow!("no command to run"));
     };
     if let Some(flag) = cli.pipe_flag() {
         return Err(error::Failure::Usage(format!(
@@ -207,7 +209,8 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     collected.map(|()| code::OK)
 }
 
-/// The subcommands: the local server, setup and check, completions and the man page.
+/// The subcommands: pipe management, the local server, setup and check, completions and the
+/// man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
     let conn = || config::resolve_conn(&cli.conn, &env_var);
     match command {
