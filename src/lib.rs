@@ -271,6 +271,11 @@ async fn run_pipe(
         ))
         .into());
     }
+    // The size before the reader starts: it reads while connecting, moving the offset.
+    let total = match settings.mode {
+        Mode::Send => config::stdin_file_size(),
+        _ => None,
+    };
     // Stdin is read while connecting (chunks are cut to the server's size when sent).
     let mut input = match settings.mode {
         Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),
@@ -291,7 +296,6 @@ async fn run_pipe(
                     let input = input
                         .take()
                         .ok_or_else(|| anyhow::anyhow!("the stdin reader did not start"))?;
-                    let total = config::stdin_file_size();
                     send::send(&session, settings, input, cancel, interrupted, total).await?;
                 }
                 Mode::Listen { .. } => listen::listen(&session, settings, cancel).await?,

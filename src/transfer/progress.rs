@@ -38,6 +38,8 @@ pub(crate) struct Progress {
     task: Option<AbortOnDropHandle<()>>,
     /// What the summary line says: the verb and the bytes (counted from the first one).
     summary: Option<(String, Counter)>,
+    /// The size of what is received, when its sender announced it.
+    announced: Announced,
     finished: std::sync::atomic::AtomicBool,
 }
 
@@ -67,76 +69,50 @@ impl Progress {
                 bar: None,
                 task: None,
                 summary: None,
+                announced: Announced::default(),
                 finished: Default::default(),
             },
             ProgressMode::Bar => {
-                let bar = match total {
-                    Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
-                    None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-                };
-                let template = match total {
-                    Some(_) => format!(
-                        "{{done}} {verb} of {{all}} ({{percent}}%), {{speed}}, {{eta}} left"
-                    ),
-                    None => format!("{{done}} {verb}, {{speed}}"),
-                };
-                let waiting_style = idle.as_ref().and_then(|text| {
+                let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+                let idle_style = idle.as_ref().and_then(|text| {
                     ProgressStyle::with_template(&text.replace('{', "{{").replace('}', "}}")).ok()
                 });
-                if let Ok(style) = ProgressStyle::with_template(&template) {
-                    let style = style
-                        .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = w.write_str(&human_bytes(s.pos()));
-                        })
-                        .with_key("all", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
-                        })
-                        .with_key("speed", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                            let _ = w.write_str(&human_rate(s.per_sec()));
-                        });
-                    match waiting_style {
-                        Some(waiting) => {
-                            bar.set_style(waiting);
-                            // Drawn once now: a bar that does not move is not redrawn.
-                            bar.tick();
-                            let (b, c) = (bar.clone(), counter.clone());
-                            let mut bytes_style = Some(style);
-                            let task = tokio::spawn(async move {
-                                let mut tick = tokio::time::interval(Duration::from_millis(100));
-                                loop {
-                                    tick.tick().await;
-                                    let n = c.get();
-                                    if n > 0 {
-                                        if let Some(style) = bytes_style.take() {
-                                            b.reset_elapsed();
-                                            b.set_style(style);
-                                        }
-                                    }
-                                    b.set_position(n);
-                                }
-                            });
-                            return Progress {
-                                bar: Some(bar),
-                                task: Some(AbortOnDropHandle::new(task)),
-                                summary,
-                                finished: Default::default(),
-                            };
-                        }
-                        None => bar.set_style(style),
+                let announced = Announced::default();
+                let (b, c, told) = (bar.clone(), counter.clone(), announced.clone());
+                let verb = verb.to_string();
+                match idle_style {
+                    Some(style) => {
+                        bar.set_style(style);
+                        // Drawn once now: a bar that does not move is not redrawn.
+                        bar.tick();
                     }
+                    None => set_bytes_style(&bar, &verb, total.is_some()),
                 }
-                let b = bar.clone();
+                let mut idle = idle.is_some();
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_millis(100));
                     loop {
                         tick.tick().await;
-                        b.set_position(counter.get());
+                        let n = c.get();
+                        if idle && n > 0 {
+                            // The first byte: from now on, bytes and rate, and the share of
+                            // the size the sender announced, when it did.
+                            idle = false;
+                            let size = told.get();
+                            if let Some(size) = size {
+                                b.set_length(size);
+                            }
+                            b.reset_elapsed();
+                            set_bytes_style(&b, &verb, size.is_some());
+                        }
+                        b.set_position(n);
                     }
                 });
                 Progress {
                     bar: Some(bar),
                     task: Some(AbortOnDropHandle::new(task)),
                     summary,
+                    announced,
                     finished: Default::default(),
                 }
             }
@@ -156,6 +132,7 @@ impl Progress {
                     bar: None,
                     task: Some(AbortOnDropHandle::new(task)),
                     summary: Some((verb, counter)),
+                    announced: Announced::default(),
                     finished: Default::default(),
                 }
             }
@@ -172,6 +149,12 @@ impl Progress {
                 }
             }
         }
+    }
+
+    /// The size of the payload being received, as its sender announced it: the bar shows
+    /// the share received once bytes come.
+    pub(crate) fn announce(&self, size: Option<u64>) {
+        self.announced.set(size);
     }
 
     /// Stops the display and clears the line, with no summary (Ctrl-C, a failure).
@@ -194,6 +177,45 @@ impl Progress {
             bar.finish_and_clear();
         }
         true
+    }
+}
+
+/// A size announced to the progress task.
+#[derive(Debug, Clone, Default)]
+struct Announced(std::sync::Arc<std::sync::Mutex<Option<u64>>>);
+
+impl Announced {
+    fn set(&self, size: Option<u64>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = size;
+        }
+    }
+
+    fn get(&self) -> Option<u64> {
+        self.0.lock().ok().and_then(|s| *s)
+    }
+}
+
+/// Bytes and rate, and with `of_total` the share of the length and the time left.
+fn set_bytes_style(bar: &ProgressBar, verb: &str, of_total: bool) {
+    let template = if of_total {
+        format!("{{done}} {verb} of {{all}} ({{percent}}%), {{speed}}, {{eta}} left")
+    } else {
+        format!("{{done}} {verb}, {{speed}}")
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(
+            style
+                .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human_bytes(s.pos()));
+                })
+                .with_key("all", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
+                })
+                .with_key("speed", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human_rate(s.per_sec()));
+                }),
+        );
     }
 }
 

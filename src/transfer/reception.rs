@@ -68,6 +68,11 @@ impl Reception {
         })
     }
 
+    /// The size of the payload being taken, as its ticket announced it.
+    pub(crate) fn announce(&self, size: Option<u64>) {
+        self.progress.announce(size);
+    }
+
     /// Ends the progress line with its summary, or, after Ctrl-C, clears it (once; dropping
     /// clears it too).
     pub(crate) fn finish(&self) {

@@ -487,6 +487,8 @@ pub(crate) struct Taker<'a> {
     /// Hold back the start of a line until its end arrives (an output several payloads
     /// share).
     pub(crate) whole_lines: bool,
+    /// Where a plain taker tells its progress the size a ticket announces.
+    pub(crate) progress: Option<&'a Reception>,
 }
 
 /// A follower's payloads write in the order of their tickets: each waits for the one before
@@ -545,6 +547,10 @@ impl Taker<'_> {
         } else {
             Start::AtZero
         };
+        // A resumed payload writes only its rest: a share of the whole would mislead.
+        if let (Some(progress), false) = (self.progress, redelivered) {
+            progress.announce(pipe::ticket_size(ticket.headers.as_ref()));
+        }
         let data = session
             .js
             .get_stream_no_info(session.layout.data_stream())
@@ -692,6 +698,7 @@ pub(crate) async fn recv(
             sender_timeout: settings.sender_timeout,
             batch: READ_BATCH,
             whole_lines: false,
+            progress: Some(&reception),
         };
         let taken = taker.take(ticket, Turn::default()).await;
         reception.finish();
@@ -856,6 +863,7 @@ pub(crate) async fn follow(
                         sender_timeout,
                         batch: FOLLOW_READ_BATCH,
                         whole_lines: true,
+                        progress: None,
                     };
                     let taken = taker.take(ticket, turn).await;
                     drop(permit);

@@ -83,6 +83,9 @@ struct Sender<'a> {
     /// The payload being sent, once announced, for presence.
     active: Payloads,
     sealer: Option<Sealer>,
+    /// The payload's size, when stdin is a regular file: told in the ticket, for the
+    /// receiver's progress.
+    size: Option<u64>,
 }
 
 impl<'a> Sender<'a> {
@@ -114,6 +117,7 @@ impl<'a> Sender<'a> {
             stored: Counter::default(),
             active: Payloads::default(),
             sealer: None,
+            size: None,
         }
     }
 
@@ -203,7 +207,10 @@ impl<'a> Sender<'a> {
                 let chunk = pipe::chunk_headers(meta, self.ttl);
                 (pipe::inline_ticket_headers(&chunk, &self.id), body.clone())
             }
-            None => (pipe::ticket_headers(&self.id, self.ttl), Bytes::new()),
+            None => (
+                pipe::ticket_headers(&self.id, self.ttl, self.size),
+                Bytes::new(),
+            ),
         }
     }
 
@@ -515,6 +522,7 @@ pub(crate) async fn send(
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session.clone(), settings);
+    s.size = total;
     if let Some(secret) = &session.crypto.secret {
         // Stdin is read meanwhile, on its own thread.
         let key = tokio::select! {

@@ -358,3 +358,27 @@ fn at_a_terminal_progress_says_it_waits_then_sums_up_and_ctrl_c_clears_it() {
     assert!(after.contains("\u{1b}[2K"), "cleared: {shown:?}");
     assert!(!after.contains("received"), "{shown:?}");
 }
+
+#[test]
+fn at_a_terminal_a_receiver_shows_the_share_of_a_size_its_sender_announced() {
+    let b = Bench::new();
+    let data = random_bytes(3_000_000, 72);
+    let file = b.file("sized", &data);
+    // A sender reading a regular file knows the size, and tells it in the ticket.
+    assert_ok(&b.send_file(&["sized"], &file));
+    let (tty, screen) = Screen::new();
+    let mut receiver = b
+        .cmd(&["sized"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(tty))
+        .start();
+    // Held in the middle of the payload: its stdout is not read past 1 MB for now.
+    let held = Held::new(&mut receiver, 1_000_000);
+    held.wait_first();
+    screen.wait_for(" received of 3.0 MB (");
+    let got = held.finish();
+    assert!(wait_output(receiver, HANG).status.success());
+    assert_eq!(sha(&got), sha(&data));
+    assert!(screen.finish().contains("skypipe: 3.0 MB received in "));
+}
