@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Log aggregation: several hosts stream their logs into one pipe, one aggregator takes them all.
-#   on each host:        tail -f /var/log/app.log | skypipe logs
-#   on the aggregator:   skypipe logs --follow > /var/log/aggregate
+#   on each host:        tail -f /var/log/app.log | skypipe send logs
+#   on the aggregator:   skypipe recv logs --follow > /var/log/aggregate
+# (in a script, say `send` or `recv`: the bare `skypipe logs` refuses to guess there)
 # Here three "hosts" are three background senders on this machine. Needs skypipe on PATH and a
 # server (NATS_URL, a context, or the local default).
 set -euo pipefail
@@ -10,14 +11,14 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 # The aggregator: takes every payload as it comes; stops after 3 s of silence (exit 124).
-skypipe "$pipe" --follow --timeout 3s >"$out" &
+skypipe recv "$pipe" --follow --timeout 3s >"$out" &
 aggregator=$!
 sleep 0.5
 
 # Three senders, each a stream of numbered lines, running at the same time.
 senders=()
 for host in web1 web2 db1; do
-  (for i in $(seq 1 100); do echo "$host: request $i"; done | skypipe "$pipe") &
+  (for i in $(seq 1 100); do echo "$host: request $i"; done | skypipe send "$pipe") &
   senders+=($!)
 done
 wait "${senders[@]}"

@@ -7,11 +7,11 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
 for l in 1 2 3; do
-  skypipe "$pipe" --listen >"$dir/listener$l" &
+  skypipe recv "$pipe" --listen >"$dir/listener$l" &
 done
-skypipe "$pipe" >"$dir/taker" &
+skypipe recv "$pipe" >"$dir/taker" &
 sleep 0.5
-echo "hello, everyone" | skypipe "$pipe"
+echo "hello, everyone" | skypipe send "$pipe"
 wait
 
 for f in listener1 listener2 listener3 taker; do

@@ -7,12 +7,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 for n in $(seq 1 9); do
-  echo "job $n" | skypipe "$pipe"
+  echo "job $n" | skypipe send "$pipe"
 done
 
 worker() {
   # Take one job at a time; an empty queue for 2 s ends the worker (exit 124).
-  while job=$(skypipe "$pipe" --timeout 2s); do
+  while job=$(skypipe recv "$pipe" --timeout 2s); do
     echo "worker $1 took $job" >>"$log"
   done
 }

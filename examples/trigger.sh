@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Scripted coordination: a script blocks until another process (maybe on another machine)
 # fires a trigger.
-#   waiting script:  skypipe deploy-done && ./next-step
-#   elsewhere:       echo | skypipe deploy-done
+#   waiting script:  skypipe recv deploy-done && ./next-step
+#   elsewhere:       echo | skypipe send deploy-done
+# (at a prompt, the bare `skypipe deploy-done` and `echo | skypipe deploy-done` do the same)
 set -euo pipefail
 pipe=go-example-$$
 
-( skypipe "$pipe" >/dev/null && echo "waiter: woken by the trigger" ) &
+( skypipe recv "$pipe" >/dev/null && echo "waiter: woken by the trigger" ) &
 waiter=$!
 sleep 0.5
 echo "trigger: firing"
-echo | skypipe "$pipe"
+echo | skypipe send "$pipe"
 wait "$waiter"

@@ -2,6 +2,7 @@
 //! [`crate::config`] turns it into the settings the rest of the program uses.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
@@ -14,19 +15,40 @@ Examples:
   skypipe go                          block until someone runs: echo | skypipe go
   skypipe logs --follow > all.log     take every payload of 'logs', forever
   skypipe logs --listen               tap 'logs' live without taking anything
+  skypipe send jobs < job.json        in scripts, cron and ssh: say which side, never guess
+  skypipe recv jobs > job.json
+  skypipe ls                          the pipes: payloads waiting, bytes, senders, takers
+  skypipe peek jobs                   the oldest payload of 'jobs', left for its taker
+  skypipe rm jobs                     drop what waits in 'jobs'
   SKYPIPE_SECRET=... skypipe docs     with a secret: payloads are encrypted end to end
 
-Mode: skypipe sends when stdin is a file, a FIFO or a socket, and receives otherwise.
---send and --recv force the mode.
+Mode of `skypipe NAME`: it receives when stdin is a terminal, /dev/null or closed; it sends
+when stdin is a file, a FIFO or a socket and stdout is a terminal. When stdin could be sent
+and stdout is not a terminal (a script, ssh, cron), it refuses (exit 2) rather than guess:
+use `skypipe send NAME` or `skypipe recv NAME` (or --send / --recv). A guessed send whose
+stdin is empty sends nothing (exit 2). The words send, recv, ls, peek, rm, monitor, server,
+setup, check, completions, man and help are commands: a pipe named so is reached with
+`skypipe -- NAME` (or `skypipe send NAME`, `skypipe recv NAME`).
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its sender,
+4 only the rest of a payload another taker began was written (from the byte it names),
 124 --timeout ran out, 130 interrupted.";
+
+/// `skypipe --version`: the release, the protocol it speaks and the commit it was built from.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (protocol {}, commit {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::protocol::pipe::VERSION,
+        env!("SKYPIPE_COMMIT")
+    )
+});
 
 /// Named pipes in the sky: move bytes between shells and machines through NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(
     name = "skypipe",
-    version,
+    version = VERSION.as_str(),
     about,
     after_help = AFTER_HELP,
     subcommand_negates_reqs = true
@@ -40,51 +62,63 @@ pub(crate) struct Cli {
     #[arg(value_name = "NAME")]
     pub(crate) name: Option<String>,
 
-    /// Send stdin into the pipe, whatever stdin is.
-    #[arg(long, conflicts_with = "recv")]
+    /// Send stdin into the pipe, whatever stdin and stdout are (as `skypipe send NAME`).
+    #[arg(long)]
     pub(crate) send: bool,
 
-    /// Receive from the pipe, whatever stdin is.
+    /// Receive from the pipe, whatever stdin and stdout are (as `skypipe recv NAME`).
     #[arg(long)]
     pub(crate) recv: bool,
 
+    #[command(flatten)]
+    pub(crate) pipe: PipeArgs,
+
+    /// Say more about what skypipe does, on stderr (repeat for more).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    #[command(flatten)]
+    pub(crate) conn: ConnArgs,
+}
+
+/// Every flag of a pipe command, as given on the bare form (`skypipe NAME ...`). The verbs
+/// take the ones that apply to them ([`SendArgs`], [`RecvArgs`]); [`crate::config`] refuses
+/// a flag that does not apply to what the command does.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct PipeArgs {
     /// Tap the pipe: a live copy of everything sent from now on; takes nothing. Exits at the
     /// first end of a payload unless --follow.
-    #[arg(short, long, conflicts_with = "send")]
+    #[arg(short, long)]
     pub(crate) listen: bool,
 
     /// Keep going: take (or, with --listen, copy) every payload as it comes, oldest first,
     /// concurrent payloads interleaved chunk by chunk.
-    #[arg(short, long, conflicts_with = "send")]
+    #[arg(short, long)]
     pub(crate) follow: bool,
 
     /// Taker: declare a payload's sender gone after DURATION with no data and no sign of life
-    /// (living senders announce themselves every second, even when idle).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
-    pub(crate) sender_timeout: std::time::Duration,
+    /// (living senders announce themselves every second, even when idle) [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) sender_timeout: Option<Duration>,
 
     /// Show progress on stderr even when it is not a terminal (plain lines).
     #[arg(long, conflicts_with = "quiet")]
     pub(crate) progress: bool,
 
-    /// How long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days; from 1s
-    /// to 100years).
+    /// Sender: how long a payload waits in the pipe before it expires (e.g. 30m, 2h, 7days;
+    /// from 1s to 100years).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub(crate) ttl: Option<std::time::Duration>,
+    pub(crate) ttl: Option<Duration>,
 
     /// Receiver: give up with exit code 124 when no payload arrives within DURATION (with
     /// --follow: when nothing arrives for DURATION). Sender: give up (exit 1) when the server
     /// stores nothing for DURATION (its storage is full, or it stopped answering).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// Print nothing but errors on stderr.
     #[arg(short, long)]
     pub(crate) quiet: bool,
-
-    /// Say more about what skypipe does, on stderr (repeat for more).
-    #[arg(short, long, action = ArgAction::Count)]
-    pub(crate) verbose: u8,
 
     /// Encrypt end to end with the secret in FILE (its contents, less a final line break;
     /// overrides SKYPIPE_SECRET): senders seal payloads, receivers open them and refuse
@@ -93,16 +127,114 @@ pub(crate) struct Cli {
     pub(crate) secret_file: Option<PathBuf>,
 
     /// Receiver with a secret: accept payloads that are not encrypted too.
-    #[arg(long, conflicts_with = "send")]
+    #[arg(long)]
     pub(crate) allow_plaintext: bool,
+}
+
+impl PipeArgs {
+    /// The flags given, each with its name, in the order of `--help`.
+    pub(crate) fn given(&self) -> Vec<&'static str> {
+        [
+            (self.listen, "--listen"),
+            (self.follow, "--follow"),
+            (self.sender_timeout.is_some(), "--sender-timeout"),
+            (self.progress, "--progress"),
+            (self.ttl.is_some(), "--ttl"),
+            (self.timeout.is_some(), "--timeout"),
+            (self.quiet, "--quiet"),
+            (self.secret_file.is_some(), "--secret-file"),
+            (self.allow_plaintext, "--allow-plaintext"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
+
+    /// These flags with `later`'s on top (flags given after a verb over those before it).
+    pub(crate) fn overlaid(&self, later: PipeArgs) -> PipeArgs {
+        PipeArgs {
+            listen: self.listen || later.listen,
+            follow: self.follow || later.follow,
+            sender_timeout: later.sender_timeout.or(self.sender_timeout),
+            progress: self.progress || later.progress,
+            ttl: later.ttl.or(self.ttl),
+            timeout: later.timeout.or(self.timeout),
+            quiet: self.quiet || later.quiet,
+            secret_file: later.secret_file.or_else(|| self.secret_file.clone()),
+            allow_plaintext: self.allow_plaintext || later.allow_plaintext,
+        }
+    }
+}
+
+/// `skypipe send NAME` and `skypipe recv NAME`: the pipe flags, the ones of the other side
+/// hidden from `--help` (and refused by name when given).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct VerbArgs {
+    /// Pipe name (the pipe `default` when none is given)
+    #[arg(value_name = "NAME")]
+    pub(crate) name: Option<String>,
 
     #[command(flatten)]
-    pub(crate) conn: ConnArgs,
+    pub(crate) pipe: PipeArgs,
+}
+
+/// `skypipe peek NAME`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PeekArgs {
+    /// Pipe name (the pipe `default` when none is given)
+    #[arg(value_name = "NAME")]
+    pub(crate) name: Option<String>,
+
+    /// Open a sealed payload with the secret in FILE (overrides SKYPIPE_SECRET).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+
+    /// With a secret: show a payload that is not encrypted too.
+    #[arg(long)]
+    pub(crate) allow_plaintext: bool,
+}
+
+/// `skypipe rm NAME`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RmArgs {
+    /// Pipe name
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+
+    /// Do not ask, even on a terminal.
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+}
+
+/// `skypipe ls`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LsArgs {
+    /// Print JSON, for scripts.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Commands other than using a pipe.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Send stdin into a pipe as one payload, whatever stdin and stdout are (for scripts)
+    #[command(
+        mut_arg("listen", |a| a.hide(true)),
+        mut_arg("follow", |a| a.hide(true)),
+        mut_arg("sender_timeout", |a| a.hide(true)),
+        mut_arg("allow_plaintext", |a| a.hide(true))
+    )]
+    Send(VerbArgs),
+    /// Receive from a pipe, whatever stdin is (for scripts): the oldest payload, or every one
+    /// with --follow, or a live copy with --listen
+    #[command(mut_arg("ttl", |a| a.hide(true)))]
+    Recv(VerbArgs),
+    /// List the pipes that have payloads waiting or skypipes on them
+    Ls(LsArgs),
+    /// Write the oldest payload waiting in a pipe to stdout, without taking it
+    Peek(PeekArgs),
+    /// Drop the payloads waiting in a pipe (asks first at a terminal; --yes does not)
+    Rm(RmArgs),
     /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
     Monitor(MonitorArgs),
     /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
@@ -142,6 +274,11 @@ impl Command {
     /// The subcommand's name, as typed.
     pub(crate) fn name(&self) -> &'static str {
         match self {
+            Command::Send(_) => "send",
+            Command::Recv(_) => "recv",
+            Command::Ls(_) => "ls",
+            Command::Peek(_) => "peek",
+            Command::Rm(_) => "rm",
             Command::Monitor(_) => "monitor",
             Command::Server(_) => "server",
             Command::Setup(_) => "setup",
@@ -157,19 +294,10 @@ impl Command {
 impl Cli {
     /// The first flag given that only a pipe command takes, if any.
     pub(crate) fn pipe_flag(&self) -> Option<&'static str> {
-        [
-            (self.send, "--send"),
-            (self.recv, "--recv"),
-            (self.listen, "--listen"),
-            (self.follow, "--follow"),
-            (self.progress, "--progress"),
-            (self.ttl.is_some(), "--ttl"),
-            (self.timeout.is_some(), "--timeout"),
-            (self.secret_file.is_some(), "--secret-file"),
-            (self.allow_plaintext, "--allow-plaintext"),
-        ]
-        .into_iter()
-        .find_map(|(given, flag)| given.then_some(flag))
+        [(self.send, "--send"), (self.recv, "--recv")]
+            .into_iter()
+            .find_map(|(given, flag)| given.then_some(flag))
+            .or_else(|| self.pipe.given().first().copied())
     }
 }
 
@@ -400,6 +528,7 @@ selection changes only with --select.";
 
 /// Where the server is and how to log in; the natscli's flags and variables.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Connection")]
 pub(crate) struct ConnArgs {
     /// NATS server URL(s), comma-separated [env: NATS_URL]
     #[arg(short, long, value_name = "URL", global = true)]

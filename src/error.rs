@@ -7,6 +7,7 @@ pub(crate) mod code {
     pub(crate) const RUNTIME: i32 = 1;
     pub(crate) const USAGE: i32 = 2;
     pub(crate) const ABORTED: i32 = 3;
+    pub(crate) const RESUMED: i32 = 4;
     pub(crate) const TIMEOUT: i32 = 124;
     pub(crate) const INTERRUPTED: i32 = 130;
 }
@@ -20,6 +21,9 @@ pub(crate) enum Failure {
     /// The sender aborted the payload: exit 3.
     #[error("{0}")]
     Aborted(String),
+    /// A plain receiver wrote only the rest of a payload another taker began: exit 4.
+    #[error("{0}")]
+    Resumed(String),
     /// `--timeout` ran out: exit 124.
     #[error("{0}")]
     TimedOut(String),
@@ -35,6 +39,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
             return match f {
                 Failure::Usage(_) => code::USAGE,
                 Failure::Aborted(_) => code::ABORTED,
+                Failure::Resumed(_) => code::RESUMED,
                 Failure::TimedOut(_) => code::TIMEOUT,
                 Failure::Interrupted => code::INTERRUPTED,
             };

@@ -10,17 +10,51 @@
 //!   puts a payload's chunks back together and `output` writes them to stdout; `progress` and
 //!   `presence` report on the side.
 //! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
-//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it).
+//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it) and for `ls`.
+//! - [`manage`] is `ls`, `peek` and `rm`: looking at pipes and clearing them.
 //! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
 //! - [`diag`] is `-v`: diagnostics through `tracing`.
 //! - [`error`] holds the failures with their own exit codes, mapped in one place.
+//! - [`console`] writes reports and messages; the crate's `println!`, `print!`, `eprintln!`
+//!   and `eprint!` go through it, so a closed stdout or stderr never panics.
+
+// Defined before the modules, so that these shadow the standard macros in all of them.
+macro_rules! println {
+    () => {
+        $crate::console::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::console::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::console::out(format_args!($($arg)*))
+    };
+}
+macro_rules! eprintln {
+    () => {
+        $crate::console::err(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::console::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+#[allow(unused_macros)] // none yet; there so that one added later is safe too
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::console::err(format_args!($($arg)*))
+    };
+}
 
 mod admin;
 mod cli;
 mod client;
 mod config;
+mod console;
 mod diag;
 mod error;
+mod manage;
 mod monitor;
 mod protocol;
 mod transfer;
@@ -110,21 +144,25 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(command) = &cli.command {
-        if let Some(flag) = cli.pipe_flag() {
-            return Err(error::Failure::Usage(format!(
-                "{flag} is for pipes, not for `skypipe {}`; a pipe named like a subcommand is \
-                 reached with `skypipe [FLAGS] -- NAME`",
-                command.name()
-            ))
-            .into());
-        }
-        return run_command(command, &cli).await;
+    if let Some(request) = config::PipeRequest::from_cli(&cli)? {
+        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)?;
+        let cancel = CancellationToken::new();
+        let interrupted = watch_signals(cancel.clone());
+        return run_pipe(&settings, cancel, interrupted).await;
     }
-    let settings = config::pipe_settings(&cli, config::stdin_kind(), &env_var)?;
-    let cancel = CancellationToken::new();
-    let interrupted = watch_signals(cancel.clone());
-    run_pipe(&settings, cancel, interrupted).await
+    let Some(command) = &cli.command else {
+        // Without a subcommand the command line is a pipe command, handled above.
+        return Err(anyhow::anyhow!("no command to run"));
+    };
+    if let Some(flag) = cli.pipe_flag() {
+        return Err(error::Failure::Usage(format!(
+            "{flag} is for pipes, not for `skypipe {}`; a pipe named like a subcommand is \
+             reached with `skypipe [FLAGS] -- NAME`",
+            command.name()
+        ))
+        .into());
+    }
+    run_command(command, &cli).await
 }
 
 async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> {
@@ -171,7 +209,8 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     collected.map(|()| code::OK)
 }
 
-/// The subcommands: the local server, setup and check, completions and the man page.
+/// The subcommands: pipe management, the local server, setup and check, completions and the
+/// man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
     let conn = || config::resolve_conn(&cli.conn, &env_var);
     match command {
@@ -193,6 +232,35 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         Command::Check => setup::cmd_check(&conn()?).await,
         Command::Invite(args) => invite::cmd_invite(&conn()?, args, &env_var).await,
         Command::Join(args) => join::cmd_join(&conn()?, args, &env_var).await,
+        Command::Ls(args) => manage::ls(&session::connect(&conn()?).await?, args.json).await,
+        Command::Peek(args) => {
+            let pipe = pipe::PipeName::new(args.name.as_deref().unwrap_or(pipe::DEFAULT_PIPE))
+                .map_err(config::ConfigError::from)?;
+            let conn = conn()?;
+            let mut session = session::connect(&conn).await?;
+            session.crypto = config::resolve_crypto(
+                args.secret_file.as_deref(),
+                args.allow_plaintext,
+                &env_var,
+                conn.secret_file.as_deref(),
+            )?;
+            let cancel = CancellationToken::new();
+            let _ = watch_signals(cancel.clone());
+            session
+                .unless_denied(manage::peek(&session, &pipe, cancel))
+                .await
+        }
+        Command::Rm(args) => {
+            let pipe = pipe::PipeName::new(&args.name).map_err(config::ConfigError::from)?;
+            let session = session::connect(&conn()?).await?;
+            session
+                .unless_denied(manage::rm(&session, &pipe, args.yes))
+                .await
+        }
+        Command::Send(_) | Command::Recv(_) => Err(anyhow::anyhow!(
+            "`skypipe {}` is a pipe command",
+            command.name()
+        )),
     }
 }
 
@@ -209,6 +277,11 @@ async fn run_pipe(
         ))
         .into());
     }
+    // The size before the reader starts: it reads while connecting, moving the offset.
+    let total = match settings.mode {
+        Mode::Send => config::stdin_file_size(),
+        _ => None,
+    };
     // Stdin is read while connecting (chunks are cut to the server's size when sent).
     let mut input = match settings.mode {
         Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),
@@ -229,7 +302,6 @@ async fn run_pipe(
                     let input = input
                         .take()
                         .ok_or_else(|| anyhow::anyhow!("the stdin reader did not start"))?;
-                    let total = config::stdin_file_size();
                     send::send(&session, settings, input, cancel, interrupted, total).await?;
                 }
                 Mode::Listen { .. } => listen::listen(&session, settings, cancel).await?,

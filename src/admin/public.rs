@@ -210,6 +210,8 @@ pub(crate) fn prefix_publish(p: &str) -> Vec<String> {
     }
     allow.push(format!("$JS.API.STREAM.PURGE.{p}-data"));
     allow.push(format!("$JS.API.STREAM.MSG.GET.{p}-data"));
+    allow.push(format!("$JS.API.STREAM.MSG.GET.{p}-queue"));
+    allow.push(format!("$JS.API.STREAM.MSG.DELETE.{p}-queue"));
     for s in ["data", "queue"] {
         allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}"));
         allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}.>"));

@@ -321,6 +321,7 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     let settings = config::PipeSettings {
         pipe: pipe.clone(),
         mode: config::Mode::Send,
+        guessed: false,
         ttl: Duration::from_secs(5 * 60),
         ttl_given: true,
         timeout: None,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 /// How long to keep trying by default.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
-/// Overrides the default with a duration such as `5s`; undocumented for users, it lets tests
-/// watch a client give up without waiting a minute.
+/// Overrides the default with a duration such as `5s` (README, "Environment and files"); tests
+/// use it to watch a client give up without waiting a minute.
 pub(crate) const ENV: &str = "SKYPIPE_RETRY_FOR";
 
 /// How long to keep trying a server that went away.

@@ -11,7 +11,7 @@ pub(crate) use contexts::{
     ContextFile,
 };
 
-use crate::cli::{Cli, ConnArgs};
+use crate::cli::{Cli, ConnArgs, PipeArgs};
 use crate::client::retry::RetryPolicy;
 use crate::protocol::crypto::{Crypto, Secret};
 use crate::protocol::pipe::{Layout, NameError, PipeName, DEFAULT_PIPE, DEFAULT_PREFIX};
@@ -70,6 +70,9 @@ pub(crate) enum ConfigError {
     EmptySecret(String),
     #[error("{LOCAL_PORT_ENV}={value:?} is not a port number from 1 to 65535")]
     LocalPort { value: String },
+    /// What to do cannot be told, or a flag does not apply to what the command does.
+    #[error("{0}")]
+    Mode(String),
     #[error("{LOCAL_MAX_STORE_ENV}: {0}")]
     LocalMaxStore(String),
     #[error("bad replica count {value:?} (from {from}): give a number from 1 to {MAX_REPLICAS}")]
@@ -490,6 +493,15 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
+    /// The receiving mode that `--listen` and `--follow` make.
+    pub(crate) fn receiving(listen: bool, follow: bool) -> Mode {
+        match (listen, follow) {
+            (true, follow) => Mode::Listen { follow },
+            (false, true) => Mode::Follow,
+            (false, false) => Mode::Take,
+        }
+    }
+
     /// Whether it writes payloads to stdout.
     pub(crate) fn receives(self) -> bool {
         self != Mode::Send
@@ -504,10 +516,52 @@ impl Mode {
 /// What stdin is, as far as the mode choice cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StdinKind {
-    /// A regular file, FIFO or socket: something to read.
-    Readable,
+    /// A regular file: something to read.
+    File,
+    /// A pipe (FIFO): something to read.
+    Fifo,
+    /// A socket: something to read.
+    Socket,
     /// A terminal, /dev/null, closed, or unknown: do not read.
     Other,
+}
+
+impl StdinKind {
+    /// Whether the bare form may send it.
+    pub(crate) fn readable(self) -> bool {
+        self != StdinKind::Other
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StdinKind::File => "a file",
+            StdinKind::Fifo => "a pipe",
+            StdinKind::Socket => "a socket",
+            StdinKind::Other => "not a file, pipe or socket",
+        }
+    }
+}
+
+/// What the mode choice looks at: stdin and stdout as the process found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Streams {
+    pub(crate) stdin: StdinKind,
+    /// Bytes were waiting on stdin when skypipe started (a file not read to its end, a pipe
+    /// with data in it); looked at without reading any.
+    pub(crate) stdin_has_data: bool,
+    pub(crate) stdout_is_terminal: bool,
+}
+
+impl Streams {
+    /// Looks at this process's stdin and stdout.
+    pub(crate) fn observe() -> Streams {
+        let stdin = stdin_kind();
+        Streams {
+            stdin,
+            stdin_has_data: stdin_has_data(stdin),
+            stdout_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        }
+    }
 }
 
 /// Inspects fd 0 the safe way: regular file, FIFO and socket are readable; anything else
@@ -521,13 +575,37 @@ pub(crate) fn stdin_kind() -> StdinKind {
     match std::fs::File::from(fd).metadata() {
         Ok(m) => {
             let t = m.file_type();
-            if t.is_file() || t.is_fifo() || t.is_socket() {
-                StdinKind::Readable
+            if t.is_file() {
+                StdinKind::File
+            } else if t.is_fifo() {
+                StdinKind::Fifo
+            } else if t.is_socket() {
+                StdinKind::Socket
             } else {
                 StdinKind::Other
             }
         }
         Err(_) => StdinKind::Other,
+    }
+}
+
+/// Whether bytes wait on stdin now, found without taking any: the rest of a regular file, or
+/// what a pipe holds (copied, not read, with `tee(2)`). A socket, or a pipe whose writer has
+/// not written yet, counts as empty.
+fn stdin_has_data(kind: StdinKind) -> bool {
+    match kind {
+        StdinKind::File => stdin_file_size().is_some_and(|n| n > 0),
+        StdinKind::Fifo => {
+            use nix::fcntl::{tee, SpliceFFlags};
+            let Ok((_read, write)) = nix::unistd::pipe() else {
+                return false;
+            };
+            matches!(
+                tee(std::io::stdin(), &write, 1, SpliceFFlags::SPLICE_F_NONBLOCK),
+                Ok(n) if n > 0
+            )
+        }
+        StdinKind::Socket | StdinKind::Other => false,
     }
 }
 
@@ -550,6 +628,9 @@ pub(crate) fn stdin_file_size() -> Option<u64> {
 pub(crate) struct PipeSettings {
     pub(crate) pipe: PipeName,
     pub(crate) mode: Mode,
+    /// The mode was guessed by the bare form (not named by a verb or a flag): an empty stdin
+    /// is then refused rather than sent.
+    pub(crate) guessed: bool,
     pub(crate) ttl: Duration,
     pub(crate) ttl_given: bool,
     pub(crate) timeout: Option<Duration>,
@@ -561,17 +642,21 @@ pub(crate) struct PipeSettings {
     pub(crate) crypto: Crypto,
 }
 
+/// How long a taker waits for a silent sender unless `--sender-timeout` says otherwise.
+pub(crate) const DEFAULT_SENDER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The secret from `--secret-file` (its contents less one final line break) or else
 /// `SKYPIPE_SECRET`, and what to do with plain payloads.
 pub(crate) fn resolve_crypto(
-    cli: &Cli,
+    secret_file: Option<&std::path::Path>,
+    allow_plaintext: bool,
     env: &dyn Fn(&str) -> Option<String>,
     saved: Option<&Path>,
 ) -> Result<Crypto, ConfigError> {
     let saved = saved.filter(|p| p.exists()).map(Path::to_path_buf);
     let from_env = env("SKYPIPE_SECRET").filter(|s| !s.is_empty());
-    let file = match (&cli.secret_file, &from_env) {
-        (Some(f), _) => Some(f.clone()),
+    let file = match (secret_file, &from_env) {
+        (Some(f), _) => Some(f.to_path_buf()),
         (None, None) => saved,
         (None, Some(_)) => None,
     };
@@ -579,7 +664,7 @@ pub(crate) fn resolve_crypto(
         Some(path) => {
             let mut bytes = std::fs::read(path).map_err(|e| ConfigError::File {
                 what: "secret",
-                path: path.clone(),
+                path: path.to_path_buf(),
                 reason: io_reason(&e),
             })?;
             if bytes.last() == Some(&b'\n') {
@@ -597,7 +682,7 @@ pub(crate) fn resolve_crypto(
     };
     Ok(Crypto {
         secret,
-        allow_plaintext: cli.allow_plaintext,
+        allow_plaintext,
     })
 }
 
@@ -612,39 +697,203 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<Duration, ConfigError> {
     }
 }
 
+/// Which side the command line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// `skypipe send NAME`, or `--send`.
+    Send,
+    /// `skypipe recv NAME`, or `--recv`.
+    Recv,
+    /// `skypipe NAME`: the mode is guessed from stdin and stdout.
+    Bare,
+}
+
+/// A pipe command as the command line puts it, before it is checked.
+#[derive(Debug, Clone)]
+pub(crate) struct PipeRequest {
+    pub(crate) name: Option<String>,
+    pub(crate) asked: Asked,
+    /// How the command names its side, for messages: `skypipe send`, `--recv`, ...
+    pub(crate) asked_as: &'static str,
+    pub(crate) flags: PipeArgs,
+}
+
+impl PipeRequest {
+    /// The pipe command of a command line: the bare form, or the verbs `send` and `recv`
+    /// (pipe flags before the verb count as given after it). `None` for other subcommands.
+    pub(crate) fn from_cli(cli: &Cli) -> Result<Option<PipeRequest>, ConfigError> {
+        use crate::cli::Command;
+        let verb = match &cli.command {
+            None => None,
+            Some(Command::Send(a)) => Some((Asked::Send, "skypipe send", &a.name, &a.pipe)),
+            Some(Command::Recv(a)) => Some((Asked::Recv, "skypipe recv", &a.name, &a.pipe)),
+            Some(_) => return Ok(None),
+        };
+        let forced = match (cli.send, cli.recv) {
+            (true, true) => {
+                return Err(ConfigError::Mode(
+                    "--send and --recv contradict each other: give one".into(),
+                ))
+            }
+            (true, false) => Some((Asked::Send, "--send")),
+            (false, true) => Some((Asked::Recv, "--recv")),
+            (false, false) => None,
+        };
+        Ok(Some(match verb {
+            Some((asked, asked_as, name, flags)) => {
+                if let Some((_, flag)) = forced {
+                    return Err(ConfigError::Mode(format!(
+                        "{flag} is not for `{asked_as}`, which already says what it does"
+                    )));
+                }
+                if let Some(before) = &cli.name {
+                    return Err(ConfigError::Mode(format!(
+                        "the pipe name goes after the verb: `{asked_as} {before}`"
+                    )));
+                }
+                PipeRequest {
+                    name: name.clone(),
+                    asked,
+                    asked_as,
+                    flags: cli.pipe.overlaid(flags.clone()),
+                }
+            }
+            None => {
+                let (asked, asked_as) = forced.unwrap_or((Asked::Bare, "skypipe"));
+                PipeRequest {
+                    name: cli.name.clone(),
+                    asked,
+                    asked_as,
+                    flags: cli.pipe.clone(),
+                }
+            }
+        }))
+    }
+
+    /// `skypipe VERB NAME`, for messages.
+    fn suggest(&self, verb: &str) -> String {
+        match &self.name {
+            Some(n) => format!("`skypipe {verb} {n}`"),
+            None => format!("`skypipe {verb}`"),
+        }
+    }
+
+    /// Decides the mode, and whether it was guessed. A flag that only the other side takes is
+    /// a usage error naming it; the bare form refuses when stdin could be sent but stdout is
+    /// not a terminal, since then a script's input and a receiver's output look the same.
+    pub(crate) fn mode(&self, io: Streams) -> Result<(Mode, bool), ConfigError> {
+        let decided = self.side(io)?;
+        if matches!(decided.0, Mode::Listen { .. }) && self.flags.sender_timeout.is_some() {
+            return Err(ConfigError::Mode(
+                "--sender-timeout is for takers, and --listen takes nothing".into(),
+            ));
+        }
+        Ok(decided)
+    }
+
+    fn side(&self, io: Streams) -> Result<(Mode, bool), ConfigError> {
+        let f = &self.flags;
+        let receiver_flag = [
+            (f.listen, "--listen"),
+            (f.follow, "--follow"),
+            (f.sender_timeout.is_some(), "--sender-timeout"),
+            (f.allow_plaintext, "--allow-plaintext"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag));
+        let sender_flag = f.ttl.is_some().then_some("--ttl");
+        let receive = Mode::receiving(f.listen, f.follow);
+        let refuse = |text: String| Err(ConfigError::Mode(text));
+        match self.asked {
+            Asked::Send => match receiver_flag {
+                Some(flag) => refuse(format!(
+                    "{flag} is for receivers, and `{}` sends",
+                    self.asked_as.trim_start_matches("skypipe ")
+                )),
+                None => Ok((Mode::Send, false)),
+            },
+            Asked::Recv => match sender_flag {
+                Some(flag) => refuse(format!(
+                    "{flag} is for senders, and `{}` receives",
+                    self.asked_as.trim_start_matches("skypipe ")
+                )),
+                None => Ok((receive, false)),
+            },
+            Asked::Bare => match (receiver_flag, sender_flag) {
+                (Some(r), Some(s)) => refuse(format!(
+                    "{s} is for senders and {r} for receivers: give the flags of one side \
+                     (with {} or {})",
+                    self.suggest("send"),
+                    self.suggest("recv")
+                )),
+                (Some(r), None) if io.stdin.readable() && io.stdout_is_terminal => refuse(format!(
+                    "{r} is for receivers, but stdin is {} and stdout a terminal, which \
+                         makes `skypipe NAME` send: {} receives, {} sends",
+                    io.stdin.describe(),
+                    self.suggest("recv"),
+                    self.suggest("send")
+                )),
+                (Some(r), None) if io.stdin.readable() && io.stdin_has_data => refuse(format!(
+                    "{r} is for receivers, but stdin ({}) has data to send, which a receiver \
+                     never reads: {} sends it, {} receives",
+                    io.stdin.describe(),
+                    self.suggest("send"),
+                    self.suggest(&format!("recv {r}"))
+                )),
+                (Some(_), None) => Ok((receive, false)),
+                (None, Some(s)) if !io.stdin.readable() => refuse(format!(
+                    "{s} is for senders, but stdin is {}, which makes `skypipe NAME` receive: \
+                     {} sends (what you type, at a terminal)",
+                    io.stdin.describe(),
+                    self.suggest("send")
+                )),
+                (None, Some(_)) => Ok((Mode::Send, true)),
+                (None, None) if !io.stdin.readable() => Ok((Mode::Take, false)),
+                (None, None) if io.stdout_is_terminal => Ok((Mode::Send, true)),
+                (None, None) => refuse(format!(
+                    "stdin is {} and stdout is not a terminal, so skypipe cannot tell whether to \
+                     send stdin or receive into stdout (as in a script, ssh or cron): use {} or \
+                     {} (or --send / --recv); nothing was read or taken",
+                    io.stdin.describe(),
+                    self.suggest("send"),
+                    self.suggest("recv")
+                )),
+            },
+        }
+    }
+}
+
 /// Builds the settings of a pipe command.
 pub(crate) fn pipe_settings(
+    request: &PipeRequest,
     cli: &Cli,
-    stdin: StdinKind,
+    io: Streams,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PipeSettings, ConfigError> {
-    let pipe = PipeName::new(cli.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
+    let pipe = PipeName::new(request.name.as_deref().unwrap_or(DEFAULT_PIPE))?;
+    let (mode, guessed) = request.mode(io)?;
+    let f = &request.flags;
     let conn = resolve_conn(&cli.conn, env)?;
-    let mode = if cli.send {
-        Mode::Send
-    } else if cli.listen {
-        Mode::Listen { follow: cli.follow }
-    } else if cli.follow {
-        Mode::Follow
-    } else if cli.recv || stdin != StdinKind::Readable {
-        Mode::Take
-    } else {
-        Mode::Send
-    };
     Ok(PipeSettings {
         pipe,
         mode,
-        ttl: cli.ttl.map(check_ttl).transpose()?.unwrap_or(DEFAULT_TTL),
-        ttl_given: cli.ttl.is_some(),
-        timeout: cli.timeout,
-        sender_timeout: cli.sender_timeout,
+        guessed,
+        ttl: f.ttl.map(check_ttl).transpose()?.unwrap_or(DEFAULT_TTL),
+        ttl_given: f.ttl.is_some(),
+        timeout: f.timeout,
+        sender_timeout: f.sender_timeout.unwrap_or(DEFAULT_SENDER_TIMEOUT),
         progress: ProgressMode::choose(
-            cli.quiet,
-            cli.progress,
+            f.quiet,
+            f.progress,
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ),
-        quiet: cli.quiet,
-        crypto: resolve_crypto(cli, env, conn.secret_file.as_deref())?,
+        quiet: f.quiet,
+        crypto: resolve_crypto(
+            f.secret_file.as_deref(),
+            f.allow_plaintext,
+            env,
+            conn.secret_file.as_deref(),
+        )?,
         conn,
     })
 }
@@ -871,28 +1120,110 @@ mod tests {
 
     #[test]
     fn the_secret_comes_from_the_file_first() {
-        use clap::Parser;
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("secret");
         std::fs::write(&file, "from file\r\n").expect("write");
         let env = env_of(&[("SKYPIPE_SECRET", "from env")]);
-        let with_file = Cli::parse_from(["skypipe", "--secret-file", &file.to_string_lossy()]);
-        let c = resolve_crypto(&with_file, &env, None).expect("ok");
+        let c = resolve_crypto(Some(&file), false, &env, None).expect("ok");
         assert!(c.secret.is_some());
         assert!(!format!("{c:?}").contains("from"), "never printed: {c:?}");
-        let plain = Cli::parse_from(["skypipe", "--allow-plaintext"]);
-        let c = resolve_crypto(&plain, &env_of(&[("SKYPIPE_SECRET", "")]), None).expect("ok");
+        let c = resolve_crypto(None, true, &env_of(&[("SKYPIPE_SECRET", "")]), None).expect("ok");
         assert!(c.secret.is_none() && c.allow_plaintext);
         std::fs::write(&file, "\n").expect("write");
         assert!(matches!(
-            resolve_crypto(&with_file, &env, None),
+            resolve_crypto(Some(&file), false, &env, None),
             Err(ConfigError::EmptySecret(_))
         ));
-        let missing = Cli::parse_from(["skypipe", "--secret-file", "/nonexistent/s"]);
+        let missing = std::path::Path::new("/nonexistent/s");
         assert!(matches!(
-            resolve_crypto(&missing, &env, None),
+            resolve_crypto(Some(missing), false, &env, None),
             Err(ConfigError::File { .. })
         ));
+    }
+
+    fn request(args: &[&str]) -> Result<PipeRequest, ConfigError> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("skypipe").chain(args.iter().copied()))
+            .expect("parses");
+        PipeRequest::from_cli(&cli).map(|r| r.expect("a pipe command"))
+    }
+
+    fn io(stdin: StdinKind, stdin_has_data: bool, stdout_is_terminal: bool) -> Streams {
+        Streams {
+            stdin,
+            stdin_has_data,
+            stdout_is_terminal,
+        }
+    }
+
+    fn mode_of(args: &[&str], io: Streams) -> Result<(Mode, bool), String> {
+        request(args)
+            .and_then(|r| r.mode(io))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_bare_form_guesses_only_when_it_is_clear() {
+        let tty_in = io(StdinKind::Other, false, false);
+        let piped_to_tty = io(StdinKind::Fifo, true, true);
+        let piped_to_file = io(StdinKind::Fifo, false, false);
+        assert_eq!(mode_of(&["p"], tty_in), Ok((Mode::Take, false)));
+        assert_eq!(mode_of(&["p"], piped_to_tty), Ok((Mode::Send, true)));
+        let unclear = mode_of(&["p"], piped_to_file).expect_err("refused");
+        assert!(unclear.contains("`skypipe send p`") && unclear.contains("`skypipe recv p`"));
+        assert!(unclear.contains("stdin is a pipe"), "{unclear}");
+        let file_to_file = mode_of(&[], io(StdinKind::File, true, false)).expect_err("refused");
+        assert!(file_to_file.contains("`skypipe send`"), "{file_to_file}");
+        // A flag of one side settles it; a flag of the other side is refused, by name.
+        assert_eq!(
+            mode_of(&["p", "--follow"], piped_to_file),
+            Ok((Mode::Follow, false))
+        );
+        assert_eq!(
+            mode_of(&["p", "--ttl", "1h"], piped_to_file),
+            Ok((Mode::Send, true))
+        );
+        let e = mode_of(&["p", "--follow"], piped_to_tty).expect_err("refused");
+        assert!(e.starts_with("--follow is for receivers"), "{e}");
+        let e = mode_of(&["p", "--follow"], io(StdinKind::Fifo, true, false)).expect_err("data");
+        assert!(e.contains("has data to send"), "{e}");
+        let e = mode_of(&["p", "--ttl", "1h"], tty_in).expect_err("refused");
+        assert!(e.starts_with("--ttl is for senders"), "{e}");
+        let e = mode_of(&["p", "--listen", "--sender-timeout", "5s"], tty_in).expect_err("tap");
+        assert!(e.starts_with("--sender-timeout is for takers"), "{e}");
+        let e = mode_of(&["p", "--ttl", "1h", "--listen"], tty_in).expect_err("both");
+        assert!(e.contains("--ttl") && e.contains("--listen"), "{e}");
+    }
+
+    #[test]
+    fn the_verbs_never_guess_and_refuse_the_other_sides_flags() {
+        for io in [
+            io(StdinKind::Other, false, false),
+            io(StdinKind::Fifo, true, true),
+            io(StdinKind::Fifo, false, false),
+        ] {
+            assert_eq!(mode_of(&["send", "p"], io), Ok((Mode::Send, false)));
+            assert_eq!(mode_of(&["--send", "p"], io), Ok((Mode::Send, false)));
+            assert_eq!(mode_of(&["recv", "p"], io), Ok((Mode::Take, false)));
+            assert_eq!(mode_of(&["recv", "p", "-f"], io), Ok((Mode::Follow, false)));
+            assert_eq!(
+                mode_of(&["-q", "recv", "p", "--listen"], io),
+                Ok((Mode::Listen { follow: false }, false))
+            );
+        }
+        let io = io(StdinKind::Other, false, true);
+        let e = mode_of(&["recv", "p", "--ttl", "1h"], io).expect_err("refused");
+        assert_eq!(e, "--ttl is for senders, and `recv` receives");
+        let e = mode_of(&["--follow", "send", "p"], io).expect_err("refused");
+        assert_eq!(e, "--follow is for receivers, and `send` sends");
+        let e = mode_of(&["--send", "p", "--allow-plaintext"], io).expect_err("refused");
+        assert_eq!(e, "--allow-plaintext is for receivers, and `--send` sends");
+        assert!(request(&["--recv", "send", "p"]).is_err());
+        assert!(request(&["--send", "--recv", "p"]).is_err());
+        let r = request(&["--", "send"]).expect("a pipe named send");
+        assert_eq!((r.name.as_deref(), r.asked), (Some("send"), Asked::Bare));
+        let r = request(&["recv", "ls"]).expect("a pipe named ls");
+        assert_eq!((r.name.as_deref(), r.asked), (Some("ls"), Asked::Recv));
     }
 
     #[test]

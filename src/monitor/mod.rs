@@ -305,6 +305,68 @@ impl Collector {
     }
 }
 
+/// One snapshot, for `skypipe ls`: every chunk header stored is read first, and presence
+/// announcements are heard for a little longer than their period, so that senders, takers
+/// and listeners are counted. Creates nothing on the server but a short-lived consumer.
+pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
+    let start = Instant::now();
+    let layout = &session.layout;
+    let mut presence = session
+        .client
+        .subscribe(layout.presence_wildcard())
+        .await
+        .context("cannot watch presence announcements")?;
+    let heard =
+        tokio::time::sleep(crate::transfer::presence::INTERVAL + Duration::from_millis(300));
+    tokio::pin!(heard);
+    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
+    let consumer = match data
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: layout.data_wildcard(),
+            deliver_policy: DeliverPolicy::All,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => Some(c),
+        // No streams yet: nothing was ever sent.
+        Err(e) if crate::client::errors::is(&e, crate::client::errors::Refusal::NoStream) => None,
+        Err(e) => return Err(anyhow::anyhow!(e)).context("cannot read the pipes' chunks"),
+    };
+    let mut collector = Collector::default();
+    let mut caught_up = consumer
+        .as_ref()
+        .is_none_or(|c| c.cached_info().num_pending == 0);
+    let consumer_name = consumer.as_ref().map(|c| c.cached_info().name.clone());
+    let mut chunks = match consumer {
+        Some(c) => Some(c.messages().await?),
+        None => None,
+    };
+    let mut listening = true;
+    while listening || !caught_up {
+        tokio::select! {
+            _ = &mut heard, if listening => listening = false,
+            Some(msg) = presence.next() => {
+                collector.on_presence(msg.subject.as_str(), &msg.payload);
+            }
+            msg = async { chunks.as_mut()?.next().await }, if !caught_up => match msg {
+                Some(Ok(m)) => {
+                    collector.on_chunk(m.subject.as_str(), m.headers.as_ref(), false);
+                    caught_up = m.info().map_or(true, |i| i.pending == 0);
+                }
+                Some(Err(e)) => return Err(anyhow::anyhow!("cannot read the pipes' chunks: {e}")),
+                None => caught_up = true,
+            },
+        }
+    }
+    let snapshot = collector.sample(session, start).await;
+    if let Some(name) = consumer_name {
+        let _ = data.delete_consumer(&name).await;
+    }
+    Ok(snapshot)
+}
+
 /// Samples the server every second and sends snapshots until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,

@@ -35,6 +35,8 @@ pub(crate) const H_TOTAL_CHUNKS: &str = "Skypipe-Total-Chunks";
 pub(crate) const H_TOTAL_BYTES: &str = "Skypipe-Total-Bytes";
 pub(crate) const H_TOTAL_CRC: &str = "Skypipe-Total-Crc32";
 pub(crate) const H_REASON: &str = "Skypipe-Reason";
+/// On a ticket, optional: the payload's size in bytes, when the sender knew it in advance.
+pub(crate) const H_SIZE: &str = "Skypipe-Size";
 pub(crate) const H_SEAL: &str = "Skypipe-Seal";
 pub(crate) const H_SALT: &str = "Skypipe-Salt";
 pub(crate) const H_KEY_CHECK: &str = "Skypipe-Key-Check";
@@ -424,8 +426,12 @@ pub(crate) fn ttl_value(ttl: Duration) -> String {
     ttl.as_secs().max(1).to_string()
 }
 
-/// Headers of a ticket.
-pub(crate) fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap {
+/// Headers of a ticket; `size` when the sender knows the payload's size in advance.
+pub(crate) fn ticket_headers(
+    id: &PayloadId,
+    ttl: Option<Duration>,
+    size: Option<u64>,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
     h.insert(H_ID, id.as_str());
@@ -433,7 +439,17 @@ pub(crate) fn ticket_headers(id: &PayloadId, ttl: Option<Duration>) -> HeaderMap
     if let Some(ttl) = ttl {
         h.insert(H_NATS_TTL, ttl_value(ttl).as_str());
     }
+    if let Some(size) = size {
+        h.insert(H_SIZE, size.to_string().as_str());
+    }
     h
+}
+
+/// The size a ticket announces, if any (for progress only: the chunks' totals are what is
+/// checked).
+pub(crate) fn ticket_size(h: Option<&HeaderMap>) -> Option<u64> {
+    h.and_then(|h| get(h, H_SIZE))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A whole payload of at most this many bytes (body as published) rides in its ticket as
@@ -612,7 +628,11 @@ mod tests {
             "the chunk and the ticket are de-duplicated apart"
         );
         assert!(ticket_is_inline(Some(&ticket)));
-        assert!(!ticket_is_inline(Some(&ticket_headers(&id, None))));
+        assert!(!ticket_is_inline(Some(&ticket_headers(&id, None, None))));
+        let sized = ticket_headers(&id, None, Some(3_000_000));
+        assert_eq!(ticket_size(Some(&sized)), Some(3_000_000));
+        assert_eq!(parse_ticket(Some(&sized)).ok(), Some(id.clone()));
+        assert_eq!(ticket_size(Some(&ticket_headers(&id, None, None))), None);
         assert!(!ticket_is_inline(None));
     }
 

@@ -38,17 +38,26 @@ impl Mark {
     }
 }
 
-/// A byte count shared between threads (bytes written, bytes sent).
+/// A byte count shared between threads (bytes written, bytes sent), and when the first byte
+/// was counted.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Counter(Arc<AtomicU64>);
+pub(crate) struct Counter(Arc<(AtomicU64, std::sync::OnceLock<std::time::Instant>)>);
 
 impl Counter {
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0 .0.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            self.0 .1.get_or_init(std::time::Instant::now);
+        }
+        self.0 .0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// When the first byte was counted.
+    pub(crate) fn since(&self) -> Option<std::time::Instant> {
+        self.0 .1.get().copied()
     }
 }
 

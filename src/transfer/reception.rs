@@ -22,6 +22,8 @@ pub(crate) struct Reception {
     /// The pipe's senders' announcements.
     pub(crate) senders: Watch,
     progress: Progress,
+    /// Fired by Ctrl-C: the progress line is then cleared without a summary.
+    cancel: CancellationToken,
     _presence: Presence,
 }
 
@@ -33,7 +35,7 @@ impl Reception {
         cancel: CancellationToken,
     ) -> anyhow::Result<Reception> {
         let pipe = &settings.pipe;
-        let out = Arc::new(Writer::stdout(cancel).context("cannot open stdout")?);
+        let out = Arc::new(Writer::stdout(cancel.clone()).context("cannot open stdout")?);
         let senders = Watch::start(&session.client, &session.layout, pipe)
             .await
             .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
@@ -46,8 +48,19 @@ impl Reception {
             out.counter(),
             active.clone(),
         );
+        let idle = match role {
+            Role::Listen => format!("listening on pipe {pipe}..."),
+            _ => format!("waiting on pipe {pipe}..."),
+        };
         Ok(Reception {
-            progress: Progress::start(settings.progress, "received", None, out.counter()),
+            progress: Progress::start(
+                settings.progress,
+                "received",
+                None,
+                out.counter(),
+                Some(idle),
+            ),
+            cancel,
             out,
             active,
             senders,
@@ -55,14 +68,24 @@ impl Reception {
         })
     }
 
-    /// Ends the progress line (once; dropping does it too).
+    /// The size of the payload being taken, as its ticket announced it.
+    pub(crate) fn announce(&self, size: Option<u64>) {
+        self.progress.announce(size);
+    }
+
+    /// Ends the progress line with its summary, or, after Ctrl-C, clears it (once; dropping
+    /// clears it too).
     pub(crate) fn finish(&self) {
-        self.progress.finish();
+        if self.cancel.is_cancelled() {
+            self.progress.clear();
+        } else {
+            self.progress.finish();
+        }
     }
 }
 
 impl Drop for Reception {
     fn drop(&mut self) {
-        self.progress.finish();
+        self.progress.clear();
     }
 }

@@ -68,6 +68,13 @@ pub(crate) enum Taken {
     StdoutClosed,
     /// A ticket that names no payload; terminated and skipped.
     Skipped(String),
+    /// Complete, but written from byte `at` on: the bytes before went to a taker that
+    /// stopped.
+    Resumed {
+        id: PayloadId,
+        at: u64,
+        bytes: u64,
+    },
 }
 
 /// What a taker does with a payload when its stdout closes.
@@ -480,6 +487,8 @@ pub(crate) struct Taker<'a> {
     /// Hold back the start of a line until its end arrives (an output several payloads
     /// share).
     pub(crate) whole_lines: bool,
+    /// Where a plain taker tells its progress the size a ticket announces.
+    pub(crate) progress: Option<&'a Reception>,
 }
 
 /// A follower's payloads write in the order of their tickets: each waits for the one before
@@ -538,6 +547,10 @@ impl Taker<'_> {
         } else {
             Start::AtZero
         };
+        // A resumed payload writes only its rest: a share of the whole would mislead.
+        if let (Some(progress), false) = (self.progress, redelivered) {
+            progress.announce(pipe::ticket_size(ticket.headers.as_ref()));
+        }
         let data = session
             .js
             .get_stream_no_info(session.layout.data_stream())
@@ -601,11 +614,10 @@ impl Taker<'_> {
             // Connection trouble: the ticket comes back to some taker after its ack wait.
             Err(e) => return Err(e),
         };
-        if let (Some(at), false) = (take.reader.started_at, quiet) {
-            eprintln!(
-                "skypipe: payload {id} was resumed at byte {at}: the bytes before it went to a \
-                 taker that stopped"
-            );
+        let resumed = take.reader.started_at;
+        let complete = matches!(end, ReadEnd::Done(End::Eof(_)));
+        if let (Some(at), false, false) = (resumed, quiet, complete) {
+            eprintln!("skypipe: {}", resumed_note(&id, at));
         }
         match end {
             ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted) => {
@@ -642,9 +654,10 @@ impl Taker<'_> {
                     "payload {id} taken: {} chunks, {bytes} bytes",
                     take.reader.chunks()
                 );
-                Ok(match end {
-                    End::Eof(_) => Taken::Complete,
-                    End::Abort { reason, .. } => Taken::Aborted { id, reason, bytes },
+                Ok(match (end, resumed) {
+                    (End::Eof(_), None) => Taken::Complete,
+                    (End::Eof(_), Some(at)) => Taken::Resumed { id, at, bytes },
+                    (End::Abort { reason, .. }, _) => Taken::Aborted { id, reason, bytes },
                 })
             }
         }
@@ -685,6 +698,7 @@ pub(crate) async fn recv(
             sender_timeout: settings.sender_timeout,
             batch: READ_BATCH,
             whole_lines: false,
+            progress: Some(&reception),
         };
         let taken = taker.take(ticket, Turn::default()).await;
         reception.finish();
@@ -694,6 +708,13 @@ pub(crate) async fn recv(
                 continue;
             }
             Taken::Complete | Taken::StdoutClosed => return Ok(()),
+            Taken::Resumed { id, at, bytes } => {
+                return Err(Failure::Resumed(format!(
+                    "{}; only bytes {at} to {bytes} of it were written here",
+                    resumed_note(&id, at)
+                ))
+                .into())
+            }
             Taken::Aborted { id, reason, bytes } => {
                 return Err(Failure::Aborted(payload::aborted_message(
                     &id,
@@ -705,6 +726,14 @@ pub(crate) async fn recv(
             }
         }
     }
+}
+
+/// What a taker says of a payload it resumed.
+fn resumed_note(id: &PayloadId, at: u64) -> String {
+    format!(
+        "payload {id} was resumed at byte {at}: the bytes before it went to a taker that \
+         stopped"
+    )
 }
 
 fn timed_out(pipe: &PipeName, timeout: Option<Duration>) -> anyhow::Error {
@@ -834,6 +863,7 @@ pub(crate) async fn follow(
                         sender_timeout,
                         batch: FOLLOW_READ_BATCH,
                         whole_lines: true,
+                        progress: None,
                     };
                     let taken = taker.take(ticket, turn).await;
                     drop(permit);
@@ -844,6 +874,11 @@ pub(crate) async fn follow(
                 last_activity = Instant::now();
                 match joined {
                     Ok(Ok(Taken::Complete)) => {}
+                    Ok(Ok(Taken::Resumed { id, at, .. })) => {
+                        if !settings.quiet {
+                            eprintln!("skypipe: {}", resumed_note(&id, at));
+                        }
+                    }
                     Ok(Ok(Taken::Aborted { id, reason, bytes })) => {
                         eprintln!("skypipe: {}", payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes)));
                     }
@@ -879,11 +914,15 @@ pub(crate) async fn follow(
     let _ = tokio::time::timeout(GIVE_BACK_WITHIN, fetcher).await;
     stop.cancel();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(Ok(Taken::Aborted { id, reason, bytes })) = joined {
-            eprintln!(
+        match joined {
+            Ok(Ok(Taken::Aborted { id, reason, bytes })) => eprintln!(
                 "skypipe: {}",
                 payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes))
-            );
+            ),
+            Ok(Ok(Taken::Resumed { id, at, .. })) if !settings.quiet => {
+                eprintln!("skypipe: {}", resumed_note(&id, at));
+            }
+            _ => {}
         }
     }
     tickets.close();

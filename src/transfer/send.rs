@@ -83,6 +83,9 @@ struct Sender<'a> {
     /// The payload being sent, once announced, for presence.
     active: Payloads,
     sealer: Option<Sealer>,
+    /// The payload's size, when stdin is a regular file: told in the ticket, for the
+    /// receiver's progress.
+    size: Option<u64>,
 }
 
 impl<'a> Sender<'a> {
@@ -114,6 +117,7 @@ impl<'a> Sender<'a> {
             stored: Counter::default(),
             active: Payloads::default(),
             sealer: None,
+            size: None,
         }
     }
 
@@ -203,7 +207,10 @@ impl<'a> Sender<'a> {
                 let chunk = pipe::chunk_headers(meta, self.ttl);
                 (pipe::inline_ticket_headers(&chunk, &self.id), body.clone())
             }
-            None => (pipe::ticket_headers(&self.id, self.ttl), Bytes::new()),
+            None => (
+                pipe::ticket_headers(&self.id, self.ttl, self.size),
+                Bytes::new(),
+            ),
         }
     }
 
@@ -515,6 +522,7 @@ pub(crate) async fn send(
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session.clone(), settings);
+    s.size = total;
     if let Some(secret) = &session.crypto.secret {
         // Stdin is read meanwhile, on its own thread.
         let key = tokio::select! {
@@ -524,7 +532,7 @@ pub(crate) async fn send(
         };
         s.sealer = Some(Sealer::new(key, session.place(&settings.pipe)));
     }
-    let progress = Progress::start(settings.progress, "sent", total, s.stored.clone());
+    let progress = Progress::start(settings.progress, "sent", total, s.stored.clone(), None);
     let _presence = Presence::start(
         session.client.clone(),
         &session.layout,
@@ -534,7 +542,10 @@ pub(crate) async fn send(
         s.active.clone(),
     );
     let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
-    progress.finish();
+    match &result {
+        Ok(_) => progress.finish(),
+        Err(_) => progress.clear(),
+    }
     result
 }
 
@@ -561,6 +572,16 @@ async fn send_all(
                 if piece.eof && (interrupted.load(Ordering::SeqCst) || cancel.is_cancelled()) {
                     abort_within(s, "the sender was interrupted").await;
                     return Err(Failure::Interrupted.into());
+                }
+                if piece.eof && piece.data.is_empty() && !s.ticket_sent && s.settings.guessed {
+                    // A guess that found nothing to send was likely wrong: the empty end of a
+                    // script's input, not a trigger (which is at least a newline).
+                    return Err(Failure::Usage(format!(
+                        "stdin was empty, so nothing was sent on pipe {p}: `skypipe send {p}` \
+                         sends an empty payload, `skypipe recv {p}` receives",
+                        p = s.settings.pipe
+                    ))
+                    .into());
                 }
                 s.piece(piece.data, piece.eof).await?;
                 if piece.eof {

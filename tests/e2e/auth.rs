@@ -385,6 +385,7 @@ pub(super) fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
           "$JS.API.STREAM.CREATE.{prefix}-data", "$JS.API.STREAM.CREATE.{prefix}-queue",
           "$JS.API.STREAM.INFO.{prefix}-data", "$JS.API.STREAM.INFO.{prefix}-queue",
           "$JS.API.STREAM.PURGE.{prefix}-data", "$JS.API.STREAM.MSG.GET.{prefix}-data",
+          "$JS.API.STREAM.MSG.GET.{prefix}-queue", "$JS.API.STREAM.MSG.DELETE.{prefix}-queue",
           "$JS.API.CONSUMER.*.{prefix}-data", "$JS.API.CONSUMER.*.{prefix}-queue",
           "$JS.API.CONSUMER.*.{prefix}-data.>", "$JS.API.CONSUMER.*.{prefix}-queue.>",
           "$JS.API.CONSUMER.MSG.NEXT.{prefix}-data.>", "$JS.API.CONSUMER.MSG.NEXT.{prefix}-queue.>",
@@ -418,6 +419,24 @@ fn a_user_outside_a_prefix_gets_a_clear_permission_error() {
         "teama",
     ]);
     assert_ok(&check);
+    // ls, peek and rm work under the prefix with these permissions too.
+    let login = |rest: &[&'static str]| [&ann[..], rest].concat();
+    assert_ok(&b.send_bytes(&login(&["kept"]), b"look, do not take\n"));
+    let out = b.recv(&login(&["ls", "--json"]));
+    assert_ok(&out);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(listed["pipes"][0]["pipe"], "kept", "{listed}");
+    assert_eq!(listed["pipes"][0]["payloads_waiting"], 1, "{listed}");
+    assert!(
+        listed["pipes"][0]["oldest_waiting_seconds"].is_u64(),
+        "{listed}"
+    );
+    let out = b.recv(&login(&["peek", "kept"]));
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"look, do not take\n");
+    assert_ok(&b.recv(&login(&["rm", "--yes", "kept"])));
+    let out = b.recv(&login(&["kept", "--timeout", "1s"]));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
 
     // Ann's pipes under Bob's prefix, or under the default one: denied, at once, one line.
     for prefix in ["teamb", "skypipe"] {

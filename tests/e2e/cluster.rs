@@ -76,7 +76,7 @@ fn a_200_mib_transfer_survives_sigkill_of_the_stream_leader() {
 
     let receiver = spawn_to_file(bare_cmd(&home).args(["-s", &urls, "big"]), &output);
     let sender = bare_cmd(&home)
-        .args(["-s", &urls, "big"])
+        .args(["send", "-s", &urls, "big"])
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

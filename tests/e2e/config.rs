@@ -29,7 +29,7 @@ fn a_wrong_password_is_one_line_and_exit_1() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // The right one works, from the variables.
-    let mut send = b.cmd(&["p"]);
+    let mut send = b.cmd(&["send", "p"]);
     send.env("NATS_USER", "alice")
         .env("NATS_PASSWORD", "s3cret");
     let f = b.file("in", b"authorized\n");
@@ -61,7 +61,7 @@ fn a_natscli_context_selects_the_server_and_credentials() {
     // No NATS_URL: the context alone says where and who.
     let f = b.file("in", b"via context\n");
     let out = bare_cmd(&home)
-        .arg("ctx")
+        .args(["send", "ctx"])
         .stdin(Stdio::from(std::fs::File::open(&f).expect("open")))
         .output()
         .expect("run");

@@ -145,7 +145,7 @@ fn an_interrupted_sender_makes_the_receiver_exit_3() {
     let b = Bench::new();
     let mut receiver = b.spawn_recv(&["cut"]);
     let mut sender = b
-        .cmd(&["cut"])
+        .cmd(&["send", "cut"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -265,7 +265,7 @@ fn lines_written_slowly_reach_a_waiting_receiver_live() {
     let b = Bench::new();
     let mut receiver = b.spawn_ready(&["live"], &waiting("live"));
     let mut sender = b
-        .cmd(&["live"])
+        .cmd(&["send", "live"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -290,5 +290,87 @@ fn lines_written_slowly_reach_a_waiting_receiver_live() {
     assert!(
         worst < Duration::from_millis(500),
         "slowest line took {worst:?}"
+    );
+}
+
+/// A sender fed `lines` in two halves: the first half now, the rest when the returned closure
+/// is called (which then waits for the sender to end).
+fn half_sent(b: &Bench, pipe: &str, lines: &[Vec<u8>]) -> impl FnOnce() {
+    let mut sender = b
+        .cmd(&["send", pipe])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let pause = Duration::from_millis(120);
+    let half = lines.len() / 2;
+    write_paced(&mut stdin, &lines[..half], pause).expect("write");
+    let rest = lines[half..].to_vec();
+    move || {
+        write_paced(&mut stdin, &rest, pause).expect("write");
+        drop(stdin);
+        assert!(wait_status(&mut sender, HANG).success());
+    }
+}
+
+/// A payload of `lines` that a first taker began: it wrote the first half and was
+/// interrupted (Ctrl-C). Returns what it wrote; the sender has ended the payload since.
+fn half_taken(b: &Bench, pipe: &str, lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut first = b.spawn_ready(&[pipe], &waiting(pipe));
+    let finish = half_sent(b, pipe, lines);
+    first.wait_stdout(lines[..lines.len() / 2].concat().len());
+    interrupt(&first);
+    let one = wait_output(first, HANG);
+    assert_eq!(one.status.code(), Some(130), "{}", stderr_of(&one));
+    finish();
+    assert!(!one.stdout.is_empty());
+    one.stdout
+}
+
+#[test]
+fn a_receiver_that_got_only_the_rest_of_a_payload_exits_4_and_says_from_which_byte() {
+    let b = Bench::new();
+    let lines: Vec<Vec<u8>> = (0..12)
+        .map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let one = half_taken(&b, "relay", &lines);
+    let two = b.recv(&["relay"]);
+    let err = stderr_of(&two);
+    assert_eq!(two.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("resumed at byte {}", one.len())),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(
+        [one, two.stdout].concat(),
+        lines.concat(),
+        "every byte once"
+    );
+}
+
+#[test]
+fn a_follower_that_resumes_a_payload_goes_on_with_a_note() {
+    let b = Bench::new();
+    let lines: Vec<Vec<u8>> = (0..12)
+        .map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let one = half_taken(&b, "relay", &lines);
+    assert_ok(&b.send_bytes(&["relay"], b"next payload\n"));
+    let two = b.recv(&["relay", "--follow", "--timeout", "3s"]);
+    let err = stderr_of(&two);
+    assert_eq!(
+        two.status.code(),
+        Some(124),
+        "went on to its timeout: {err}"
+    );
+    assert!(
+        err.contains(&format!("resumed at byte {}", one.len())),
+        "{err}"
+    );
+    assert_eq!(
+        [one, two.stdout].concat(),
+        [lines.concat().as_slice(), b"next payload\n"].concat()
     );
 }

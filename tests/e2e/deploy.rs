@@ -186,7 +186,7 @@ fn deploy_join_a_second_machine_upgrade_and_remove() {
 
     // Deploying again upgrades and keeps what waits.
     let waiting = random_bytes(5_000_000, 4);
-    assert_ok(&laptop.send(&["--send", "kept"], &waiting));
+    assert_ok(&laptop.send(&["kept"], &waiting));
     let out = sshd.skypipe(&laptop, &["server", "deploy", "vps", "--listen", &listen]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("data, keys and machines kept"));

@@ -65,7 +65,7 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
     let senders: Vec<_> = (0..20)
         .map(|s| {
             let mut child = b
-                .cmd(&["logs"])
+                .cmd(&["send", "logs"])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -147,7 +147,7 @@ fn an_interrupted_follower_leaves_the_rest_for_the_next_taker() {
         .split_inclusive(|c| *c == b'\n')
         .map(<[u8]>::to_vec)
         .collect::<Vec<_>>();
-    let (sender, writer) = feed_pieces(b.cmd(&["tail"]), pieces, Duration::from_millis(8));
+    let (sender, writer) = feed_pieces(b.cmd(&["send", "tail"]), pieces, Duration::from_millis(8));
     let mut first = b.spawn_recv(&["tail", "--follow"]);
     // Interrupted midway, once it wrote some of the lines.
     first.wait_stdout(numbered("slow", 10).len());
@@ -205,11 +205,11 @@ fn a_small_payload_taken_while_a_listener_is_busy_still_reaches_it() {
     let mut first = b.spawn_ready(&["--recv", "tap"], &waiting("tap"));
     let taken_first = Held::new(&mut first, 1024);
     let big = numbered("big", 2_000_000);
-    assert_ok(&b.send_bytes(&["--send", "tap"], &big));
+    assert_ok(&b.send_bytes(&["tap"], &big));
     listened.wait_first();
     taken_first.wait_first();
     let small = b"small payload, one chunk\n".to_vec();
-    assert_ok(&b.send_bytes(&["--send", "tap"], &small));
+    assert_ok(&b.send_bytes(&["tap"], &small));
     let taken = b.recv(&["--recv", "tap"]);
     assert_ok(&taken);
     assert_eq!(taken.stdout, small);

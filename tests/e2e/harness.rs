@@ -82,10 +82,10 @@ impl Bench {
         p
     }
 
-    /// `skypipe ARGS < file`: a sender whose stdin is a regular file.
+    /// `skypipe send ARGS < file`: a sender whose stdin is a regular file.
     pub fn send_file(&self, args: &[&str], file: &Path) -> Output {
         let input = std::fs::File::open(file).expect("open input");
-        self.cmd(args)
+        self.cmd(&[&["send"], args].concat())
             .stdin(Stdio::from(input))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -93,9 +93,10 @@ impl Bench {
             .wait_output(HANG)
     }
 
-    /// `cat data | skypipe ARGS`: a sender whose stdin is a pipe.
+    /// `cat data | skypipe send ARGS`: a sender whose stdin is a pipe.
     pub fn send_bytes(&self, args: &[&str], data: &[u8]) -> Output {
-        let (child, writer) = spawn_with_input(self.cmd(args).stdout(Stdio::piped()), data);
+        let args = [&["send"], args].concat();
+        let (child, writer) = spawn_with_input(self.cmd(&args).stdout(Stdio::piped()), data);
         let out = child.wait_output(HANG);
         writer.join().expect("writer");
         out
@@ -249,12 +250,13 @@ impl LocalHome {
             .wait_output(HANG)
     }
 
-    /// A sender of `data` (stdin a pipe), running in the background.
+    /// `skypipe send ARGS` fed `data` (stdin a pipe), running in the background.
     pub fn spawn_send(&self, args: &[&str], data: &[u8]) -> (Proc, JoinHandle<()>) {
-        spawn_with_input(self.cmd(args).stdout(Stdio::piped()), data)
+        let args = [&["send"], args].concat();
+        spawn_with_input(self.cmd(&args).stdout(Stdio::piped()), data)
     }
 
-    /// `cat data | skypipe ARGS`.
+    /// `cat data | skypipe send ARGS`.
     pub fn send(&self, args: &[&str], data: &[u8]) -> Output {
         let (child, writer) = self.spawn_send(args, data);
         let out = child.wait_output(HANG);

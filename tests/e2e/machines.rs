@@ -150,8 +150,8 @@ fn a_joined_machine_feeds_a_follower_wakes_a_trigger_and_listens() {
     .ready(&following("logs"));
     let a = numbered("a", 2000);
     let b = numbered("b", 2000);
-    assert_ok(&laptop.send(&["--send", "logs"], &a));
-    assert_ok(&laptop.send(&["--send", "logs"], &b));
+    assert_ok(&laptop.send(&["logs"], &a));
+    assert_ok(&laptop.send(&["logs"], &b));
     let got = follower.wait_output(HANG);
     assert_eq!(got.status.code(), Some(124), "{}", stderr_of(&got));
     let mut want = a.clone();
@@ -166,7 +166,7 @@ fn a_joined_machine_feeds_a_follower_wakes_a_trigger_and_listens() {
             .stderr(Stdio::piped()),
     )
     .ready(&waiting("go"));
-    assert_ok(&host.send(&["--send", "go"], b"\n"));
+    assert_ok(&host.send(&["go"], b"\n"));
     let woke = waiter.wait_output(HANG);
     assert_ok(&woke);
     assert_eq!(woke.stdout, b"\n");
@@ -180,7 +180,7 @@ fn a_joined_machine_feeds_a_follower_wakes_a_trigger_and_listens() {
     )
     .ready(&listening("tap"));
     let data = random_bytes(3_000_000, 9);
-    assert_ok(&host.send(&["--send", "tap"], &data));
+    assert_ok(&host.send(&["tap"], &data));
     let heard = listener.wait_output(HANG);
     assert_ok(&heard);
     assert_eq!(sha(&heard.stdout), sha(&data));
@@ -189,10 +189,20 @@ fn a_joined_machine_feeds_a_follower_wakes_a_trigger_and_listens() {
     assert_eq!(sha(&taken.stdout), sha(&data));
 
     // Its prefix's permissions are enough for the dashboard too.
-    assert_ok(&laptop.send(&["--send", "shown"], b"x\n"));
+    assert_ok(&laptop.send(&["shown"], b"x\n"));
     let table = laptop.run(&["monitor", "--once"]);
     assert_ok(&table);
     assert!(String::from_utf8_lossy(&table.stdout).contains("shown"));
+    // And for looking at pipes and clearing them.
+    let listed = laptop.run(&["ls"]);
+    assert_ok(&listed);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("shown"));
+    let peeked = laptop.run(&["peek", "shown"]);
+    assert_ok(&peeked);
+    assert_eq!(peeked.stdout, b"x\n");
+    assert_ok(&laptop.run(&["rm", "--yes", "shown"]));
+    let after = host.run(&["peek", "shown"]);
+    assert_eq!(after.status.code(), Some(1), "{}", stderr_of(&after));
 }
 
 #[test]
@@ -246,7 +256,7 @@ fn a_public_server_with_a_certificate_of_ones_own() {
         .join("ca.pem");
     assert_eq!(std::fs::read_to_string(saved).expect("ca"), files[0].1);
     let data = random_bytes(2_000_000, 8);
-    assert_ok(&h.send(&["--send", "own"], &data));
+    assert_ok(&h.send(&["own"], &data));
     let got = j.run(&["--recv", "own"]);
     assert_ok(&got);
     assert_eq!(sha(&got.stdout), sha(&data));
@@ -289,7 +299,7 @@ fn invite_list_shows_the_machine_and_revoke_refuses_it_at_once() {
         stderr_of(&ended)
     );
     // A new command is refused.
-    let refused = laptop.send(&["--send", "logs"], b"after\n");
+    let refused = laptop.send(&["logs"], b"after\n");
     assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
     assert!(
         stderr_of(&refused).contains("authorization violation"),
@@ -438,10 +448,7 @@ fn an_unauthenticated_client_reaches_no_pipe_and_no_jetstream_api() {
     let url = format!("tls://127.0.0.2:{}", host.port);
     let stranger = LocalHome::new();
     let ca_s = ca.display().to_string();
-    let out = stranger.send(
-        &["-s", &url, "--tlsca", &ca_s, "--send", "p"],
-        b"intruder\n",
-    );
+    let out = stranger.send(&["-s", &url, "--tlsca", &ca_s, "p"], b"intruder\n");
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("ermission"), "{}", stderr_of(&out));
 
@@ -503,7 +510,7 @@ fn with_secret_the_host_stores_sealed_and_the_joined_machine_opens() {
     assert!(said.contains("end-to-end secret"), "{said}");
     assert!(said.contains("joined as \"desk\""), "{said}");
     let marker = b"PLAINTEXT-MARKER-".repeat(20_000);
-    assert_ok(&host.send(&["--send", "s"], &marker));
+    assert_ok(&host.send(&["s"], &marker));
     // In the host's store the payload is sealed: the marker is nowhere.
     let store = host.data_dir().join("jetstream");
     let mut files = vec![store];

@@ -1,6 +1,7 @@
 pub mod harness;
 
 mod auth;
+mod closed;
 mod cluster;
 mod compat;
 mod config;
@@ -10,8 +11,11 @@ mod deploy;
 mod examples;
 mod faults;
 mod follow;
+mod help;
 mod machines;
 mod malformed;
+mod manage;
+mod modes;
 mod monitor;
 mod proxy;
 mod scale;

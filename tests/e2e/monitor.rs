@@ -20,7 +20,7 @@ fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Proc, JoinHandle<()>, P
         .ready(&waiting(pipe));
     let block = random_bytes(2 * 1024 * 1024, 77);
     let blocks = std::iter::repeat_n(block, mib / 2);
-    let (sender, feeder) = feed_pieces(b.cmd(&[pipe]), blocks, Duration::from_millis(60));
+    let (sender, feeder) = feed_pieces(b.cmd(&["send", pipe]), blocks, Duration::from_millis(60));
     (sender, feeder, receiver.ready(&took(pipe)))
 }
 

@@ -215,7 +215,7 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
     let (sender, feeder) = paced_sender_via(
         &b,
         &proxy,
-        &["cut-short"],
+        &["send", "cut-short"],
         data.clone(),
         Duration::from_millis(50),
     );
@@ -237,7 +237,7 @@ fn a_sender_cut_off_for_longer_than_it_retries_fails_and_delivers_nothing_comple
     let proxy = Proxy::start(b.server.port());
     let data = random_bytes(40 * 1024 * 1024, 32);
     let (mut sender, feeder) = {
-        let mut c = via(&b, &proxy, &["-v", "cut-long"]);
+        let mut c = via(&b, &proxy, &["-v", "send", "cut-long"]);
         // Give up after 5 s instead of a minute (send::RETRY_FOR_ENV).
         c.env("SKYPIPE_RETRY_FOR", "5s");
         feed_paced(c, data.clone(), 1024 * 1024, Duration::from_millis(50))

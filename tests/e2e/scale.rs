@@ -58,7 +58,7 @@ struct Held {
 impl Held {
     fn start(b: &Bench, pipe: &str, data: &[u8], head: usize) -> Held {
         let mut child = b
-            .cmd(&["-v", pipe])
+            .cmd(&["-v", "send", pipe])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -80,7 +80,7 @@ fn bad_names_never_reach_the_server_from_senders_listeners_followers_or_prefixes
             continue;
         }
         let from_env = b
-            .cmd(&["p"])
+            .cmd(&["send", "p"])
             .env("SKYPIPE_PREFIX", &name)
             .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
             .output()
@@ -146,7 +146,7 @@ fn exercise(b: &Bench, login: &[&str], what: &str) {
         chatty(b, &args)
     };
 
-    let mut send = chatty(args(&["quiet"]));
+    let mut send = chatty(args(&["send", "quiet"]));
     send.stdin(Stdio::from(std::fs::File::open(&input).expect("open")));
     let sent = run(send);
     assert_ok(&sent);

@@ -323,7 +323,7 @@ fn setup_saves_a_context_that_skypipe_uses_without_changing_the_natscli_selectio
     // From now on, with nothing else said, skypipe uses the saved context.
     let f = b.file("in", b"via setup\n");
     let out = bare_cmd(&home)
-        .arg("saved")
+        .args(["send", "saved"])
         .stdin(Stdio::from(std::fs::File::open(&f).expect("open")))
         .output()
         .expect("run");
@@ -454,7 +454,7 @@ fn another_local_user_cannot_read_the_local_server() {
     // Nor can it put anything into the pipe.
     let mut send = bare_cmd(other.path());
     send.env("SKYPIPE_LOCAL_PORT", a.port.to_string())
-        .args(["private"])
+        .args(["send", "private"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -709,7 +709,7 @@ fn the_local_server_caps_its_store_and_rotates_its_log() {
     assert_ok(&h.run(&["server", "stop"]));
 
     // SKYPIPE_LOCAL_MAX_STORE for auto-start (and every start).
-    let mut send = h.cmd(&["env"]);
+    let mut send = h.cmd(&["send", "env"]);
     send.env("SKYPIPE_LOCAL_MAX_STORE", "64MiB")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -17,7 +17,7 @@ fn stored_payloads_round_trip_over_ws() {
     assert_ok(&b.send_file(&["-s", &ws, "files"], &first));
     // From NATS_URL this time.
     let sent = b
-        .cmd(&["files"])
+        .cmd(&["send", "files"])
         .env("NATS_URL", &ws)
         .stdin(Stdio::from(std::fs::File::open(&second).expect("open")))
         .output()
@@ -155,7 +155,7 @@ fn a_natscli_context_can_name_a_ws_url() {
         c
     };
     let input = b.file("ctx.in", b"through the context\n");
-    let sent = context_only(&["ctx"])
+    let sent = context_only(&["send", "ctx"])
         .stdin(Stdio::from(std::fs::File::open(&input).expect("open")))
         .output()
         .expect("run");

@@ -1,0 +1,241 @@
+//! `skypipe ls`, `peek` and `rm`: looking at pipes and clearing them, through the ordinary
+//! NATS connection and the JetStream API calls takers make (README, "Permissions for a
+//! prefix", lists them).
+//!
+//! A payload *waits* while no taker has been handed its ticket: its ticket's stream sequence
+//! is above the last one the pipe's work-queue consumer delivered. `peek` shows the oldest
+//! such payload and `rm` drops them all; a payload a taker holds (or gave back part-way, for
+//! the next taker to resume) is the takers' business and is left alone.
+
+use std::io::IsTerminal as _;
+
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use skypipe_tui::units::{Age, Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::session::Session;
+use crate::error::{code, Failure};
+use crate::protocol::pipe::{self, End, PayloadId, PipeName};
+use crate::transfer::output::{WriteEnd, Writer};
+use crate::transfer::payload::{self, Reader, Start, Step};
+
+/// A payload waiting in a pipe: its ticket.
+struct Waiting {
+    /// The ticket's stream sequence.
+    seq: u64,
+    /// `None` for a ticket that names no payload (a taker would skip it).
+    id: Option<PayloadId>,
+}
+
+/// The next message of `subject` at or after `seq`; `None` when there is none.
+async fn next_stored(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    subject: &str,
+    seq: u64,
+) -> anyhow::Result<Option<StreamMessage>> {
+    match stream.get_first_raw_message_by_subject(subject, seq).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {subject}: {e}")),
+    }
+}
+
+/// The payloads waiting in `pipe`, oldest first, and how many tickets takers hold.
+async fn waiting(session: &Session, pipe: &PipeName) -> anyhow::Result<(Vec<Waiting>, u64)> {
+    let layout = &session.layout;
+    let queue = session.js.get_stream_no_info(layout.queue_stream()).await?;
+    let (delivered, held) = match queue.consumer_info(layout.queue_consumer(pipe)).await {
+        Ok(info) => (
+            info.delivered.stream_sequence,
+            info.num_ack_pending as u64 + info.num_redelivered as u64,
+        ),
+        // Nobody ever took from the pipe: every ticket waits.
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => (0, 0),
+        // No streams yet: nothing was ever sent.
+        Err(e) if e.kind() == ConsumerInfoErrorKind::StreamNotFound => return Ok((vec![], 0)),
+        Err(e) => {
+            return Err(anyhow!(e)).with_context(|| format!("cannot look at pipe {pipe}"));
+        }
+    };
+    let subject = layout.queue_subject(pipe);
+    let mut found = Vec::new();
+    let mut seq = delivered + 1;
+    while let Some(m) = next_stored(&queue, &subject, seq).await? {
+        found.push(Waiting {
+            seq: m.sequence,
+            id: pipe::parse_ticket(Some(&m.headers)).ok(),
+        });
+        seq = m.sequence + 1;
+    }
+    Ok((found, held))
+}
+
+/// `skypipe ls`: one line per pipe with payloads waiting or skypipes on it.
+pub(crate) async fn ls(session: &Session, json: bool) -> anyhow::Result<i32> {
+    let snapshot = crate::monitor::once(session).await?;
+    let pipes: Vec<_> = snapshot
+        .pipes
+        .iter()
+        .filter(|p| {
+            p.payloads_waiting > 0 || p.bytes_stored > 0 || p.senders + p.takers + p.listeners > 0
+        })
+        .collect();
+    if json {
+        let list: Vec<_> = pipes
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "pipe": p.name,
+                    "payloads_waiting": p.payloads_waiting,
+                    "bytes_stored": p.bytes_stored,
+                    "oldest_waiting_seconds": p.oldest_waiting.map(|d| d.as_secs()),
+                    "senders": p.senders,
+                    "takers": p.takers,
+                    "listeners": p.listeners,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({ "server": snapshot.server.url, "pipes": list });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(code::OK);
+    }
+    let width = pipes.iter().map(|p| p.name.len()).max().unwrap_or(0).max(4);
+    println!(
+        "{:<width$}  {:>7}  {:>10}  {:>6}  {:>7}  {:>6}  {:>9}",
+        "PIPE", "WAITING", "BYTES", "OLDEST", "SENDERS", "TAKERS", "LISTENERS"
+    );
+    for p in pipes {
+        let oldest = p
+            .oldest_waiting
+            .map_or_else(|| "-".to_string(), |d| Age(d).to_string());
+        println!(
+            "{:<width$}  {:>7}  {:>10}  {:>6}  {:>7}  {:>6}  {:>9}",
+            p.name,
+            p.payloads_waiting,
+            Bytes::size(p.bytes_stored).to_string(),
+            oldest,
+            p.senders,
+            p.takers,
+            p.listeners
+        );
+    }
+    Ok(code::OK)
+}
+
+/// `skypipe peek NAME`: writes the oldest waiting payload to stdout, as a taker would, and
+/// leaves it in the pipe.
+pub(crate) async fn peek(
+    session: &Session,
+    pipe: &PipeName,
+    cancel: CancellationToken,
+) -> anyhow::Result<i32> {
+    let (list, held) = waiting(session, pipe).await?;
+    let Some(id) = list.into_iter().find_map(|w| w.id) else {
+        let taken = match held {
+            0 => String::new(),
+            n => format!(" ({n} being taken, or given back part-way to the next taker)"),
+        };
+        return Err(anyhow!("no payload waits in pipe {pipe}{taken}"));
+    };
+    let layout = &session.layout;
+    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
+    let subject = layout.payload_subject(pipe, &id);
+    let out = Writer::stdout(cancel.clone()).context("cannot write to stdout")?;
+    let mut reader = Reader::new(id.clone(), Start::AtZero, false).opening(session.opener(pipe));
+    let mut seq = 1;
+    let end = loop {
+        if cancel.is_cancelled() {
+            return Err(Failure::Interrupted.into());
+        }
+        let Some(msg) = next_stored(&data, &subject, seq).await? else {
+            reader.nothing_more_stored()?;
+            let _ = out.flush().await;
+            return Err(anyhow!(
+                "payload {id} of pipe {pipe} is still being sent: the {} bytes stored so far \
+                 were written, a taker would wait for the rest",
+                reader.offset
+            ));
+        };
+        seq = msg.sequence + 1;
+        let meta = pipe::parse_chunk(Some(&msg.headers))
+            .map_err(|e| payload::bad_headers(&id, msg.sequence, e))?;
+        match reader.accept(meta, msg.payload, msg.sequence, &out).await? {
+            Step::More => {}
+            Step::End(end) => break end,
+            Step::Stopped(WriteEnd::Closed) => return Ok(code::OK),
+            Step::Stopped(end) => return Err(write_failed(end)),
+        }
+    };
+    match out.flush().await {
+        WriteEnd::Ok | WriteEnd::Closed => {}
+        end => return Err(write_failed(end)),
+    }
+    match end {
+        End::Eof(_) => Ok(code::OK),
+        End::Abort { reason, totals } => Err(Failure::Aborted(payload::aborted_message(
+            &id,
+            pipe.as_str(),
+            &reason,
+            Some(totals.bytes),
+        ))
+        .into()),
+    }
+}
+
+fn write_failed(end: WriteEnd) -> anyhow::Error {
+    match end {
+        WriteEnd::Interrupted => Failure::Interrupted.into(),
+        WriteEnd::Failed(e) => anyhow!("cannot write to stdout: {e}"),
+        WriteEnd::Ok | WriteEnd::Closed => anyhow!("stdout ended"),
+    }
+}
+
+/// `skypipe rm NAME`: drops the payloads waiting in a pipe, after asking when stdin and
+/// stderr are a terminal (unless `yes`). Takers waiting on the pipe go on waiting.
+pub(crate) async fn rm(session: &Session, pipe: &PipeName, yes: bool) -> anyhow::Result<i32> {
+    let (list, held) = waiting(session, pipe).await?;
+    let kept = match held {
+        0 => String::new(),
+        n => format!("; {n} held by takers are theirs and stay"),
+    };
+    if list.is_empty() {
+        eprintln!("skypipe: no payload waits in pipe {pipe}{kept}");
+        return Ok(code::OK);
+    }
+    let n = list.len();
+    if !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("drop the {n} payload(s) waiting in pipe {pipe}? [y/N] ");
+        let mut answer = String::new();
+        let read = tokio::task::spawn_blocking(move || {
+            std::io::stdin().read_line(&mut answer).map(|_| answer)
+        })
+        .await
+        .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+        let answer = read.context("cannot read the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Err(anyhow!("nothing was dropped: not confirmed"));
+        }
+    }
+    let layout = &session.layout;
+    let queue = session.js.get_stream_no_info(layout.queue_stream()).await?;
+    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
+    for w in &list {
+        // The ticket first: once it is gone no taker can be handed the payload.
+        queue
+            .delete_message(w.seq)
+            .await
+            .map_err(|e| anyhow!("cannot drop a payload of pipe {pipe}: {e}"))?;
+        if let Some(id) = &w.id {
+            data.purge()
+                .filter(layout.payload_subject(pipe, id))
+                .await
+                .map_err(|e| anyhow!("cannot drop payload {id} of pipe {pipe}: {e}"))?;
+        }
+    }
+    tracing::info!("dropped {n} payloads of pipe {pipe}");
+    eprintln!("skypipe: dropped {n} payload(s) waiting in pipe {pipe}{kept}");
+    Ok(code::OK)
+}
