@@ -237,7 +237,8 @@ pub(crate) enum Command {
     Rm(RmArgs),
     /// A live dashboard of every pipe on the server: throughput, waiting payloads, takers.
     Monitor(MonitorArgs),
-    /// Run skypipe's local NATS server (with JetStream, on 127.0.0.1, for this user)
+    /// Run skypipe's own NATS server: for this user on 127.0.0.1, public for other machines
+    /// (--public), or deployed to a machine you reach with ssh (deploy)
     Server(ServerArgs),
     /// Check a server and save it as the one skypipe uses from now on
     Setup(SetupArgs),

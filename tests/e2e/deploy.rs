@@ -138,6 +138,15 @@ impl Sshd {
     }
 }
 
+impl Drop for Sshd {
+    /// A test that failed half way may leave the server it deployed running: stopped here.
+    fn drop(&mut self) {
+        for pid in nats_servers_mentioning(&self.remote_home()) {
+            let _ = skypipe_nats::stop_pid(pid, std::time::Duration::from_secs(5));
+        }
+    }
+}
+
 fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().expect("id -un");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
