@@ -238,7 +238,7 @@ async fn invite(
         send_envelope(&client, reply_to, None, Some(why.clone())).await;
         return Err(anyhow!("{why}; nothing was changed"));
     }
-    let mut machines = public::load_machines(&local.dir)?;
+    let machines = public::load_machines(&local.dir)?;
     let wanted = args
         .as_name
         .as_deref()
@@ -249,11 +249,10 @@ async fn invite(
         name = format!("{wanted}-{n}");
         n += 1;
     }
-    let prefix = conn.layout.prefix().to_string();
     let machine = Machine {
         name: name.clone(),
         nkey: joiner.nkey.clone(),
-        prefix: prefix.clone(),
+        prefix: conn.layout.prefix().to_string(),
         joined: now_secs(),
         version: joiner.version.clone(),
         last_seen: None,
@@ -263,28 +262,18 @@ async fn invite(
     } else {
         None
     };
-    machines.push(machine.clone());
-    public::save_machines(&local.dir, &machines)?;
-    let undo = |local: &Local, name: &str| -> anyhow::Result<()> {
-        let mut machines = public::load_machines(&local.dir)?;
-        machines.retain(|m| m.name != name);
-        public::save_machines(&local.dir, &machines)?;
-        local.reload()
-    };
-    if let Err(e) = local.reload() {
-        let _ = undo(&local, &name);
+    if let Err(e) = let_in(&local, machine.clone()).await {
+        let _ = shut_out(&local, &name).await;
         send_envelope(&client, reply_to, None, Some("the host failed".into())).await;
         return Err(e);
     }
-    let welcome = Welcome {
-        name: name.clone(),
-        urls: public.urls(running.port),
-        ca_pem: tls.ca_pem()?,
-        cert_sha256: tls.cert_sha256()?,
-        prefix,
-        inbox_prefix: machine.inbox_prefix(),
-        secret: secret.as_ref().map(|(s, _)| s.clone()),
-    };
+    let welcome = welcome(
+        &public,
+        &running,
+        &tls,
+        &machine,
+        secret.as_ref().map(|(s, _)| s.clone()),
+    )?;
     let sealed = channel
         .seal(Side::Host, 0, &welcome)
         .map_err(|e| anyhow!("{e}"))?;
@@ -307,7 +296,7 @@ async fn invite(
         },
     };
     if !outcome.ok {
-        undo(&local, &name)?;
+        shut_out(&local, &name).await?;
         return Err(anyhow!(
             "{} did not join: {}; nothing was kept",
             public::machine_name(&joiner.name),
@@ -510,8 +499,6 @@ async fn admit(conn: &Conn, local: Local, name: &str, nkey: &str) -> anyhow::Res
     }
     let name = public::machine_name(name);
     let tls = public.tls(&local.dir)?;
-    let mut machines = public::load_machines(&local.dir)?;
-    machines.retain(|m| m.name != name);
     let machine = Machine {
         name: name.clone(),
         nkey: nkey.to_string(),
@@ -520,31 +507,69 @@ async fn admit(conn: &Conn, local: Local, name: &str, nkey: &str) -> anyhow::Res
         version: String::new(),
         last_seen: None,
     };
-    machines.push(machine.clone());
-    public::save_machines(&local.dir, &machines)?;
-    let reloading = local.clone();
-    tokio::task::spawn_blocking(move || reloading.reload())
-        .await
-        .map_err(|e| anyhow!("reload failed: {e}"))??;
-    let welcome = Welcome {
-        name,
+    let_in(&local, machine.clone()).await?;
+    let welcome = welcome(&public, &running, &tls, &machine, None)?;
+    println!("{}", serde_json::to_string(&welcome)?);
+    Ok(code::OK)
+}
+
+/// Lets `machine` in (in place of one of the same name) and has the server read its users.
+async fn let_in(local: &Local, machine: Machine) -> anyhow::Result<()> {
+    let local = local.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut machines = public::load_machines(&local.dir)?;
+        machines.retain(|m| m.name != machine.name);
+        machines.push(machine);
+        public::save_machines(&local.dir, &machines)?;
+        local.reload()
+    })
+    .await
+    .map_err(|e| anyhow!("reload failed: {e}"))?
+}
+
+/// Takes the machine `name` out and has the server read its users; `false` when there was
+/// none of that name.
+async fn shut_out(local: &Local, name: &str) -> anyhow::Result<bool> {
+    let (local, name) = (local.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut machines = public::load_machines(&local.dir)?;
+        let before = machines.len();
+        machines.retain(|m| m.name != name);
+        if machines.len() == before {
+            return Ok(false);
+        }
+        public::save_machines(&local.dir, &machines)?;
+        local.reload()?;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| anyhow!("reload failed: {e}"))?
+}
+
+/// What a machine let in needs to reach and trust the server.
+fn welcome(
+    public: &Public,
+    running: &Running,
+    tls: &crate::admin::tls::ServerTls,
+    machine: &Machine,
+    secret: Option<String>,
+) -> anyhow::Result<Welcome> {
+    Ok(Welcome {
+        name: machine.name.clone(),
         urls: public.urls(running.port),
         ca_pem: tls.ca_pem()?,
         cert_sha256: tls.cert_sha256()?,
         prefix: machine.prefix.clone(),
         inbox_prefix: machine.inbox_prefix(),
-        secret: None,
-    };
-    println!("{}", serde_json::to_string(&welcome)?);
-    Ok(code::OK)
+        secret,
+    })
 }
 
 /// `skypipe invite revoke NAME`.
 async fn revoke(local: Local, name: &str) -> anyhow::Result<i32> {
-    let mut machines = public::load_machines(&local.dir)?;
-    let before = machines.len();
-    machines.retain(|m| m.name != name);
-    if machines.len() == before {
+    let running = local.running().is_some();
+    if !shut_out(&local, name).await? {
+        let machines = public::load_machines(&local.dir)?;
         let names: Vec<&str> = machines.iter().map(|m| m.name.as_str()).collect();
         return Err(anyhow!(
             "no machine named {name:?} has joined ({})",
@@ -555,11 +580,6 @@ async fn revoke(local: Local, name: &str) -> anyhow::Result<i32> {
             }
         ));
     }
-    public::save_machines(&local.dir, &machines)?;
-    let running = local.running().is_some();
-    tokio::task::spawn_blocking(move || local.reload())
-        .await
-        .map_err(|e| anyhow!("reload failed: {e}"))??;
     if running {
         println!("revoked {name:?}: it is refused from now on and its connections were dropped");
     } else {
