@@ -289,13 +289,7 @@ pub(crate) async fn cmd_deploy(
 ) -> anyhow::Result<i32> {
     let ssh = Ssh::new(env, &args.target);
     let ssh_host = ssh.host_name();
-    let ctx_name = format!(
-        "skypipe-{}",
-        ssh_host.replace(
-            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
-            "-"
-        )
-    );
+    let ctx_name = join::context_name(&ssh_host);
     if args.status {
         let out = ssh.run(
             &format!(

@@ -118,7 +118,8 @@ fn target_url(text: &str) -> Result<(String, String), String> {
     Ok((format!("tls://{host}"), text.to_string()))
 }
 
-fn context_name(host: &str) -> String {
+/// The context a join or a deploy saves for a server reached as `host`.
+pub(crate) fn context_name(host: &str) -> String {
     let h: String = host
         .chars()
         .map(|c| {

@@ -185,6 +185,13 @@ impl Local {
         }
     }
 
+    /// The address the server listens on: the public one, else loopback.
+    fn listen_ip(&self) -> std::net::IpAddr {
+        self.public
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.listen)
+    }
+
     /// Where this machine reaches the server, for probes.
     fn probe_address(&self) -> std::net::SocketAddr {
         let host = self
@@ -208,7 +215,7 @@ impl Local {
     }
 
     fn state_file(&self) -> PathBuf {
-        self.dir.join("server.json")
+        state_file(&self.dir)
     }
 
     fn lock_file(&self) -> PathBuf {
@@ -352,8 +359,7 @@ impl Local {
     }
 
     fn read_state(&self) -> Option<State> {
-        let text = std::fs::read_to_string(self.state_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        read_state(&self.dir)
     }
 
     fn write_state(&self, state: &State) -> anyhow::Result<()> {
@@ -415,8 +421,7 @@ impl Local {
                 self.url()
             ));
         }
-        let at = self.probe_address();
-        let listen = self.public.as_ref().map_or(at.ip(), |p| p.listen);
+        let listen = self.listen_ip();
         if skypipe_nats::port_in_use_at(listen, self.port) {
             return Err(anyhow!(
                 "port {} on {listen} is taken by something that is not a NATS server (or \
@@ -634,12 +639,20 @@ fn show(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// `server.json` in a data directory: what skypipe recorded about the running server.
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("server.json")
+}
+
+fn read_state(dir: &Path) -> Option<State> {
+    let text = std::fs::read_to_string(state_file(dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Where the owner reaches the local server when it runs public (its URL and CA), from the
 /// state it recorded; `None` when it is not public (or not running).
 pub(crate) fn owner_route(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, PathBuf)> {
-    let dir = data_dir(env).ok()?;
-    let text = std::fs::read_to_string(dir.join("server.json")).ok()?;
-    let state: State = serde_json::from_str(&text).ok()?;
+    let state = read_state(&data_dir(env).ok()?)?;
     let public = state.public?;
     Some((format!("tls://{}:{}", public.host, state.port), public.ca))
 }
@@ -940,8 +953,7 @@ pub(crate) fn cmd_preflight(
             return Ok(code::OK);
         }
     }
-    let at = local.probe_address();
-    let listen = local.public.as_ref().map_or(at.ip(), |p| p.listen);
+    let listen = local.listen_ip();
     if skypipe_nats::port_in_use_at(listen, local.port) {
         return Err(anyhow!(
             "port {} on {listen} is taken (or {listen} is not an address of that machine); \
