@@ -30,6 +30,18 @@ struct Report {
 }
 
 impl Report {
+    /// "N checks failed (which)", or `None` when none did.
+    fn failures(&self) -> Option<String> {
+        let n = self.failed.len();
+        (n > 0).then(|| {
+            format!(
+                "{n} check{} failed ({})",
+                if n == 1 { "" } else { "s" },
+                self.failed.join(", ")
+            )
+        })
+    }
+
     fn line(&self, status: &str, what: &str, text: impl Display) {
         println!("{status:<5} {what:<11} {text}");
         let _ = std::io::stdout().flush();
@@ -446,17 +458,16 @@ pub(crate) async fn cmd_check(conn: &Conn) -> anyhow::Result<i32> {
 }
 
 fn finish(report: &Report, consequence: &str) -> anyhow::Result<i32> {
-    if report.failed.is_empty() {
-        println!("all checks passed");
-        return Ok(code::OK);
+    match report.failures() {
+        None => {
+            println!("all checks passed");
+            Ok(code::OK)
+        }
+        Some(failed) => {
+            eprintln!("skypipe: {failed}{consequence}");
+            Ok(code::RUNTIME)
+        }
     }
-    let n = report.failed.len();
-    eprintln!(
-        "skypipe: {n} check{} failed ({}){consequence}",
-        if n == 1 { "" } else { "s" },
-        report.failed.join(", ")
-    );
-    Ok(code::RUNTIME)
 }
 
 /// `skypipe setup`.
@@ -504,16 +515,14 @@ pub(crate) async fn cmd_setup(
 /// replicas for skypipe's streams on that server when they pass.
 pub(crate) async fn checked(conn: &Conn) -> anyhow::Result<usize> {
     let (report, session) = run_checks(conn).await;
-    match session {
-        Some(s) if report.failed.is_empty() => {
+    match (session, report.failures()) {
+        (Some(s), None) => {
             println!("all checks passed");
             Ok(s.replicas)
         }
-        _ => Err(anyhow!(
-            "{} check{} failed ({})",
-            report.failed.len(),
-            if report.failed.len() == 1 { "" } else { "s" },
-            report.failed.join(", ")
+        (_, failed) => Err(anyhow!(
+            "{}",
+            failed.unwrap_or_else(|| "the checks could not run".into())
         )),
     }
 }

@@ -320,15 +320,7 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
         tokio::time::sleep(crate::transfer::presence::INTERVAL + Duration::from_millis(300));
     tokio::pin!(heard);
     let data = session.js.get_stream_no_info(layout.data_stream()).await?;
-    let consumer = match data
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: layout.data_wildcard(),
-            deliver_policy: DeliverPolicy::All,
-            headers_only: true,
-            ..Default::default()
-        })
-        .await
-    {
+    let consumer = match data.create_consumer(chunk_headers(layout)).await {
         Ok(c) => Some(c),
         // No streams yet: nothing was ever sent.
         Err(e) if crate::client::errors::is(&e, crate::client::errors::Refusal::NoStream) => None,
@@ -367,6 +359,16 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
+/// An ordered consumer of every stored chunk's headers (never its bytes), from the oldest.
+fn chunk_headers(layout: &pipe::Layout) -> pull::OrderedConfig {
+    pull::OrderedConfig {
+        filter_subject: layout.data_wildcard(),
+        deliver_policy: DeliverPolicy::All,
+        headers_only: true,
+        ..Default::default()
+    }
+}
+
 /// Samples the server every second and sends snapshots until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,
@@ -381,12 +383,7 @@ pub(crate) async fn collect(
         session.ensure_streams().await?;
     }
     let consumer = data
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: layout.data_wildcard(),
-            deliver_policy: DeliverPolicy::All,
-            headers_only: true,
-            ..Default::default()
-        })
+        .create_consumer(chunk_headers(&layout))
         .await
         .context("cannot watch the pipes' chunks")?;
     let consumer_name = consumer.cached_info().name.clone();
