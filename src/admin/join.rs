@@ -316,7 +316,6 @@ pub(crate) async fn cmd_join(
                     ""
                 }
             );
-            println!("saved context {ctx_name:?}; skypipe uses it from now on");
             Ok(code::OK)
         }
         Err(e) => {
