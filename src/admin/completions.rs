@@ -75,6 +75,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "The nats-server binary the local server runs (else PATH).",
     ),
     (
+        "SKYPIPE_LIVE",
+        "off: every payload goes through the server's store, even to a taker already waiting.",
+    ),
+    (
         "SKYPIPE_RETRY_FOR",
         "How long to keep trying a server that went away (60s).",
     ),

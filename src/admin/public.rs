@@ -223,12 +223,13 @@ pub(crate) fn prefix_publish(p: &str) -> Vec<String> {
 }
 
 /// What a user of prefix `p` whose replies come under `inbox` may subscribe to: its replies,
-/// the senders' signs of life, and the tickets a listener watches.
+/// the senders' signs of life, the tickets a listener watches, and the live path.
 pub(crate) fn prefix_subscribe(p: &str, inbox: &str) -> Vec<String> {
     vec![
         format!("{inbox}.>"),
         format!("{p}.presence.>"),
         format!("{p}.q.>"),
+        format!("{p}.live.>"),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! configured credentials, turning connect failures into one clear line, and creating
 //! skypipe's two streams when they are missing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
@@ -100,9 +101,25 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
 /// server answers a forbidden publish with an asynchronous `-ERR` and drops the message, so
 /// the request behind it would only time out; this lets a command fail at once instead.
 #[derive(Clone)]
-pub(crate) struct Denied(tokio::sync::watch::Receiver<Option<String>>);
+pub(crate) struct Denied(
+    tokio::sync::watch::Receiver<Option<String>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Whether a permission violation is about a live-path subject (`P.live.>`): a server whose
+/// users may not use the live path still carries every payload stored, so such a refusal
+/// only turns the live path off (docs/protocol.md, "The live path").
+fn about_live_path(text: &str) -> bool {
+    let subject = text.split('"').nth(1).unwrap_or("");
+    subject.split('.').nth(1) == Some("live")
+}
 
 impl Denied {
+    /// Whether the server refused this connection a live-path subject.
+    pub(crate) fn live_refused(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until the server reports a permission violation, and returns its text.
     pub(crate) async fn wait(&self) -> String {
         let mut rx = self.0.clone();
@@ -186,12 +203,15 @@ pub(crate) struct Connected {
 pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
     let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
+    let live_refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live_flag = live_refused.clone();
     let mut opts = ConnectOptions::new()
         .name("skypipe")
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(Duration::from_secs(10)))
         .event_callback(move |event| {
             let tx = denied_tx.clone();
+            let live_flag = live_flag.clone();
             async move {
                 tracing::debug!("connection event: {event}");
                 let text = match event {
@@ -211,6 +231,10 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
                     }
                     _ => None,
                 };
+                if text.as_deref().is_some_and(about_live_path) {
+                    live_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
                 if let Some(text) = text {
                     tx.send_if_modified(|slot| {
                         slot.is_none().then(|| *slot = Some(text)).is_some()
@@ -346,7 +370,7 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     };
     Ok(Connected {
         client,
-        denied: Denied(denied_rx),
+        denied: Denied(denied_rx, live_refused),
         shown,
     })
 }
@@ -622,6 +646,20 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_live_path_refusals_are_told_apart() {
+        assert!(about_live_path(
+            "permissions violation for subscription to \"team.live.p.0123.ack\""
+        ));
+        assert!(!about_live_path(
+            "permissions violation for publish to \"team.q.live\""
+        ));
+        assert!(!about_live_path(
+            "permissions violation for subscription to \"team.data.live.x\""
+        ));
+        assert!(!about_live_path("permissions violation"));
+    }
 
     #[test]
     fn tls_failures_say_what_to_do() {

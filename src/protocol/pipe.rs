@@ -40,6 +40,12 @@ pub(crate) const H_SIZE: &str = "Skypipe-Size";
 pub(crate) const H_SEAL: &str = "Skypipe-Seal";
 pub(crate) const H_SALT: &str = "Skypipe-Salt";
 pub(crate) const H_KEY_CHECK: &str = "Skypipe-Key-Check";
+/// On a ticket: the sender takes live acknowledgements (docs/protocol.md, "The live path").
+pub(crate) const H_LIVE: &str = "Skypipe-Live";
+/// On a live acknowledgement: the taker's random token, the same on all of its messages.
+pub(crate) const H_TAKER: &str = "Skypipe-Taker";
+/// On a live acknowledgement: chunks `0..K` are written.
+pub(crate) const H_WRITTEN: &str = "Skypipe-Written";
 pub(crate) const H_NATS_TTL: &str = "Nats-TTL";
 pub(crate) const H_NATS_MSG_ID: &str = "Nats-Msg-Id";
 
@@ -160,6 +166,22 @@ impl Layout {
     /// Where a pipe's tickets go.
     pub(crate) fn queue_subject(&self, pipe: &PipeName) -> String {
         format!("{}.q.{}", self.prefix, pipe)
+    }
+
+    /// Where a sender publishes the chunks of a payload whose taker asked for them live
+    /// (core NATS, not stored).
+    pub(crate) fn live_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
+        format!("{}.live.{}.{}", self.prefix, pipe, id)
+    }
+
+    /// The live chunks of every payload of one pipe (for listeners).
+    pub(crate) fn pipe_live_wildcard(&self, pipe: &PipeName) -> String {
+        format!("{}.live.{}.*", self.prefix, pipe)
+    }
+
+    /// Where a payload's taker asks for its chunks live and acknowledges what it wrote.
+    pub(crate) fn live_ack_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
+        format!("{}.live.{}.{}.ack", self.prefix, pipe, id)
     }
 
     /// Where running skypipes announce themselves (core NATS, not stored).
@@ -431,6 +453,7 @@ pub(crate) fn ticket_headers(
     id: &PayloadId,
     ttl: Option<Duration>,
     size: Option<u64>,
+    live: bool,
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
@@ -442,7 +465,68 @@ pub(crate) fn ticket_headers(
     if let Some(size) = size {
         h.insert(H_SIZE, size.to_string().as_str());
     }
+    if live {
+        h.insert(H_LIVE, "1");
+    }
     h
+}
+
+/// Whether a ticket's sender takes live acknowledgements.
+pub(crate) fn ticket_offers_live(h: Option<&HeaderMap>) -> bool {
+    h.and_then(|h| get(h, H_LIVE))
+        .is_some_and(|v| v.trim() == "1")
+}
+
+/// What a taker tells the sender of a payload on its live acknowledgement subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveAck {
+    pub(crate) id: PayloadId,
+    /// Random per taker (per taking of a ticket).
+    pub(crate) taker: String,
+    /// Chunks `0..written` are written to the taker's output.
+    pub(crate) written: u64,
+    /// The taker stops (gives the payload back, or is done with it): send the rest stored.
+    pub(crate) stop: bool,
+}
+
+/// Headers of a live acknowledgement (its body is empty).
+pub(crate) fn live_ack_headers(ack: &LiveAck) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
+    h.insert(H_ID, ack.id.as_str());
+    h.insert(H_TAKER, ack.taker.as_str());
+    h.insert(H_WRITTEN, ack.written.to_string().as_str());
+    h.insert(H_LIVE, if ack.stop { "stop" } else { "go" });
+    h
+}
+
+/// Parses a live acknowledgement.
+pub(crate) fn parse_live_ack(h: Option<&HeaderMap>) -> Result<LiveAck, HeaderError> {
+    let h = h.ok_or(HeaderError::NoHeaders)?;
+    check_version(h)?;
+    let id_text = req(h, H_ID)?;
+    let id = PayloadId::parse(id_text.trim()).ok_or(HeaderError::Bad {
+        name: H_ID,
+        value: id_text.to_string(),
+    })?;
+    let taker = req(h, H_TAKER)?.trim().to_string();
+    let written = num(h, H_WRITTEN)?;
+    let stop = match get(h, H_LIVE).map(str::trim) {
+        Some("stop") => true,
+        Some("go") | None => false,
+        Some(other) => {
+            return Err(HeaderError::Bad {
+                name: H_LIVE,
+                value: other.to_string(),
+            })
+        }
+    };
+    Ok(LiveAck {
+        id,
+        taker,
+        written,
+        stop,
+    })
 }
 
 /// The size a ticket announces, if any (for progress only: the chunks' totals are what is
@@ -628,12 +712,56 @@ mod tests {
             "the chunk and the ticket are de-duplicated apart"
         );
         assert!(ticket_is_inline(Some(&ticket)));
-        assert!(!ticket_is_inline(Some(&ticket_headers(&id, None, None))));
-        let sized = ticket_headers(&id, None, Some(3_000_000));
+        assert!(!ticket_is_inline(Some(&ticket_headers(
+            &id, None, None, false
+        ))));
+        let sized = ticket_headers(&id, None, Some(3_000_000), false);
         assert_eq!(ticket_size(Some(&sized)), Some(3_000_000));
         assert_eq!(parse_ticket(Some(&sized)).ok(), Some(id.clone()));
-        assert_eq!(ticket_size(Some(&ticket_headers(&id, None, None))), None);
+        assert_eq!(
+            ticket_size(Some(&ticket_headers(&id, None, None, false))),
+            None
+        );
         assert!(!ticket_is_inline(None));
+    }
+
+    #[test]
+    fn live_acknowledgements_round_trip_and_bad_ones_are_refused() {
+        let ack = LiveAck {
+            id: PayloadId::random(),
+            taker: "0123456789abcdef".into(),
+            written: 42,
+            stop: false,
+        };
+        assert_eq!(
+            parse_live_ack(Some(&live_ack_headers(&ack))),
+            Ok(ack.clone())
+        );
+        let stop = LiveAck { stop: true, ..ack };
+        assert_eq!(
+            parse_live_ack(Some(&live_ack_headers(&stop))),
+            Ok(stop.clone())
+        );
+        let mut bad = live_ack_headers(&stop);
+        bad.insert(H_WRITTEN, "many");
+        assert!(parse_live_ack(Some(&bad)).is_err());
+        let mut bad = live_ack_headers(&stop);
+        bad.insert(H_LIVE, "maybe");
+        assert!(parse_live_ack(Some(&bad)).is_err());
+        assert!(parse_live_ack(None).is_err());
+        let id = PayloadId::random();
+        assert!(ticket_offers_live(Some(&ticket_headers(
+            &id, None, None, true
+        ))));
+        assert!(!ticket_offers_live(Some(&ticket_headers(
+            &id, None, None, false
+        ))));
+        let layout = Layout::new("team").expect("layout");
+        let pipe = PipeName::new("p").expect("pipe");
+        let live = layout.live_subject(&pipe, &id);
+        assert_eq!(live, format!("team.live.p.{id}"));
+        assert_eq!(layout.live_ack_subject(&pipe, &id), format!("{live}.ack"));
+        assert!(!layout.data_wildcard().starts_with("team.live"));
     }
 
     #[test]

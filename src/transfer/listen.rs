@@ -22,13 +22,16 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::pipe::{self, End, PayloadId};
 use crate::transfer::output::WriteEnd;
-use crate::transfer::payload::{self, Reader, Start, Step};
+use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
 use crate::transfer::presence::{self, Role};
 use crate::transfer::reception::Reception;
 
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
 const LISTEN_BATCH: i64 = 64;
+/// Live chunks held for a listener whose stdout is slower than the pipe's taker; more are
+/// dropped (and reported as missed), so a slow listener's memory stays bounded.
+const LIVE_BUFFER: usize = 64;
 /// A payload that sent nothing to a listener for this long, while its sender no longer
 /// announces itself, has ended out of the listener's sight.
 const LISTEN_STALL: Duration = Duration::from_secs(5);
@@ -67,6 +70,29 @@ pub(crate) async fn listen(
         .messages()
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    // Chunks sent live to a taker (docs/protocol.md, "The live path"), subscribed to before
+    // the tickets below: every payload announced from then on reaches this listener stored or
+    // live.
+    let (live_tx, mut live) = tokio::sync::mpsc::channel::<async_nats::Message>(LIVE_BUFFER);
+    let _live_feed = match session
+        .client
+        .subscribe(session.layout.pipe_live_wildcard(pipe))
+        .await
+    {
+        Ok(mut sub) => Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                while let Some(m) = sub.next().await {
+                    if live_tx.try_send(m).is_err() {
+                        tracing::debug!("a live chunk dropped: this listener is behind");
+                    }
+                }
+            },
+        ))),
+        Err(e) => {
+            tracing::debug!("no live chunks for this listener: {e}");
+            None
+        }
+    };
     // Tickets published from now on: their chunks are published after the consumer above
     // exists, so each of them must reach this listener, or be reported as missed.
     let mut tickets = session
@@ -168,6 +194,16 @@ pub(crate) async fn listen(
                     continue;
                 }
             }
+            Some(msg) = live.recv() => {
+                last_activity = Instant::now();
+                match pipe::parse_chunk(msg.headers.as_ref()) {
+                    Ok(meta) => (meta, msg.payload, NOT_STORED),
+                    Err(e) => {
+                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
+                        continue;
+                    }
+                }
+            }
             msg = messages.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
@@ -199,9 +235,15 @@ pub(crate) async fn listen(
         if done.contains(&id) {
             continue;
         }
-        announced.remove(&id);
+        // A payload whose ticket this listener saw starts at chunk 0: its first chunks may be
+        // stored ones that reach the consumer after live ones that follow them.
+        let start = if announced.remove(&id).is_some() {
+            Start::AtZero
+        } else {
+            Start::AtFirstSeen
+        };
         let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
-            let reader = Reader::new(id.clone(), Start::AtFirstSeen, true)
+            let reader = Reader::new(id.clone(), start, true)
                 .opening(session.opener(pipe))
                 .whole_lines(follow);
             (reader, Instant::now())

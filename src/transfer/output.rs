@@ -28,13 +28,46 @@ pub(crate) enum WriteEnd {
     Interrupted,
 }
 
-/// How far one payload's writes got: the value given with its last written chunk.
+/// How far one payload's writes got: the purge bound given with its last written chunk, and
+/// how many of its chunks are written (for a live sender's acknowledgements).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Mark(Arc<AtomicU64>);
+pub(crate) struct Mark(Arc<MarkInner>);
+
+#[derive(Debug, Default)]
+struct MarkInner {
+    bound: AtomicU64,
+    chunks: AtomicU64,
+    written: tokio::sync::Notify,
+}
+
+/// What a written piece stands for: the purge bound below which everything it came from is
+/// written, and the number of chunks written with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Written {
+    pub(crate) bound: u64,
+    pub(crate) chunks: u64,
+}
 
 impl Mark {
+    /// The purge bound: stream messages below it are written.
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.0.bound.load(Ordering::Acquire)
+    }
+
+    /// Chunks `0..n` are written.
+    pub(crate) fn chunks(&self) -> u64 {
+        self.0.chunks.load(Ordering::Acquire)
+    }
+
+    /// Waits until a write moved the mark (returns at once when one did since the last call).
+    pub(crate) async fn moved(&self) {
+        self.0.written.notified().await
+    }
+
+    fn set(&self, p: Written) {
+        self.0.bound.fetch_max(p.bound, Ordering::AcqRel);
+        self.0.chunks.fetch_max(p.chunks, Ordering::AcqRel);
+        self.0.written.notify_one();
     }
 }
 
@@ -65,7 +98,7 @@ enum Cmd {
     Data {
         bytes: Bytes,
         mark: Mark,
-        value: u64,
+        value: Written,
     },
     Flush(oneshot::Sender<WriteEnd>),
 }
@@ -109,7 +142,7 @@ impl Writer {
                             match out.write_all(&bytes) {
                                 Ok(()) => {
                                     count.add(bytes.len() as u64);
-                                    mark.0.store(value, Ordering::Release)
+                                    mark.set(value)
                                 }
                                 Err(e) => {
                                     end = if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -154,7 +187,7 @@ impl Writer {
 
     /// Queues bytes; `mark` takes `value` once they are written. Waits only when eight
     /// chunks are already queued (backpressure from a slow stdout).
-    pub(crate) async fn write(&self, bytes: Bytes, mark: &Mark, value: u64) -> WriteEnd {
+    pub(crate) async fn write(&self, bytes: Bytes, mark: &Mark, value: Written) -> WriteEnd {
         if let Some(end) = self.failure() {
             return end;
         }

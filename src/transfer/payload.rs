@@ -13,10 +13,17 @@ use bytes::Bytes;
 
 use crate::protocol::crypto::{OpenError, Opener};
 use crate::protocol::pipe::{ChunkMeta, End, PayloadId};
-use crate::transfer::output::{Mark, WriteEnd, Writer};
+use crate::transfer::output::{Mark, WriteEnd, Writer, Written};
 
 /// More chunks than this arriving ahead of a missing one means it is lost.
 const MAX_OUT_OF_ORDER: usize = 1024;
+/// A listener holds at most this many live chunks that arrived ahead of stored ones before
+/// it counts the stored ones as missed (chunks stored before a sender went live reach a
+/// listener's consumer after the live ones that follow them).
+pub(crate) const LIVE_AHEAD: usize = 64;
+/// The stream sequence given with a chunk that did not come from the data stream (a live
+/// chunk, or the one an inline ticket carries).
+pub(crate) const NOT_STORED: u64 = 0;
 /// A reader that keeps lines whole holds back at most this many bytes of a line whose end
 /// has not arrived; a longer line is written in parts.
 pub(crate) const MAX_HELD_LINE: usize = crate::protocol::pipe::MAX_CHUNK;
@@ -186,13 +193,15 @@ impl Reader {
 
     /// The stream sequence below which every message seen has been handed to the writer.
     fn purge_bound(&self) -> u64 {
-        match self.pending.values().map(|(_, _, s)| *s).min() {
+        let stored = self.pending.values().map(|(_, _, s)| *s);
+        match stored.filter(|s| *s != NOT_STORED).min() {
             Some(s) => s,
             None => self.max_seen + 1,
         }
     }
 
-    /// Accepts one chunk (stored at `stream_seq`) and writes whatever is now in order.
+    /// Accepts one chunk (stored at `stream_seq`, or [`NOT_STORED`]) and writes whatever is
+    /// now in order.
     pub(crate) async fn accept(
         &mut self,
         meta: ChunkMeta,
@@ -221,10 +230,13 @@ impl Reader {
         if meta.chunk < next {
             return Ok(Step::More); // a duplicate of a chunk already written
         }
-        if meta.chunk > next && self.gaps_are_losses {
+        // A live chunk ahead of the stored ones before it may wait for them a little.
+        let may_wait = stream_seq == NOT_STORED && self.pending.len() < LIVE_AHEAD;
+        if meta.chunk > next && self.gaps_are_losses && !may_wait {
+            let first = self.pending.keys().next().copied().unwrap_or(meta.chunk);
             return Err(Missed {
                 id: self.id.clone(),
-                chunks: meta.chunk - next,
+                chunks: first.min(meta.chunk) - next,
             }
             .into());
         }
@@ -260,8 +272,11 @@ impl Reader {
                 Some(plain)
             };
             if let Some(bytes) = ready.filter(|b| !b.is_empty()) {
-                let bound = self.purge_bound();
-                let end = out.write(bytes, &self.mark, bound).await;
+                let written = Written {
+                    bound: self.purge_bound(),
+                    chunks: meta.chunk + 1,
+                };
+                let end = out.write(bytes, &self.mark, written).await;
                 if end != WriteEnd::Ok {
                     return Ok(Step::Stopped(end));
                 }
@@ -497,6 +512,32 @@ mod tests {
         let e = step.expect_err("missed");
         assert!(e.downcast_ref::<Missed>().is_some(), "{e}");
         assert_eq!(out, b"aaaa");
+    }
+
+    #[tokio::test]
+    async fn a_listener_holds_live_chunks_for_the_stored_ones_before_them() {
+        let c = chunks(&[b"aaaa", b"bbbb", b"cccc", b"dddd\n"]);
+        let sink = Sink::default();
+        let out = Writer::new(sink.clone(), CancellationToken::new());
+        let mut r = Reader::new(id(), Start::AtZero, true);
+        // Live chunks 2 and 1 first, then the stored 0, then the stored last one.
+        for (n, seq) in [(2, NOT_STORED), (1, NOT_STORED), (0, 7), (3, 8)] {
+            let (meta, body) = c[n].clone();
+            let step = r.accept(meta, body, seq, &out).await;
+            assert!(step.is_ok(), "chunk {n}: {step:?}");
+        }
+        let _ = out.flush().await;
+        assert_eq!(
+            sink.0.lock().expect("sink").as_slice(),
+            b"aaaabbbbccccdddd\n"
+        );
+        // A stored chunk beyond a gap is a loss, counted up to the first chunk held.
+        let mut r = Reader::new(id(), Start::AtZero, true);
+        let (meta, body) = c[2].clone();
+        assert!(r.accept(meta, body, NOT_STORED, &out).await.is_ok());
+        let (meta, body) = c[3].clone();
+        let e = r.accept(meta, body, 9, &out).await.expect_err("missed");
+        assert!(e.to_string().contains("missed 2 chunks"), "{e}");
     }
 
     #[tokio::test]

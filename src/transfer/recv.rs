@@ -27,7 +27,7 @@ use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
 use crate::transfer::liveness::{Liveness, Verdict};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
-use crate::transfer::payload::{self, Reader, Start, Step};
+use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
 use crate::transfer::presence::{self, Payloads, Role, Watch};
 use crate::transfer::reception::Reception;
 
@@ -177,6 +177,107 @@ fn keep(
     }))
 }
 
+/// The live path of a payload being taken (docs/protocol.md, "The live path"): its chunks
+/// as the sender publishes them, and acknowledgements of what is written, as it is written.
+struct LiveIn {
+    chunks: async_nats::Subscriber,
+    ack_subject: String,
+    taker: String,
+    _acker: AbortOnDropHandle<()>,
+}
+
+impl LiveIn {
+    /// Subscribes to the payload's live chunks, then asks its sender for them; `None` when
+    /// the server does not let this login use the live path.
+    async fn ask(session: &Session, pipe: &PipeName, id: &PayloadId, mark: Mark) -> Option<Self> {
+        if session.denied.live_refused() || !crate::transfer::live_path_on() {
+            return None;
+        }
+        let chunks = match session
+            .client
+            .subscribe(session.layout.live_subject(pipe, id))
+            .await
+        {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::debug!("no live path: {e}");
+                return None;
+            }
+        };
+        // A server that refuses the subject says so before it answers a flush.
+        let _ = session.client.flush().await;
+        if session.denied.live_refused() {
+            tracing::debug!("no live path: the server refuses this login its subjects");
+            return None;
+        }
+        let taker = format!("{:016x}", rand::random::<u64>());
+        let ack_subject = session.layout.live_ack_subject(pipe, id);
+        tracing::debug!("asking for payload {id} live as taker {taker}");
+        let (client, subject, id, me) = (
+            session.client.clone(),
+            ack_subject.clone(),
+            id.clone(),
+            taker.clone(),
+        );
+        // Every write moves the mark; each move is told at once (the first word asks).
+        let acker = AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut told = None;
+            loop {
+                let written = mark.chunks();
+                if told.is_none_or(|t| written > t) {
+                    let ack = pipe::LiveAck {
+                        id: id.clone(),
+                        taker: me.clone(),
+                        written,
+                        stop: false,
+                    };
+                    let headers = pipe::live_ack_headers(&ack);
+                    if let Err(e) = client
+                        .publish_with_headers(subject.clone(), headers, bytes::Bytes::new())
+                        .await
+                    {
+                        tracing::debug!("{e}");
+                    }
+                    told = Some(written);
+                }
+                mark.moved().await;
+            }
+        }));
+        Some(LiveIn {
+            chunks,
+            ack_subject,
+            taker,
+            _acker: acker,
+        })
+    }
+
+    /// Tells the sender this taker stops: what it did not acknowledge goes stored.
+    async fn stop(&self, session: &Session, id: &PayloadId, written: u64) {
+        let ack = pipe::LiveAck {
+            id: id.clone(),
+            taker: self.taker.clone(),
+            written,
+            stop: true,
+        };
+        let _ = session
+            .client
+            .publish_with_headers(
+                self.ack_subject.clone(),
+                pipe::live_ack_headers(&ack),
+                bytes::Bytes::new(),
+            )
+            .await;
+    }
+}
+
+/// The next live chunk, or never when the payload is not taken live.
+async fn next_live(live: &mut Option<LiveIn>) -> Option<async_nats::Message> {
+    match live {
+        Some(l) => l.chunks.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One payload being taken.
 struct Take<'a> {
     session: &'a Session,
@@ -195,6 +296,10 @@ struct Take<'a> {
     /// Lets the next payload of a follower start writing: passed once everything stored of
     /// this one is written (or when this one ends, dropped).
     turn: Option<oneshot::Sender<()>>,
+    pipe: PipeName,
+    /// Whether the ticket's sender offers the live path.
+    offers_live: bool,
+    live: Option<LiveIn>,
 }
 
 enum ReadEnd {
@@ -290,6 +395,9 @@ impl Take<'_> {
                 Step::More => {}
             }
         }
+        if self.offers_live && self.live.is_none() {
+            self.live = LiveIn::ask(self.session, &self.pipe, &id, self.reader.mark.clone()).await;
+        }
         let after = match self.read_first(out).await? {
             Ok(end) => return Ok(end),
             Err(after) => after,
@@ -363,6 +471,22 @@ impl Take<'_> {
                         .into());
                     }
                 }
+                Some(msg) = next_live(&mut self.live) => {
+                    let meta = pipe::parse_chunk(msg.headers.as_ref())
+                        .map_err(|e| payload::bad_headers(&id, NOT_STORED, e))?;
+                    let step = self.reader.accept(meta, msg.payload, NOT_STORED, out).await?;
+                    clocks.on_chunk(Instant::now());
+                    if self.reader.missing().is_none() {
+                        // Everything before this live chunk is written: the payload is live.
+                        self.pass_turn();
+                    }
+                    match step {
+                        Step::More => {}
+                        Step::End(end) => break ReadEnd::Done(end),
+                        Step::Stopped(WriteEnd::Interrupted) => break ReadEnd::Cancelled,
+                        Step::Stopped(end) => break ReadEnd::Stopped(end),
+                    }
+                }
                 msg = messages.next() => {
                     let msg = match msg {
                         Some(Ok(m)) => m,
@@ -431,8 +555,17 @@ impl Take<'_> {
         }
     }
 
+    /// Tells a live sender this taker stops.
+    async fn stop_live(&self) {
+        if let Some(live) = &self.live {
+            live.stop(self.session, &self.reader.id, self.reader.mark.chunks())
+                .await;
+        }
+    }
+
     /// The payload is taken: ack the ticket, remove what is left and the consumer, together.
     async fn finish(&self, kind: AckKind) -> anyhow::Result<()> {
+        self.stop_live().await;
         let (acked, purged, ()) = tokio::join!(
             self.ticket.double_ack_with(kind),
             purge(&self.data, &self.subject, None),
@@ -458,6 +591,8 @@ impl Take<'_> {
         }
         let mark = self.reader.mark.get();
         let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
+            // Before the ticket goes back: the sender stores what was not written first.
+            self.stop_live().await;
             if mark > 0 {
                 let _ = purge(&self.data, &self.subject, Some(mark)).await;
             }
@@ -564,6 +699,7 @@ impl Taker<'_> {
                 .ok()
                 .map(|meta| (meta, ticket.payload.clone()))
         };
+        let offers_live = pipe::ticket_offers_live(ticket.headers.as_ref());
         let mut take = Take {
             senders: self.senders.clone(),
             sender_timeout: self.sender_timeout,
@@ -578,6 +714,9 @@ impl Taker<'_> {
             batch: self.batch,
             inline,
             turn: turn.pass.take(),
+            pipe: self.pipe.clone(),
+            offers_live,
+            live: None,
         };
         // The ticket is kept from now until the payload is finished or given back, however
         // long stdout makes the writes (and the final flush) wait.

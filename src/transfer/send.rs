@@ -6,7 +6,13 @@
 //! and publish both again: their `Nats-Msg-Id`s keep the server from storing either twice.
 //! Then publish the remaining chunks through a window of outstanding acks; the last chunk
 //! carries the EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
-//! payload for a whole one. With a secret, every chunk is sealed before it leaves
+//! payload for a whole one.
+//!
+//! The live path: when the payload's taker asks for it (it is waiting as the payload starts),
+//! the chunks between the first and the last go to it over core NATS instead of the data
+//! stream, each kept here until the taker says it wrote it; when the taker stops, goes quiet
+//! or another takes its place, every chunk not acknowledged is stored after all and the rest
+//! goes stored ([`Live`]). With a secret, every chunk is sealed before it leaves
 //! ([`crate::protocol::crypto`]).
 
 use std::collections::VecDeque;
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +43,13 @@ pub(crate) const WINDOW_CHUNKS: usize = 32;
 /// At most this many bytes wait for their acks at once (bounds the sender's memory).
 pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
+/// At most this many bytes of live chunks wait for the taker's acknowledgement (bounds the
+/// sender's memory, as [`WINDOW_BYTES`] does for stored ones).
+pub(crate) const LIVE_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+/// A live taker that acknowledges nothing for this long while chunks wait for it is taken
+/// for gone (killed, cut off, or stuck on its stdout): the chunks go stored.
+pub(crate) const LIVE_QUIET: Duration = Duration::from_secs(2);
+
 /// A short, growing, jittered pause before publishing again what a busy server refused.
 async fn busy_pause(attempt: u32) {
     let base = 20u64 << attempt.min(5);
@@ -47,11 +61,76 @@ async fn busy_pause(attempt: u32) {
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
 struct InFlight {
     ack: PublishAckFuture,
+    chunk: u64,
     headers: async_nats::HeaderMap,
     /// The body as published (sealed when sealing).
     data: Bytes,
     /// How many payload bytes the body carries.
     plain_len: u64,
+}
+
+/// A chunk sent live, kept until its taker says it wrote it.
+struct LiveChunk {
+    chunk: u64,
+    headers: async_nats::HeaderMap,
+    data: Bytes,
+    plain_len: u64,
+}
+
+/// Where the payload's chunks go (docs/protocol.md, "The live path").
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// Stored; a taker may still ask for them live.
+    Stored,
+    /// Live, to this taker.
+    Live(String),
+    /// Stored from here on, whoever asks.
+    StoredOnly,
+}
+
+/// The live path of one payload.
+struct Live {
+    /// Where takers ask and acknowledge; `None` when the sender offers no live path.
+    acks: Option<async_nats::Subscriber>,
+    subject: String,
+    route: Route,
+    unacked: VecDeque<LiveChunk>,
+    unacked_bytes: usize,
+    /// When the taker last moved forward (or was first heard).
+    heard: Instant,
+    /// Chunks `0..acked` are written by the live taker.
+    acked: u64,
+    /// The stream sequence of each chunk stored so far, while the payload may go live: on
+    /// leaving the live path, stored chunks the taker wrote are removed by these.
+    stored_at: Vec<(u64, u64)>,
+}
+
+/// What waiting on the live taker brought.
+enum Heard {
+    Ack(async_nats::Message),
+    /// Nothing for [`LIVE_QUIET`].
+    Quiet,
+    /// The subscription ended (the connection was replaced).
+    Closed,
+}
+
+impl Live {
+    fn waiting(&self) -> bool {
+        matches!(self.route, Route::Live(_)) && !self.unacked.is_empty()
+    }
+
+    /// Waits for the taker's next word until it has been quiet for [`LIVE_QUIET`].
+    async fn next(&mut self) -> Heard {
+        let Some(acks) = self.acks.as_mut() else {
+            return Heard::Closed;
+        };
+        let until = tokio::time::Instant::from_std(self.heard + LIVE_QUIET);
+        match tokio::time::timeout_at(until, acks.next()).await {
+            Ok(Some(m)) => Heard::Ack(m),
+            Ok(None) => Heard::Closed,
+            Err(_) => Heard::Quiet,
+        }
+    }
 }
 
 /// What a finished send did.
@@ -86,12 +165,14 @@ struct Sender<'a> {
     /// The payload's size, when stdin is a regular file: told in the ticket, for the
     /// receiver's progress.
     size: Option<u64>,
+    live: Live,
 }
 
 impl<'a> Sender<'a> {
     fn new(session: Session, settings: &'a PipeSettings) -> Self {
         let id = PayloadId::random();
         let subject = session.layout.payload_subject(&settings.pipe, &id);
+        let live_subject = session.layout.live_subject(&settings.pipe, &id);
         let ttl = session.ttl_supported.then_some(settings.ttl);
         if !session.ttl_supported && settings.ttl_given && !settings.quiet {
             eprintln!(
@@ -118,7 +199,248 @@ impl<'a> Sender<'a> {
             active: Payloads::default(),
             sealer: None,
             size: None,
+            live: Live {
+                acks: None,
+                subject: live_subject,
+                route: Route::StoredOnly,
+                unacked: VecDeque::new(),
+                unacked_bytes: 0,
+                heard: Instant::now(),
+                acked: 0,
+                stored_at: Vec::new(),
+            },
         }
+    }
+
+    /// Offers the live path: listens for a taker that asks for it before the ticket says so.
+    async fn offer_live(&mut self) {
+        if !crate::transfer::live_path_on() {
+            return;
+        }
+        let subject = self
+            .session
+            .layout
+            .live_ack_subject(&self.settings.pipe, &self.id);
+        match self.session.client.subscribe(subject).await {
+            Ok(sub) => {
+                self.live.acks = Some(sub);
+                self.live.route = Route::Stored;
+            }
+            Err(e) => tracing::debug!("no live path: {e}"),
+        }
+    }
+
+    /// Takes in whatever takers said meanwhile, without waiting.
+    async fn hear_live(&mut self) -> anyhow::Result<()> {
+        use futures::FutureExt as _;
+        while let Some(acks) = self.live.acks.as_mut() {
+            match acks.next().now_or_never() {
+                Some(Some(m)) => self.on_heard(Heard::Ack(m)).await?,
+                Some(None) => self.on_heard(Heard::Closed).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on a taker's word (or silence): goes live for the first taker that asks, drops
+    /// what it wrote, and stores the rest when it stops, goes quiet or another takes over.
+    async fn on_heard(&mut self, heard: Heard) -> anyhow::Result<()> {
+        let msg = match heard {
+            Heard::Ack(m) => m,
+            Heard::Quiet if self.live.waiting() => {
+                tracing::info!("the live taker of payload {} went quiet", self.id);
+                return self.store_live().await;
+            }
+            Heard::Quiet => return Ok(()),
+            Heard::Closed => {
+                self.live.acks = None;
+                return self.store_live().await;
+            }
+        };
+        let Ok(ack) = pipe::parse_live_ack(msg.headers.as_ref()) else {
+            return Ok(());
+        };
+        if ack.id != self.id {
+            return Ok(());
+        }
+        match &self.live.route {
+            Route::Stored if !ack.stop => {
+                tracing::info!("payload {} goes live to taker {}", self.id, ack.taker);
+                self.live.route = Route::Live(ack.taker);
+                self.live.heard = Instant::now();
+                Ok(())
+            }
+            Route::Live(taker) => {
+                let same = *taker == ack.taker;
+                if same {
+                    self.acknowledged(ack.written);
+                }
+                if same && !ack.stop {
+                    return Ok(());
+                }
+                // The taker stopped, or another one has the ticket now: whatever this one did
+                // not write is stored, and so is the rest.
+                tracing::info!(
+                    "payload {} leaves the live path: taker {} {}",
+                    self.id,
+                    ack.taker,
+                    if ack.stop { "stopped" } else { "took over" }
+                );
+                self.store_live().await
+            }
+            Route::Stored | Route::StoredOnly => Ok(()),
+        }
+    }
+
+    /// The live taker wrote chunks `0..written`: they need keeping no longer.
+    fn acknowledged(&mut self, written: u64) {
+        self.live.acked = self.live.acked.max(written);
+        let mut moved = false;
+        while let Some(c) = self.live.unacked.pop_front() {
+            if c.chunk >= written {
+                self.live.unacked.push_front(c);
+                break;
+            }
+            self.live.unacked_bytes -= c.data.len();
+            self.stored.add(c.plain_len);
+            moved = true;
+        }
+        if moved || self.live.unacked.is_empty() {
+            self.live.heard = Instant::now();
+        }
+    }
+
+    /// Leaves the live path: every live chunk not acknowledged is stored, in order, and so is
+    /// every chunk after it.
+    async fn store_live(&mut self) -> anyhow::Result<()> {
+        if self.live.route == Route::StoredOnly {
+            return Ok(());
+        }
+        if matches!(self.live.route, Route::Live(_)) {
+            self.forget_written().await?;
+        }
+        self.live.route = Route::StoredOnly;
+        self.live.unacked_bytes = 0;
+        let unacked = std::mem::take(&mut self.live.unacked);
+        if let Some(first) = unacked.front() {
+            tracing::info!(
+                "storing payload {} from chunk {} on ({} chunks not acknowledged live)",
+                self.id,
+                first.chunk,
+                unacked.len()
+            );
+        }
+        for c in unacked {
+            self.store(c.chunk, c.headers, c.data, c.plain_len).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the stored chunks the live taker wrote (those stored before the payload went
+    /// live), so that what is stored of the payload is again exactly what no taker wrote: a
+    /// taker that died may have written them without removing them, and the next one must
+    /// not start there and find the live chunks after them missing.
+    async fn forget_written(&mut self) -> anyhow::Result<()> {
+        while !self.window.is_empty() {
+            self.await_oldest().await?;
+        }
+        let acked = self.live.acked;
+        let stored_at = std::mem::take(&mut self.live.stored_at);
+        if !stored_at.iter().any(|(chunk, _)| *chunk < acked) {
+            return Ok(());
+        }
+        let bound = stored_at
+            .iter()
+            .find(|(chunk, _)| *chunk >= acked)
+            .map(|(_, seq)| *seq);
+        tracing::debug!("removing the stored chunks below chunk {acked}, which the taker wrote");
+        let data = self
+            .session
+            .js
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await?;
+        let purge = data.purge().filter(self.subject.clone());
+        let purged = match bound {
+            Some(seq) => purge.sequence(seq).await.map(|_| ()),
+            None => purge.await.map(|_| ()),
+        };
+        purged.map_err(|e| anyhow!("cannot remove chunks the live taker wrote: {e}"))
+    }
+
+    /// Waits until every live chunk is acknowledged, or stored.
+    async fn settle_live(&mut self) -> anyhow::Result<()> {
+        self.hear_live().await?;
+        while self.live.waiting() {
+            let heard = self.live.next().await;
+            self.on_heard(heard).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk live, waiting while the taker has a window's worth unacknowledged; when
+    /// the live path ends meanwhile, stores it instead.
+    async fn send_live(
+        &mut self,
+        headers: async_nats::HeaderMap,
+        data: Bytes,
+        plain_len: u64,
+    ) -> anyhow::Result<()> {
+        while self.live.waiting() && self.live.unacked_bytes + data.len() > LIVE_WINDOW_BYTES {
+            let heard = self.live.next().await;
+            self.on_heard(heard).await?;
+        }
+        if !matches!(self.live.route, Route::Live(_)) {
+            return self.store(self.chunk, headers, data, plain_len).await;
+        }
+        if self.live.unacked.is_empty() {
+            // The quiet clock runs only while the taker owes an acknowledgement.
+            self.live.heard = Instant::now();
+        }
+        let sent = self
+            .session
+            .client
+            .publish_with_headers(self.live.subject.clone(), headers.clone(), data.clone())
+            .await;
+        self.live.unacked_bytes += data.len();
+        self.live.unacked.push_back(LiveChunk {
+            chunk: self.chunk,
+            headers,
+            data,
+            plain_len,
+        });
+        if let Err(e) = sent {
+            tracing::debug!("live publish failed ({e}): storing instead");
+            self.store_live().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores chunk `chunk` through the window of outstanding acks.
+    async fn store(
+        &mut self,
+        chunk: u64,
+        headers: async_nats::HeaderMap,
+        data: Bytes,
+        plain_len: u64,
+    ) -> anyhow::Result<()> {
+        self.owed_since.get_or_insert_with(Instant::now);
+        let len = data.len();
+        while self.window.len() >= WINDOW_CHUNKS
+            || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
+        {
+            self.await_oldest().await?;
+        }
+        let ack = self.publish_once(&headers, &data).await?;
+        self.window.push_back(InFlight {
+            ack,
+            chunk,
+            headers,
+            data,
+            plain_len,
+        });
+        self.window_bytes += len;
+        Ok(())
     }
 
     /// Publishes the ticket (carrying `inline`, as [`Self::ticket_message`] does) and waits
@@ -208,7 +530,12 @@ impl<'a> Sender<'a> {
                 (pipe::inline_ticket_headers(&chunk, &self.id), body.clone())
             }
             None => (
-                pipe::ticket_headers(&self.id, self.ttl, self.size),
+                pipe::ticket_headers(
+                    &self.id,
+                    self.ttl,
+                    self.size,
+                    self.live.route == Route::Stored,
+                ),
                 Bytes::new(),
             ),
         }
@@ -241,13 +568,25 @@ impl<'a> Sender<'a> {
             totals.crc = self.crc.clone().finalize();
         }
         let mut headers = pipe::chunk_headers(&meta, self.ttl);
+        if self.ticket_sent {
+            // Between the first chunk and the last, a taker that asked gets them live; the
+            // last one is stored after every live chunk is acknowledged (or stored).
+            self.hear_live().await?;
+            if meta.end.is_some() {
+                self.settle_live().await?;
+            }
+            if meta.end.is_none() && matches!(self.live.route, Route::Live(_)) {
+                self.send_live(headers, body, plain_len).await?;
+            } else {
+                self.store(self.chunk, headers, body, plain_len).await?;
+            }
+            self.chunk += 1;
+            self.offset += plain_len;
+            return Ok(());
+        }
         let whole = self.chunk == 0 && matches!(meta.end, Some(End::Eof(_)));
         let inline = (whole && body.len() <= pipe::INLINE_MAX).then_some((&meta, &body));
-        let ticket = if self.ticket_sent {
-            None
-        } else {
-            Some(self.publish_ticket(inline).await)
-        };
+        let ticket = self.publish_ticket(inline).await;
         let len = body.len();
         while self.window.len() >= WINDOW_CHUNKS
             || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
@@ -255,28 +594,27 @@ impl<'a> Sender<'a> {
             self.await_oldest().await?;
         }
         let mut ack = self.publish_once(&headers, &body).await?;
-        if let Some(ticket) = ticket {
-            let stored = match ticket {
-                Ok(ticket_ack) => self.bounded(ticket_ack).await?.is_ok(),
-                Err(_) => false,
-            };
-            if stored {
-                self.announced();
-            } else {
-                // The way through (streams created, TTL dropped, a pause) is the careful
-                // path's; the chunk goes again after the ticket, and whatever the first
-                // attempt stored of it is not stored twice.
-                drop(ack);
-                if let Err(e) = self.send_ticket(inline).await {
-                    self.forget_unannounced().await;
-                    return Err(e);
-                }
-                headers = pipe::chunk_headers(&meta, self.ttl);
-                ack = self.publish_once(&headers, &body).await?;
+        let stored = match ticket {
+            Ok(ticket_ack) => self.bounded(ticket_ack).await?.is_ok(),
+            Err(_) => false,
+        };
+        if stored {
+            self.announced();
+        } else {
+            // The way through (streams created, TTL dropped, a pause) is the careful path's;
+            // the chunk goes again after the ticket, and whatever the first attempt stored of
+            // it is not stored twice.
+            drop(ack);
+            if let Err(e) = self.send_ticket(inline).await {
+                self.forget_unannounced().await;
+                return Err(e);
             }
+            headers = pipe::chunk_headers(&meta, self.ttl);
+            ack = self.publish_once(&headers, &body).await?;
         }
         self.window.push_back(InFlight {
             ack,
+            chunk: self.chunk,
             headers,
             data: body,
             plain_len,
@@ -349,7 +687,10 @@ impl<'a> Sender<'a> {
         let mut busy = 0;
         loop {
             let err = match self.bounded(f.ack).await? {
-                Ok(_) => {
+                Ok(ack) => {
+                    if self.live.route != Route::StoredOnly {
+                        self.live.stored_at.push((f.chunk, ack.sequence));
+                    }
                     // The server answered: the clock of --timeout starts again.
                     self.owed_since = (!self.window.is_empty()).then(Instant::now);
                     self.window_bytes -= f.data.len();
@@ -439,6 +780,7 @@ impl<'a> Sender<'a> {
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
+        self.settle_live().await?;
         while !self.window.is_empty() {
             self.await_oldest().await?;
         }
@@ -523,6 +865,7 @@ pub(crate) async fn send(
 ) -> anyhow::Result<Sent> {
     let mut s = Sender::new(session.clone(), settings);
     s.size = total;
+    s.offer_live().await;
     if let Some(secret) = &session.crypto.secret {
         // Stdin is read meanwhile, on its own thread.
         let key = tokio::select! {
@@ -556,10 +899,17 @@ async fn send_all(
     interrupted: &AtomicBool,
 ) -> anyhow::Result<Sent> {
     loop {
+        // While stdin pauses, the live taker's word (or silence) is still acted on: a taker
+        // that went away must not hold the chunks it did not write.
+        let waiting = s.live.waiting();
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
             piece = input.recv() => Some(piece),
+            heard = s.live.next(), if waiting => {
+                s.on_heard(heard).await?;
+                continue;
+            }
         };
         match next {
             None => {

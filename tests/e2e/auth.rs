@@ -392,10 +392,63 @@ pub(super) fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
           "$JS.ACK.{prefix}-data.>", "$JS.ACK.{prefix}-queue.>",
           "$JS.FC.{prefix}-data.>"
         ] }}
-        subscribe: {{ allow: [ "_INBOX.>", "{prefix}.presence.>", "{prefix}.q.>" ] }}
+        subscribe: {{ allow: [ "_INBOX.>", "{prefix}.presence.>", "{prefix}.q.>", "{prefix}.live.>" ] }}
       }}
     }}"#
     )
+}
+
+/// The permissions README.md gave before the live path (no `P.live.>`).
+fn prefix_user_before_live(user: &str, password: &str, prefix: &str) -> String {
+    prefix_user(user, password, prefix).replace(&format!(", \"{prefix}.live.>\""), "")
+}
+
+#[test]
+fn a_prefix_user_gets_live_transfers_and_one_without_the_live_subjects_gets_them_stored() {
+    let b = Bench::with(|c| {
+        c.extra = format!(
+            "authorization {{\n  users = [\n    {}\n    {}\n  ]\n}}\n",
+            prefix_user("ann", "ann-pw", "teama"),
+            prefix_user_before_live("old", "old-pw", "teamo")
+        );
+    });
+    assert!(!prefix_user_before_live("o", "p", "teamo").contains("live"));
+    for (user, prefix) in [("ann", "teama"), ("old", "teamo")] {
+        let password = format!("{user}-pw");
+        let login = ["--user", user, "--password", &password, "--prefix", prefix];
+        let data = random_bytes(6 * MIB, 23);
+        let receiver = b
+            .cmd(&[&["-v"], &login[..], &["recv", "wire"]].concat())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .start()
+            .ready(&waiting("wire"));
+        let start = Instant::now();
+        let (sender, feeder) = feed_paced(
+            b.cmd(&[&["-v"], &login[..], &["send", "wire"]].concat()),
+            data.clone(),
+            MIB,
+            Duration::from_millis(20),
+        );
+        feeder.join().expect("feeder");
+        let sent = wait_output(sender, HANG);
+        assert_ok(&sent);
+        let out = wait_output(receiver, HANG);
+        assert_ok(&out);
+        assert_eq!(sha(&out.stdout), sha(&data), "{user}");
+        if user == "ann" {
+            assert!(went_live(&sent), "{}", stderr_of(&sent));
+        } else {
+            // Refused the live subjects, the taker does not ask: no error, no stall.
+            assert!(!went_live(&sent), "{}", stderr_of(&sent));
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "no stall: {:?}",
+                start.elapsed()
+            );
+        }
+    }
 }
 
 #[test]

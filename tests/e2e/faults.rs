@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::harness::*;
 
-/// A sender fed `data` in 1 MiB blocks, `pause` apart.
+/// A sender (`-v`) fed `data` in 1 MiB blocks, `pause` apart.
 fn paced_sender(b: &Bench, pipe: &str, data: Vec<u8>, pause: Duration) -> (Proc, JoinHandle<()>) {
-    feed_paced(b.cmd(&["send", pipe]), data, MIB, pause)
+    feed_paced(b.cmd(&["-v", "send", pipe]), data, MIB, pause)
 }
 
 fn kill9(child: &Proc) {
@@ -115,7 +115,9 @@ fn a_live_transfer_survives_a_server_kill_and_restart() {
     wait_file_len(&output, 8 * MIB as u64);
     b.kill_server_for(OUTAGE);
     feeder.join().expect("feeder");
-    assert_ok(&wait_output(sender, HANG));
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
+    assert!(went_live(&sent), "on the live path: {}", stderr_of(&sent));
     assert_ok(&wait_output(receiver, HANG));
     assert_eq!(sha_file(&output), sha(&data));
 }
@@ -134,12 +136,12 @@ fn a_transfer_survives_the_server_frozen_for_five_seconds() {
     std::thread::sleep(Duration::from_secs(5));
     b.server.resume().expect("SIGCONT");
     feeder.join().expect("feeder");
-    assert_ok(&wait_output(sender, HANG));
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
+    assert!(went_live(&sent), "on the live path: {}", stderr_of(&sent));
     assert_ok(&wait_output(receiver, HANG));
     assert_eq!(sha_file(&output), sha(&data));
 }
-
-const MIB: usize = 1024 * 1024;
 
 /// How long a killed server stays down before it is started again.
 const OUTAGE: Duration = Duration::from_millis(700);
@@ -177,7 +179,7 @@ fn a_follow_aggregation_survives_a_server_kill_and_restart() {
         .map(|data| {
             // About three seconds of input, so the restart falls in the middle of it.
             feed_paced(
-                b.cmd(&["send", "agg"]),
+                b.cmd(&["-v", "send", "agg"]),
                 data.clone(),
                 64 * 1024,
                 Duration::from_millis(60),
@@ -187,10 +189,14 @@ fn a_follow_aggregation_survives_a_server_kill_and_restart() {
     // A third of the way through.
     follower.wait_stdout(inputs.iter().map(Vec::len).sum::<usize>() / 3);
     b.kill_server_for(OUTAGE);
+    let mut live = 0;
     for (child, feeder) in senders {
         feeder.join().expect("feeder");
-        assert_ok(&wait_output(child, HANG));
+        let sent = wait_output(child, HANG);
+        assert_ok(&sent);
+        live += usize::from(went_live(&sent));
     }
+    assert!(live > 0, "some senders were on the live path");
     // A follower ends when nothing arrived for its --timeout (exit 124).
     let out = wait_output(follower, HANG);
     assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));

@@ -159,6 +159,16 @@ pub fn queued(pipe: &str) -> String {
     format!("payload * queued on pipe {pipe}")
 }
 
+pub const MIB: usize = 1024 * 1024;
+
+/// What a sender says (with `-v`) when a waiting taker asked for its payload live.
+pub const WENT_LIVE: &str = "goes live to taker";
+
+/// Whether a sender's stderr says its payload went live to a taker.
+pub fn went_live(out: &Output) -> bool {
+    stderr_of(out).contains(WENT_LIVE)
+}
+
 /// What a receiver says once it took a payload of `pipe`.
 pub fn took(pipe: &str) -> String {
     format!("took payload * of pipe {pipe} (delivery *)")
@@ -956,6 +966,12 @@ pub fn data_messages(url: &str) -> u64 {
 /// How many tickets the queue stream holds, of all pipes.
 pub fn queue_messages(url: &str) -> u64 {
     stream_messages(url, "skypipe-queue")
+}
+
+/// How many messages the data stream ever stored (its last sequence), of all pipes: what a
+/// live transfer kept out of the store shows here.
+pub fn data_stored_ever(url: &str) -> u64 {
+    stream_state(url, "skypipe-data").map_or(0, |s| s.last_sequence)
 }
 
 fn stream_messages(url: &str, stream: &str) -> u64 {

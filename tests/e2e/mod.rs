@@ -12,6 +12,7 @@ mod examples;
 mod faults;
 mod follow;
 mod help;
+mod live;
 mod machines;
 mod malformed;
 mod manage;

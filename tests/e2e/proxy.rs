@@ -215,7 +215,7 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
     let (sender, feeder) = paced_sender_via(
         &b,
         &proxy,
-        &["send", "cut-short"],
+        &["-v", "send", "cut-short"],
         data.clone(),
         Duration::from_millis(50),
     );
@@ -226,7 +226,9 @@ fn a_transfer_through_a_network_cut_for_three_seconds_completes() {
     std::thread::sleep(Duration::from_secs(3));
     proxy.restore();
     feeder.join().expect("feeder");
-    assert_ok(&wait_output(sender, HANG));
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
+    assert!(went_live(&sent), "on the live path: {}", stderr_of(&sent));
     assert_ok(&wait_output(receiver, HANG));
     assert_eq!(sha_file(&output), sha(&data));
 }
