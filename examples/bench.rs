@@ -69,6 +69,10 @@ struct Bench {
     dir: PathBuf,
     skypipe: PathBuf,
     raw: PathBuf,
+    /// The bench's nats-server, for its CPU time.
+    server_pid: Option<u32>,
+    /// piping-server's script, when installed.
+    piping: Option<PathBuf>,
 }
 
 impl Bench {
@@ -199,15 +203,53 @@ fn random_file(path: &Path, mib: u64) {
     }
 }
 
+/// Runs `f`, and returns what it returned with the CPU seconds process `pid` used meanwhile.
+fn cpu_of<T>(pid: Option<u32>, f: impl FnOnce() -> T) -> (T, f64) {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let before = pid.and_then(cpu_ticks).unwrap_or(0);
+    let r = f();
+    let after = pid.and_then(cpu_ticks).unwrap_or(before);
+    (r, after.saturating_sub(before) as f64 / ticks_per_s)
+}
+
+/// piping-server (HTTP, stores nothing), started on a free loopback port; `None` when it is
+/// not installed (`scripts/bench` installs it from npm).
+fn start_piping(b: &Bench) -> Option<(Child, u16)> {
+    let script = b.piping.as_ref()?;
+    let port = skypipe_nats::free_port().expect("port");
+    let child = Command::new("node")
+        .arg(script)
+        .args(["--host", "127.0.0.1", "--http-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "piping-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((child, port))
+}
+
 fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
     let bytes = o.size_mib * 1024 * 1024;
+    let gib = bytes as f64 / (1u64 << 30) as f64;
     let input = b.path("input");
     random_file(&input, o.size_mib);
     let out = b.path("out");
     let (mut send, mut drain, mut live_t, mut sealed_t) = (vec![], vec![], vec![], vec![]);
     let (mut rsend, mut rread, mut rlive) = (vec![], vec![], vec![]);
     let (mut ws_live, mut rws_live) = (vec![], vec![]);
-    let mut nc = vec![];
+    let (mut stored_live, mut piping, mut nc) = (vec![], vec![], vec![]);
+    // Server CPU seconds per case, per run.
+    let (mut cpu_live, mut cpu_stored_live, mut cpu_rlive, mut cpu_piping) =
+        (vec![], vec![], vec![], vec![]);
+    let piping_server = start_piping(b);
+    let piping_pid = piping_server.as_ref().map(|(c, _)| c.id());
     for run in 0..o.runs {
         eprintln!("throughput run {}/{}", run + 1, o.runs);
         // 1, 2: stored send, then drain.
@@ -218,10 +260,20 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         c.stdout(file_out(&out));
         drain.push(mbs(bytes, run_ok(c)));
         check_size(&out, bytes);
-        // 3: live.
+        // 3: live (the live path: the receiver waits).
         let r = b.skypipe(&["--recv", "bench-live"]);
         let s = b.skypipe(&["--send", "bench-live"]);
-        live_t.push(live(r, s, &input, &out, bytes));
+        let (t, cpu) = cpu_of(b.server_pid, || live(r, s, &input, &out, bytes));
+        live_t.push(t);
+        cpu_live.push(cpu / gib);
+        // 3o: live through the store, as before the live path.
+        let mut r = b.skypipe(&["--recv", "bench-live-stored"]);
+        r.env("SKYPIPE_LIVE", "off");
+        let mut s = b.skypipe(&["--send", "bench-live-stored"]);
+        s.env("SKYPIPE_LIVE", "off");
+        let (t, cpu) = cpu_of(b.server_pid, || live(r, s, &input, &out, bytes));
+        stored_live.push(t);
+        cpu_stored_live.push(cpu / gib);
         // 3s: live, sealed end to end.
         let r = b.sealed(&["--recv", "bench-sealed"]);
         let s = b.sealed(&["--send", "bench-sealed"]);
@@ -236,7 +288,9 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         check_size(&out, bytes);
         let r = b.raw("read", "raw.live");
         let s = b.raw("publish", "raw.live");
-        rlive.push(live(r, s, &input, &out, bytes));
+        let (t, cpu) = cpu_of(b.server_pid, || live(r, s, &input, &out, bytes));
+        rlive.push(t);
+        cpu_rlive.push(cpu / gib);
         // 3w: live again, skypipe and the baseline both over WebSocket.
         let r = b.skypipe_ws(&["--recv", "bench-live-ws"]);
         let s = b.skypipe_ws(&["--send", "bench-live-ws"]);
@@ -244,6 +298,18 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         let r = b.raw_at(&b.ws_url, "read", "raw.live-ws");
         let s = b.raw_at(&b.ws_url, "publish", "raw.live-ws");
         rws_live.push(live(r, s, &input, &out, bytes));
+        // 5p: piping-server, receiver first.
+        if let Some((_, port)) = &piping_server {
+            let url = format!("http://127.0.0.1:{port}/bench-{run}");
+            let mut r = Command::new("curl");
+            r.args(["-sS", "--fail", &url]);
+            let mut s = Command::new("curl");
+            s.args(["-sS", "--fail", "-T", "-", &url]);
+            s.stdout(Stdio::null());
+            let (t, cpu) = cpu_of(piping_pid, || live(r, s, &input, &out, bytes));
+            piping.push(t);
+            cpu_piping.push(cpu / gib);
+        }
         // 5: nc over loopback.
         let port = skypipe_nats::free_port().expect("port");
         let mut r = Command::new("nc");
@@ -252,11 +318,16 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         s.args(["-N", "127.0.0.1", &port.to_string()]);
         nc.push(live(r, s, &input, &out, bytes));
     }
+    if let Some((mut child, _)) = piping_server {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = std::fs::remove_file(&out);
     let (send, drain, live_t) = (median(send), median(drain), median(live_t));
     let sealed_t = median(sealed_t);
     let (rsend, rread, rlive, nc) = (median(rsend), median(rread), median(rlive), median(nc));
     let (ws_live, rws_live) = (median(ws_live), median(rws_live));
+    let (stored_live, piping) = (median(stored_live), median(piping));
     println!(
         "\n## Throughput: {} MiB, median of {} runs (MB/s = 10^6 bytes/s)\n",
         o.size_mib, o.runs
@@ -272,8 +343,12 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         drain / rread
     );
     println!(
-        "| 3. live | {live_t:.0} | {rlive:.0} | {:.2} | >= 0.8 |",
+        "| 3. live (the live path) | {live_t:.0} | {rlive:.0} | {:.2} | |",
         live_t / rlive
+    );
+    println!(
+        "| 3o. live through the store (`SKYPIPE_LIVE=off`) | {stored_live:.0} | {rlive:.0} | {:.2} | >= 0.8 |",
+        stored_live / rlive
     );
     println!(
         "| 3w. live over WebSocket (`-s ws://`) | {ws_live:.0} | {rws_live:.0} | {:.2} | cost: {:.2} of case 3 |",
@@ -285,7 +360,36 @@ fn throughput(b: &Bench, o: &Opts) -> Vec<(String, f64)> {
         sealed_t / live_t
     );
     println!(
-        "| 5. nc over loopback | | | {nc:.0} MB/s; live / nc = {:.2} | >= 0.5 |",
+        "\n## Live, side by side: {} MiB, receiver waiting, median of {} runs\n",
+        o.size_mib, o.runs
+    );
+    println!("| case | MB/s | server CPU s per GiB | live / this | target |");
+    println!("| --- | ---: | ---: | ---: | --- |");
+    println!(
+        "| skypipe live (the live path) | {live_t:.0} | {:.2} (nats-server) | | CPU <= 1.5 |",
+        median(cpu_live)
+    );
+    println!(
+        "| skypipe live through the store | {stored_live:.0} | {:.2} (nats-server) | {:.2} | |",
+        median(cpu_stored_live),
+        live_t / stored_live
+    );
+    println!(
+        "| raw async-nats, JetStream publish and ordered read | {rlive:.0} | {:.2} (nats-server) | {:.2} | |",
+        median(cpu_rlive),
+        live_t / rlive
+    );
+    if piping.is_nan() {
+        println!("| piping-server | not installed | | | |");
+    } else {
+        println!(
+            "| piping-server 1.12.9 (curl both sides) | {piping:.0} | {:.2} (node) | {:.2} | >= 1.0 |",
+            median(cpu_piping),
+            live_t / piping
+        );
+    }
+    println!(
+        "| `nc` over loopback | {nc:.0} | (no server) | {:.2} | >= 0.6 |",
         live_t / nc
     );
     vec![
@@ -326,6 +430,21 @@ fn latency(b: &Bench, o: &Opts) {
         let _ = sender.wait();
         trig_ms.push(t.as_secs_f64() * 1e3);
     }
+    // 7r: the same with two minimal async-nats processes, for the ratio.
+    let mut raw_ms = vec![];
+    for _ in 0..o.latency_runs {
+        let mut waiter = b.raw("wait", "raw.trigger");
+        waiter.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = waiter.spawn().expect("spawn");
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        let mut s = b.raw("trigger", "raw.trigger");
+        let mut sender = s.spawn().expect("spawn");
+        wait_ok(child, "raw waiter");
+        let t = start.elapsed();
+        let _ = sender.wait();
+        raw_ms.push(t.as_secs_f64() * 1e3);
+    }
     println!(
         "\n## Latency: whole commands, {} runs each\n",
         o.latency_runs
@@ -342,10 +461,15 @@ fn latency(b: &Bench, o: &Opts) {
         median(recv_ms.clone()),
         percentile(recv_ms, 0.95)
     );
+    let (trig, raw) = (median(trig_ms.clone()), median(raw_ms.clone()));
     println!(
-        "| 7. trigger: start of sender to exit of waiter | {:.1} | {:.1} | median <= 5, p95 <= 20 |",
-        median(trig_ms.clone()),
+        "| 7. trigger: start of sender to exit of waiter | {trig:.1} | {:.1} | median <= 5, p95 <= 20 |",
         percentile(trig_ms, 0.95)
+    );
+    println!(
+        "| 7r. raw async-nats trigger (`raw_baseline wait` / `trigger`) | {raw:.1} | {:.1} | skypipe / raw = {:.2} |",
+        percentile(raw_ms, 0.95),
+        trig / raw
     );
 }
 
@@ -436,6 +560,11 @@ fn main() {
         dir: dir.path().to_path_buf(),
         skypipe: release.join("skypipe"),
         raw: release.join("examples/raw_baseline"),
+        server_pid: server.pid(),
+        piping: release
+            .parent()
+            .map(|t| t.join("tools/piping-server/node_modules/piping-server/dist/src/index.js"))
+            .filter(|p| p.exists()),
     };
     let version = Command::new(&b.skypipe)
         .arg("--version")

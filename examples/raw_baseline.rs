@@ -5,7 +5,11 @@
 //! ```text
 //! raw_baseline publish URL SUBJECT < file     JetStream publish, 256 KiB chunks, ack window
 //! raw_baseline read URL SUBJECT > file        ordered pull read-back until the end marker
+//! raw_baseline wait URL SUBJECT                a trigger's waiter: one message, acked, then exit
+//! raw_baseline trigger URL SUBJECT             a trigger: one message published, its ack awaited
 //! ```
+//! `wait` and `trigger` are the least two async-nats processes can do for a trigger: the
+//! waiter pulls one message from a durable consumer (made once, like a pipe's) and acks it.
 //! It creates (or reuses) a file-storage stream `RAW` on `raw.>`. The last message carries a
 //! header `Eof: 1`; `read` stops there. `read` then purges the subject, as skypipe does.
 
@@ -20,7 +24,7 @@ const CHUNK: usize = 256 * 1024;
 const WINDOW: usize = 32;
 
 fn usage() -> ! {
-    eprintln!("usage: raw_baseline publish|read URL SUBJECT");
+    eprintln!("usage: raw_baseline publish|read|wait|trigger URL SUBJECT");
     std::process::exit(2)
 }
 
@@ -43,6 +47,12 @@ async fn main() -> Result<(), async_nats::Error> {
     match mode.as_str() {
         "publish" => publish(&js, subject).await?,
         "read" => read(&stream, subject).await?,
+        "wait" => wait(&stream, subject).await?,
+        "trigger" => {
+            js.publish(subject.to_string(), Bytes::from_static(b"\n"))
+                .await?
+                .await?;
+        }
         _ => usage(),
     }
     client.flush().await?;
@@ -120,4 +130,35 @@ async fn read(stream: &stream::Stream, subject: &str) -> Result<(), async_nats::
     out.flush()?;
     stream.purge().filter(subject).await?;
     Ok(())
+}
+
+async fn wait(stream: &stream::Stream, subject: &str) -> Result<(), async_nats::Error> {
+    let name = subject.replace('.', "-");
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subject.to_string(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    // The readiness line, as skypipe's "waiting on pipe".
+    eprintln!("waiting");
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(std::time::Duration::from_secs(30))
+        .messages()
+        .await?;
+    match batch.next().await {
+        Some(msg) => {
+            let msg = msg?;
+            std::io::stdout().write_all(&msg.payload)?;
+            msg.double_ack().await?;
+            Ok(())
+        }
+        None => Err("nothing arrived".into()),
+    }
 }

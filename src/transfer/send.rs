@@ -44,8 +44,9 @@ pub(crate) const WINDOW_CHUNKS: usize = 32;
 pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
 /// At most this many bytes of live chunks wait for the taker's acknowledgement (bounds the
-/// sender's memory, as [`WINDOW_BYTES`] does for stored ones).
-pub(crate) const LIVE_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+/// sender's memory, as [`WINDOW_BYTES`] does for stored ones). 4, 8 and 16 MiB moved 1 GiB
+/// equally fast on loopback; 16 MiB cost the sender 10 MiB more memory.
+pub(crate) const LIVE_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// A live taker that acknowledges nothing for this long while chunks wait for it is taken
 /// for gone (killed, cut off, or stuck on its stdout): the chunks go stored.
 pub(crate) const LIVE_QUIET: Duration = Duration::from_secs(2);
