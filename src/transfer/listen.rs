@@ -194,16 +194,7 @@ pub(crate) async fn listen(
                     continue;
                 }
             }
-            Some(msg) = live.recv() => {
-                last_activity = Instant::now();
-                match pipe::parse_chunk(msg.headers.as_ref()) {
-                    Ok(meta) => (meta, msg.payload, NOT_STORED),
-                    Err(e) => {
-                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
-                        continue;
-                    }
-                }
-            }
+            // Stored chunks first: live ones that follow them wait for them.
             msg = messages.next() => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
@@ -229,6 +220,16 @@ pub(crate) async fn listen(
                     }
                 };
                 (meta, msg.message.payload.clone(), seq)
+            }
+            Some(msg) = live.recv() => {
+                last_activity = Instant::now();
+                match pipe::parse_chunk(msg.headers.as_ref()) {
+                    Ok(meta) => (meta, msg.payload, NOT_STORED),
+                    Err(e) => {
+                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
+                        continue;
+                    }
+                }
             }
         };
         let id = meta.id.clone();

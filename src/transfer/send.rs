@@ -356,17 +356,33 @@ impl<'a> Sender<'a> {
             .find(|(chunk, _)| *chunk >= acked)
             .map(|(_, seq)| *seq);
         tracing::debug!("removing the stored chunks below chunk {acked}, which the taker wrote");
-        let data = self
-            .session
-            .js
-            .get_stream_no_info(self.session.layout.data_stream())
-            .await?;
-        let purge = data.purge().filter(self.subject.clone());
-        let purged = match bound {
-            Some(seq) => purge.sequence(seq).await.map(|_| ()),
-            None => purge.await.map(|_| ()),
-        };
-        purged.map_err(|e| anyhow!("cannot remove chunks the live taker wrote: {e}"))
+        // A server between leaders (a cluster node died) may not answer at once: ask again
+        // for as long as a publish would be retried, then go on (a living taker drops those
+        // chunks as written anyway).
+        let deadline = Instant::now() + self.session.conn.retry.give_up_after;
+        loop {
+            let data = self
+                .session
+                .js
+                .get_stream_no_info(self.session.layout.data_stream())
+                .await?;
+            let purge = data.purge().filter(self.subject.clone());
+            let purged = match bound {
+                Some(seq) => purge.sequence(seq).await.map(|_| ()),
+                None => purge.await.map(|_| ()),
+            };
+            match purged {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("cannot remove chunks the live taker wrote yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::debug!("gave up removing chunks the live taker wrote: {e}");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Waits until every live chunk is acknowledged, or stored.
