@@ -335,12 +335,14 @@ impl Aggregator {
     }
 }
 
-/// The state of a connection as the dashboard names it.
+/// The state of a connection as the dashboard names it. The client never gives up (it has
+/// no limit of reconnects), so a connection that is not up is being made again.
 pub(crate) fn conn_state(state: async_nats::connection::State) -> ConnState {
     match state {
         async_nats::connection::State::Connected => ConnState::Connected,
-        async_nats::connection::State::Pending => ConnState::Reconnecting,
-        async_nats::connection::State::Disconnected => ConnState::Disconnected,
+        async_nats::connection::State::Pending | async_nats::connection::State::Disconnected => {
+            ConnState::Reconnecting
+        }
     }
 }
 

@@ -373,6 +373,16 @@ pub(crate) async fn collect(
                     .iter()
                     .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
                 if mode == Mode::Once && !known && gathered.at < ONCE_LIMIT {
+                    tracing::debug!(
+                        "monitor: at {:?} rates not known yet: {:?}",
+                        gathered.at,
+                        snapshot
+                            .pipes
+                            .iter()
+                            .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
+                            .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
+                            .collect::<Vec<_>>()
+                    );
                     continue;
                 }
                 if tx.send(Update::Sample(snapshot)).await.is_err() || mode == Mode::Once {

@@ -640,12 +640,7 @@ fn chart_span(history: &VecDeque<Point>) -> f64 {
 
 /// A line chart of rates over the last [`CHART_SECS`], newest on the right, scaled to its
 /// peak; each series named with its latest value.
-fn rate_chart(
-    series: Vec<Series>,
-    title: &'static str,
-    span: f64,
-    stale: bool,
-) -> ChartWidget {
+fn rate_chart(series: Vec<Series>, title: &'static str, span: f64, stale: bool) -> ChartWidget {
     ChartWidget {
         series,
         title,
