@@ -186,8 +186,10 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
             .await
             .map_err(|e| anyhow::anyhow!("the terminal failed: {e}"))
     } else {
-        // One sample, taken once every rate is known (about a second).
+        // One sample, taken once every rate is known (about a second). Scripts get every
+        // pipe, idle ones too.
         let mut app = skypipe_tui::App::new();
+        app.set_show_idle(true);
         while let Some(update) = rx.recv().await {
             app.update(update);
         }

@@ -23,7 +23,7 @@ const MIN_WATCHED: Duration = Duration::from_millis(900);
 /// An out rate needs two announcements of a taker at least this far apart.
 const MIN_SPAN: Duration = Duration::from_millis(500);
 /// Until presence was heard this long, a pipe may have a taker not heard from yet.
-const HEARD_ENOUGH: Duration = INTERVAL.saturating_add(Duration::from_millis(100));
+const HEARD_ENOUGH: Duration = INTERVAL;
 
 /// A chunk's headers, as the headers-only consumer delivered them.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,7 +86,10 @@ struct PipeTrack {
     /// Live chunks over the rate window: `(arrived, bytes)`.
     arrivals: VecDeque<(Duration, u64)>,
     payloads: HashMap<String, PayloadTrack>,
+    /// When something was last seen happening, on the monitor's clock.
     last_activity: Option<Duration>,
+    /// When the newest chunk seen was stored, by the server's clock (the backlog's too).
+    last_published: Option<SystemTime>,
 }
 
 struct Heard {
@@ -144,6 +147,7 @@ impl Aggregator {
             track.arrivals.push_back((at, chunk.size));
             track.last_activity = Some(at);
         }
+        track.last_published = track.last_published.max(chunk.published);
         let p = track.payloads.entry(chunk.id).or_default();
         if p.first_published.is_none() {
             p.first_published = chunk.published;
@@ -209,6 +213,7 @@ impl Aggregator {
             let mut taking: HashSet<&str> = HashSet::new();
             let mut sending: HashMap<&str, &str> = HashMap::new();
             let mut rate_out = Some(0.0);
+            let mut heard_takers = 0u64;
             for ((p, instance), heard) in &self.presence {
                 if *p != name {
                     continue;
@@ -222,6 +227,7 @@ impl Aggregator {
                     }
                     Role::Take | Role::Follow => {
                         takers += 1;
+                        heard_takers += 1;
                         taking.extend(heard.announce.payloads.iter().map(String::as_str));
                         rate_out = match (rate_out, heard.rate()) {
                             (Some(sum), Some(r)) => Some(sum + r),
@@ -231,7 +237,8 @@ impl Aggregator {
                     Role::Listen => listeners += 1,
                 }
             }
-            if !heard_enough {
+            // A payload being taken by someone not heard from yet: its rate is not known.
+            if !heard_enough || queue.ack_pending > heard_takers {
                 rate_out = None;
             }
             let takers = takers.max(
@@ -297,10 +304,13 @@ impl Aggregator {
             let delivered_ago = queue
                 .last_active
                 .map(|t| g.wall.duration_since(t).unwrap_or_default());
-            let idle_for = match (seen_ago, delivered_ago) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let published_ago = track
+                .last_published
+                .map(|t| g.wall.duration_since(t).unwrap_or_default());
+            let idle_for = [seen_ago, delivered_ago, published_ago]
+                .into_iter()
+                .flatten()
+                .min();
             let oldest_waiting = if waiting > 0 {
                 queue
                     .oldest
@@ -543,6 +553,11 @@ mod tests {
         assert_eq!(parked.oldest_waiting, Some(Duration::from_secs(122)));
         assert_eq!(parked.payloads[0].state, PayloadState::Waiting);
         assert_eq!(parked.payloads[0].age, Duration::from_secs(122));
+        assert_eq!(
+            parked.idle_for,
+            Some(Duration::from_secs(122)),
+            "its last chunk, though read from the backlog"
+        );
     }
 
     #[test]
@@ -555,6 +570,31 @@ mod tests {
         assert_eq!(big.rate_out, Some(0.0));
         assert_eq!(big.rate_in, Some(0.0));
         assert_eq!(big.idle_for, Some(secs(6.0) - secs(2.0)));
+    }
+
+    #[test]
+    fn a_payload_taken_by_someone_not_heard_yet_has_no_out_rate() {
+        let mut agg = Aggregator::default();
+        agg.listening_from(Duration::ZERO);
+        agg.live_from(Duration::ZERO);
+        let mut g = gathered(secs(1.0));
+        g.queues.insert(
+            "busy".into(),
+            Queue {
+                tickets: 1,
+                ack_pending: 1,
+                ..Queue::default()
+            },
+        );
+        g.queues.insert("quiet".into(), Queue::default());
+        let s = agg.snapshot(&g);
+        assert_eq!(pipe(&s, "busy").rate_out, None);
+        assert_eq!(pipe(&s, "busy").takers, 1);
+        assert_eq!(
+            pipe(&s, "quiet").rate_out,
+            Some(0.0),
+            "heard for a second, nobody takes: zero"
+        );
     }
 
     #[test]

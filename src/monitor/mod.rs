@@ -39,6 +39,8 @@ const STATE_EVERY: Duration = Duration::from_millis(250);
 const SAMPLE_LIMIT: Duration = Duration::from_secs(3);
 /// At most this many "oldest ticket" look-ups per sample (round robin over pipes).
 const OLDEST_LOOKUPS: usize = 64;
+/// The first sample waits at most this long for the stored chunks' headers to be read.
+const BACKLOG_WAIT: Duration = Duration::from_secs(2);
 /// `--once` and `--json` wait at most this long for every rate to be known.
 const ONCE_LIMIT: Duration = Duration::from_millis(2600);
 
@@ -345,21 +347,30 @@ pub(crate) async fn collect(
         ))
     });
     let mut gatherer = Gatherer::default();
-    // Live: a sample at once, then every second. Once: from a second on, every 200 ms
-    // until the rates are known.
-    let (first, every) = match mode {
-        Mode::Live => (Duration::ZERO, SAMPLE_EVERY),
-        Mode::Once => (SAMPLE_EVERY, Duration::from_millis(200)),
+    // Live: a sample as soon as the stored chunks were read, then every second. Once: from a
+    // second on, until the rates are known. Rates do not depend on when samples are taken,
+    // so a coarse timer does.
+    let mut due = match mode {
+        Mode::Live => Duration::ZERO,
+        Mode::Once => SAMPLE_EVERY,
     };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
             _ = tick.tick() => {
+                if clock.at() < due {
+                    continue;
+                }
                 if session.client.connection_state() != async_nats::connection::State::Connected {
                     // Nothing to ask; the state watch says why the numbers stopped.
+                    continue;
+                }
+                // The first sample waits for the stored chunks to be read (a little), so it
+                // does not show a full pipe as empty.
+                if !agg.is_live() && clock.at() < BACKLOG_WAIT {
                     continue;
                 }
                 let Ok(gathered) =
@@ -388,6 +399,7 @@ pub(crate) async fn collect(
                 if tx.send(Update::Sample(snapshot)).await.is_err() || mode == Mode::Once {
                     break Ok(());
                 }
+                due = gathered.at + SAMPLE_EVERY;
             }
             Some(msg) = presence.next() => heard(&mut agg, &msg, clock.at()),
             msg = chunks.next() => {

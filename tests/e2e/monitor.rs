@@ -139,6 +139,15 @@ fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
             within(rate_in, STEADY_RATE, 0.10) && within(rate_out, STEADY_RATE, 0.10),
             "in {rate_in:?} and out {rate_out:?} B/s, true rate {STEADY_RATE}: {pipe}"
         );
+        // A live transfer does not pile up on the server, and the monitor does not say it
+        // does: the receiver purges what it wrote twice a second.
+        let stored = pipe["bytes_stored"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            stored < 3 * STEADY_RATE as u64,
+            "{stored} bytes stored: {pipe}"
+        );
+        assert_eq!(pipe["payloads_stored"], 1, "{pipe}");
+        assert_eq!(pipe["stalled"], false, "{pipe}");
         // About a second: the rates need one, a taker's second announcement at most one more.
         assert!(took < Duration::from_secs(4), "--json took {took:?}");
         let time = report["time"].as_str().expect("an absolute time");

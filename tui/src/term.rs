@@ -25,8 +25,14 @@ pub const FRAME: Duration = Duration::from_millis(33);
 pub async fn run(updates: mpsc::Receiver<Update>, app: App) -> io::Result<()> {
     // try_init installs the same restoring panic hook as init, but returns its errors.
     let mut terminal = ratatui::try_init()?;
-    // Without the mouse the dashboard still works: the keys do everything.
+    // Without the mouse the dashboard still works: the keys do everything. A panic gives the
+    // mouse back too, before the hook of try_init restores the rest.
     let _ = crossterm::execute!(io::stdout(), EnableMouseCapture);
+    let restore = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
+        restore(info);
+    }));
     let result = event_loop(&mut terminal, updates, app).await;
     let _ = crossterm::execute!(io::stdout(), DisableMouseCapture);
     ratatui::restore();
