@@ -52,6 +52,32 @@ fn monitor_json_shows_a_running_transfer_with_a_rate() {
 }
 
 #[test]
+fn monitor_json_reports_what_a_parked_pipe_holds_and_that_nothing_moves() {
+    let b = Bench::new();
+    let data = random_bytes(3_000_000, 5);
+    assert_ok(&b.send_bytes(&["parked"], &data));
+    let out = b.recv(&["monitor", "--json"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let parked = report["pipes"]
+        .as_array()
+        .and_then(|pipes| pipes.iter().find(|p| p["name"] == "parked"))
+        .unwrap_or_else(|| panic!("no row for the pipe: {report}"));
+    assert_eq!(parked["bytes_stored"], 3_000_000, "{parked}");
+    assert_eq!(parked["payloads_stored"], 1, "{parked}");
+    assert_eq!(parked["payloads_waiting"], 1, "{parked}");
+    // Watched for a second: nothing moves, and that is known.
+    assert_eq!(parked["in_per_sec"], 0.0, "{parked}");
+    assert_eq!(parked["out_per_sec"], 0.0, "{parked}");
+    // Sent before the monitor started: not counted as the monitor's bytes in.
+    assert_eq!(parked["bytes_in"], 0, "{parked}");
+    assert_eq!(
+        parked["stalled"], false,
+        "waiting for a taker is normal: {parked}"
+    );
+}
+
+#[test]
 fn monitor_prints_text_when_stdout_is_not_a_terminal() {
     let b = Bench::new();
     assert_ok(&b.send_bytes(&["parked"], b"waiting for a taker\n"));
@@ -120,7 +146,8 @@ fn within(got: Option<f64>, want: f64, tolerance: f64) -> bool {
 #[test]
 fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
     let b = Bench::new();
-    let (sender, feeder, receiver) = steady_transfer(&b, "steady", 10);
+    // Long enough for three runs on a busy machine, each inside the transfer.
+    let (sender, feeder, receiver) = steady_transfer(&b, "steady", 14);
     let mut seen = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
