@@ -1,11 +1,12 @@
 //! The data side of `skypipe monitor`: samples the server once a second through the ordinary
 //! NATS connection and the JetStream API (no monitoring port), and sends
-//! [`skypipe_tui::Snapshot`]s to the dashboard.
+//! [`skypipe_tui::Snapshot`]s to the dashboard, with the connection's state in between.
 //!
 //! Where each figure comes from, without ever pulling payload bytes:
 //! - bytes in: a `headers_only` ordered consumer on the data subjects (`Nats-Msg-Size` per
-//!   chunk, about 100 bytes of headers per 256 KiB chunk);
-//! - bytes out, senders, takers, listeners: the presence announcements of running skypipes;
+//!   chunk, about 100 bytes of headers per 256 KiB chunk), timed as they arrive;
+//! - bytes out, senders, takers, listeners: the presence announcements of running skypipes,
+//!   timed as they are heard;
 //! - payloads waiting, waiting takers: the pipe's work-queue consumer info;
 //! - bytes stored: per payload subject, the number of chunks still stored (stream info with
 //!   subjects) and the chunk offsets seen in the headers;

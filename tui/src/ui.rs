@@ -68,7 +68,7 @@ fn screen(area: Rect) -> Screen {
 
 /// Where the pipe table's rows go on a screen of `area` (between its header and total
 /// rows), whether or not there are rows to fill it.
-pub(crate) fn table_rows_area(_app: &App, area: Rect) -> Rect {
+pub(crate) fn table_rows_area(area: Rect) -> Rect {
     let table = screen(area).table;
     Rect {
         y: table.y.saturating_add(1),
@@ -415,7 +415,7 @@ fn position(app: &App, area: Rect) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
-    let visible = usize::from(table_rows_area(app, area).height);
+    let visible = usize::from(table_rows_area(area).height);
     let offset = scroll(app.offset(), app.selected_index(&rows), rows.len(), visible);
     let last = (offset + visible).min(rows.len());
     Some(format!(" {}-{last} of {} ", offset + 1, rows.len()))
@@ -989,7 +989,7 @@ mod tests {
         assert!(!text.contains("rtt 1.2ms"), "no current round trip: {text}");
         let mut buf = Buffer::empty(Rect::new(0, 0, 120, 35));
         (&app).render(buf.area, &mut buf);
-        let first_row = table_rows_area(&app, buf.area).y;
+        let first_row = table_rows_area(buf.area).y;
         assert!(
             buf[(4, first_row)].modifier.contains(Modifier::DIM),
             "stale rows are dim"
