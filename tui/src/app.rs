@@ -302,6 +302,7 @@ pub struct App {
     filter: String,
     editing_filter: bool,
     show_idle: bool,
+    hide_chart: bool,
     view: View,
     help: bool,
     totals: bool,
@@ -451,6 +452,11 @@ impl App {
     /// Whether idle pipes are shown.
     pub fn shows_idle(&self) -> bool {
         self.show_idle
+    }
+
+    /// Whether the server's chart is shown above the table (when there is room).
+    pub fn chart_shown(&self) -> bool {
+        !self.hide_chart
     }
 
     pub(crate) fn server(&self) -> Option<&ServerStatus> {
@@ -647,6 +653,10 @@ impl App {
             KeyCode::Char('r') => self.set_totals(!self.totals),
             KeyCode::Char('s') => self.set_sort(self.sort.next()),
             KeyCode::Char('a') => self.set_show_idle(!self.show_idle),
+            KeyCode::Char('c') => {
+                self.hide_chart = !self.hide_chart;
+                self.fix_scroll();
+            }
             _ if matches!(self.view, View::Detail(_)) => self.detail_key(key),
             _ => self.table_key(key),
         }
@@ -662,7 +672,7 @@ impl App {
             MouseEventKind::ScrollDown => self.move_selection(WHEEL_ROWS),
             MouseEventKind::ScrollUp => self.move_selection(-WHEEL_ROWS),
             MouseEventKind::Down(MouseButton::Left) => {
-                let rows_area = crate::ui::table_rows_area(self.area);
+                let rows_area = crate::ui::table_rows_area(self, self.area);
                 let inside = mouse.row >= rows_area.y
                     && mouse.row < rows_area.bottom()
                     && mouse.column >= rows_area.x
@@ -705,7 +715,7 @@ impl App {
 
     /// Rows a page key moves: the rows on screen, less one to keep the context.
     fn page(&self) -> isize {
-        let visible = crate::ui::table_rows_area(self.area).height;
+        let visible = crate::ui::table_rows_area(self, self.area).height;
         let rows = match usize::from(visible) {
             0 => PAGE_DEFAULT,
             n => n.saturating_sub(1).max(1),
@@ -779,7 +789,7 @@ impl App {
     /// Scrolls as little as needed to keep the selection on screen, and no further than the
     /// last row.
     fn fix_scroll(&mut self) {
-        let visible = usize::from(crate::ui::table_rows_area(self.area).height);
+        let visible = usize::from(crate::ui::table_rows_area(self, self.area).height);
         let rows = self.rows();
         let selected = self.selected_index(&rows);
         self.offset = scroll(self.offset, selected, rows.len(), visible);
@@ -1079,7 +1089,7 @@ mod tests {
     fn scrolling_follows_the_selection_by_as_little_as_needed() {
         // 80x24: 12 rows of the table show below the chart.
         let mut app = sized(fixtures::many_pipes(), 80, 24);
-        let visible = usize::from(crate::ui::table_rows_area(app.area).height);
+        let visible = usize::from(crate::ui::table_rows_area(&app, app.area).height);
         assert_eq!(visible, 12);
         assert_eq!(app.offset(), 0);
         for _ in 0..12 {
@@ -1103,6 +1113,10 @@ mod tests {
         assert_eq!(app.offset(), 29);
         press(&mut app, KeyCode::Char('g'));
         assert_eq!((app.selected_row, app.offset()), (0, 0));
+        // Without the chart, the table gets its rows.
+        press(&mut app, KeyCode::Char('c'));
+        assert!(!app.chart_shown());
+        assert_eq!(crate::ui::table_rows_area(&app, app.area).height, 19);
     }
 
     fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) {
@@ -1117,7 +1131,7 @@ mod tests {
     #[test]
     fn the_wheel_scrolls_and_a_click_selects() {
         let mut app = sized(fixtures::many_pipes(), 80, 24);
-        let rows = crate::ui::table_rows_area(app.area);
+        let rows = crate::ui::table_rows_area(&app, app.area);
         mouse(&mut app, MouseEventKind::ScrollDown, 10, 5);
         assert_eq!(app.selected_row, 3);
         mouse(&mut app, MouseEventKind::ScrollUp, 10, 5);

@@ -40,7 +40,7 @@ struct Screen {
     footer: Rect,
 }
 
-fn screen(area: Rect) -> Screen {
+fn screen(app: &App, area: Rect) -> Screen {
     // The two header lines share with the body on a very short terminal: the body
     // (the point of the screen) gets what is left, down to nothing.
     let header_height = if area.height >= 8 { 2 } else { 1 };
@@ -51,7 +51,7 @@ fn screen(area: Rect) -> Screen {
     ])
     .areas(area);
     // The chart is a luxury: a short screen keeps the table.
-    let chart_height = if body.height >= CHART_FROM {
+    let chart_height = if app.chart_shown() && body.height >= CHART_FROM {
         (body.height / 3).clamp(6, 12)
     } else {
         0
@@ -68,8 +68,8 @@ fn screen(area: Rect) -> Screen {
 
 /// Where the pipe table's rows go on a screen of `area` (between its header and total
 /// rows), whether or not there are rows to fill it.
-pub(crate) fn table_rows_area(area: Rect) -> Rect {
-    let table = screen(area).table;
+pub(crate) fn table_rows_area(app: &App, area: Rect) -> Rect {
+    let table = screen(app, area).table;
     Rect {
         y: table.y.saturating_add(1),
         height: table.height.saturating_sub(2),
@@ -84,7 +84,7 @@ impl Widget for &App {
             chart,
             table,
             footer,
-        } = screen(area);
+        } = screen(self, area);
         render_header(self, header, buf);
         match self.view() {
             View::Table => {
@@ -415,7 +415,7 @@ fn position(app: &App, area: Rect) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
-    let visible = usize::from(table_rows_area(area).height);
+    let visible = usize::from(table_rows_area(app, area).height);
     let offset = scroll(app.offset(), app.selected_index(&rows), rows.len(), visible);
     let last = (offset + visible).min(rows.len());
     Some(format!(" {}-{last} of {} ", offset + 1, rows.len()))
@@ -807,6 +807,7 @@ fn render_footer(app: &App, area: Rect, reserve: usize, buf: &mut Buffer) {
                     ("r", "rates/totals"),
                     ("a", if app.shows_idle() { "hide idle" } else { "all" }),
                     ("space", "pause"),
+                    ("c", "chart"),
                 ]
             }
             View::Detail(_) => vec![
@@ -844,7 +845,7 @@ fn keys(hints: &[(&str, &str)]) -> Vec<Span<'static>> {
         .collect()
 }
 
-const HELP: [(&str, &str); 16] = [
+const HELP: [(&str, &str); 17] = [
     ("↑ ↓  j k", "select a pipe (or the mouse: wheel, click)"),
     ("pgup pgdn", "a page up or down"),
     ("g G", "first or last pipe"),
@@ -854,6 +855,7 @@ const HELP: [(&str, &str); 16] = [
     ("s", "sort: throughput, name, waiting, stored, age"),
     ("r", "rates, or bytes since the monitor started"),
     ("a", "all pipes, or hide idle ones (1h quiet, empty)"),
+    ("c", "hide or show the server's chart"),
     ("space", "pause; resume"),
     ("?", "this help"),
     ("q  ctrl-c", "quit"),
@@ -989,7 +991,7 @@ mod tests {
         assert!(!text.contains("rtt 1.2ms"), "no current round trip: {text}");
         let mut buf = Buffer::empty(Rect::new(0, 0, 120, 35));
         (&app).render(buf.area, &mut buf);
-        let first_row = table_rows_area(buf.area).y;
+        let first_row = table_rows_area(&app, buf.area).y;
         assert!(
             buf[(4, first_row)].modifier.contains(Modifier::DIM),
             "stale rows are dim"
