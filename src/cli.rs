@@ -262,11 +262,12 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct MonitorArgs {
-    /// Print the table once as text and exit (also what happens when stdout is not a terminal).
+    /// Print the table once as text and exit, after about a second, once the rates are known
+    /// (also what happens when stdout is not a terminal).
     #[arg(long)]
     pub(crate) once: bool,
 
-    /// Print the table once as JSON and exit.
+    /// Print the table once as JSON and exit (its fields: README, "The dashboard").
     #[arg(long, conflicts_with = "once")]
     pub(crate) json: bool,
 }

@@ -171,8 +171,13 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     let session = session::connect(&conn).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancel = CancellationToken::new();
-    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone()));
     let interactive = !(args.once || args.json) && std::io::stdout().is_terminal();
+    let mode = if interactive {
+        monitor::Mode::Live
+    } else {
+        monitor::Mode::Once
+    };
+    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone(), mode));
     if !(interactive || args.once || args.json) {
         eprintln!("skypipe: stdout is not a terminal: printing the table once (--json for JSON)");
     }
@@ -181,13 +186,12 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
             .await
             .map_err(|e| anyhow::anyhow!("the terminal failed: {e}"))
     } else {
-        // Rates need samples over a few seconds: takers announce their bytes once a second.
+        // One sample, taken once every rate is known (about a second). Scripts get every
+        // pipe, idle ones too.
         let mut app = skypipe_tui::App::new();
-        for _ in 0..3 {
-            match rx.recv().await {
-                Some(s) => app.push(s),
-                None => break,
-            }
+        app.set_show_idle(true);
+        while let Some(update) = rx.recv().await {
+            app.update(update);
         }
         if args.json {
             let report = serde_json::to_string_pretty(&skypipe_tui::json_report(&app))?;

@@ -1,141 +1,118 @@
 //! The data side of `skypipe monitor`: samples the server once a second through the ordinary
 //! NATS connection and the JetStream API (no monitoring port), and sends
-//! [`skypipe_tui::Snapshot`]s to the dashboard.
+//! [`skypipe_tui::Snapshot`]s to the dashboard, with the connection's state in between.
 //!
 //! Where each figure comes from, without ever pulling payload bytes:
 //! - bytes in: a `headers_only` ordered consumer on the data subjects (`Nats-Msg-Size` per
-//!   chunk, about 100 bytes of headers per 256 KiB chunk);
-//! - bytes out, senders, takers, listeners: the presence announcements of running skypipes;
+//!   chunk, about 100 bytes of headers per 256 KiB chunk), timed as they arrive;
+//! - bytes out, senders, takers, listeners: the presence announcements of running skypipes,
+//!   timed as they are heard;
 //! - payloads waiting, waiting takers: the pipe's work-queue consumer info;
 //! - bytes stored: per payload subject, the number of chunks still stored (stream info with
 //!   subjects) and the chunk offsets seen in the headers;
 //! - oldest waiting payload: the time of the first ticket still queued.
+//!
+//! This module only gathers; [`aggregate`] turns what was gathered into a snapshot, without
+//! NATS or a clock, so it is tested on recorded observations.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod aggregate;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::StreamExt;
-use skypipe_tui::{ConnState, PayloadSample, PayloadState, PipeSample, ServerStatus, Snapshot};
+use skypipe_tui::{ServerStatus, Snapshot, Update};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::aggregate::{conn_state, Aggregator, Chunk, Gathered, Queue};
 use crate::client::session::Session;
 use crate::protocol::pipe::{self, H_END, H_OFFSET};
-use crate::transfer::presence::{Announce, Role, STALE};
+use crate::transfer::presence::Announce;
 
 /// How often the server is sampled.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the dashboard hears the state of the connection, between samples.
+const STATE_EVERY: Duration = Duration::from_millis(250);
+/// A sample that takes longer than this is dropped: the server is not answering.
+const SAMPLE_LIMIT: Duration = Duration::from_secs(3);
 /// At most this many "oldest ticket" look-ups per sample (round robin over pipes).
 const OLDEST_LOOKUPS: usize = 64;
+/// The first sample waits at most this long for the stored chunks' headers to be read.
+const BACKLOG_WAIT: Duration = Duration::from_secs(2);
+/// `--once` and `--json` wait at most this long for every rate to be known.
+const ONCE_LIMIT: Duration = Duration::from_millis(2600);
 
-#[derive(Default)]
-struct PayloadTrack {
-    /// Offset of each chunk seen, in chunk order.
-    offsets: Vec<u64>,
-    /// Bytes through the end of the last chunk seen.
-    total: u64,
-    ended: bool,
-    first_seen: Option<Instant>,
-    last_seen: Option<Instant>,
+/// The monitor's clock: time since it started, and the wall time of that.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    wall: SystemTime,
 }
 
-#[derive(Default)]
-struct PipeTrack {
-    bytes_in: u64,
-    bytes_out: u64,
-    payloads: HashMap<String, PayloadTrack>,
-    oldest: Option<Duration>,
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn at(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn wall(&self, at: Duration) -> SystemTime {
+        self.wall + at
+    }
 }
 
-struct Seen {
-    announce: Announce,
-    at: Instant,
+/// A chunk as the headers-only consumer delivers it, or `None` when it is not a chunk.
+fn chunk_of(msg: &async_nats::jetstream::Message) -> Option<Chunk> {
+    // subject: P.data.PIPE.ID
+    let mut parts = msg.subject.as_str().rsplitn(3, '.');
+    let (id, pipe) = (parts.next()?, parts.next()?);
+    let h = msg.headers.as_ref()?;
+    let number = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Some(Chunk {
+        pipe: pipe.to_string(),
+        id: id.to_string(),
+        offset: number(H_OFFSET),
+        size: number("Nats-Msg-Size"),
+        end: h.get(H_END).is_some(),
+        published: msg.info().ok().map(|i| SystemTime::from(i.published)),
+    })
 }
 
-/// Everything the collector keeps between samples.
+fn heard(agg: &mut Aggregator, msg: &async_nats::Message, at: Duration) {
+    let Some(pipe) = msg.subject.as_str().rsplit('.').next() else {
+        return;
+    };
+    if let Ok(announce) = serde_json::from_slice::<Announce>(&msg.payload) {
+        agg.announce(pipe, announce, at);
+    }
+}
+
+/// Asks the server what one sample needs: storage, the work queues, the stored chunks.
 #[derive(Default)]
-pub(crate) struct Collector {
-    pipes: HashMap<String, PipeTrack>,
-    presence: HashMap<(String, String), Seen>,
+struct Gatherer {
+    /// When each pipe's oldest waiting ticket was stored, as last looked up.
+    oldest: HashMap<String, SystemTime>,
     oldest_cursor: usize,
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-impl Collector {
-    /// A chunk's headers, seen live or from the backlog at start-up.
-    fn on_chunk(&mut self, subject: &str, headers: Option<&async_nats::HeaderMap>, live: bool) {
-        // subject: P.data.PIPE.ID
-        let mut parts = subject.rsplitn(3, '.');
-        let (Some(id), Some(pipe)) = (parts.next(), parts.next()) else {
-            return;
-        };
-        let Some(h) = headers else { return };
-        let size = h
-            .get("Nats-Msg-Size")
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .unwrap_or(0);
-        let offset = h
-            .get(H_OFFSET)
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-            .unwrap_or(0);
-        let track = self.pipes.entry(pipe.to_string()).or_default();
-        if live {
-            track.bytes_in += size;
-        }
-        let p = track.payloads.entry(id.to_string()).or_default();
-        let now = Instant::now();
-        p.first_seen.get_or_insert(now);
-        p.last_seen = Some(now);
-        p.offsets.push(offset);
-        p.total = p.total.max(offset + size);
-        if h.get(H_END).is_some() {
-            p.ended = true;
-        }
-    }
-
-    fn on_presence(&mut self, subject: &str, body: &[u8]) {
-        let Some(pipe) = subject.rsplit('.').next() else {
-            return;
-        };
-        let Ok(announce) = serde_json::from_slice::<Announce>(body) else {
-            return;
-        };
-        let key = (pipe.to_string(), announce.instance.clone());
-        if matches!(announce.role, Role::Take | Role::Follow) {
-            let before = self.presence.get(&key).map(|s| s.announce.bytes);
-            let track = self.pipes.entry(pipe.to_string()).or_default();
-            // First sight of a taker: its bytes so far happened before we looked.
-            if let Some(before) = before {
-                track.bytes_out += announce.bytes.saturating_sub(before);
-            }
-        }
-        self.presence.insert(
-            key,
-            Seen {
-                announce,
-                at: Instant::now(),
-            },
-        );
-    }
-
-    /// Samples the server and builds a snapshot.
-    async fn sample(&mut self, session: &Session, start: Instant) -> Snapshot {
+impl Gatherer {
+    async fn gather(&mut self, session: &Session, clock: &Clock) -> Gathered {
         let client = &session.client;
         let t = Instant::now();
         let rtt = client.flush().await.ok().map(|_| t.elapsed());
-        let state = match client.connection_state() {
-            async_nats::connection::State::Connected => ConnState::Connected,
-            async_nats::connection::State::Pending => ConnState::Reconnecting,
-            async_nats::connection::State::Disconnected => ConnState::Disconnected,
-        };
+        let state = conn_state(client.connection_state());
         let (storage_used, storage_available) =
             match crate::client::session::query_account(&session.js).await {
                 Ok(a) => {
@@ -149,40 +126,41 @@ impl Collector {
                 Err(_) => (0, None),
             };
         let layout = &session.layout;
-        // Work-queue consumers: one per pipe that was ever received from.
-        let mut queue_info: HashMap<String, (u64, u64, u64)> = HashMap::new();
+        let mut queues: HashMap<String, Queue> = HashMap::new();
         if let Ok(queue) = session.js.get_stream_no_info(layout.queue_stream()).await {
+            // Work-queue consumers: one per pipe that was ever received from.
             let mut consumers = queue.consumers();
             while let Some(Ok(info)) = consumers.next().await {
-                queue_info.insert(
+                let last = info.delivered.last_active.unwrap_or(info.created);
+                queues.insert(
                     info.name.clone(),
-                    (
-                        info.num_pending,
-                        info.num_ack_pending as u64,
-                        info.num_waiting as u64,
-                    ),
+                    Queue {
+                        ack_pending: info.num_ack_pending as u64,
+                        waiting_pulls: info.num_waiting as u64,
+                        last_active: Some(SystemTime::from(last)),
+                        ..Queue::default()
+                    },
                 );
             }
-            // Tickets stored per pipe: waiting ones and those being taken. A pipe nobody ever
-            // received from has no consumer yet, only tickets.
+            // Tickets stored per pipe. A pipe nobody ever received from has no consumer yet.
             if let Ok(mut subjects) = queue.info_with_subjects(layout.queue_wildcard()).await {
                 while let Some(Ok((subject, count))) = subjects.next().await {
                     if let Some(name) = subject.rsplit('.').next() {
-                        let entry = queue_info.entry(name.to_string()).or_insert((0, 0, 0));
-                        entry.0 = (count as u64).saturating_sub(entry.1);
+                        queues.entry(name.to_string()).or_default().tickets = count as u64;
                     }
                 }
             }
             // The oldest ticket of pipes with payloads waiting, a bounded number per sample.
-            let mut waiting: Vec<&String> = queue_info
+            let mut waiting: Vec<String> = queues
                 .iter()
-                .filter(|(_, (pending, _, _))| *pending > 0)
-                .map(|(name, _)| name)
+                .filter(|(_, q)| q.tickets > q.ack_pending)
+                .map(|(name, _)| name.clone())
                 .collect();
             waiting.sort();
+            self.oldest.retain(|name, _| waiting.contains(name));
             let n = waiting.len();
             for i in 0..n.min(OLDEST_LOOKUPS) {
-                let name = waiting[(self.oldest_cursor + i) % n];
+                let name = &waiting[(self.oldest_cursor + i) % n];
                 let Ok(pipe) = pipe::PipeName::new(name) else {
                     continue;
                 };
@@ -190,108 +168,33 @@ impl Collector {
                     .get_first_raw_message_by_subject(layout.queue_subject(&pipe), 0)
                     .await
                 {
-                    let age = (now_unix() - msg.time.unix_timestamp()).max(0) as u64;
-                    self.pipes.entry(name.clone()).or_default().oldest =
-                        Some(Duration::from_secs(age));
+                    self.oldest.insert(name.clone(), SystemTime::from(msg.time));
                 }
             }
             self.oldest_cursor = self.oldest_cursor.wrapping_add(OLDEST_LOOKUPS);
+            for (name, q) in &mut queues {
+                q.oldest = self.oldest.get(name).copied();
+            }
         }
         // Chunks still stored, per payload subject.
-        let mut stored_chunks: HashMap<String, usize> = HashMap::new();
+        let mut stored_chunks = HashMap::new();
         if let Ok(data) = session.js.get_stream_no_info(layout.data_stream()).await {
             if let Ok(mut subjects) = data.info_with_subjects(layout.data_wildcard()).await {
                 while let Some(Ok((subject, count))) = subjects.next().await {
-                    stored_chunks.insert(subject, count);
+                    let mut parts = subject.rsplitn(3, '.');
+                    if let (Some(id), Some(pipe)) = (parts.next(), parts.next()) {
+                        // Only a payload's own subject: P.data.PIPE.ID, nothing deeper.
+                        if layout.payload_subject_of(pipe, id) == subject {
+                            stored_chunks.insert((pipe.to_string(), id.to_string()), count);
+                        }
+                    }
                 }
             }
         }
-        // Presence older than STALE is gone.
-        self.presence.retain(|_, s| s.at.elapsed() < STALE);
-        let mut names: HashSet<String> = self.pipes.keys().cloned().collect();
-        names.extend(queue_info.keys().cloned());
-        names.extend(self.presence.keys().map(|(p, _)| p.clone()));
-
-        let mut pipes = Vec::new();
-        for name in names {
-            let (pending, ack_pending, waiting_pulls) =
-                queue_info.get(&name).copied().unwrap_or((0, 0, 0));
-            let (mut senders, mut takers, mut listeners) = (0u32, 0u32, 0u32);
-            let mut taking: HashSet<String> = HashSet::new();
-            let mut sending: HashSet<String> = HashSet::new();
-            for ((p, _), seen) in &self.presence {
-                if *p != name {
-                    continue;
-                }
-                match seen.announce.role {
-                    Role::Send => {
-                        senders += 1;
-                        sending.extend(seen.announce.payloads.iter().cloned());
-                    }
-                    Role::Take | Role::Follow => {
-                        takers += 1;
-                        taking.extend(seen.announce.payloads.iter().cloned());
-                    }
-                    Role::Listen => listeners += 1,
-                }
-            }
-            let takers = takers.max(u32::try_from(waiting_pulls + ack_pending).unwrap_or(u32::MAX));
-            let track = self.pipes.entry(name.clone()).or_default();
-            let mut bytes_stored = 0;
-            let mut payloads = Vec::new();
-            track.payloads.retain(|id, p| {
-                let count = stored_chunks
-                    .get(&layout.payload_subject_of(&name, id))
-                    .copied()
-                    .unwrap_or(0);
-                let stored = if count == 0 {
-                    0
-                } else {
-                    let first = p.offsets.len().saturating_sub(count);
-                    p.total - p.offsets.get(first).copied().unwrap_or(0)
-                };
-                bytes_stored += stored;
-                let state = if taking.contains(id) {
-                    PayloadState::Taking
-                } else if sending.contains(id) || !p.ended {
-                    PayloadState::Sending
-                } else {
-                    PayloadState::Waiting
-                };
-                let alive = count > 0
-                    || taking.contains(id)
-                    || sending.contains(id)
-                    || p.last_seen.is_some_and(|t| t.elapsed() < STALE);
-                if alive {
-                    payloads.push(PayloadSample {
-                        id: id.clone(),
-                        bytes: p.total,
-                        age: p.first_seen.map(|t| t.elapsed()).unwrap_or_default(),
-                        state,
-                    });
-                }
-                alive
-            });
-            if pending == 0 {
-                track.oldest = None;
-            }
-            payloads.sort_by_key(|p| std::cmp::Reverse(p.age));
-            pipes.push(PipeSample {
-                name,
-                bytes_in: track.bytes_in,
-                bytes_out: track.bytes_out,
-                payloads_waiting: pending,
-                bytes_stored,
-                oldest_waiting: track.oldest,
-                senders,
-                takers,
-                listeners,
-                payloads,
-            });
-        }
-        pipes.sort_by(|a, b| a.name.cmp(&b.name));
-        Snapshot {
-            at: start.elapsed(),
+        let at = clock.at();
+        Gathered {
+            at,
+            wall: clock.wall(at),
             server: ServerStatus {
                 url: session.url.clone(),
                 version: session.server_version.clone(),
@@ -300,7 +203,8 @@ impl Collector {
                 storage_used,
                 storage_available,
             },
-            pipes,
+            queues,
+            stored_chunks,
         }
     }
 }
@@ -309,16 +213,16 @@ impl Collector {
 /// announcements are heard for a little longer than their period, so that senders, takers
 /// and listeners are counted. Creates nothing on the server but a short-lived consumer.
 pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
-    let start = Instant::now();
+    let clock = Clock::new();
     let layout = &session.layout;
     let mut presence = session
         .client
         .subscribe(layout.presence_wildcard())
         .await
         .context("cannot watch presence announcements")?;
-    let heard =
+    let heard_for =
         tokio::time::sleep(crate::transfer::presence::INTERVAL + Duration::from_millis(300));
-    tokio::pin!(heard);
+    tokio::pin!(heard_for);
     let data = session.js.get_stream_no_info(layout.data_stream()).await?;
     let consumer = match data.create_consumer(chunk_headers(layout)).await {
         Ok(c) => Some(c),
@@ -326,7 +230,8 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
         Err(e) if crate::client::errors::is(&e, crate::client::errors::Refusal::NoStream) => None,
         Err(e) => return Err(anyhow::anyhow!(e)).context("cannot read the pipes' chunks"),
     };
-    let mut collector = Collector::default();
+    let mut agg = Aggregator::default();
+    agg.listening_from(clock.at());
     let mut caught_up = consumer
         .as_ref()
         .is_none_or(|c| c.cached_info().num_pending == 0);
@@ -338,13 +243,13 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
     let mut listening = true;
     while listening || !caught_up {
         tokio::select! {
-            _ = &mut heard, if listening => listening = false,
-            Some(msg) = presence.next() => {
-                collector.on_presence(msg.subject.as_str(), &msg.payload);
-            }
+            _ = &mut heard_for, if listening => listening = false,
+            Some(msg) = presence.next() => heard(&mut agg, &msg, clock.at()),
             msg = async { chunks.as_mut()?.next().await }, if !caught_up => match msg {
                 Some(Ok(m)) => {
-                    collector.on_chunk(m.subject.as_str(), m.headers.as_ref(), false);
+                    if let Some(chunk) = chunk_of(&m) {
+                        agg.chunk(chunk, clock.at());
+                    }
                     caught_up = m.info().map_or(true, |i| i.pending == 0);
                 }
                 Some(Err(e)) => return Err(anyhow::anyhow!("cannot read the pipes' chunks: {e}")),
@@ -352,7 +257,8 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
             },
         }
     }
-    let snapshot = collector.sample(session, start).await;
+    let gathered = Gatherer::default().gather(session, &clock).await;
+    let snapshot = agg.snapshot(&gathered);
     if let Some(name) = consumer_name {
         let _ = data.delete_consumer(&name).await;
     }
@@ -369,53 +275,143 @@ fn chunk_headers(layout: &pipe::Layout) -> pull::OrderedConfig {
     }
 }
 
-/// Samples the server every second and sends snapshots until `cancel` or the receiver goes.
+/// How long the collector runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A sample at once (its rates not known yet), then every second, and the connection's
+    /// state in between, until cancelled.
+    Live,
+    /// One sample, as soon as every rate is known (after about a second; a taker heard only
+    /// once makes it wait for its next announcement, up to [`ONCE_LIMIT`]).
+    Once,
+}
+
+/// Sends the connection's state every [`STATE_EVERY`] until `cancel` or the receiver goes.
+async fn watch_state(
+    client: async_nats::Client,
+    clock: Clock,
+    tx: mpsc::Sender<Update>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(STATE_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let update = Update::Connection {
+                    at: clock.at(),
+                    state: conn_state(client.connection_state()),
+                };
+                if tx.send(update).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Samples the server and sends updates, as `mode` says, until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,
-    tx: mpsc::Sender<Snapshot>,
+    tx: mpsc::Sender<Update>,
     cancel: CancellationToken,
+    mode: Mode,
 ) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let started_unix = now_unix();
+    let clock = Clock::new();
     let layout = session.layout.clone();
     let data = session.js.get_stream_no_info(layout.data_stream()).await?;
     if data.get_info().await.is_err() {
         session.ensure_streams().await?;
     }
-    let consumer = data
-        .create_consumer(chunk_headers(&layout))
-        .await
-        .context("cannot watch the pipes' chunks")?;
-    let consumer_name = consumer.cached_info().name.clone();
-    let mut chunks = consumer.messages().await?;
     let mut presence = session
         .client
         .subscribe(layout.presence_wildcard())
         .await
         .context("cannot watch presence announcements")?;
-    let mut collector = Collector::default();
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    let mut agg = Aggregator::default();
+    agg.listening_from(clock.at());
+    let consumer = data
+        .create_consumer(chunk_headers(&layout))
+        .await
+        .context("cannot watch the pipes' chunks")?;
+    let consumer_name = consumer.cached_info().name.clone();
+    if consumer.cached_info().num_pending == 0 {
+        agg.live_from(clock.at());
+    }
+    let mut chunks = consumer.messages().await?;
+    let state_watch = (mode == Mode::Live).then(|| {
+        tokio::spawn(watch_state(
+            session.client.clone(),
+            clock,
+            tx.clone(),
+            cancel.child_token(),
+        ))
+    });
+    let mut gatherer = Gatherer::default();
+    // Live: a sample as soon as the stored chunks were read, then every second. Once: from a
+    // second on, until the rates are known. Rates do not depend on when samples are taken,
+    // so a coarse timer does.
+    let mut due = match mode {
+        Mode::Live => Duration::ZERO,
+        Mode::Once => SAMPLE_EVERY,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
             _ = tick.tick() => {
-                let snapshot = collector.sample(&session, start).await;
-                if tx.send(snapshot).await.is_err() {
+                if clock.at() < due {
+                    continue;
+                }
+                if session.client.connection_state() != async_nats::connection::State::Connected {
+                    // Nothing to ask; the state watch says why the numbers stopped.
+                    continue;
+                }
+                // The first sample waits for the stored chunks to be read (a little), so it
+                // does not show a full pipe as empty.
+                if !agg.is_live() && clock.at() < BACKLOG_WAIT {
+                    continue;
+                }
+                let Ok(gathered) =
+                    tokio::time::timeout(SAMPLE_LIMIT, gatherer.gather(&session, &clock)).await
+                else {
+                    continue;
+                };
+                let snapshot = agg.snapshot(&gathered);
+                let known = snapshot
+                    .pipes
+                    .iter()
+                    .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
+                if mode == Mode::Once && !known && gathered.at < ONCE_LIMIT {
+                    tracing::debug!(
+                        "monitor: at {:?} rates not known yet: {:?}",
+                        gathered.at,
+                        snapshot
+                            .pipes
+                            .iter()
+                            .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
+                            .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
+                            .collect::<Vec<_>>()
+                    );
+                    continue;
+                }
+                if tx.send(Update::Sample(snapshot)).await.is_err() || mode == Mode::Once {
                     break Ok(());
                 }
+                due = gathered.at + SAMPLE_EVERY;
             }
-            Some(msg) = presence.next() => {
-                collector.on_presence(msg.subject.as_str(), &msg.payload);
-            }
+            Some(msg) = presence.next() => heard(&mut agg, &msg, clock.at()),
             msg = chunks.next() => {
                 match msg {
                     Some(Ok(m)) => {
-                        let live = m
-                            .info()
-                            .map(|i| i.published.unix_timestamp() >= started_unix)
-                            .unwrap_or(true);
-                        collector.on_chunk(m.subject.as_str(), m.headers.as_ref(), live);
+                        if let Some(chunk) = chunk_of(&m) {
+                            agg.chunk(chunk, clock.at());
+                        }
+                        if !agg.is_live() && m.info().map_or(true, |i| i.pending == 0) {
+                            agg.live_from(clock.at());
+                        }
                     }
                     Some(Err(e)) => tracing::debug!("monitor: {e}"),
                     None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
@@ -423,6 +419,9 @@ pub(crate) async fn collect(
             }
         }
     };
+    if let Some(watch) = state_watch {
+        watch.abort();
+    }
     let _ = data.delete_consumer(&consumer_name).await;
     result
 }

@@ -1,9 +1,10 @@
 //! `skypipe monitor`: the JSON and text forms during a real transfer, and the real dashboard
 //! in a terminal (tmux).
 
+use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::harness::*;
 
@@ -51,6 +52,32 @@ fn monitor_json_shows_a_running_transfer_with_a_rate() {
 }
 
 #[test]
+fn monitor_json_reports_what_a_parked_pipe_holds_and_that_nothing_moves() {
+    let b = Bench::new();
+    let data = random_bytes(3_000_000, 5);
+    assert_ok(&b.send_bytes(&["parked"], &data));
+    let out = b.recv(&["monitor", "--json"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let parked = report["pipes"]
+        .as_array()
+        .and_then(|pipes| pipes.iter().find(|p| p["name"] == "parked"))
+        .unwrap_or_else(|| panic!("no row for the pipe: {report}"));
+    assert_eq!(parked["bytes_stored"], 3_000_000, "{parked}");
+    assert_eq!(parked["payloads_stored"], 1, "{parked}");
+    assert_eq!(parked["payloads_waiting"], 1, "{parked}");
+    // Watched for a second: nothing moves, and that is known.
+    assert_eq!(parked["in_per_sec"], 0.0, "{parked}");
+    assert_eq!(parked["out_per_sec"], 0.0, "{parked}");
+    // Sent before the monitor started: not counted as the monitor's bytes in.
+    assert_eq!(parked["bytes_in"], 0, "{parked}");
+    assert_eq!(
+        parked["stalled"], false,
+        "waiting for a taker is normal: {parked}"
+    );
+}
+
+#[test]
 fn monitor_prints_text_when_stdout_is_not_a_terminal() {
     let b = Bench::new();
     assert_ok(&b.send_bytes(&["parked"], b"waiting for a taker\n"));
@@ -71,6 +98,96 @@ fn monitor_prints_text_when_stdout_is_not_a_terminal() {
     assert_eq!(cols.get(5), Some(&"1"), "one payload waiting: {row}");
 }
 
+/// The true rate of [`steady_transfer`]: 250 kB every 25 ms.
+const STEADY_RATE: f64 = 10_000_000.0;
+const STEADY_PIECE: usize = 250_000;
+const STEADY_EVERY: Duration = Duration::from_millis(25);
+
+/// A transfer of exactly [`STEADY_RATE`] for `secs` seconds on `pipe`, into a receiver that
+/// was already waiting: pieces written on a fixed schedule (each on its deadline, so slow
+/// writes do not slow the rate down). Returns once the receiver took the payload.
+fn steady_transfer(b: &Bench, pipe: &str, secs: u32) -> (Proc, JoinHandle<()>, Proc) {
+    let receiver = b
+        .cmd(&["-v", pipe])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start()
+        .ready(&waiting(pipe));
+    let mut sender = b
+        .cmd(&["send", pipe])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    let mut stdin = sender.stdin.take().expect("stdin");
+    let piece = random_bytes(STEADY_PIECE, 19);
+    let pieces = secs as u64 * 1000 / STEADY_EVERY.as_millis() as u64;
+    let feeder = std::thread::spawn(move || {
+        let start = Instant::now();
+        for n in 0..pieces {
+            // The scenario: a producer with a fixed rate, the way a camera or a meter writes.
+            let due = start + STEADY_EVERY * u32::try_from(n).expect("few pieces");
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if stdin.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    (sender, feeder, receiver.ready(&took(pipe)))
+}
+
+fn within(got: Option<f64>, want: f64, tolerance: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() <= want * tolerance)
+}
+
+#[test]
+fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
+    let b = Bench::new();
+    // Long enough for three runs on a busy machine, each inside the transfer.
+    let (sender, feeder, receiver) = steady_transfer(&b, "steady", 14);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = b.recv(&["monitor", "--json"]);
+        let took = started.elapsed();
+        assert_ok(&out);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let pipe = report["pipes"]
+            .as_array()
+            .and_then(|pipes| pipes.iter().find(|p| p["name"] == "steady"))
+            .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
+            .clone();
+        let (rate_in, rate_out) = (pipe["in_per_sec"].as_f64(), pipe["out_per_sec"].as_f64());
+        seen.push((rate_in, rate_out, took));
+        assert!(
+            within(rate_in, STEADY_RATE, 0.10) && within(rate_out, STEADY_RATE, 0.10),
+            "in {rate_in:?} and out {rate_out:?} B/s, true rate {STEADY_RATE}: {pipe}"
+        );
+        // A live transfer does not pile up on the server, and the monitor does not say it
+        // does: the receiver purges what it wrote twice a second.
+        let stored = pipe["bytes_stored"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            stored < 3 * STEADY_RATE as u64,
+            "{stored} bytes stored: {pipe}"
+        );
+        assert_eq!(pipe["payloads_stored"], 1, "{pipe}");
+        assert_eq!(pipe["stalled"], false, "{pipe}");
+        // About a second: the rates need one, a taker's second announcement at most one more.
+        assert!(took < Duration::from_secs(4), "--json took {took:?}");
+        let time = report["time"].as_str().expect("an absolute time");
+        let when = humantime::parse_rfc3339(time).expect("RFC 3339");
+        let skew = SystemTime::now()
+            .duration_since(when)
+            .unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(10), "{time} is not now");
+    }
+    eprintln!("in, out, time taken of each --json: {seen:?}");
+    finish(sender, feeder, receiver);
+}
+
 fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
     Command::new("tmux")
         .arg("-L")
@@ -80,78 +197,124 @@ fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
         .expect("tmux (install it: apt-get install tmux)")
 }
 
+/// A shell in a real terminal (tmux, on a socket of its own, killed on drop), with the
+/// bench's environment.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn new(b: &Bench, tag: &str, width: u16, height: u16) -> Terminal {
+        let socket = format!("skypipe-test-{}-{tag}", std::process::id());
+        let start = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+            ])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg("bash --norc --noprofile")
+            .env("NATS_URL", b.url())
+            .env("HOME", b.path("home"))
+            .env("PS1", "$ ")
+            .env_remove("NATS_CONTEXT")
+            .status()
+            .expect("tmux (install it: apt-get install tmux)");
+        assert!(start.success());
+        Terminal { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend(keys);
+        tmux(&self.socket, &args);
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&tmux(&self.socket, &["capture-pane", "-p", "-t", "t"]).stdout)
+            .into_owned()
+    }
+
+    /// Polls the screen until `cond` holds or `limit` passes; returns whether it held, and
+    /// the last screen.
+    fn wait(&self, limit: Duration, mut cond: impl FnMut(&str) -> bool) -> (bool, String) {
+        let mut screen = String::new();
+        let held = eventually(limit, || {
+            screen = self.screen();
+            cond(&screen)
+        });
+        (held, screen)
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
 #[test]
 fn the_dashboard_in_a_terminal_shows_the_pipe_and_q_restores_the_terminal() {
     let b = Bench::new();
-    let socket = format!("skypipe-test-{}", std::process::id());
-    // A shell in a real terminal, with the bench's environment.
-    let start = Command::new("tmux")
-        .args([
-            "-L",
-            &socket,
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "120",
-            "-y",
-            "30",
-        ])
-        .arg("bash --norc --noprofile")
-        .env("NATS_URL", b.url())
-        .env("HOME", b.path("home"))
-        .env("PS1", "$ ")
-        .env_remove("NATS_CONTEXT")
-        .status()
-        .expect("tmux (install it: apt-get install tmux)");
-    assert!(start.success());
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .status();
-        }
-    }
-    let _kill = Kill(socket.clone());
+    let term = Terminal::new(&b, "q", 120, 30);
     let (sender, feeder, receiver) = paced_transfer(&b, "on-screen", 200);
-    tmux(
-        &socket,
-        &[
-            "send-keys",
-            "-t",
-            "t",
-            &format!("{BIN} monitor; echo exit=$?"),
-            "Enter",
-        ],
-    );
-    let mut screen = String::new();
-    let seen = eventually(Duration::from_secs(15), || {
-        screen = String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "t"]).stdout)
-            .into_owned();
-        screen.contains("on-screen") && screen.contains("skypipe monitor")
+    term.keys(&[&format!("{BIN} monitor; echo exit=$?"), "Enter"]);
+    let (seen, screen) = term.wait(Duration::from_secs(15), |s| {
+        s.contains("on-screen") && s.contains("skypipe monitor")
     });
     assert!(seen, "the dashboard never showed the pipe:\n{screen}");
-    tmux(&socket, &["send-keys", "-t", "t", "q"]);
-    let exited = eventually(Duration::from_secs(10), || {
-        screen = String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "t"]).stdout)
-            .into_owned();
-        screen.contains("exit=0")
-    });
+    term.keys(&["q"]);
+    let (exited, screen) = term.wait(Duration::from_secs(10), |s| s.contains("exit=0"));
     assert!(exited, "q did not exit 0:\n{screen}");
     // The terminal is usable again: typed text echoes and runs.
-    tmux(
-        &socket,
-        &["send-keys", "-t", "t", "echo usable-$((40+2))", "Enter"],
-    );
-    let usable = eventually(Duration::from_secs(5), || {
-        screen = String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "t"]).stdout)
-            .into_owned();
-        screen.contains("usable-42")
-    });
+    term.keys(&["echo usable-$((40+2))", "Enter"]);
+    let (usable, screen) = term.wait(Duration::from_secs(5), |s| s.contains("usable-42"));
     assert!(usable, "the terminal was left unusable:\n{screen}");
     finish(sender, feeder, receiver);
+}
+
+#[test]
+fn the_dashboard_says_within_two_seconds_that_the_server_is_gone() {
+    let mut b = Bench::new();
+    assert_ok(&b.send_bytes(&["parked"], b"waiting for a taker\n"));
+    let term = Terminal::new(&b, "kill", 100, 30);
+    term.keys(&[&format!("{BIN} monitor"), "Enter"]);
+    let (live, screen) = term.wait(Duration::from_secs(15), |s| {
+        s.contains("parked") && s.contains("connected") && s.contains("rtt ")
+    });
+    assert!(live, "the dashboard never came up:\n{screen}");
+    assert!(!screen.contains("rtt -"), "{screen}");
+    b.server.kill().expect("kill the server");
+    let killed = Instant::now();
+    let header = |s: &str| s.lines().next().unwrap_or_default().to_string();
+    let (told, screen) = term.wait(Duration::from_secs(2), |s| {
+        header(s).contains("reconnecting")
+    });
+    let after = killed.elapsed();
+    assert!(
+        told,
+        "2 s after the server died the header still says: {}\n{screen}",
+        header(&screen)
+    );
+    // The round trip is no longer claimed, and the data's age shows.
+    let (aged, screen) = term.wait(Duration::from_secs(5), |s| {
+        let h = header(s);
+        h.contains("rtt -") && h.contains("data ") && !h.contains("data 0s old")
+    });
+    assert!(
+        aged,
+        "the header does not say how old the data is:\n{screen}"
+    );
+    eprintln!(
+        "the header said so {after:?} after the kill: {}",
+        header(&screen)
+    );
+    term.keys(&["q"]);
 }

@@ -1,10 +1,10 @@
 //! The dashboard on made-up data, no server needed: `cargo run -p skypipe-tui --example demo`.
-//! With `--once` (or `--json`) it prints two seconds of data as a table (or JSON) instead.
+//! With `--once` (or `--json`) it prints one sample as a table (or JSON) instead.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use skypipe_tui::{
-    App, ConnState, PayloadSample, PayloadState, PipeSample, ServerStatus, Snapshot,
+    App, ConnState, PayloadSample, PayloadState, PipeSample, ServerStatus, Snapshot, Update,
 };
 use tokio::sync::mpsc;
 
@@ -81,6 +81,7 @@ fn sample(at: Duration) -> Snapshot {
                     id: format!("{}-1", fake.name),
                     bytes: bytes_in,
                     age: at,
+                    sender: Some("5be07e2a91c4d3f0".to_string()),
                     state,
                 }]
             } else {
@@ -90,6 +91,10 @@ fn sample(at: Duration) -> Snapshot {
                 name: fake.name.to_string(),
                 bytes_in,
                 bytes_out,
+                rate_in: Some((fake.rate_in)(t)),
+                rate_out: Some((fake.rate_out)(t)),
+                payloads_stored: waiting,
+                idle_for: Some(Duration::ZERO),
                 payloads_waiting: waiting,
                 bytes_stored: stored,
                 oldest_waiting: (waiting > 0).then_some(at),
@@ -102,6 +107,7 @@ fn sample(at: Duration) -> Snapshot {
         .collect();
     Snapshot {
         at,
+        wall: SystemTime::now(),
         server: ServerStatus {
             url: "nats://127.0.0.1:4222".to_string(),
             version: "2.11.4".to_string(),
@@ -120,7 +126,6 @@ async fn main() -> std::io::Result<()> {
     if let Some(form @ ("--once" | "--json")) = arg.as_deref() {
         let mut app = App::new();
         app.push(sample(Duration::from_secs(1)));
-        app.push(sample(Duration::from_secs(2)));
         if form == "--json" {
             println!("{:#}", skypipe_tui::json_report(&app));
         } else {
@@ -134,7 +139,11 @@ async fn main() -> std::io::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            if tx.send(sample(start.elapsed())).await.is_err() {
+            if tx
+                .send(Update::Sample(sample(start.elapsed())))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

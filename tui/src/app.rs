@@ -1,27 +1,40 @@
-//! The dashboard's state: what the snapshots said, what was derived from them (rates,
-//! history, stalls), and what the user chose (sort, filter, selection, view). Pure: no
-//! terminal, no clock, no IO, so keys and data can be driven from tests.
+//! The dashboard's state: what the snapshots said, what was derived from them (history,
+//! stalls, staleness), and what the user chose (sort, filter, selection, scroll, view). Pure:
+//! no terminal, no clock, no IO, so keys and data can be driven from tests. The time comes
+//! with the updates.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::Rect;
 
-use crate::snapshot::{PayloadState, PipeSample, ServerStatus, Snapshot};
+use crate::snapshot::{ConnState, PayloadState, PipeSample, ServerStatus, Snapshot, Update};
 
-/// Rates are averaged over the samples of this last stretch of time, so one late sample
-/// does not make a steady stream look jumpy.
-pub const RATE_WINDOW: Duration = Duration::from_secs(3);
+/// A pipe is stalled when a payload waited this long with nobody to take it, or a taker
+/// wrote nothing for this long while the pipe held data.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
-/// A pipe is judged stalled on the stored bytes of this last stretch of time.
-pub const STALL_WINDOW: Duration = Duration::from_secs(5);
+/// Data older than this is stale: shown dimmed, its age in the header.
+pub const STALE_AFTER: Duration = Duration::from_millis(2500);
 
-/// Throughput samples kept per pipe: more than the widest sparkline.
-const HISTORY_LEN: usize = 120;
+/// A pipe with nothing in it, nobody on it and no activity for this long is idle: hidden
+/// unless the user asks for all pipes (`a`).
+pub const IDLE_AFTER: Duration = Duration::from_secs(3600);
 
-/// Snapshots kept while paused. Counters are cumulative, so dropping older held samples
-/// costs resolution, not correctness.
+/// Samples of throughput kept, per pipe and for the server: five minutes at one a second.
+pub const HISTORY_LEN: usize = 300;
+
+/// Snapshots kept while paused. Rates come with each snapshot and counters are cumulative,
+/// so dropping older held samples costs history, not correctness.
 const HELD_MAX: usize = 120;
+
+/// Rows a page key moves when the table's height is not known.
+const PAGE_DEFAULT: usize = 10;
+/// Rows one turn of the mouse wheel moves.
+const WHEEL_ROWS: isize = 3;
 
 /// What the caller should do after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,120 +94,130 @@ pub(crate) enum View {
     Detail(String),
 }
 
-/// True when a pipe looks stuck: payloads wait, nobody is taking, and the bytes it stores
-/// did not shrink across `recent_stored` (its stored bytes over the last samples, oldest
-/// first; at least two are needed to tell).
-pub fn is_stalled(payloads_waiting: u64, takers: u32, recent_stored: &[u64]) -> bool {
-    let not_shrinking = match (recent_stored.first(), recent_stored.last()) {
-        (Some(first), Some(last)) => recent_stored.len() >= 2 && last >= first,
-        _ => false,
-    };
-    payloads_waiting > 0 && takers == 0 && not_shrinking
+/// Why a pipe is stalled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// A payload waited [`STALL_AFTER`] or longer and nobody is there to take it.
+    NoTaker,
+    /// A taker is there, the pipe holds data, and the taker wrote nothing for
+    /// [`STALL_AFTER`] or longer.
+    TakerNotWriting,
 }
 
-/// The bytes that moved between two samples.
-#[derive(Clone, Copy, Debug)]
-struct Interval {
-    end: Duration,
-    elapsed: Duration,
-    bytes_in: u64,
-    bytes_out: u64,
+impl Stall {
+    /// What it means, in a few words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Stall::NoTaker => "a payload waits 30s or more and nobody takes it",
+            Stall::TakerNotWriting => "a taker wrote nothing for 30s while data waits",
+        }
+    }
+
+    /// A short name, for scripts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stall::NoTaker => "no_taker",
+            Stall::TakerNotWriting => "taker_not_writing",
+        }
+    }
+}
+
+/// Whether a pipe is stalled, and why: a payload waited [`STALL_AFTER`] with nobody to take
+/// it, or its takers wrote nothing for `not_writing_for` (at least [`STALL_AFTER`]) while the
+/// pipe held data. Data waiting for a taker a little while is the normal case, not a stall.
+pub fn is_stalled(pipe: &PipeSample, not_writing_for: Duration) -> Option<Stall> {
+    let waited = pipe.oldest_waiting.unwrap_or_default();
+    if pipe.payloads_waiting > 0 && pipe.takers == 0 && waited >= STALL_AFTER {
+        Some(Stall::NoTaker)
+    } else if pipe.takers > 0 && pipe.bytes_stored > 0 && not_writing_for >= STALL_AFTER {
+        Some(Stall::TakerNotWriting)
+    } else {
+        None
+    }
+}
+
+/// Whether a pipe is idle: nothing stored, nobody on it, nothing seen for [`IDLE_AFTER`].
+pub fn is_idle(pipe: &PipeSample) -> bool {
+    pipe.payloads_stored == 0
+        && pipe.payloads_waiting == 0
+        && pipe.bytes_stored == 0
+        && pipe.senders == 0
+        && pipe.takers == 0
+        && pipe.listeners == 0
+        && pipe.idle_for.is_some_and(|d| d >= IDLE_AFTER)
+}
+
+/// Throughput at one sample: bytes per second in and out, `None` where not known.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Point {
+    pub(crate) at: Duration,
+    pub(crate) rate_in: Option<f64>,
+    pub(crate) rate_out: Option<f64>,
 }
 
 /// One pipe: its latest sample and what was derived from the samples before.
 #[derive(Clone, Debug)]
 pub(crate) struct Pipe {
     pub(crate) sample: PipeSample,
-    intervals: VecDeque<Interval>,
-    /// Throughput (in + out) of each interval, bytes per second, oldest first.
-    history: VecDeque<u64>,
-    /// `(at, bytes_stored)` over the stall window, oldest first.
-    stored: VecDeque<(Duration, u64)>,
+    /// Throughput of each sample, oldest first.
+    history: VecDeque<Point>,
+    /// When its takers last wrote (or were first seen not writing with data there).
+    out_moved_at: Duration,
     /// Bytes per second of payloads that moved since the previous sample, by id.
     payload_rates: HashMap<String, f64>,
-    stalled: bool,
+    stall: Option<Stall>,
 }
 
 impl Pipe {
     fn first(sample: PipeSample, at: Duration) -> Self {
         let mut pipe = Pipe {
-            intervals: VecDeque::new(),
             history: VecDeque::new(),
-            stored: VecDeque::from([(at, sample.bytes_stored)]),
+            out_moved_at: at,
             payload_rates: HashMap::new(),
-            stalled: false,
+            stall: None,
             sample,
         };
-        pipe.judge();
+        pipe.record(at);
         pipe
     }
 
     fn update(&mut self, sample: PipeSample, prev_at: Duration, at: Duration) {
         // A clock that did not move gives no rate; one that went back would divide by a
-        // negative time. Keep the sample, skip the interval.
+        // negative time.
         if at > prev_at {
-            let elapsed = at - prev_at;
-            let interval = Interval {
-                end: at,
-                elapsed,
-                // Counters are not meant to go back, but a collector restart resets them.
-                bytes_in: sample.bytes_in.saturating_sub(self.sample.bytes_in),
-                bytes_out: sample.bytes_out.saturating_sub(self.sample.bytes_out),
-            };
-            self.intervals.push_back(interval);
-            while self.intervals.len() > 1
-                && self
-                    .intervals
-                    .front()
-                    .is_some_and(|i| i.end + RATE_WINDOW <= at)
-            {
-                self.intervals.pop_front();
-            }
-            let moved = interval.bytes_in.saturating_add(interval.bytes_out);
-            self.history
-                .push_back((moved as f64 / elapsed.as_secs_f64()) as u64);
-            if self.history.len() > HISTORY_LEN {
-                self.history.pop_front();
-            }
-            self.payload_rates = payload_rates(&self.sample, &sample, elapsed);
+            self.payload_rates = payload_rates(&self.sample, &sample, at - prev_at);
         } else {
             self.payload_rates.clear();
         }
-        self.stored.push_back((at, sample.bytes_stored));
-        while self
-            .stored
-            .front()
-            .is_some_and(|&(t, _)| t + STALL_WINDOW < at)
-        {
-            self.stored.pop_front();
+        let wrote = sample.bytes_out > self.sample.bytes_out;
+        let holds_data = sample.takers > 0 && sample.bytes_stored > 0;
+        if wrote || !holds_data {
+            self.out_moved_at = at;
         }
         self.sample = sample;
-        self.judge();
+        self.record(at);
     }
 
-    fn judge(&mut self) {
-        let stored: Vec<u64> = self.stored.iter().map(|&(_, b)| b).collect();
-        self.stalled = is_stalled(self.sample.payloads_waiting, self.sample.takers, &stored);
-    }
-
-    fn rate(&self, bytes: impl Fn(&Interval) -> u64) -> Option<f64> {
-        let elapsed: f64 = self.intervals.iter().map(|i| i.elapsed.as_secs_f64()).sum();
-        if elapsed <= 0.0 {
-            return None;
+    fn record(&mut self, at: Duration) {
+        self.history.push_back(Point {
+            at,
+            rate_in: self.sample.rate_in,
+            rate_out: self.sample.rate_out,
+        });
+        if self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
         }
-        let moved: f64 = self.intervals.iter().map(|i| bytes(i) as f64).sum();
-        Some(moved / elapsed)
+        self.stall = is_stalled(&self.sample, at.saturating_sub(self.out_moved_at));
     }
 
-    /// Bytes per second into the pipe, averaged over [`RATE_WINDOW`]; `None` until two
-    /// samples were seen.
+    /// Bytes per second into the pipe, as measured; `None` while not known.
     pub(crate) fn rate_in(&self) -> Option<f64> {
-        self.rate(|i| i.bytes_in)
+        self.sample.rate_in
     }
 
     /// Bytes per second taken out of the pipe, like [`Pipe::rate_in`].
     pub(crate) fn rate_out(&self) -> Option<f64> {
-        self.rate(|i| i.bytes_out)
+        self.sample.rate_out
     }
 
     /// In plus out, per second, or zero while unknown.
@@ -202,12 +225,20 @@ impl Pipe {
         self.rate_in().unwrap_or(0.0) + self.rate_out().unwrap_or(0.0)
     }
 
-    pub(crate) fn history(&self) -> &VecDeque<u64> {
+    pub(crate) fn history(&self) -> &VecDeque<Point> {
         &self.history
     }
 
     pub(crate) fn stalled(&self) -> bool {
-        self.stalled
+        self.stall.is_some()
+    }
+
+    pub(crate) fn stall(&self) -> Option<Stall> {
+        self.stall
+    }
+
+    pub(crate) fn idle(&self) -> bool {
+        is_idle(&self.sample)
     }
 
     /// The rate of one payload, when it moved between the last two samples.
@@ -253,14 +284,25 @@ pub(crate) struct Total {
 #[derive(Clone, Debug, Default)]
 pub struct App {
     server: Option<ServerStatus>,
+    /// When the last sample shown was taken.
     at: Option<Duration>,
+    /// The wall time of that sample.
+    wall: Option<std::time::SystemTime>,
+    /// The latest time heard of, from samples and connection updates alike.
+    now: Option<Duration>,
+    /// The connection's state as last heard, and when.
+    conn: Option<(Duration, ConnState)>,
     pipes: Vec<Pipe>,
+    /// The whole server's throughput per sample, oldest first.
+    history: VecDeque<Point>,
     paused: bool,
     held: VecDeque<Snapshot>,
     feed_ended: bool,
     sort: SortKey,
     filter: String,
     editing_filter: bool,
+    show_idle: bool,
+    hide_chart: bool,
     view: View,
     help: bool,
     totals: bool,
@@ -269,6 +311,10 @@ pub struct App {
     selected: Option<String>,
     /// Where the selection was, to land near it when the selected pipe goes away.
     selected_row: usize,
+    /// The first table row on screen.
+    offset: usize,
+    /// The terminal's area, as last told; empty until then.
+    area: Rect,
 }
 
 impl App {
@@ -277,9 +323,21 @@ impl App {
         Self::default()
     }
 
+    /// Takes one update from the collector.
+    pub fn update(&mut self, update: Update) {
+        match update {
+            Update::Sample(snapshot) => self.push(snapshot),
+            Update::Connection { at, state } => {
+                self.now = self.now.max(Some(at));
+                self.conn = Some((at, state));
+            }
+        }
+    }
+
     /// Takes one sample. While paused it is held and applied on resume, so the screen keeps
-    /// what it showed and no counter history is lost.
+    /// what it showed and no history is lost.
     pub fn push(&mut self, snapshot: Snapshot) {
+        self.now = self.now.max(Some(snapshot.at));
         if self.paused {
             self.held.push_back(snapshot);
             if self.held.len() > HELD_MAX {
@@ -292,7 +350,12 @@ impl App {
     }
 
     fn apply(&mut self, snapshot: Snapshot) {
-        let Snapshot { at, server, pipes } = snapshot;
+        let Snapshot {
+            at,
+            wall,
+            server,
+            pipes,
+        } = snapshot;
         let mut known: HashMap<String, Pipe> = self
             .pipes
             .drain(..)
@@ -309,13 +372,37 @@ impl App {
                 _ => Pipe::first(sample, at),
             })
             .collect();
+        let mut point = Point {
+            at,
+            rate_in: None,
+            rate_out: None,
+        };
+        for pipe in &self.pipes {
+            point.rate_in = sum_known(point.rate_in, pipe.rate_in());
+            point.rate_out = sum_known(point.rate_out, pipe.rate_out());
+        }
+        self.history.push_back(point);
+        if self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
+        }
+        // A sample newer than the last connection update tells the state too.
+        if self.conn.is_none_or(|(t, _)| t <= at) {
+            self.conn = Some((at, server.state));
+        }
         self.server = Some(server);
         self.at = Some(at);
+        self.wall = Some(wall);
     }
 
     /// Marks the data feed as finished: the screen stays, saying no more data comes.
     pub fn feed_ended(&mut self) {
         self.feed_ended = true;
+    }
+
+    /// Tells the app the terminal's size, for scrolling and the mouse.
+    pub fn set_area(&mut self, area: Rect) {
+        self.area = area;
+        self.fix_scroll();
     }
 
     /// Sets the table order.
@@ -333,6 +420,12 @@ impl App {
     /// Shows cumulative bytes in and out instead of rates.
     pub fn set_totals(&mut self, totals: bool) {
         self.totals = totals;
+        self.fix_selection();
+    }
+
+    /// Shows idle pipes too (see [`is_idle`]).
+    pub fn set_show_idle(&mut self, show: bool) {
+        self.show_idle = show;
         self.fix_selection();
     }
 
@@ -356,12 +449,45 @@ impl App {
         self.totals
     }
 
+    /// Whether idle pipes are shown.
+    pub fn shows_idle(&self) -> bool {
+        self.show_idle
+    }
+
+    /// Whether the server's chart is shown above the table (when there is room).
+    pub fn chart_shown(&self) -> bool {
+        !self.hide_chart
+    }
+
     pub(crate) fn server(&self) -> Option<&ServerStatus> {
         self.server.as_ref()
     }
 
     pub(crate) fn at(&self) -> Option<Duration> {
         self.at
+    }
+
+    pub(crate) fn wall(&self) -> Option<std::time::SystemTime> {
+        self.wall
+    }
+
+    /// The connection's state as last heard.
+    pub(crate) fn conn_state(&self) -> Option<ConnState> {
+        self.conn.map(|(_, s)| s)
+    }
+
+    /// How old the data shown is, by the latest time heard of.
+    pub(crate) fn data_age(&self) -> Option<Duration> {
+        Some(self.now?.saturating_sub(self.at?))
+    }
+
+    /// Whether the numbers shown may no longer be true: the connection is not up, the data
+    /// is older than [`STALE_AFTER`], or no more comes.
+    pub(crate) fn stale(&self) -> bool {
+        self.has_data()
+            && (self.conn_state() != Some(ConnState::Connected)
+                || self.data_age().is_some_and(|a| a > STALE_AFTER)
+                || self.feed_ended)
     }
 
     pub(crate) fn has_data(&self) -> bool {
@@ -392,16 +518,37 @@ impl App {
         self.pipes.len()
     }
 
+    /// Idle pipes hidden from the table now.
+    pub(crate) fn idle_hidden(&self) -> usize {
+        if self.show_idle {
+            0
+        } else {
+            self.pipes.iter().filter(|p| p.idle()).count()
+        }
+    }
+
     pub(crate) fn pipe(&self, name: &str) -> Option<&Pipe> {
         self.pipes.iter().find(|p| p.sample.name == name)
     }
 
-    /// The table rows: filtered, then sorted; ties go by name so rows never swap at random.
+    /// The whole server's throughput per sample, oldest first.
+    pub(crate) fn history(&self) -> &VecDeque<Point> {
+        &self.history
+    }
+
+    /// The first table row on screen, as scrolled.
+    pub(crate) fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The table rows: idle ones hidden unless asked for, filtered, then sorted; ties go by
+    /// name so rows never swap at random.
     pub(crate) fn rows(&self) -> Vec<&Pipe> {
         let needle = self.filter.to_lowercase();
         let mut rows: Vec<&Pipe> = self
             .pipes
             .iter()
+            .filter(|p| self.show_idle || !p.idle())
             .filter(|p| needle.is_empty() || p.sample.name.to_lowercase().contains(&needle))
             .collect();
         let totals = self.totals;
@@ -448,14 +595,17 @@ impl App {
     }
 
     pub(crate) fn total(&self, rows: &[&Pipe]) -> Total {
+        // A sum with a pipe whose rate is not known is not known either.
         let mut total = Total {
             pipes: rows.len(),
+            rate_in: Some(0.0),
+            rate_out: Some(0.0),
             ..Total::default()
         };
         for pipe in rows {
             let s = &pipe.sample;
-            total.rate_in = sum_known(total.rate_in, pipe.rate_in());
-            total.rate_out = sum_known(total.rate_out, pipe.rate_out());
+            total.rate_in = sum_all(total.rate_in, pipe.rate_in());
+            total.rate_out = sum_all(total.rate_out, pipe.rate_out());
             total.bytes_in = total.bytes_in.saturating_add(s.bytes_in);
             total.bytes_out = total.bytes_out.saturating_add(s.bytes_out);
             total.waiting = total.waiting.saturating_add(s.payloads_waiting);
@@ -502,10 +652,43 @@ impl App {
             KeyCode::Char(' ') => self.toggle_pause(),
             KeyCode::Char('r') => self.set_totals(!self.totals),
             KeyCode::Char('s') => self.set_sort(self.sort.next()),
+            KeyCode::Char('a') => self.set_show_idle(!self.show_idle),
+            KeyCode::Char('c') => {
+                self.hide_chart = !self.hide_chart;
+                self.fix_scroll();
+            }
             _ if matches!(self.view, View::Detail(_)) => self.detail_key(key),
             _ => self.table_key(key),
         }
         Action::Continue
+    }
+
+    /// Handles the mouse: the wheel scrolls the selection, a click on a row selects it.
+    pub fn on_mouse(&mut self, mouse: MouseEvent) {
+        if self.help || !matches!(self.view, View::Table) {
+            return;
+        }
+        match mouse.kind {
+            MouseEventKind::ScrollDown => self.move_selection(WHEEL_ROWS),
+            MouseEventKind::ScrollUp => self.move_selection(-WHEEL_ROWS),
+            MouseEventKind::Down(MouseButton::Left) => {
+                let rows_area = crate::ui::table_rows_area(self, self.area);
+                let inside = mouse.row >= rows_area.y
+                    && mouse.row < rows_area.bottom()
+                    && mouse.column >= rows_area.x
+                    && mouse.column < rows_area.right();
+                if !inside {
+                    return;
+                }
+                let row = self.offset + usize::from(mouse.row - rows_area.y);
+                let rows = self.rows();
+                if let Some(pipe) = rows.get(row) {
+                    self.selected = Some(pipe.sample.name.clone());
+                    self.selected_row = row;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn filter_key(&mut self, key: KeyEvent, ctrl: bool) {
@@ -530,12 +713,22 @@ impl App {
         }
     }
 
+    /// Rows a page key moves: the rows on screen, less one to keep the context.
+    fn page(&self) -> isize {
+        let visible = crate::ui::table_rows_area(self, self.area).height;
+        let rows = match usize::from(visible) {
+            0 => PAGE_DEFAULT,
+            n => n.saturating_sub(1).max(1),
+        };
+        isize::try_from(rows).unwrap_or(isize::MAX)
+    }
+
     fn table_key(&mut self, key: KeyEvent) {
         match key.code {
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
-            KeyCode::PageUp => self.move_selection(-10),
-            KeyCode::PageDown => self.move_selection(10),
+            KeyCode::PageUp => self.move_selection(-self.page()),
+            KeyCode::PageDown => self.move_selection(self.page()),
             KeyCode::Home | KeyCode::Char('g') => self.move_selection(isize::MIN),
             KeyCode::End | KeyCode::Char('G') => self.move_selection(isize::MAX),
             KeyCode::Char('/') => self.editing_filter = true,
@@ -577,22 +770,54 @@ impl App {
         let row = current.saturating_add_signed(by).min(last);
         self.selected = Some(rows[row].sample.name.clone());
         self.selected_row = row;
+        self.fix_scroll();
     }
 
     /// Keeps the user's pick on a shown pipe: the same one while it is shown, else the one
     /// now in its row (or the last row). With nothing shown, the pick waits.
     fn fix_selection(&mut self) {
-        if self.selected.is_none() {
-            return;
+        if self.selected.is_some() {
+            let rows = self.rows();
+            if let Some(row) = self.selected_index(&rows) {
+                self.selected = Some(rows[row].sample.name.clone());
+                self.selected_row = row;
+            }
         }
+        self.fix_scroll();
+    }
+
+    /// Scrolls as little as needed to keep the selection on screen, and no further than the
+    /// last row.
+    fn fix_scroll(&mut self) {
+        let visible = usize::from(crate::ui::table_rows_area(self, self.area).height);
         let rows = self.rows();
-        if let Some(row) = self.selected_index(&rows) {
-            self.selected = Some(rows[row].sample.name.clone());
-            self.selected_row = row;
-        }
+        let selected = self.selected_index(&rows);
+        self.offset = scroll(self.offset, selected, rows.len(), visible);
     }
 }
 
+/// The first row to show of `len` rows, `visible` at a time, starting from `offset`, so that
+/// `selected` shows.
+pub(crate) fn scroll(offset: usize, selected: Option<usize>, len: usize, visible: usize) -> usize {
+    if visible == 0 {
+        return offset.min(len.saturating_sub(1));
+    }
+    let mut offset = offset.min(len.saturating_sub(visible));
+    if let Some(sel) = selected {
+        if sel < offset {
+            offset = sel;
+        } else if sel >= offset + visible {
+            offset = sel + 1 - visible;
+        }
+    }
+    offset
+}
+
+fn sum_all(acc: Option<f64>, rate: Option<f64>) -> Option<f64> {
+    Some(acc? + rate?)
+}
+
+/// The sum of the rates known, for the chart; `None` when none is.
 fn sum_known(acc: Option<f64>, rate: Option<f64>) -> Option<f64> {
     match (acc, rate) {
         (None, None) => None,
@@ -623,17 +848,12 @@ mod tests {
         app.selected_name()
     }
 
+    /// A pipe that took `bytes_in` bytes in, all of them over the last second.
     fn with_in(name: &str, bytes_in: u64) -> PipeSample {
         PipeSample {
             bytes_in,
+            rate_in: Some(bytes_in as f64),
             ..pipe(name)
-        }
-    }
-
-    fn at_millis(ms: u64, pipes: Vec<PipeSample>) -> Snapshot {
-        Snapshot {
-            at: Duration::from_millis(ms),
-            ..snapshot(0, pipes)
         }
     }
 
@@ -642,93 +862,51 @@ mod tests {
     }
 
     #[test]
-    fn a_million_bytes_in_a_second_is_a_megabyte_per_second() {
+    fn rates_are_the_collectors_and_unknown_stays_unknown() {
         let mut app = App::new();
-        app.push(snapshot(10, vec![with_in("a", 5_000)]));
-        app.push(snapshot(11, vec![with_in("a", 1_005_000)]));
-        let rate = rate_in(&app, "a").expect("two samples give a rate");
-        assert!((rate - 1_000_000.0).abs() < 1e-6, "{rate}");
-        assert_eq!(crate::units::Bytes::rate(rate).to_string(), "1.0 MB/s");
-    }
-
-    #[test]
-    fn rates_use_the_measured_elapsed_time() {
-        let mut app = App::new();
-        app.push(at_millis(0, vec![with_in("a", 0)]));
-        app.push(at_millis(1_250, vec![with_in("a", 1_000_000)]));
-        let rate = rate_in(&app, "a").expect("rate");
-        assert!((rate - 800_000.0).abs() < 1e-6, "{rate}");
-    }
-
-    #[test]
-    fn one_sample_gives_no_rate_yet() {
-        let mut app = App::new();
-        app.push(snapshot(0, vec![with_in("a", 5_000)]));
+        let unknown = PipeSample {
+            rate_in: None,
+            rate_out: None,
+            ..with_in("a", 5_000)
+        };
+        app.push(snapshot(0, vec![unknown]));
         assert_eq!(rate_in(&app, "a"), None);
+        assert_eq!(app.total(&app.rows()).rate_in, None);
+        let known = PipeSample {
+            rate_in: Some(1_000_000.0),
+            ..with_in("a", 1_005_000)
+        };
+        app.push(snapshot(1, vec![known]));
+        assert_eq!(rate_in(&app, "a"), Some(1_000_000.0));
+        assert_eq!(
+            crate::units::Bytes::rate(1_000_000.0).to_string(),
+            "1.0 MB/s"
+        );
     }
 
     #[test]
-    fn a_counter_going_back_counts_as_nothing_moved() {
+    fn history_holds_a_point_per_sample_and_is_bounded() {
         let mut app = App::new();
-        app.push(snapshot(0, vec![with_in("a", 5_000_000)]));
-        app.push(snapshot(1, vec![with_in("a", 1_000)]));
-        assert_eq!(rate_in(&app, "a"), Some(0.0));
-        app.push(snapshot(2, vec![with_in("a", 301_000)]));
-        // The interval after the reset counts in full: (0 + 300 kB) over 2 s.
-        assert_eq!(rate_in(&app, "a"), Some(150_000.0));
-    }
-
-    #[test]
-    fn a_clock_that_does_not_move_gives_no_interval() {
-        let mut app = App::new();
-        app.push(snapshot(3, vec![with_in("a", 0)]));
-        app.push(snapshot(3, vec![with_in("a", 1_000)]));
-        assert_eq!(rate_in(&app, "a"), None);
-        app.push(snapshot(2, vec![with_in("a", 2_000)]));
-        assert_eq!(rate_in(&app, "a"), None);
-    }
-
-    #[test]
-    fn rates_are_the_mean_over_the_last_three_seconds() {
-        let mut app = App::new();
-        let mut total = 0;
-        app.push(snapshot(0, vec![with_in("a", 0)]));
-        for (t, step) in [
-            (1, 1_000_000),
-            (2, 3_000_000),
-            (3, 2_000_000),
-            (4, 6_000_000),
-        ] {
-            total += step;
-            app.push(snapshot(t, vec![with_in("a", total)]));
-        }
-        // Seconds 2..4 moved 3 + 2 + 6 MB; the first second has left the window.
-        let rate = rate_in(&app, "a").expect("rate");
-        assert!((rate - 11_000_000.0 / 3.0).abs() < 1e-6, "{rate}");
-    }
-
-    #[test]
-    fn a_long_gap_still_gives_the_last_interval() {
-        let mut app = App::new();
-        app.push(snapshot(0, vec![with_in("a", 0)]));
-        app.push(snapshot(10, vec![with_in("a", 10_000)]));
-        assert_eq!(rate_in(&app, "a"), Some(1_000.0));
-    }
-
-    #[test]
-    fn history_holds_throughput_per_sample_and_is_bounded() {
-        let mut app = App::new();
-        for t in 0..200u64 {
+        for t in 0..400u64 {
             let p = PipeSample {
-                bytes_in: 100 * t,
-                bytes_out: 50 * t,
+                rate_in: Some(100.0),
+                rate_out: Some(50.0),
                 ..pipe("a")
             };
-            app.push(snapshot(t, vec![p]));
+            app.push(snapshot(t, vec![p, pipe("b")]));
         }
         let history = app.pipe("a").expect("pipe").history();
         assert_eq!(history.len(), HISTORY_LEN);
-        assert!(history.iter().all(|&v| v == 150));
+        assert!(history
+            .iter()
+            .all(|p| p.rate_in == Some(100.0) && p.rate_out == Some(50.0)));
+        // The server's history sums the pipes.
+        assert_eq!(app.history().len(), HISTORY_LEN);
+        assert_eq!(app.history().back().and_then(|p| p.rate_in), Some(100.0));
+        assert_eq!(
+            app.history().back().map(|p| p.at),
+            Some(Duration::from_secs(399))
+        );
     }
 
     #[test]
@@ -737,9 +915,9 @@ mod tests {
         app.push(snapshot(0, vec![pipe("a"), pipe("b")]));
         app.push(snapshot(1, vec![pipe("b")]));
         assert_eq!(names(&app), ["b"]);
-        // Coming back, it starts over: no rate from the old counters.
+        // Coming back, it starts over: no history from before.
         app.push(snapshot(2, vec![with_in("a", 9_000), pipe("b")]));
-        assert_eq!(rate_in(&app, "a"), None);
+        assert_eq!(app.pipe("a").expect("pipe").history().len(), 1);
     }
 
     #[test]
@@ -755,19 +933,80 @@ mod tests {
         );
     }
 
+    fn waiting_for(secs: u64, takers: u32) -> PipeSample {
+        PipeSample {
+            payloads_waiting: 1,
+            payloads_stored: 1,
+            bytes_stored: 10,
+            oldest_waiting: Some(Duration::from_secs(secs)),
+            takers,
+            ..pipe("a")
+        }
+    }
+
     #[test]
-    fn stalled_needs_waiting_data_no_takers_and_no_shrinking() {
-        assert!(is_stalled(1, 0, &[10, 20]));
-        assert!(is_stalled(1, 0, &[10, 10, 10]), "flat counts as stalled");
-        assert!(!is_stalled(1, 0, &[20, 10]), "shrinking: someone is taking");
-        assert!(!is_stalled(0, 0, &[10, 20]), "nothing waits");
-        assert!(!is_stalled(1, 1, &[10, 20]), "a taker is there");
-        assert!(!is_stalled(1, 0, &[10]), "one sample cannot tell");
-        assert!(!is_stalled(1, 0, &[]));
-        assert!(
-            is_stalled(1, 0, &[20, 5, 20]),
-            "judged on the ends of the window"
+    fn data_waiting_for_a_taker_is_normal_until_the_threshold() {
+        let zero = Duration::ZERO;
+        assert_eq!(is_stalled(&waiting_for(0, 0), zero), None, "just sent");
+        assert_eq!(is_stalled(&waiting_for(29, 0), zero), None);
+        assert_eq!(is_stalled(&waiting_for(30, 0), zero), Some(Stall::NoTaker));
+        assert_eq!(
+            is_stalled(&waiting_for(7200, 1), zero),
+            None,
+            "a taker is there"
         );
+        assert_eq!(
+            is_stalled(&pipe("a"), STALL_AFTER * 10),
+            None,
+            "nothing waits"
+        );
+    }
+
+    #[test]
+    fn a_taker_that_writes_nothing_while_data_waits_is_stalled() {
+        let stuck = waiting_for(0, 1);
+        assert_eq!(is_stalled(&stuck, Duration::from_secs(29)), None);
+        assert_eq!(
+            is_stalled(&stuck, STALL_AFTER),
+            Some(Stall::TakerNotWriting)
+        );
+        let empty = PipeSample {
+            bytes_stored: 0,
+            ..stuck
+        };
+        assert_eq!(
+            is_stalled(&empty, STALL_AFTER),
+            None,
+            "a taker waiting on a slow sender holds nothing"
+        );
+    }
+
+    #[test]
+    fn the_app_times_a_taker_that_writes_nothing() {
+        let mut app = App::new();
+        let stuck = |t: u64, out: u64| {
+            snapshot(
+                t,
+                vec![PipeSample {
+                    bytes_out: out,
+                    ..waiting_for(0, 1)
+                }],
+            )
+        };
+        app.push(stuck(0, 100));
+        app.push(stuck(10, 200));
+        app.push(stuck(39, 200));
+        assert!(
+            !app.pipe("a").expect("pipe").stalled(),
+            "29 s without a byte"
+        );
+        app.push(stuck(40, 200));
+        assert_eq!(
+            app.pipe("a").and_then(Pipe::stall),
+            Some(Stall::TakerNotWriting)
+        );
+        app.push(stuck(41, 300));
+        assert!(!app.pipe("a").expect("pipe").stalled(), "it wrote again");
     }
 
     #[test]
@@ -778,17 +1017,153 @@ mod tests {
     }
 
     #[test]
-    fn a_pipe_seen_once_is_not_stalled_yet() {
-        let mut app = App::new();
-        let stuck = PipeSample {
-            payloads_waiting: 1,
-            bytes_stored: 10,
+    fn a_lost_connection_makes_the_data_stale_at_once() {
+        let mut app = fixtures::ten_pipes();
+        assert!(!app.stale());
+        assert_eq!(app.data_age(), Some(Duration::ZERO));
+        app.update(Update::Connection {
+            at: Duration::from_millis(12_250),
+            state: ConnState::Reconnecting,
+        });
+        assert!(app.stale(), "reconnecting: stale however young");
+        assert_eq!(app.conn_state(), Some(ConnState::Reconnecting));
+        assert_eq!(app.data_age(), Some(Duration::from_millis(250)));
+        // Back, and a fresh sample: live again.
+        app.update(Update::Connection {
+            at: Duration::from_millis(12_500),
+            state: ConnState::Connected,
+        });
+        app.push(snapshot(13, vec![pipe("a")]));
+        assert!(!app.stale());
+    }
+
+    #[test]
+    fn old_data_is_stale_even_when_connected() {
+        let mut app = fixtures::ten_pipes();
+        app.update(Update::Connection {
+            at: Duration::from_millis(14_000),
+            state: ConnState::Connected,
+        });
+        assert!(!app.stale(), "2 s old");
+        app.update(Update::Connection {
+            at: Duration::from_millis(14_750),
+            state: ConnState::Connected,
+        });
+        assert!(app.stale(), "2.75 s old");
+    }
+
+    #[test]
+    fn idle_pipes_hide_until_a_shows_them() {
+        let mut app = fixtures::many_pipes();
+        assert_eq!(app.rows().len(), 41);
+        assert_eq!(app.idle_hidden(), 3);
+        press(&mut app, KeyCode::Char('a'));
+        assert_eq!(app.rows().len(), 44);
+        assert_eq!(app.idle_hidden(), 0);
+        press(&mut app, KeyCode::Char('a'));
+        assert_eq!(app.rows().len(), 41);
+        // Quiet for an hour but holding a payload: not idle.
+        let holding = PipeSample {
+            idle_for: Some(IDLE_AFTER * 2),
+            payloads_stored: 1,
             ..pipe("a")
         };
-        app.push(snapshot(0, vec![stuck.clone()]));
-        assert!(!app.pipe("a").expect("pipe").stalled());
-        app.push(snapshot(1, vec![stuck]));
-        assert!(app.pipe("a").expect("pipe").stalled());
+        assert!(!is_idle(&holding));
+        let quiet = PipeSample {
+            payloads_stored: 0,
+            ..holding
+        };
+        assert!(is_idle(&quiet));
+        assert!(!is_idle(&PipeSample {
+            idle_for: None,
+            ..quiet
+        }));
+    }
+
+    fn sized(mut app: App, width: u16, height: u16) -> App {
+        app.set_area(Rect::new(0, 0, width, height));
+        app
+    }
+
+    #[test]
+    fn scrolling_follows_the_selection_by_as_little_as_needed() {
+        // 80x24: 12 rows of the table show below the chart.
+        let mut app = sized(fixtures::many_pipes(), 80, 24);
+        let visible = usize::from(crate::ui::table_rows_area(&app, app.area).height);
+        assert_eq!(visible, 12);
+        assert_eq!(app.offset(), 0);
+        for _ in 0..12 {
+            press(&mut app, KeyCode::Char('j'));
+        }
+        assert_eq!(app.offset(), 1, "one down past the bottom scrolls one");
+        press(&mut app, KeyCode::Char('k'));
+        assert_eq!(
+            app.offset(),
+            1,
+            "going back up within the screen does not scroll"
+        );
+        press(&mut app, KeyCode::PageDown);
+        assert_eq!(app.selected_row, 11 + 11);
+        assert_eq!(app.offset(), 22 + 1 - visible);
+        press(&mut app, KeyCode::Char('G'));
+        assert_eq!(app.selected_row, 40);
+        assert_eq!(app.offset(), 41 - visible);
+        press(&mut app, KeyCode::PageUp);
+        assert_eq!(app.selected_row, 29);
+        assert_eq!(app.offset(), 29);
+        press(&mut app, KeyCode::Char('g'));
+        assert_eq!((app.selected_row, app.offset()), (0, 0));
+        // Without the chart, the table gets its rows.
+        press(&mut app, KeyCode::Char('c'));
+        assert!(!app.chart_shown());
+        assert_eq!(crate::ui::table_rows_area(&app, app.area).height, 19);
+    }
+
+    fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) {
+        app.on_mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        });
+    }
+
+    #[test]
+    fn the_wheel_scrolls_and_a_click_selects() {
+        let mut app = sized(fixtures::many_pipes(), 80, 24);
+        let rows = crate::ui::table_rows_area(&app, app.area);
+        mouse(&mut app, MouseEventKind::ScrollDown, 10, 5);
+        assert_eq!(app.selected_row, 3);
+        mouse(&mut app, MouseEventKind::ScrollUp, 10, 5);
+        mouse(&mut app, MouseEventKind::ScrollUp, 10, 5);
+        assert_eq!(app.selected_row, 0);
+        let order = names(&app);
+        mouse(
+            &mut app,
+            MouseEventKind::Down(MouseButton::Left),
+            10,
+            rows.y + 4,
+        );
+        assert_eq!(selected(&app), Some(order[4].clone()));
+        // The header row, the chart and the footer select nothing.
+        mouse(
+            &mut app,
+            MouseEventKind::Down(MouseButton::Left),
+            10,
+            rows.y - 1,
+        );
+        mouse(&mut app, MouseEventKind::Down(MouseButton::Left), 10, 3);
+        mouse(&mut app, MouseEventKind::Down(MouseButton::Left), 10, 23);
+        assert_eq!(selected(&app), Some(order[4].clone()));
+        // Scrolled, a click picks the row under it.
+        press(&mut app, KeyCode::Char('G'));
+        mouse(
+            &mut app,
+            MouseEventKind::Down(MouseButton::Left),
+            10,
+            rows.y,
+        );
+        assert_eq!(selected(&app), Some(order[41 - 12].clone()));
     }
 
     #[test]
@@ -955,7 +1330,8 @@ mod tests {
         assert!(!app.paused());
         assert_eq!(app.held(), 0);
         assert_eq!(names(&app), ["a", "b"]);
-        assert_eq!(rate_in(&app, "a"), Some(7_000.0 / 3.0));
+        assert_eq!(app.pipe("a").expect("pipe").sample.bytes_in, 7_000);
+        assert_eq!(app.history().len(), 4, "no sample lost");
     }
 
     #[test]

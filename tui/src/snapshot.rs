@@ -1,10 +1,10 @@
 //! What the collector measures, once a second: the server and every pipe at one moment.
 //!
 //! These types are the whole contract between the dashboard and the code that talks to NATS.
-//! Counters are cumulative, so the dashboard can derive rates from any two samples and a lost
-//! sample costs nothing but resolution.
+//! Rates come measured: the collector sees every chunk and every announcement with its time,
+//! which is finer than the one-second samples. Counters are cumulative, for totals.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,28 @@ pub struct Snapshot {
     /// counter deltas divided by the difference of two `at`s, so this must be the time of
     /// the measurement, not the time of sending.
     pub at: Duration,
+    /// The same moment on the wall clock, for people and scripts.
+    pub wall: SystemTime,
     /// The server the collector is connected to.
     pub server: ServerStatus,
     /// Every pipe that exists on the server, in any order.
     pub pipes: Vec<PipeSample>,
+}
+
+/// What the collector sends down the channel: samples, and between them the state of the
+/// connection, several times a second, so a lost server shows at once even while a sample
+/// waits on it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Update {
+    /// A full sample.
+    Sample(Snapshot),
+    /// The connection's state at `at` (same clock as [`Snapshot::at`]).
+    Connection {
+        /// When it was looked at.
+        at: Duration,
+        /// What it was.
+        state: ConnState,
+    },
 }
 
 /// The state of the connection and of the server's JetStream storage.
@@ -60,6 +78,14 @@ pub struct PipeSample {
     pub bytes_in: u64,
     /// Bytes taken out of the pipe by receivers since the monitor started (cumulative).
     pub bytes_out: u64,
+    /// Bytes per second into the pipe over the last few seconds; `None` while not known yet
+    /// (the monitor has not watched long enough).
+    pub rate_in: Option<f64>,
+    /// Bytes per second written by the pipe's takers over the last few seconds; `None` while
+    /// not known yet (a taker was heard from only once).
+    pub rate_out: Option<f64>,
+    /// Payloads the server holds for the pipe: waiting ones and those being taken.
+    pub payloads_stored: u64,
     /// Payloads in the pipe that no receiver has taken yet.
     pub payloads_waiting: u64,
     /// Bytes the pipe holds on the server right now.
@@ -72,6 +98,9 @@ pub struct PipeSample {
     pub takers: u32,
     /// Listeners (`skypipe listen`) watching the pipe.
     pub listeners: u32,
+    /// Time since anything was last seen happening on the pipe (a chunk, a delivery, an
+    /// announcement); `None` when nothing tells.
+    pub idle_for: Option<Duration>,
     /// Payloads in flight or waiting, oldest first, for the detail view. May be left empty
     /// when the collector does not look that deep.
     pub payloads: Vec<PayloadSample>,
@@ -86,6 +115,8 @@ pub struct PayloadSample {
     pub bytes: u64,
     /// Time since the payload's first byte reached the server.
     pub age: Duration,
+    /// The process sending it (its presence instance), while one announces it.
+    pub sender: Option<String>,
     /// What is happening to it.
     pub state: PayloadState,
 }

@@ -105,6 +105,9 @@ pub fn text_table(app: &App) -> String {
 /// Everything the dashboard knows, as data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// When the last sample was taken, as an RFC 3339 UTC time (`2026-12-01T23:07:39.123Z`);
+    /// `None` before the first sample.
+    pub time: Option<String>,
     /// When the last sample was taken, in seconds since the monitor started; `None` before
     /// the first sample.
     pub at_secs: Option<f64>,
@@ -136,10 +139,9 @@ pub struct ServerReport {
 pub struct PipeReport {
     /// The pipe's name.
     pub name: String,
-    /// Bytes per second into the pipe, averaged over the last few seconds; `None` until two
-    /// samples were seen.
+    /// Bytes per second into the pipe over the last few seconds; `None` while not known.
     pub in_per_sec: Option<f64>,
-    /// Bytes per second taken out, like `in_per_sec`.
+    /// Bytes per second its takers wrote over the last few seconds; `None` while not known.
     pub out_per_sec: Option<f64>,
     /// Bytes into the pipe since the monitor started.
     pub bytes_in: u64,
@@ -147,6 +149,8 @@ pub struct PipeReport {
     pub bytes_out: u64,
     /// Payloads not taken yet.
     pub payloads_waiting: u64,
+    /// Payloads the server holds for the pipe (waiting and being taken).
+    pub payloads_stored: u64,
     /// Bytes the pipe holds on the server.
     pub bytes_stored: u64,
     /// Age of the oldest waiting payload in seconds; `None` when nothing waits.
@@ -157,8 +161,15 @@ pub struct PipeReport {
     pub takers: u32,
     /// Listeners watching the pipe.
     pub listeners: u32,
-    /// Payloads wait, nobody takes them, and the stored bytes are not shrinking.
+    /// Something is wrong: see `stalled_reason`.
     pub stalled: bool,
+    /// `no_taker` (a payload waited 30 s or more and nobody takes it) or `taker_not_writing`
+    /// (a taker wrote nothing for 30 s while the pipe holds data); `None` when not stalled.
+    pub stalled_reason: Option<String>,
+    /// Seconds since anything was seen happening on the pipe; `None` when nothing tells.
+    pub idle_secs: Option<f64>,
+    /// Nothing stored, nobody on it, and nothing seen for an hour.
+    pub idle: bool,
 }
 
 /// The dashboard as a [`Report`].
@@ -183,16 +194,23 @@ pub fn report(app: &App) -> Report {
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 payloads_waiting: s.payloads_waiting,
+                payloads_stored: s.payloads_stored,
                 bytes_stored: s.bytes_stored,
                 oldest_waiting_secs: s.oldest_waiting.map(|d| d.as_secs_f64()),
                 senders: s.senders,
                 takers: s.takers,
                 listeners: s.listeners,
                 stalled: p.stalled(),
+                stalled_reason: p.stall().map(|s| s.name().to_string()),
+                idle_secs: s.idle_for.map(|d| d.as_secs_f64()),
+                idle: p.idle(),
             }
         })
         .collect();
     Report {
+        time: app
+            .wall()
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
         at_secs: app.at().map(|d| d.as_secs_f64()),
         server,
         pipes,
@@ -258,15 +276,22 @@ mod tests {
         let json = json_report(&crate::App::new());
         assert_eq!(
             json,
-            serde_json::json!({ "at_secs": null, "server": null, "pipes": [] })
+            serde_json::json!({ "time": null, "at_secs": null, "server": null, "pipes": [] })
         );
     }
 
     #[test]
     fn json_rates_are_null_until_known() {
         let mut app = crate::App::new();
-        app.push(snapshot(0, vec![pipe("a")]));
+        let unknown = crate::PipeSample {
+            rate_in: None,
+            rate_out: None,
+            ..pipe("a")
+        };
+        app.push(snapshot(0, vec![unknown]));
         let json = json_report(&app);
+        assert_eq!(json["time"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(json["at_secs"], 0.0);
         assert_eq!(json["pipes"][0]["in_per_sec"], serde_json::Value::Null);
         assert_eq!(
             json["pipes"][0]["oldest_waiting_secs"],

@@ -1,45 +1,115 @@
 //! Drawing the dashboard: `impl Widget for &App`. Everything here reads the state and
 //! writes cells; nothing changes the state, so any screen can be drawn into a test buffer.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Block, Cell, Clear, Paragraph, RenderDirection, Row, Sparkline, StatefulWidget, Table,
+    Axis, Block, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, StatefulWidget, Table,
     TableState, Widget,
 };
 
-use crate::app::{App, Pipe, Total, View};
-use crate::snapshot::{ConnState, PayloadState, ServerStatus};
+use crate::app::{scroll, App, Pipe, Point, Total, View, HISTORY_LEN};
+use crate::snapshot::{ConnState, PayloadState};
 use crate::units::{Age, Bytes, Rtt};
 
 const SPARK_BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 const STALLED_STYLE: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 const HEADER_STYLE: Style = Style::new().add_modifier(Modifier::BOLD.union(Modifier::UNDERLINED));
 const KEY_STYLE: Style = Style::new().add_modifier(Modifier::REVERSED);
+const STALE_STYLE: Style = Style::new().add_modifier(Modifier::DIM);
+const IN_COLOR: Color = Color::Cyan;
+const OUT_COLOR: Color = Color::Magenta;
+/// The server chart comes when the body has this many rows.
+const CHART_FROM: u16 = 16;
 /// The name cell starts with the selection and stall markers.
 const MARKS: u16 = 2;
 /// Column gaps in the pipe table.
 const GAP: u16 = 1;
 
+/// Where the parts of the screen go.
+struct Screen {
+    header: Rect,
+    chart: Rect,
+    table: Rect,
+    footer: Rect,
+}
+
+fn screen(app: &App, area: Rect) -> Screen {
+    // The two header lines share with the body on a very short terminal: the body
+    // (the point of the screen) gets what is left, down to nothing.
+    let header_height = if area.height >= 8 { 2 } else { 1 };
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(header_height),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    // The chart is a luxury: a short screen keeps the table.
+    let chart_height = if app.chart_shown() && body.height >= CHART_FROM {
+        (body.height / 3).clamp(6, 12)
+    } else {
+        0
+    };
+    let [chart, table] =
+        Layout::vertical([Constraint::Length(chart_height), Constraint::Fill(1)]).areas(body);
+    Screen {
+        header,
+        chart,
+        table,
+        footer,
+    }
+}
+
+/// Where the pipe table's rows go on a screen of `area` (between its header and total
+/// rows), whether or not there are rows to fill it.
+pub(crate) fn table_rows_area(app: &App, area: Rect) -> Rect {
+    let table = screen(app, area).table;
+    Rect {
+        y: table.y.saturating_add(1),
+        height: table.height.saturating_sub(2),
+        ..table
+    }
+}
+
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        // The two header lines share with the body on a very short terminal: the body
-        // (the point of the screen) gets what is left, down to nothing.
-        let header_height = if area.height >= 8 { 2 } else { 1 };
-        let [header, body, footer] = Layout::vertical([
-            Constraint::Length(header_height),
-            Constraint::Fill(1),
-            Constraint::Length(1),
-        ])
-        .areas(area);
+        let Screen {
+            header,
+            chart,
+            table,
+            footer,
+        } = screen(self, area);
         render_header(self, header, buf);
         match self.view() {
-            View::Table => render_table(self, body, buf),
-            View::Detail(name) => render_detail(self, name, body, buf),
+            View::Table => {
+                if chart.height > 0 {
+                    render_server_chart(self, chart, buf);
+                }
+                render_table(self, table, buf);
+            }
+            View::Detail(name) => {
+                let body = Rect {
+                    height: chart.height + table.height,
+                    ..chart
+                };
+                render_detail(self, name, body, buf);
+            }
         }
-        render_footer(self, footer, buf);
+        let marker = match self.view() {
+            View::Table if !self.editing_filter() => position(self, area),
+            _ => None,
+        };
+        let reserve = marker.as_ref().map_or(0, |m| m.chars().count() + 1);
+        render_footer(self, footer, reserve, buf);
+        if let Some(text) = marker {
+            right_aligned(Line::from(text).reversed(), footer, buf);
+        }
         if self.help_shown() {
             render_help(area, buf);
         }
@@ -52,23 +122,32 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
         " skypipe monitor ",
         Style::new().bold().reversed(),
     )];
-    if let Some(server) = app.server() {
-        line.extend(server_spans(server));
-    }
+    line.extend(server_spans(app));
     Line::from(line).render(first, buf);
     if let Some(server) = app.server() {
         let mut storage = format!(" JetStream {} used", Bytes::size(server.storage_used));
         match server.storage_available {
-            Some(free) => storage.push_str(&format!(", {} available", Bytes::size(free))),
+            Some(free) => storage.push_str(&format!(", {} free", Bytes::size(free))),
             None => storage.push_str(", no limit"),
         }
         let shown = app.rows().len();
-        let pipes = match (shown, app.pipe_count()) {
-            (shown, all) if shown < all => format!("{shown} of {all} pipes shown"),
+        let mut pipes = match (shown, app.pipe_count()) {
+            (shown, all) if shown < all => format!("{shown} of {all} pipes"),
             (_, 1) => "1 pipe".to_string(),
             (_, all) => format!("{all} pipes"),
         };
-        Line::from(format!("{storage}  ·  {pipes}")).render(second, buf);
+        match app.idle_hidden() {
+            0 => {}
+            n => pipes.push_str(&format!(" ({n} idle hidden, a shows)")),
+        }
+        let style = if app.stale() {
+            STALE_STYLE
+        } else {
+            Style::new()
+        };
+        Line::from(format!("{storage}  ·  {pipes}"))
+            .style(style)
+            .render(second, buf);
     }
     // Drawn last and right-aligned so a narrow screen cuts the server line, never this.
     let mut notes = Vec::new();
@@ -86,38 +165,57 @@ fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
         notes.push(Span::styled(paused, Style::new().bold().reversed()));
     }
     if !notes.is_empty() {
-        let line = Line::from(notes);
-        let width = u16::try_from(line.width())
-            .unwrap_or(u16::MAX)
-            .min(first.width);
-        let right = Rect {
-            x: first.right() - width,
-            width,
-            ..first
-        };
-        Clear.render(right, buf);
-        line.render(right, buf);
+        right_aligned(Line::from(notes), first, buf);
     }
 }
 
-/// The connection first: it is what changes, and a narrow screen cuts the end.
-fn server_spans(server: &ServerStatus) -> Vec<Span<'static>> {
-    let state = match server.state {
-        ConnState::Connected => Span::styled("connected", Style::new().green()),
-        ConnState::Reconnecting => Span::styled("reconnecting…", Style::new().yellow().bold()),
-        ConnState::Disconnected => Span::styled("disconnected", Style::new().red().bold()),
+/// Draws `line` at the right end of `area`, over what was there.
+fn right_aligned(line: Line, area: Rect, buf: &mut Buffer) {
+    let width = u16::try_from(line.width())
+        .unwrap_or(u16::MAX)
+        .min(area.width);
+    let right = Rect {
+        x: area.right() - width,
+        width,
+        ..area
+    };
+    Clear.render(right, buf);
+    line.render(right, buf);
+}
+
+/// The connection first, and how old the data is: they are what changes, and a narrow
+/// screen cuts the end. A round trip is only shown while it is current.
+fn server_spans(app: &App) -> Vec<Span<'static>> {
+    let mut spans = vec![Span::raw("  ")];
+    spans.push(match app.conn_state() {
+        Some(ConnState::Connected) => Span::styled("connected", Style::new().green()),
+        Some(ConnState::Reconnecting) => {
+            Span::styled("reconnecting…", Style::new().yellow().bold())
+        }
+        Some(ConnState::Disconnected) => Span::styled("disconnected", Style::new().red().bold()),
+        None => Span::raw("connecting…"),
+    });
+    if let Some(age) = app.data_age() {
+        let text = format!("  data {} old", Age(age));
+        spans.push(if app.stale() {
+            Span::styled(text, Style::new().yellow().bold())
+        } else {
+            Span::raw(text)
+        });
+    }
+    let Some(server) = app.server() else {
+        return spans;
     };
     let rtt = match server.rtt {
-        Some(rtt) => format!("rtt {}", Rtt(rtt)),
-        None => "rtt -".to_string(),
+        Some(rtt) if !app.stale() => format!("rtt {}", Rtt(rtt)),
+        _ => "rtt -".to_string(),
     };
-    vec![
-        Span::raw("  "),
-        state,
+    spans.extend([
         Span::raw(format!("  {rtt}  ")),
         Span::raw(server.url.clone()).bold(),
         Span::raw(format!("  server {}", server.version)),
-    ]
+    ]);
+    spans
 }
 
 /// A column of the pipe table.
@@ -273,6 +371,8 @@ fn render_table(app: &App, area: Rect, buf: &mut Buffer) {
             "  waiting for the first sample…".to_string()
         } else if app.pipe_count() == 0 {
             "  no pipes yet: try `echo hello | skypipe hello`".to_string()
+        } else if app.filter().is_empty() {
+            "  every pipe is idle: a shows them".to_string()
         } else {
             format!("  no pipe name contains \"{}\"", app.filter())
         };
@@ -293,13 +393,32 @@ fn render_table(app: &App, area: Rect, buf: &mut Buffer) {
         .saturating_add(2)
         .min(area.height);
     let area = Rect { height, ..area };
-    let table = Table::new(body, widths)
+    let visible = usize::from(area.height.saturating_sub(2));
+    let offset = scroll(app.offset(), selected, rows.len(), visible);
+    let mut table = Table::new(body, widths)
         .header(header)
         .footer(total)
         .column_spacing(GAP)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(selected);
+    if app.stale() {
+        table = table.style(STALE_STYLE);
+    }
+    let mut state = TableState::default()
+        .with_offset(offset)
+        .with_selected(selected);
     StatefulWidget::render(table, area, buf, &mut state);
+}
+
+/// Which rows show: "19-22 of 40".
+fn position(app: &App, area: Rect) -> Option<String> {
+    let rows = app.rows();
+    if rows.is_empty() {
+        return None;
+    }
+    let visible = usize::from(table_rows_area(app, area).height);
+    let offset = scroll(app.offset(), app.selected_index(&rows), rows.len(), visible);
+    let last = (offset + visible).min(rows.len());
+    Some(format!(" {}-{last} of {} ", offset + 1, rows.len()))
 }
 
 fn aligned(col: Col, text: String) -> Cell<'static> {
@@ -330,7 +449,12 @@ fn pipe_row(app: &App, pipe: &Pipe, columns: &[(Col, u16)], selected: bool) -> R
             Col::Senders => s.senders.to_string(),
             Col::Takers => s.takers.to_string(),
             Col::Listeners => s.listeners.to_string(),
-            Col::Trend => spark(pipe.history().iter().copied(), usize::from(width)),
+            Col::Trend => spark(
+                pipe.history()
+                    .iter()
+                    .map(|p| (p.rate_in.unwrap_or(0.0) + p.rate_out.unwrap_or(0.0)) as u64),
+                usize::from(width),
+            ),
         };
         aligned(col, text)
     });
@@ -411,25 +535,30 @@ fn render_detail(app: &App, name: &str, area: Rect, buf: &mut Buffer) {
     };
     let s = &pipe.sample;
     let mut title = vec![Span::raw(format!(" pipe {}", s.name)).bold()];
-    if pipe.stalled() {
+    if let Some(stall) = pipe.stall() {
         title.push(Span::styled(
-            "  ! stalled: payloads wait, nobody takes them, and they are not shrinking",
+            format!("  ! stalled: {}", stall.reason()),
             STALLED_STYLE,
         ));
     }
+    let since = app
+        .at()
+        .map_or_else(|| "-".to_string(), |at| Age(at).to_string());
     let info = vec![
         Line::from(title),
         Line::from(format!(
-            " in {} ({} total)   out {} ({} total)",
+            " in {}   out {}   since the monitor started ({since} ago): in {}, out {}",
             rate(pipe.rate_in()),
-            Bytes::size(s.bytes_in),
             rate(pipe.rate_out()),
+            Bytes::size(s.bytes_in),
             Bytes::size(s.bytes_out),
         )),
         Line::from(format!(
-            " waiting {}   stored {}   oldest {}",
-            s.payloads_waiting,
+            " on the server: {} in {} payload{} ({} waiting, oldest {})",
             Bytes::size(s.bytes_stored),
+            s.payloads_stored,
+            if s.payloads_stored == 1 { "" } else { "s" },
+            s.payloads_waiting,
             oldest(s.oldest_waiting),
         )),
         Line::from(format!(
@@ -437,45 +566,164 @@ fn render_detail(app: &App, name: &str, area: Rect, buf: &mut Buffer) {
             s.senders, s.takers, s.listeners
         )),
     ];
-    // The graph is a luxury: it goes first when the screen is short.
-    let graph_height = if area.height >= 14 { 4 } else { 0 };
+    let info_height = 5;
+    let rest = area.height.saturating_sub(info_height);
+    // The payloads get the rows they need, up to half of what is left; the graphs the rest,
+    // when there is room for them at all.
+    let wanted = u16::try_from(s.payloads.len().max(1) + 1).unwrap_or(u16::MAX);
+    let graphs_fit = rest >= 12;
+    let payload_height = if graphs_fit {
+        wanted.clamp(2, rest / 2)
+    } else {
+        rest
+    };
     let [info_area, graph_area, payload_area] = Layout::vertical([
-        Constraint::Length(5),
-        Constraint::Length(graph_height),
-        Constraint::Fill(1),
+        Constraint::Length(info_height),
+        Constraint::Length(rest - payload_height),
+        Constraint::Length(payload_height),
     ])
     .areas(area);
-    Paragraph::new(info).render(info_area, buf);
-    if graph_height > 0 {
-        render_graph(pipe, graph_area, buf);
+    let mut style = Style::new();
+    if app.stale() {
+        style = STALE_STYLE;
+    }
+    Paragraph::new(info).style(style).render(info_area, buf);
+    if graphs_fit {
+        let [in_area, out_area] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(graph_area);
+        let now = app.at().unwrap_or_default();
+        let series = |f: fn(&Point) -> Option<f64>| points(pipe.history(), now, f);
+        let span = chart_span(pipe.history());
+        rate_chart(
+            vec![("in", IN_COLOR, series(|p| p.rate_in))],
+            " ",
+            span,
+            app.stale(),
+        )
+        .render(in_area, buf);
+        rate_chart(
+            vec![("out", OUT_COLOR, series(|p| p.rate_out))],
+            " ",
+            span,
+            app.stale(),
+        )
+        .render(out_area, buf);
     }
     render_payloads(pipe, payload_area, buf);
 }
 
-fn render_graph(pipe: &Pipe, area: Rect, buf: &mut Buffer) {
-    let [label, graph, _gap] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    let peak = pipe.history().iter().copied().max().unwrap_or(0);
-    Line::from(format!(
-        " throughput, one bar a sample, newest on the right (peak {})",
-        Bytes::rate(peak as f64)
-    ))
-    .render(label, buf);
-    let inner = Rect {
-        x: graph.x.saturating_add(1),
-        width: graph.width.saturating_sub(2),
-        ..graph
+/// The points of one series, `x` in seconds before `now` (negative); samples where the rate
+/// is not known are left out.
+fn points(
+    history: &VecDeque<Point>,
+    now: Duration,
+    rate: fn(&Point) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    history
+        .iter()
+        .filter_map(|p| Some((-(now.saturating_sub(p.at).as_secs_f64()), rate(p)?)))
+        .collect()
+}
+
+/// The longest a chart spans: as much as the history holds.
+const CHART_SECS: f64 = HISTORY_LEN as f64;
+
+/// The chart's span for `history`: whole minutes, enough for what it holds, at most
+/// [`CHART_SECS`], so a young monitor's chart is not squeezed into a corner.
+fn chart_span(history: &VecDeque<Point>) -> f64 {
+    let held = match (history.front(), history.back()) {
+        (Some(first), Some(last)) => last.at.saturating_sub(first.at).as_secs_f64(),
+        _ => 0.0,
     };
-    // Newest first, drawn from the right, so the graph scrolls left like a chart recorder.
-    Sparkline::default()
-        .data(pipe.history().iter().rev().copied())
-        .direction(RenderDirection::RightToLeft)
-        .style(Style::new().cyan())
-        .render(inner, buf);
+    ((held / 60.0).ceil().max(1.0) * 60.0).min(CHART_SECS)
+}
+
+/// A line chart of rates over the last [`CHART_SECS`], newest on the right, scaled to its
+/// peak; each series named with its latest value.
+fn rate_chart(series: Vec<Series>, title: &'static str, span: f64, stale: bool) -> ChartWidget {
+    ChartWidget {
+        series,
+        title,
+        span,
+        stale,
+    }
+}
+
+/// One line of a chart: its name, colour and points.
+type Series = (&'static str, Color, Vec<(f64, f64)>);
+
+struct ChartWidget {
+    series: Vec<Series>,
+    title: &'static str,
+    /// Seconds from the left edge to now.
+    span: f64,
+    stale: bool,
+}
+
+impl Widget for ChartWidget {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let peak = self
+            .series
+            .iter()
+            .flat_map(|(_, _, d)| d.iter().map(|&(_, y)| y))
+            .fold(0.0_f64, f64::max);
+        // Some headroom, and a scale even when nothing moves.
+        let top = if peak > 0.0 { peak * 1.1 } else { 1000.0 };
+        // The title is the legend: each series' name, in its colour, with its latest value.
+        let mut title = vec![Span::raw(self.title)];
+        for (name, color, data) in &self.series {
+            let latest = data.last().map(|&(_, y)| y);
+            title.push(Span::styled(
+                format!("{name} {}", rate(latest)),
+                Style::new().fg(*color).bold(),
+            ));
+            title.push(Span::raw(" "));
+        }
+        let datasets = self
+            .series
+            .iter()
+            .map(|(_, color, data)| {
+                Dataset::default()
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(Style::new().fg(*color))
+                    .data(data)
+            })
+            .collect();
+        let minutes = (self.span / 60.0).round();
+        let mut chart = Chart::new(datasets)
+            .block(Block::bordered().title(Line::from(title)))
+            .x_axis(
+                Axis::default()
+                    .bounds([-self.span, 0.0])
+                    .labels([format!("-{minutes}m"), "now".to_string()]),
+            )
+            .y_axis(
+                Axis::default()
+                    .bounds([0.0, top])
+                    .labels(["0".to_string(), Bytes::rate(top).to_string()]),
+            )
+            .legend_position(None);
+        if self.stale {
+            chart = chart.style(STALE_STYLE);
+        }
+        chart.render(area, buf);
+    }
+}
+
+fn render_server_chart(app: &App, area: Rect, buf: &mut Buffer) {
+    let now = app.at().unwrap_or_default();
+    let series = |f: fn(&Point) -> Option<f64>| points(app.history(), now, f);
+    rate_chart(
+        vec![
+            ("in", IN_COLOR, series(|p| p.rate_in)),
+            ("out", OUT_COLOR, series(|p| p.rate_out)),
+        ],
+        " whole server: ",
+        chart_span(app.history()),
+        app.stale(),
+    )
+    .render(area, buf);
 }
 
 fn render_payloads(pipe: &Pipe, area: Rect, buf: &mut Buffer) {
@@ -486,9 +734,9 @@ fn render_payloads(pipe: &Pipe, area: Rect, buf: &mut Buffer) {
             .render(area, buf);
         return;
     }
-    let titles = ["  PAYLOAD", "STATE", "BYTES", "RATE", "AGE"];
+    let titles = ["  PAYLOAD", "STATE", "SIZE", "RATE", "AGE", "SENDER"];
     let header = Row::new(titles.iter().enumerate().map(|(i, t)| {
-        let alignment = if i < 2 {
+        let alignment = if i < 2 || i == 5 {
             Alignment::Left
         } else {
             Alignment::Right
@@ -505,12 +753,18 @@ fn render_payloads(pipe: &Pipe, area: Rect, buf: &mut Buffer) {
         let rate = pipe
             .payload_rate(&p.id)
             .map_or_else(|| "-".to_string(), |r| Bytes::rate(r).to_string());
+        let sender = match &p.sender {
+            Some(instance) => instance.clone(),
+            None if p.state == PayloadState::Sending => "(not heard)".to_string(),
+            None => "done".to_string(),
+        };
         Row::new([
             Cell::from(format!("  {}", p.id)),
             Cell::from(state).style(style),
             Cell::from(Line::from(Bytes::size(p.bytes).to_string()).right_aligned()),
             Cell::from(Line::from(rate).right_aligned()),
             Cell::from(Line::from(Age(p.age).to_string()).right_aligned()),
+            Cell::from(sender),
         ])
     });
     let widths = [
@@ -519,44 +773,62 @@ fn render_payloads(pipe: &Pipe, area: Rect, buf: &mut Buffer) {
         Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(6),
+        Constraint::Length(16),
     ];
     let table = Table::new(rows, widths).header(header).column_spacing(GAP);
     Widget::render(table, area, buf);
 }
 
-fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
+/// The footer: what is on, then the keys, as many whole hints as fit in the width less
+/// `reserve`.
+fn render_footer(app: &App, area: Rect, reserve: usize, buf: &mut Buffer) {
     let mut spans = Vec::new();
-    if app.editing_filter() {
+    let hints: Vec<(&str, &str)> = if app.editing_filter() {
         spans.push(Span::raw(" filter: "));
         spans.push(Span::raw(format!("{}▏", app.filter())).bold());
-        spans.extend(keys(&[("enter", "keep"), ("esc", "clear")]));
-        Line::from(spans).render(area, buf);
-        return;
-    }
-    match app.view() {
-        View::Table => {
-            spans.push(Span::raw(format!(" sort: {}", app.sort().label())));
-            if !app.filter().is_empty() {
-                spans.push(Span::raw("  filter: "));
-                spans.push(Span::raw(app.filter().to_string()).bold());
+        vec![("enter", "keep"), ("esc", "clear")]
+    } else {
+        match app.view() {
+            View::Table => {
+                spans.push(Span::raw(format!(" sort: {}", app.sort().label())));
+                if !app.filter().is_empty() {
+                    spans.push(Span::raw("  filter: "));
+                    spans.push(Span::raw(app.filter().to_string()).bold());
+                }
+                if app.totals() {
+                    spans.push(Span::raw("  IN, OUT: bytes since the monitor started").bold());
+                }
+                vec![
+                    ("q", "quit"),
+                    ("?", "help"),
+                    ("enter", "open"),
+                    ("/", "filter"),
+                    ("s", "sort"),
+                    ("r", "rates/totals"),
+                    ("a", if app.shows_idle() { "hide idle" } else { "all" }),
+                    ("space", "pause"),
+                    ("c", "chart"),
+                ]
             }
-            spans.extend(keys(&[
+            View::Detail(_) => vec![
+                ("esc", "back"),
                 ("q", "quit"),
                 ("?", "help"),
-                ("enter", "open"),
-                ("/", "filter"),
-                ("s", "sort"),
-                ("r", "rates/totals"),
                 ("space", "pause"),
-            ]));
+            ],
         }
-        View::Detail(_) => spans.extend(keys(&[
-            ("esc", "back"),
-            ("q", "quit"),
-            ("?", "help"),
-            ("space", "pause"),
-        ])),
+    };
+    // Whole hints only: drop them from the end until the line fits.
+    let room = usize::from(area.width).saturating_sub(reserve);
+    let mut shown = hints.len();
+    let width = |spans: &[Span], n: usize| {
+        spans.iter().map(Span::width).sum::<usize>()
+            + keys(&hints[..n]).iter().map(Span::width).sum::<usize>()
+    };
+    while shown > 0 && width(&spans, shown) > room {
+        shown -= 1;
     }
+    spans.extend(keys(&hints[..shown]));
     Line::from(spans).render(area, buf);
 }
 
@@ -573,18 +845,24 @@ fn keys(hints: &[(&str, &str)]) -> Vec<Span<'static>> {
         .collect()
 }
 
-const HELP: [(&str, &str); 11] = [
-    ("↑ ↓  j k", "select a pipe"),
+const HELP: [(&str, &str); 17] = [
+    ("↑ ↓  j k", "select a pipe (or the mouse: wheel, click)"),
+    ("pgup pgdn", "a page up or down"),
+    ("g G", "first or last pipe"),
     ("enter", "open the selected pipe"),
     ("esc", "back; clear the filter"),
     ("/", "filter pipes by name"),
     ("s", "sort: throughput, name, waiting, stored, age"),
-    ("r", "rates or cumulative totals"),
+    ("r", "rates, or bytes since the monitor started"),
+    ("a", "all pipes, or hide idle ones (1h quiet, empty)"),
+    ("c", "hide or show the server's chart"),
     ("space", "pause; resume"),
     ("?", "this help"),
     ("q  ctrl-c", "quit"),
     ("", ""),
-    ("!", "stalled: payloads wait, nobody takes them"),
+    ("!", "stalled: a payload waits 30s with no taker,"),
+    ("", "or a taker wrote nothing for 30s"),
+    ("dim", "stale: the data is old or the server is lost"),
 ];
 
 fn render_help(area: Rect, buf: &mut Buffer) {
@@ -648,6 +926,80 @@ mod tests {
         let mut app = App::new();
         app.push(snapshot(0, vec![]));
         insta::assert_snapshot!(draw(&app, 80, 10));
+    }
+
+    /// The screen at the two sizes that matter: a roomy terminal and the classic one. The
+    /// app is told the size first, as the terminal loop does.
+    fn both_sizes(mut app: App) -> String {
+        let mut out = String::new();
+        for (width, height) in [(120, 35), (80, 24)] {
+            app.set_area(Rect::new(0, 0, width, height));
+            out.push_str(&format!(
+                "{width}x{height}\n{}\n",
+                draw(&app, width, height)
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn server_chart_above_the_table() {
+        insta::assert_snapshot!(both_sizes(fixtures::many_pipes()));
+    }
+
+    #[test]
+    fn scrolled_list_says_where_it_is() {
+        let mut app = fixtures::many_pipes();
+        app.set_area(Rect::new(0, 0, 80, 24));
+        for _ in 0..20 {
+            press(&mut app, KeyCode::Char('j'));
+        }
+        let text = both_sizes(app);
+        // 20 rows down: at 80x24 (12 rows) the screen scrolled to show the selection.
+        assert!(text.contains(" 10-21 of 41 "), "{text}");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn all_pipes_with_a() {
+        let mut app = fixtures::many_pipes();
+        press(&mut app, KeyCode::Char('a'));
+        press(&mut app, KeyCode::Char('G'));
+        insta::assert_snapshot!(both_sizes(app));
+    }
+
+    #[test]
+    fn detail_with_in_and_out_graphs() {
+        let mut app = fixtures::many_pipes();
+        app.set_filter("nightly");
+        press(&mut app, KeyCode::Enter);
+        insta::assert_snapshot!(both_sizes(app));
+    }
+
+    #[test]
+    fn detail_with_payloads() {
+        let mut app = fixtures::busy_pipe();
+        press(&mut app, KeyCode::Enter);
+        insta::assert_snapshot!(both_sizes(app));
+    }
+
+    #[test]
+    fn server_lost_dims_the_data_and_says_so() {
+        let app = fixtures::server_lost();
+        let text = both_sizes(app.clone());
+        assert!(text.contains("reconnecting…  data 6s old"), "{text}");
+        assert!(!text.contains("rtt 1.2ms"), "no current round trip: {text}");
+        let mut buf = Buffer::empty(Rect::new(0, 0, 120, 35));
+        (&app).render(buf.area, &mut buf);
+        let first_row = table_rows_area(&app, buf.area).y;
+        assert!(
+            buf[(4, first_row)].modifier.contains(Modifier::DIM),
+            "stale rows are dim"
+        );
+        let mut fresh = Buffer::empty(buf.area);
+        (&fixtures::ten_pipes()).render(fresh.area, &mut fresh);
+        assert!(!fresh[(4, first_row)].modifier.contains(Modifier::DIM));
+        insta::assert_snapshot!(text);
     }
 
     #[test]
