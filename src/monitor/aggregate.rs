@@ -7,7 +7,10 @@
 //!   watched (at most the window), once the backlog was read;
 //! - out: each taker's own byte counter, from its announcements: the bytes between its first
 //!   and last announcement in the window over the time between them. A taker heard once
-//!   has no rate yet, and neither has its pipe: unknown, not zero.
+//!   has no rate yet, and neither has its pipe: unknown, not zero;
+//! - in, for chunks sent on the live path (never stored, so no chunk headers to see): the
+//!   sender's own count of them (`live` in its announcements), the same way as out. A live
+//!   sender heard once makes its pipe's in rate unknown.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -94,18 +97,30 @@ struct PipeTrack {
 
 struct Heard {
     announce: Announce,
-    /// Announcements over the rate window and one before: `(at, bytes)`.
-    history: VecDeque<(Duration, u64)>,
+    /// Announcements over the rate window and one before: `(at, bytes, live bytes)`.
+    history: VecDeque<(Duration, u64, Option<u64>)>,
 }
 
 impl Heard {
     fn last_at(&self) -> Duration {
-        self.history.back().map_or(Duration::ZERO, |&(t, _)| t)
+        self.history.back().map_or(Duration::ZERO, |&(t, _, _)| t)
     }
 
     /// Bytes per second between its first and last announcement kept.
     fn rate(&self) -> Option<f64> {
-        let (&(t0, b0), &(t1, b1)) = (self.history.front()?, self.history.back()?);
+        let (&(t0, b0, _), &(t1, b1, _)) = (self.history.front()?, self.history.back()?);
+        let span = t1.checked_sub(t0)?;
+        (span >= MIN_SPAN).then(|| b1.saturating_sub(b0) as f64 / span.as_secs_f64())
+    }
+
+    /// The same for a live sender's live bytes, from its first announcement that has them.
+    fn live_rate(&self) -> Option<f64> {
+        let mut live = self
+            .history
+            .iter()
+            .filter_map(|&(t, _, l)| l.map(|l| (t, l)));
+        let (t0, b0) = live.next()?;
+        let (t1, b1) = live.last()?;
         let span = t1.checked_sub(t0)?;
         (span >= MIN_SPAN).then(|| b1.saturating_sub(b0) as f64 / span.as_secs_f64())
     }
@@ -169,14 +184,20 @@ impl Aggregator {
             history: VecDeque::new(),
         });
         // Its bytes before the first announcement moved before the monitor looked.
-        if takes {
-            if let Some(&(_, before)) = heard.history.back() {
+        if let Some(&(_, before, live_before)) = heard.history.back() {
+            if takes {
                 track.bytes_out = track
                     .bytes_out
                     .saturating_add(announce.bytes.saturating_sub(before));
             }
+            if let (Role::Send, Some(live)) = (announce.role, announce.live) {
+                track.bytes_in = track
+                    .bytes_in
+                    .saturating_add(live.saturating_sub(live_before.unwrap_or(0)));
+                track.last_activity = Some(at);
+            }
         }
-        heard.history.push_back((at, announce.bytes));
+        heard.history.push_back((at, announce.bytes, announce.live));
         heard.announce = announce;
     }
 
@@ -189,7 +210,7 @@ impl Aggregator {
             .retain(|_, h| now.saturating_sub(h.last_at()) < STALE);
         for heard in self.presence.values_mut() {
             while heard.history.len() > 2
-                && heard.history.get(1).is_some_and(|&(t, _)| t <= horizon)
+                && heard.history.get(1).is_some_and(|&(t, _, _)| t <= horizon)
             {
                 heard.history.pop_front();
             }
@@ -211,8 +232,10 @@ impl Aggregator {
             let waiting = queue.tickets.saturating_sub(queue.ack_pending);
             let (mut senders, mut takers, mut listeners) = (0u32, 0u32, 0u32);
             let mut taking: HashSet<&str> = HashSet::new();
-            let mut sending: HashMap<&str, &str> = HashMap::new();
+            // Payload id to its sender's instance and bytes sent (a sender sends one payload).
+            let mut sending: HashMap<&str, (&str, u64)> = HashMap::new();
             let mut rate_out = Some(0.0);
+            let mut rate_live = Some(0.0);
             let mut heard_takers = 0u64;
             for ((p, instance), heard) in &self.presence {
                 if *p != name {
@@ -222,7 +245,13 @@ impl Aggregator {
                     Role::Send => {
                         senders += 1;
                         for id in &heard.announce.payloads {
-                            sending.insert(id, instance);
+                            sending.insert(id, (instance, heard.announce.bytes));
+                        }
+                        if heard.announce.live.is_some() {
+                            rate_live = match (rate_live, heard.live_rate()) {
+                                (Some(sum), Some(r)) => Some(sum + r),
+                                _ => None,
+                            };
                         }
                     }
                     Role::Take | Role::Follow => {
@@ -249,7 +278,7 @@ impl Aggregator {
             while track.arrivals.front().is_some_and(|&(t, _)| t <= horizon) {
                 track.arrivals.pop_front();
             }
-            let rate_in = in_span.map(|span| {
+            let rate_stored = in_span.map(|span| {
                 let bytes: u64 = track.arrivals.iter().map(|&(_, b)| b).sum();
                 if span.is_zero() {
                     0.0
@@ -257,6 +286,7 @@ impl Aggregator {
                     bytes as f64 / span.as_secs_f64()
                 }
             });
+            let rate_in = rate_stored.zip(rate_live).map(|(s, l)| s + l);
             let mut bytes_stored = 0u64;
             let mut payloads = Vec::new();
             track.payloads.retain(|id, p| {
@@ -273,7 +303,8 @@ impl Aggregator {
                         .saturating_sub(p.offsets.get(first).copied().unwrap_or(0))
                 };
                 bytes_stored = bytes_stored.saturating_add(stored);
-                let sender = sending.get(id.as_str()).map(|s| s.to_string());
+                let sent = sending.get(id.as_str());
+                let sender = sent.map(|(s, _)| s.to_string());
                 let state = if taking.contains(id.as_str()) {
                     PayloadState::Taking
                 } else if sender.is_some() || !p.ended {
@@ -288,7 +319,8 @@ impl Aggregator {
                 if alive {
                     payloads.push(PayloadSample {
                         id: id.clone(),
-                        bytes: p.total,
+                        // Chunks sent live are never stored: the sender's count has them.
+                        bytes: p.total.max(sent.map_or(0, |&(_, b)| b)),
                         age: p
                             .first_published
                             .and_then(|t| g.wall.duration_since(t).ok())
@@ -405,6 +437,7 @@ mod tests {
             instance: instance.into(),
             bytes,
             payloads: vec![payload.into()],
+            live: None,
         }
     }
 
@@ -594,6 +627,55 @@ mod tests {
             pipe(&s, "quiet").rate_out,
             Some(0.0),
             "heard for a second, nobody takes: zero"
+        );
+    }
+
+    #[test]
+    fn a_live_transfer_is_counted_from_its_senders_live_bytes() {
+        // 10 MB/s on the live path: no chunk is stored but the first; the sender says how
+        // many bytes its live taker wrote, each second from 0.3 s on.
+        let mut agg = Aggregator::default();
+        agg.listening_from(Duration::ZERO);
+        agg.live_from(secs(0.01));
+        agg.chunk(chunk("wire", "p1", 0, 250_000, secs(0.02)), secs(0.02));
+        let mut snapshots = Vec::new();
+        for s in 0..6 {
+            let at = 0.3 + f64::from(s);
+            let live = (at * 10e6) as u64;
+            let a = Announce {
+                live: Some(live),
+                ..sender("s1", live + 250_000, "p1")
+            };
+            agg.announce("wire", a, secs(at));
+            agg.announce("wire", taker("t1", live, "p1"), secs(at + 0.01));
+            let mut g = gathered(secs(at + 0.5));
+            g.queues.insert(
+                "wire".into(),
+                Queue {
+                    tickets: 1,
+                    ack_pending: 1,
+                    ..Queue::default()
+                },
+            );
+            snapshots.push(agg.snapshot(&g));
+        }
+        assert_eq!(
+            pipe(&snapshots[0], "wire").rate_in,
+            None,
+            "heard once: unknown"
+        );
+        for s in &snapshots[1..] {
+            let wire = pipe(s, "wire");
+            // The one stored chunk leaves the 3 s window after the first samples.
+            let rate = wire.rate_in.expect("known");
+            assert!((rate - 10e6).abs() <= 0.1 * 10e6, "{rate}");
+            close(wire.rate_out, 10e6);
+        }
+        let last = pipe(&snapshots[5], "wire");
+        assert!(
+            (last.bytes_in as f64 - 50e6 - 250e3).abs() <= 1e6,
+            "{}",
+            last.bytes_in
         );
     }
 

@@ -88,7 +88,12 @@ impl Counter {
         self.0 .0.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// When the first byte was counted.
+    /// Starts the clock without counting a byte (what is counted has begun).
+    pub(crate) fn touch(&self) {
+        self.0 .1.get_or_init(std::time::Instant::now);
+    }
+
+    /// When the first byte was counted (or [`Counter::touch`] was called).
     pub(crate) fn since(&self) -> Option<std::time::Instant> {
         self.0 .1.get().copied()
     }

@@ -40,6 +40,10 @@ pub(crate) struct Announce {
     /// Payloads this process is sending or taking now.
     #[serde(default)]
     pub(crate) payloads: Vec<String>,
+    /// Senders on the live path: of `bytes`, those their live taker wrote (docs/protocol.md,
+    /// "The live path"); present from the moment a payload went live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) live: Option<u64>,
 }
 
 /// Publishes announcements until dropped.
@@ -56,6 +60,7 @@ impl Presence {
         role: Role,
         bytes: Counter,
         payloads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        live: Option<Counter>,
     ) -> Presence {
         let subject = layout.presence_subject(pipe);
         let instance = format!("{:016x}", rand::random::<u64>());
@@ -69,6 +74,10 @@ impl Presence {
                     instance: instance.clone(),
                     bytes: bytes.get(),
                     payloads: payloads.lock().map(|p| p.clone()).unwrap_or_default(),
+                    live: live
+                        .as_ref()
+                        .filter(|l| l.since().is_some())
+                        .map(Counter::get),
                 };
                 if let Ok(body) = serde_json::to_vec(&announce) {
                     let _ = client.publish(subject.clone(), body.into()).await;
@@ -155,6 +164,7 @@ mod tests {
             instance: "ab".into(),
             bytes: 7,
             payloads: vec!["x".into()],
+            live: None,
         };
         let text = serde_json::to_string(&a).expect("json");
         assert!(text.contains("\"role\":\"take\""));
@@ -164,5 +174,17 @@ mod tests {
             serde_json::from_str(r#"{"v":1,"role":"send","instance":"i","bytes":0}"#)
                 .expect("parse");
         assert!(old.payloads.is_empty());
+        assert!(!text.contains("live"), "only live senders say it: {text}");
+        let live = Announce {
+            role: Role::Send,
+            live: Some(5),
+            ..a
+        };
+        let text = serde_json::to_string(&live).expect("json");
+        assert!(text.contains("\"live\":5"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<Announce>(&text).expect("parse"),
+            live
+        );
     }
 }

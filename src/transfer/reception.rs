@@ -47,6 +47,7 @@ impl Reception {
             role,
             out.counter(),
             active.clone(),
+            None,
         );
         let idle = match role {
             Role::Listen => format!("listening on pipe {pipe}..."),

@@ -101,6 +101,9 @@ struct Live {
     heard: Instant,
     /// Chunks `0..acked` are written by the live taker.
     acked: u64,
+    /// Payload bytes the live taker wrote of the chunks sent live (for presence; its clock
+    /// starts when the payload goes live).
+    written: Counter,
     /// The stream sequence of each chunk stored so far, while the payload may go live: on
     /// leaving the live path, stored chunks the taker wrote are removed by these.
     stored_at: Vec<(u64, u64)>,
@@ -208,6 +211,7 @@ impl<'a> Sender<'a> {
                 unacked_bytes: 0,
                 heard: Instant::now(),
                 acked: 0,
+                written: Counter::default(),
                 stored_at: Vec::new(),
             },
         }
@@ -270,6 +274,7 @@ impl<'a> Sender<'a> {
                 tracing::info!("payload {} goes live to taker {}", self.id, ack.taker);
                 self.live.route = Route::Live(ack.taker);
                 self.live.heard = Instant::now();
+                self.live.written.touch();
                 Ok(())
             }
             Route::Live(taker) => {
@@ -305,6 +310,7 @@ impl<'a> Sender<'a> {
             }
             self.live.unacked_bytes -= c.data.len();
             self.stored.add(c.plain_len);
+            self.live.written.add(c.plain_len);
             moved = true;
         }
         if moved || self.live.unacked.is_empty() {
@@ -900,6 +906,7 @@ pub(crate) async fn send(
         Role::Send,
         s.stored.clone(),
         s.active.clone(),
+        Some(s.live.written.clone()),
     );
     let result = send_all(&mut s, &mut input, &cancel, &interrupted).await;
     match &result {

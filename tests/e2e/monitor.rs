@@ -2,7 +2,7 @@
 //! in a terminal (tmux).
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,10 +25,13 @@ fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Proc, JoinHandle<()>, P
     (sender, feeder, receiver.ready(&took(pipe)))
 }
 
-fn finish(sender: Proc, feeder: JoinHandle<()>, receiver: Proc) {
+/// Waits for both ends; returns what the sender said.
+fn finish(sender: Proc, feeder: JoinHandle<()>, receiver: Proc) -> Output {
     feeder.join().expect("feeder");
-    assert_ok(&wait_output(sender, HANG));
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
     assert_ok(&wait_output(receiver, HANG));
+    sent
 }
 
 #[test]
@@ -115,7 +118,7 @@ fn steady_transfer(b: &Bench, pipe: &str, secs: u32) -> (Proc, JoinHandle<()>, P
         .start()
         .ready(&waiting(pipe));
     let mut sender = b
-        .cmd(&["send", pipe])
+        .cmd(&["-v", "send", pipe])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -185,7 +188,10 @@ fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
         assert!(skew < Duration::from_secs(10), "{time} is not now");
     }
     eprintln!("in, out, time taken of each --json: {seen:?}");
-    finish(sender, feeder, receiver);
+    // The waiting receiver had the payload on the live path: its in rate came from the
+    // sender's count of live bytes, not from stored chunks.
+    let sent = finish(sender, feeder, receiver);
+    assert!(went_live(&sent), "{}", stderr_of(&sent));
 }
 
 fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
