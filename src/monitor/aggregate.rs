@@ -120,7 +120,7 @@ impl Heard {
             .iter()
             .filter_map(|&(t, _, l)| l.map(|l| (t, l)));
         let (t0, b0) = live.next()?;
-        let (t1, b1) = live.last()?;
+        let (t1, b1) = live.next_back()?;
         let span = t1.checked_sub(t0)?;
         (span >= MIN_SPAN).then(|| b1.saturating_sub(b0) as f64 / span.as_secs_f64())
     }
