@@ -286,9 +286,11 @@ async fn run_pipe(
         Mode::Send => config::stdin_file_size(),
         _ => None,
     };
-    // Stdin is read while connecting (chunks are cut to the server's size when sent).
+    // Stdin is read while connecting (chunks are cut to the server's size when sent; the
+    // sender makes them bigger on the live path).
+    let chunk_size = input::ChunkSize::new(pipe::MAX_CHUNK);
     let mut input = match settings.mode {
-        Mode::Send => Some(input::spawn_stdin(pipe::MAX_CHUNK)?),
+        Mode::Send => Some(input::spawn_stdin(chunk_size.clone())?),
         Mode::Take | Mode::Follow | Mode::Listen { .. } => None,
     };
     let mut session = tokio::select! {
@@ -306,6 +308,10 @@ async fn run_pipe(
                     let input = input
                         .take()
                         .ok_or_else(|| anyhow::anyhow!("the stdin reader did not start"))?;
+                    let input = send::Input {
+                        pieces: input,
+                        size: chunk_size.clone(),
+                    };
                     send::send(&session, settings, input, cancel, interrupted, total).await?;
                 }
                 Mode::Listen { .. } => listen::listen(&session, settings, cancel).await?,

@@ -354,8 +354,12 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     .map_err(|_| anyhow!("the probe's input closed"))?;
     let cancel = CancellationToken::new();
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let input = crate::transfer::send::Input {
+        pieces: rx,
+        size: crate::transfer::input::ChunkSize::new(crate::protocol::pipe::MAX_CHUNK),
+    };
     let sent =
-        crate::transfer::send::send(session, &settings, rx, cancel.clone(), flag, None).await?;
+        crate::transfer::send::send(session, &settings, input, cancel.clone(), flag, None).await?;
     let id = sent
         .id
         .ok_or_else(|| anyhow!("the probe payload was not queued"))?;

@@ -41,6 +41,8 @@ pub(crate) struct Session {
     pub(crate) ttl_supported: bool,
     pub(crate) server_version: String,
     pub(crate) chunk_size: usize,
+    /// The same for chunks sent on the live path.
+    pub(crate) live_chunk_size: usize,
     /// How this session was made, to make another.
     pub(crate) conn: Conn,
     /// The secret that seals and opens payloads, if any.
@@ -458,6 +460,7 @@ impl Session {
             ttl_supported: version_at_least(&info.version, 2, 11),
             server_version: info.version.clone(),
             chunk_size: pipe::chunk_size(info.max_payload),
+            live_chunk_size: pipe::live_chunk_size(info.max_payload),
             conn: conn.clone(),
             client,
             crypto: Crypto::default(),

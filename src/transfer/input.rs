@@ -8,6 +8,8 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +23,25 @@ pub(crate) const PARTIAL_PAUSE: Duration = Duration::from_millis(250);
 /// Whole lines never wait longer than this, even when the input never pauses (a steady
 /// trickle of lines must not wait for a full chunk).
 pub(crate) const LINE_DELAY: Duration = Duration::from_millis(100);
+
+/// The size of a full chunk, which the sender may change while the reader runs (bigger on
+/// the live path).
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkSize(Arc<AtomicUsize>);
+
+impl ChunkSize {
+    pub(crate) fn new(size: usize) -> Self {
+        ChunkSize(Arc::new(AtomicUsize::new(size)))
+    }
+
+    pub(crate) fn set(&self, size: usize) {
+        self.0.store(size, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed).max(1)
+    }
+}
 
 /// One cut of the input.
 #[derive(Debug)]
@@ -50,6 +71,7 @@ pub(crate) fn cut_point(
 
 struct Chunker<R> {
     input: R,
+    size: ChunkSize,
     chunk: usize,
     buf: BytesMut,
     filled: usize,
@@ -60,9 +82,11 @@ struct Chunker<R> {
 }
 
 impl<R: Read + AsFd> Chunker<R> {
-    fn new(input: R, chunk: usize) -> Self {
+    fn new(input: R, size: ChunkSize) -> Self {
+        let chunk = size.get();
         Chunker {
             input,
+            size,
             chunk,
             buf: BytesMut::zeroed(chunk),
             filled: 0,
@@ -78,7 +102,7 @@ impl<R: Read + AsFd> Chunker<R> {
         self.buf.truncate(self.filled - at);
         self.filled -= at;
         // Only the remainder is copied into the fresh buffer, never the whole chunk.
-        self.buf.resize(self.chunk, 0);
+        self.buf.resize(self.chunk.max(self.filled), 0);
         self.newline = memchr::memrchr(b'\n', &self.buf[..self.filled]);
         // The remainder is a partial line that arrived with the last read.
         self.first_data = self.last_data;
@@ -99,8 +123,15 @@ impl<R: Read + AsFd> Chunker<R> {
 
     /// Reads until the next cut: a piece of data, or the last piece (`eof`) at the end.
     fn next(&mut self) -> std::io::Result<Piece> {
+        let want = self.size.get();
+        if want != self.chunk {
+            self.chunk = want;
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+        }
         loop {
-            if self.filled == self.chunk {
+            if self.filled >= self.chunk {
                 let at = cut_point(self.filled, self.newline, true, Duration::ZERO)
                     .unwrap_or(self.filled);
                 return Ok(Piece {
@@ -132,7 +163,7 @@ impl<R: Read + AsFd> Chunker<R> {
                 }
             }
             let start = self.filled;
-            let n = match self.input.read(&mut self.buf[start..]) {
+            let n = match self.input.read(&mut self.buf[start..self.chunk]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -161,19 +192,24 @@ impl<R: Read + AsFd> Chunker<R> {
 
 /// Starts the reader thread on a duplicate of fd 0. Pieces arrive in order; the last one has
 /// `eof` set, or an error ends the stream.
-pub(crate) fn spawn_stdin(chunk: usize) -> std::io::Result<mpsc::Receiver<std::io::Result<Piece>>> {
+pub(crate) fn spawn_stdin(
+    size: ChunkSize,
+) -> std::io::Result<mpsc::Receiver<std::io::Result<Piece>>> {
     let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let file = std::fs::File::from(fd);
-    Ok(spawn(file, chunk))
+    Ok(spawn(file, size))
 }
 
 /// Starts the reader thread on any readable file.
-pub(crate) fn spawn(input: std::fs::File, chunk: usize) -> mpsc::Receiver<std::io::Result<Piece>> {
+pub(crate) fn spawn(
+    input: std::fs::File,
+    size: ChunkSize,
+) -> mpsc::Receiver<std::io::Result<Piece>> {
     let (tx, rx) = mpsc::channel(2);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut chunker = Chunker::new(input, chunk);
+            let mut chunker = Chunker::new(input, size);
             loop {
                 let piece = chunker.next();
                 let stop = !matches!(piece, Ok(Piece { eof: false, .. }));
@@ -206,7 +242,7 @@ mod tests {
         let path = dir.path().join("in");
         std::fs::write(&path, data).expect("write");
         let file = std::fs::File::open(&path).expect("open");
-        let mut c = Chunker::new(file, chunk);
+        let mut c = Chunker::new(file, ChunkSize::new(chunk));
         let mut out = Vec::new();
         loop {
             let p = c.next().expect("read");

@@ -10,6 +10,8 @@
 //! reported too, never silently skipped. With `--follow`, lines stay whole.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -29,9 +31,9 @@ use crate::transfer::reception::Reception;
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
 const LISTEN_BATCH: i64 = 64;
-/// Live chunks held for a listener whose stdout is slower than the pipe's taker; more are
-/// dropped (and reported as missed), so a slow listener's memory stays bounded.
-const LIVE_BUFFER: usize = 64;
+/// Bytes of live chunks held for a listener whose stdout is slower than the pipe's taker;
+/// more are dropped (and reported as missed), so a slow listener's memory stays bounded.
+const LIVE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 /// A payload that sent nothing to a listener for this long, while its sender no longer
 /// announces itself, has ended out of the listener's sight.
 const LISTEN_STALL: Duration = Duration::from_secs(5);
@@ -73,21 +75,31 @@ pub(crate) async fn listen(
     // Chunks sent live to a taker (docs/protocol.md, "The live path"), subscribed to before
     // the tickets below: every payload announced from then on reaches this listener stored or
     // live.
-    let (live_tx, mut live) = tokio::sync::mpsc::channel::<async_nats::Message>(LIVE_BUFFER);
+    let (live_tx, mut live) = tokio::sync::mpsc::unbounded_channel::<async_nats::Message>();
+    let held = Arc::new(AtomicUsize::new(0));
     let _live_feed = match session
         .client
         .subscribe(session.layout.pipe_live_wildcard(pipe))
         .await
     {
-        Ok(mut sub) => Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-            async move {
-                while let Some(m) = sub.next().await {
-                    if live_tx.try_send(m).is_err() {
-                        tracing::debug!("a live chunk dropped: this listener is behind");
+        Ok(mut sub) => {
+            let held = held.clone();
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                async move {
+                    while let Some(m) = sub.next().await {
+                        let len = m.payload.len();
+                        if held.load(Ordering::Relaxed) + len > LIVE_BUFFER_BYTES {
+                            tracing::debug!("a live chunk dropped: this listener is behind");
+                            continue;
+                        }
+                        held.fetch_add(len, Ordering::Relaxed);
+                        if live_tx.send(m).is_err() {
+                            return;
+                        }
                     }
-                }
-            },
-        ))),
+                },
+            )))
+        }
         Err(e) => {
             tracing::debug!("no live chunks for this listener: {e}");
             None
@@ -222,6 +234,7 @@ pub(crate) async fn listen(
                 (meta, msg.message.payload.clone(), seq)
             }
             Some(msg) = live.recv() => {
+                held.fetch_sub(msg.payload.len(), Ordering::Relaxed);
                 last_activity = Instant::now();
                 match pipe::parse_chunk(msg.headers.as_ref()) {
                     Ok(meta) => (meta, msg.payload, NOT_STORED),

@@ -21,6 +21,8 @@ const MAX_OUT_OF_ORDER: usize = 1024;
 /// it counts the stored ones as missed (chunks stored before a sender went live reach a
 /// listener's consumer after the live ones that follow them).
 pub(crate) const LIVE_AHEAD: usize = 64;
+/// And at most this many bytes of them.
+pub(crate) const LIVE_AHEAD_BYTES: usize = 32 * 1024 * 1024;
 /// The stream sequence given with a chunk that did not come from the data stream (a live
 /// chunk, or the one an inline ticket carries).
 pub(crate) const NOT_STORED: u64 = 0;
@@ -231,7 +233,14 @@ impl Reader {
             return Ok(Step::More); // a duplicate of a chunk already written
         }
         // A live chunk ahead of the stored ones before it may wait for them a little.
-        let may_wait = stream_seq == NOT_STORED && self.pending.len() < LIVE_AHEAD;
+        let may_wait = stream_seq == NOT_STORED
+            && self.pending.len() < LIVE_AHEAD
+            && self
+                .pending
+                .values()
+                .map(|(_, b, _)| b.len())
+                .sum::<usize>()
+                < LIVE_AHEAD_BYTES;
         if meta.chunk > next && self.gaps_are_losses && !may_wait {
             let first = self.pending.keys().next().copied().unwrap_or(meta.chunk);
             return Err(Missed {

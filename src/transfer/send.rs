@@ -33,7 +33,7 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto::Sealer;
 use crate::protocol::pipe::{self, ChunkMeta, End, PayloadId, Totals};
-use crate::transfer::input::Piece;
+use crate::transfer::input::{ChunkSize, Piece};
 use crate::transfer::output::Counter;
 use crate::transfer::presence::{self, Payloads, Presence, Role};
 use crate::transfer::progress::Progress;
@@ -137,6 +137,12 @@ impl Live {
     }
 }
 
+/// Stdin, cut into pieces on a thread of its own, and the size of a full piece there.
+pub(crate) struct Input {
+    pub(crate) pieces: mpsc::Receiver<std::io::Result<Piece>>,
+    pub(crate) size: ChunkSize,
+}
+
 /// What a finished send did.
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
@@ -170,6 +176,8 @@ struct Sender<'a> {
     /// receiver's progress.
     size: Option<u64>,
     live: Live,
+    /// The stdin reader's chunk size: bigger while live.
+    input_chunk: Option<ChunkSize>,
 }
 
 impl<'a> Sender<'a> {
@@ -203,6 +211,7 @@ impl<'a> Sender<'a> {
             active: Payloads::default(),
             sealer: None,
             size: None,
+            input_chunk: None,
             live: Live {
                 acks: None,
                 subject: live_subject,
@@ -275,6 +284,9 @@ impl<'a> Sender<'a> {
                 self.live.route = Route::Live(ack.taker);
                 self.live.heard = Instant::now();
                 self.live.written.touch();
+                if let Some(size) = &self.input_chunk {
+                    size.set(self.session.live_chunk_size);
+                }
                 Ok(())
             }
             Route::Live(taker) => {
@@ -328,6 +340,9 @@ impl<'a> Sender<'a> {
             self.forget_written().await?;
         }
         self.live.route = Route::StoredOnly;
+        if let Some(size) = &self.input_chunk {
+            size.set(self.session.chunk_size);
+        }
         self.live.unacked_bytes = 0;
         let unacked = std::mem::take(&mut self.live.unacked);
         if let Some(first) = unacked.front() {
@@ -817,8 +832,12 @@ impl<'a> Sender<'a> {
             return Ok(());
         }
         // Stdin is cut before the server's message size is known: a server with a small
-        // max_payload gets more, smaller chunks.
-        let max = self.session.chunk_size;
+        // max_payload gets more, smaller chunks. Live chunks may be bigger.
+        let max = if matches!(self.live.route, Route::Live(_)) {
+            self.session.live_chunk_size
+        } else {
+            self.session.chunk_size
+        };
         while data.len() > max {
             let part = data.split_to(max);
             self.publish(part, None).await?;
@@ -881,12 +900,17 @@ impl<'a> Sender<'a> {
 pub(crate) async fn send(
     session: &Session,
     settings: &PipeSettings,
-    mut input: mpsc::Receiver<std::io::Result<Piece>>,
+    input: Input,
     cancel: CancellationToken,
     interrupted: Arc<AtomicBool>,
     total: Option<u64>,
 ) -> anyhow::Result<Sent> {
+    let Input {
+        pieces: mut input,
+        size,
+    } = input;
     let mut s = Sender::new(session.clone(), settings);
+    s.input_chunk = Some(size);
     s.size = total;
     s.offer_live().await;
     if let Some(secret) = &session.crypto.secret {
