@@ -7,7 +7,6 @@
 //! the end ack the ticket and remove what is left. A taker that is interrupted removes only
 //! what it wrote and gives the ticket back, so the next taker resumes right after it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,8 +41,6 @@ const READ_BATCH: i64 = 16;
 const FOLLOW_READ_BATCH: i64 = 2;
 /// How often written chunks are removed from the server.
 const PURGE_EVERY: Duration = Duration::from_millis(500);
-/// On the live path, a taker keeps at most this many stored chunks unpurged (see [`keep`]).
-const HOLD_MAX_CHUNKS: usize = 64;
 /// How often a taker checks on its sender and its server while reading.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How long a server may take to answer the question "are you there?".
@@ -145,9 +142,9 @@ async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> 
 }
 
 /// While a payload is read, keeps its ticket (a progress ack every [`TICKET_PROGRESS`]) and
-/// removes written chunks from the server (every [`PURGE_EVERY`]), except while `hold` is set:
-/// on the live path, the few chunks stored before the sender went live stay until the end,
-/// for listeners that read them later than the taker. It runs on its own task so
+/// removes written chunks from the server (every [`PURGE_EVERY`]), except until `hold` (if
+/// set): on the live path, the few chunks stored before the sender went live stay a little
+/// longer, for listeners that read them later than the taker. It runs on its own task so
 /// that a write waiting on a slow stdout stops neither: a living taker never loses its
 /// ticket, and one killed while it waits has removed what it wrote.
 fn keep(
@@ -155,7 +152,7 @@ fn keep(
     data: stream::Stream<()>,
     subject: String,
     mark: Mark,
-    hold: Arc<AtomicBool>,
+    hold: Hold,
 ) -> AbortOnDropHandle<()> {
     AbortOnDropHandle::new(tokio::spawn(async move {
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
@@ -170,7 +167,7 @@ fn keep(
                 }
                 _ = purge_tick.tick() => {
                     let mark = mark.get();
-                    if mark > purged && !hold.load(Ordering::Relaxed) {
+                    if mark > purged && !hold.holds() {
                         tracing::trace!("purging {subject} below stream sequence {mark}");
                         purged = mark;
                         if let Err(e) = purge(&data, &subject, Some(mark)).await {
@@ -284,6 +281,35 @@ async fn next_live(live: &mut Option<LiveIn>) -> Option<async_nats::Message> {
     }
 }
 
+/// How long a taker leaves the chunks stored before its payload went live (see [`keep`]).
+const LIVE_PREFIX_HOLD: Duration = Duration::from_secs(2);
+
+/// Until when purging waits, if it does.
+#[derive(Clone, Default)]
+struct Hold(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl Hold {
+    fn holds(&self) -> bool {
+        self.0
+            .lock()
+            .map(|h| h.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
+    }
+
+    /// Holds purging back for [`LIVE_PREFIX_HOLD`] from now, once.
+    fn start(&self) {
+        if let Ok(mut h) = self.0.lock() {
+            h.get_or_insert_with(|| Instant::now() + LIVE_PREFIX_HOLD);
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut h) = self.0.lock() {
+            *h = Some(Instant::now());
+        }
+    }
+}
+
 /// One payload being taken.
 struct Take<'a> {
     session: &'a Session,
@@ -306,8 +332,8 @@ struct Take<'a> {
     /// Whether the ticket's sender offers the live path.
     offers_live: bool,
     live: Option<LiveIn>,
-    /// Set while the payload is on the live path (see [`keep`]).
-    purge_hold: Arc<AtomicBool>,
+    /// Holds purging back when the payload goes live (see [`keep`]).
+    purge_hold: Hold,
 }
 
 enum ReadEnd {
@@ -405,14 +431,10 @@ impl Take<'_> {
         }
         if self.offers_live && self.live.is_none() {
             self.live = LiveIn::ask(self.session, &self.pipe, &id, self.reader.mark.clone()).await;
-            self.purge_hold
-                .store(self.live.is_some(), Ordering::Relaxed);
         }
         // The highest chunk number that came live: a stored chunk after it means the sender
-        // left the live path, and what it stores is purged as it is written again (as it is
-        // once more than a few chunks were stored).
+        // left the live path, and what it stores is purged as it is written again.
         let mut live_max: Option<u64> = None;
-        let mut stored_seen = 0usize;
         let after = match self.read_first(out).await? {
             Ok(end) => return Ok(end),
             Err(after) => after,
@@ -489,6 +511,9 @@ impl Take<'_> {
                 Some(msg) = next_live(&mut self.live) => {
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, NOT_STORED, e))?;
+                    if live_max.is_none() {
+                        self.purge_hold.start();
+                    }
                     live_max = live_max.max(Some(meta.chunk));
                     let step = self.reader.accept(meta, msg.payload, NOT_STORED, out).await?;
                     clocks.on_chunk(Instant::now());
@@ -539,9 +564,8 @@ impl Take<'_> {
                         .map_err(payload::no_info)?;
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, seq, e))?;
-                    stored_seen += 1;
-                    if live_max.is_some_and(|m| meta.chunk > m) || stored_seen > HOLD_MAX_CHUNKS {
-                        self.purge_hold.store(false, Ordering::Relaxed);
+                    if live_max.is_some_and(|m| meta.chunk > m) {
+                        self.purge_hold.release();
                     }
                     let bytes = msg.message.payload.clone();
                     let step = self.reader.accept(meta, bytes, seq, out).await?;
@@ -737,7 +761,7 @@ impl Taker<'_> {
             pipe: self.pipe.clone(),
             offers_live,
             live: None,
-            purge_hold: Arc::default(),
+            purge_hold: Hold::default(),
         };
         // The ticket is kept from now until the payload is finished or given back, however
         // long stdout makes the writes (and the final flush) wait.
