@@ -487,6 +487,8 @@ pub(crate) struct LiveAck {
     pub(crate) written: u64,
     /// The taker stops (gives the payload back, or is done with it): send the rest stored.
     pub(crate) stop: bool,
+    /// From a listener, not the taker: the sender paces itself to it, within limits.
+    pub(crate) listener: bool,
 }
 
 /// Headers of a live acknowledgement (its body is empty).
@@ -496,7 +498,13 @@ pub(crate) fn live_ack_headers(ack: &LiveAck) -> HeaderMap {
     h.insert(H_ID, ack.id.as_str());
     h.insert(H_TAKER, ack.taker.as_str());
     h.insert(H_WRITTEN, ack.written.to_string().as_str());
-    h.insert(H_LIVE, if ack.stop { "stop" } else { "go" });
+    let word = match (ack.listener, ack.stop) {
+        (false, false) => "go",
+        (false, true) => "stop",
+        (true, false) => "listen",
+        (true, true) => "listen-stop",
+    };
+    h.insert(H_LIVE, word);
     h
 }
 
@@ -511,9 +519,11 @@ pub(crate) fn parse_live_ack(h: Option<&HeaderMap>) -> Result<LiveAck, HeaderErr
     })?;
     let taker = req(h, H_TAKER)?.trim().to_string();
     let written = num(h, H_WRITTEN)?;
-    let stop = match get(h, H_LIVE).map(str::trim) {
-        Some("stop") => true,
-        Some("go") | None => false,
+    let (listener, stop) = match get(h, H_LIVE).map(str::trim) {
+        Some("go") | None => (false, false),
+        Some("stop") => (false, true),
+        Some("listen") => (true, false),
+        Some("listen-stop") => (true, true),
         Some(other) => {
             return Err(HeaderError::Bad {
                 name: H_LIVE,
@@ -526,6 +536,7 @@ pub(crate) fn parse_live_ack(h: Option<&HeaderMap>) -> Result<LiveAck, HeaderErr
         taker,
         written,
         stop,
+        listener,
     })
 }
 
@@ -743,6 +754,7 @@ mod tests {
             taker: "0123456789abcdef".into(),
             written: 42,
             stop: false,
+            listener: false,
         };
         assert_eq!(
             parse_live_ack(Some(&live_ack_headers(&ack))),

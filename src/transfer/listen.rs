@@ -23,6 +23,7 @@ use crate::client::session::Session;
 use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::pipe::{self, End, PayloadId};
+use crate::transfer::live::Acker;
 use crate::transfer::output::WriteEnd;
 use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
 use crate::transfer::presence::{self, Role};
@@ -76,6 +77,8 @@ pub(crate) async fn listen(
     // the tickets below: every payload announced from then on reaches this listener stored or
     // live.
     let (live_tx, mut live) = tokio::sync::mpsc::unbounded_channel::<async_nats::Message>();
+    // This listener's token in its acknowledgements of live chunks.
+    let token = format!("{:016x}", rand::random::<u64>());
     let held = Arc::new(AtomicUsize::new(0));
     let _live_feed = match session
         .client
@@ -84,9 +87,32 @@ pub(crate) async fn listen(
     {
         Ok(mut sub) => {
             let held = held.clone();
+            let (client, token) = (session.client.clone(), token.clone());
             Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
                 async move {
+                    let mut told = HashSet::new();
                     while let Some(m) = sub.next().await {
+                        // The sender hears of this listener at its first live chunk, before
+                        // the listener gets to it (opening a sealed payload takes a while).
+                        if let Ok(meta) = pipe::parse_chunk(m.headers.as_ref()) {
+                            if told.insert(meta.id.clone()) {
+                                let ack = pipe::LiveAck {
+                                    id: meta.id,
+                                    taker: token.clone(),
+                                    written: 0,
+                                    stop: false,
+                                    listener: true,
+                                };
+                                let subject = format!("{}.ack", m.subject);
+                                let _ = client
+                                    .publish_with_headers(
+                                        subject,
+                                        pipe::live_ack_headers(&ack),
+                                        bytes::Bytes::new(),
+                                    )
+                                    .await;
+                            }
+                        }
                         let len = m.payload.len();
                         if held.load(Ordering::Relaxed) + len > LIVE_BUFFER_BYTES {
                             tracing::debug!("a live chunk dropped: this listener is behind");
@@ -116,6 +142,8 @@ pub(crate) async fn listen(
     let reception = Reception::start(session, settings, Role::Listen, cancel.clone()).await?;
     let Reception { out, senders, .. } = &reception;
     let mut payloads: HashMap<PayloadId, (Reader, Instant)> = HashMap::new();
+    // The live payloads' acknowledgements.
+    let mut ackers: HashMap<PayloadId, Acker> = HashMap::new();
     // Payloads announced by a ticket and not seen yet, with when the ticket came.
     let mut announced: HashMap<PayloadId, Instant> = HashMap::new();
     // Payloads ended, or given up on (missed), whose late chunks are ignored.
@@ -152,6 +180,7 @@ pub(crate) async fn listen(
                 if let Some((id, (reader, _))) = gone {
                     let (id, bytes) = (id.clone(), reader.offset);
                     payloads.remove(&id);
+                    ackers.remove(&id);
                     done.insert(id.clone());
                     missed = Some(payload::MissedEnd { id, bytes }.into());
                 } else if let Some(id) = announced
@@ -262,6 +291,18 @@ pub(crate) async fn listen(
                 .whole_lines(follow);
             (reader, Instant::now())
         });
+        // A payload that came live: its sender paces itself to what this listener wrote.
+        if seq == NOT_STORED && !ackers.contains_key(&id) {
+            let acker = Acker::start(
+                session.client.clone(),
+                session.layout.live_ack_subject(pipe, &id),
+                id.clone(),
+                token.clone(),
+                true,
+                reader.mark.clone(),
+            );
+            ackers.insert(id.clone(), acker);
+        }
         let step = reader.accept(meta, chunk, seq, out).await;
         // After the write: time spent waiting on stdout is not the sender's silence.
         *last = Instant::now();
@@ -273,6 +314,7 @@ pub(crate) async fn listen(
             Ok(Step::Stopped(WriteEnd::Ok)) => break Err(anyhow!("the stdout writer stopped")),
             Ok(Step::End(end)) => {
                 payloads.remove(&id);
+                ackers.remove(&id);
                 done.insert(id.clone());
                 match end {
                     End::Eof(_) if follow => {}
@@ -290,6 +332,9 @@ pub(crate) async fn listen(
             // A payload this listener fell behind on: said, and the others go on.
             Err(e) if follow && payload::is_payload_fault(&e) => {
                 payloads.remove(&id);
+                if let Some(acker) = ackers.remove(&id) {
+                    acker.stop().await;
+                }
                 done.insert(id);
                 eprintln!("skypipe: {e}");
             }
@@ -298,6 +343,14 @@ pub(crate) async fn listen(
     };
     let _ = out.flush().await;
     reception.finish();
+    // Senders still pacing themselves to this listener need not any more.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        for acker in ackers.values() {
+            acker.stop().await;
+        }
+        let _ = session.client.flush().await;
+    })
+    .await;
     let _ =
         tokio::time::timeout(Duration::from_secs(2), data.delete_consumer(&consumer_name)).await;
     result

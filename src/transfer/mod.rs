@@ -3,6 +3,7 @@
 
 pub(crate) mod input;
 pub(crate) mod listen;
+pub(crate) mod live;
 pub(crate) mod liveness;
 pub(crate) mod output;
 pub(crate) mod payload;

@@ -25,6 +25,7 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
+use crate::transfer::live::Acker;
 use crate::transfer::liveness::{Liveness, Verdict};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
 use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
@@ -184,9 +185,7 @@ fn keep(
 /// as the sender publishes them, and acknowledgements of what is written, as it is written.
 struct LiveIn {
     chunks: async_nats::Subscriber,
-    ack_subject: String,
-    taker: String,
-    _acker: AbortOnDropHandle<()>,
+    acker: Acker,
 }
 
 impl LiveIn {
@@ -214,62 +213,16 @@ impl LiveIn {
             return None;
         }
         let taker = format!("{:016x}", rand::random::<u64>());
-        let ack_subject = session.layout.live_ack_subject(pipe, id);
         tracing::debug!("asking for payload {id} live as taker {taker}");
-        let (client, subject, id, me) = (
+        let acker = Acker::start(
             session.client.clone(),
-            ack_subject.clone(),
+            session.layout.live_ack_subject(pipe, id),
             id.clone(),
-            taker.clone(),
-        );
-        // Every write moves the mark; each move is told at once (the first word asks).
-        let acker = AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut told = None;
-            loop {
-                let written = mark.chunks();
-                if told.is_none_or(|t| written > t) {
-                    let ack = pipe::LiveAck {
-                        id: id.clone(),
-                        taker: me.clone(),
-                        written,
-                        stop: false,
-                    };
-                    let headers = pipe::live_ack_headers(&ack);
-                    if let Err(e) = client
-                        .publish_with_headers(subject.clone(), headers, bytes::Bytes::new())
-                        .await
-                    {
-                        tracing::debug!("{e}");
-                    }
-                    told = Some(written);
-                }
-                mark.moved().await;
-            }
-        }));
-        Some(LiveIn {
-            chunks,
-            ack_subject,
             taker,
-            _acker: acker,
-        })
-    }
-
-    /// Tells the sender this taker stops: what it did not acknowledge goes stored.
-    async fn stop(&self, session: &Session, id: &PayloadId, written: u64) {
-        let ack = pipe::LiveAck {
-            id: id.clone(),
-            taker: self.taker.clone(),
-            written,
-            stop: true,
-        };
-        let _ = session
-            .client
-            .publish_with_headers(
-                self.ack_subject.clone(),
-                pipe::live_ack_headers(&ack),
-                bytes::Bytes::new(),
-            )
-            .await;
+            false,
+            mark,
+        );
+        Some(LiveIn { chunks, acker })
     }
 }
 
@@ -296,10 +249,13 @@ impl Hold {
             .unwrap_or(false)
     }
 
-    /// Holds purging back for [`LIVE_PREFIX_HOLD`] from now, once.
+    /// Holds purging back for [`LIVE_PREFIX_HOLD`] from now (unless released).
     fn start(&self) {
         if let Ok(mut h) = self.0.lock() {
-            h.get_or_insert_with(|| Instant::now() + LIVE_PREFIX_HOLD);
+            let until = Instant::now() + LIVE_PREFIX_HOLD;
+            if h.is_none_or(|t| t > Instant::now()) {
+                *h = Some(until);
+            }
         }
     }
 
@@ -431,6 +387,9 @@ impl Take<'_> {
         }
         if self.offers_live && self.live.is_none() {
             self.live = LiveIn::ask(self.session, &self.pipe, &id, self.reader.mark.clone()).await;
+            if self.live.is_some() {
+                self.purge_hold.start();
+            }
         }
         // The highest chunk number that came live: a stored chunk after it means the sender
         // left the live path, and what it stores is purged as it is written again.
@@ -512,6 +471,7 @@ impl Take<'_> {
                     let meta = pipe::parse_chunk(msg.headers.as_ref())
                         .map_err(|e| payload::bad_headers(&id, NOT_STORED, e))?;
                     if live_max.is_none() {
+                        // Longer, from the first live chunk on.
                         self.purge_hold.start();
                     }
                     live_max = live_max.max(Some(meta.chunk));
@@ -602,8 +562,7 @@ impl Take<'_> {
     /// Tells a live sender this taker stops.
     async fn stop_live(&self) {
         if let Some(live) = &self.live {
-            live.stop(self.session, &self.reader.id, self.reader.mark.chunks())
-                .await;
+            live.acker.stop().await;
         }
     }
 

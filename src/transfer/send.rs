@@ -15,7 +15,7 @@
 //! goes stored ([`Live`]). With a secret, every chunk is sealed before it leaves
 //! ([`crate::protocol::crypto`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,14 @@ pub(crate) const LIVE_WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// for gone (killed, cut off, or stuck on its stdout): the chunks go stored.
 pub(crate) const LIVE_QUIET: Duration = Duration::from_secs(2);
 
+/// A live sender gets at most this many chunks ahead of a listener that acknowledges live
+/// chunks, unless that listener wrote nothing for [`LISTENER_QUIET`] (then it stops waiting
+/// for it): listeners keep up with a taker as they did when everything was stored.
+pub(crate) const LISTENER_SLACK_CHUNKS: u64 = 16;
+/// How long a sender waits for a listener that writes nothing (stdout stuck, a machine under
+/// load) before it goes on without it.
+pub(crate) const LISTENER_QUIET: Duration = Duration::from_secs(3);
+
 /// A short, growing, jittered pause before publishing again what a busy server refused.
 async fn busy_pause(attempt: u32) {
     let base = 20u64 << attempt.min(5);
@@ -76,6 +84,13 @@ struct LiveChunk {
     headers: async_nats::HeaderMap,
     data: Bytes,
     plain_len: u64,
+}
+
+/// A listener that acknowledges the live chunks it wrote.
+struct Listener {
+    written: u64,
+    /// When it last wrote more (or was first heard).
+    moved: Instant,
 }
 
 /// Where the payload's chunks go (docs/protocol.md, "The live path").
@@ -107,6 +122,9 @@ struct Live {
     /// The stream sequence of each chunk stored so far, while the payload may go live: on
     /// leaving the live path, stored chunks the taker wrote are removed by these.
     stored_at: Vec<(u64, u64)>,
+    /// Listeners paced to, by token; and those no longer waited for.
+    listeners: HashMap<String, Listener>,
+    left_behind: HashSet<String>,
 }
 
 /// What waiting on the live taker brought.
@@ -125,10 +143,15 @@ impl Live {
 
     /// Waits for the taker's next word until it has been quiet for [`LIVE_QUIET`].
     async fn next(&mut self) -> Heard {
+        self.next_by(self.heard + LIVE_QUIET).await
+    }
+
+    /// Waits for the next word until `until`.
+    async fn next_by(&mut self, until: Instant) -> Heard {
         let Some(acks) = self.acks.as_mut() else {
             return Heard::Closed;
         };
-        let until = tokio::time::Instant::from_std(self.heard + LIVE_QUIET);
+        let until = tokio::time::Instant::from_std(until);
         match tokio::time::timeout_at(until, acks.next()).await {
             Ok(Some(m)) => Heard::Ack(m),
             Ok(None) => Heard::Closed,
@@ -222,6 +245,8 @@ impl<'a> Sender<'a> {
                 acked: 0,
                 written: Counter::default(),
                 stored_at: Vec::new(),
+                listeners: HashMap::new(),
+                left_behind: HashSet::new(),
             },
         }
     }
@@ -278,6 +303,10 @@ impl<'a> Sender<'a> {
         if ack.id != self.id {
             return Ok(());
         }
+        if ack.listener {
+            self.on_listener(ack);
+            return Ok(());
+        }
         match &self.live.route {
             Route::Stored if !ack.stop => {
                 tracing::info!("payload {} goes live to taker {}", self.id, ack.taker);
@@ -309,6 +338,58 @@ impl<'a> Sender<'a> {
             }
             Route::Stored | Route::StoredOnly => Ok(()),
         }
+    }
+
+    /// A listener's word: how far it wrote, or that it stops.
+    fn on_listener(&mut self, ack: pipe::LiveAck) {
+        if ack.stop {
+            self.live.listeners.remove(&ack.taker);
+            self.live.left_behind.insert(ack.taker);
+            return;
+        }
+        if self.live.left_behind.contains(&ack.taker) {
+            return;
+        }
+        let l = self
+            .live
+            .listeners
+            .entry(ack.taker)
+            .or_insert_with(|| Listener {
+                written: ack.written,
+                moved: Instant::now(),
+            });
+        if ack.written > l.written {
+            l.written = ack.written;
+            l.moved = Instant::now();
+        }
+    }
+
+    /// When the listeners this chunk would be too far ahead of stop being waited for (the
+    /// soonest), after leaving behind those whose time is up; `None` when none holds it back.
+    fn listeners_due(&mut self) -> Option<Instant> {
+        let chunk = self.chunk;
+        let behind = |l: &Listener| chunk >= l.written + LISTENER_SLACK_CHUNKS;
+        let left: Vec<String> = self
+            .live
+            .listeners
+            .iter()
+            .filter(|(_, l)| behind(l) && l.moved.elapsed() >= LISTENER_QUIET)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in left {
+            tracing::info!(
+                "a listener of payload {} fell behind; not waiting for it",
+                self.id
+            );
+            self.live.listeners.remove(&token);
+            self.live.left_behind.insert(token);
+        }
+        self.live
+            .listeners
+            .values()
+            .filter(|l| behind(l))
+            .map(|l| l.moved + LISTENER_QUIET)
+            .min()
     }
 
     /// The live taker wrote chunks `0..written`: they need keeping no longer.
@@ -424,9 +505,23 @@ impl<'a> Sender<'a> {
         data: Bytes,
         plain_len: u64,
     ) -> anyhow::Result<()> {
-        while self.live.waiting() && self.live.unacked_bytes + data.len() > LIVE_WINDOW_BYTES {
-            let heard = self.live.next().await;
-            self.on_heard(heard).await?;
+        // Room in the taker's window, and no listener too far behind.
+        while matches!(self.live.route, Route::Live(_)) {
+            let full =
+                self.live.waiting() && self.live.unacked_bytes + data.len() > LIVE_WINDOW_BYTES;
+            let listeners = self.listeners_due();
+            let taker = self.live.heard + LIVE_QUIET;
+            let until = match (full, listeners) {
+                (false, None) => break,
+                (true, None) => taker,
+                (true, Some(l)) => taker.min(l),
+                (false, Some(l)) => l,
+            };
+            match self.live.next_by(until).await {
+                // A listener's time ran out: it is left behind above.
+                Heard::Quiet if !(full && Instant::now() >= taker) => {}
+                heard => self.on_heard(heard).await?,
+            }
         }
         if !matches!(self.live.route, Route::Live(_)) {
             return self.store(self.chunk, headers, data, plain_len).await;
