@@ -250,25 +250,7 @@ fn a_receiver_killed_mid_payload_leaves_the_rest_to_the_next_one() {
     assert_eq!(sha(&one), sha(&data[..one.len()]), "the first got a prefix");
     // The ticket comes back after its ack wait (30 s); this receiver waits for it.
     let two = b.recv(&["handover"]);
-    let err = stderr_of(&two);
-    assert_eq!(two.status.code(), Some(4), "only the rest: {err}");
-    let at: usize = err
-        .split("resumed at byte ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("says where it resumed: {err}"));
-    // It resumes after what the first one removed, which is at most what it wrote.
-    assert!(
-        at > 0 && at <= one.len(),
-        "resumed at {at}, first wrote {}",
-        one.len()
-    );
-    assert_eq!(
-        sha(&[&one[..at], two.stdout.as_slice()].concat()),
-        sha(&data),
-        "the first one's bytes up to the resume point, then the second one's, are the payload"
-    );
+    assert_resumed_rest(&one, &two, &data);
 }
 
 #[test]

@@ -716,6 +716,31 @@ pub fn assert_ok(out: &Output) {
     );
 }
 
+/// Checks a hand-over after a taker was killed: `two`, the next taker, exited 4 saying from
+/// which byte it resumed, at most what the first one wrote (`one`), and the first one's bytes
+/// up to there followed by the second one's are `data`.
+pub fn assert_resumed_rest(one: &[u8], two: &Output, data: &[u8]) {
+    let err = stderr_of(two);
+    assert_eq!(two.status.code(), Some(4), "only the rest: {err}");
+    let at: usize = err
+        .split("resumed at byte ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("says where it resumed: {err}"));
+    // It resumes after what the first one removed, which is at most what it wrote.
+    assert!(
+        at > 0 && at <= one.len(),
+        "resumed at {at}, first wrote {}",
+        one.len()
+    );
+    assert_eq!(
+        sha(&[&one[..at], two.stdout.as_slice()].concat()),
+        sha(data),
+        "the first one's bytes up to the resume point, then the second one's, are the payload"
+    );
+}
+
 /// Sends SIGINT to a child.
 pub fn interrupt(child: &Child) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));

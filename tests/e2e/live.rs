@@ -104,24 +104,7 @@ fn a_taker_killed_on_the_live_path_leaves_exactly_the_rest_to_the_next_one() {
     assert!(err.contains("went quiet"), "{err}");
     // The ticket comes back after its ack wait (30 s); this receiver waits for it.
     let two = b.recv(&["handover"]);
-    let err = stderr_of(&two);
-    assert_eq!(two.status.code(), Some(4), "only the rest: {err}");
-    let at: usize = err
-        .split("resumed at byte ")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("says where it resumed: {err}"));
-    assert!(
-        at > 0 && at <= one.len(),
-        "resumed at {at}, first wrote {}",
-        one.len()
-    );
-    assert_eq!(
-        sha(&[&one[..at], two.stdout.as_slice()].concat()),
-        sha(&data),
-        "the first one's bytes up to the resume point, then the second one's, are the payload"
-    );
+    assert_resumed_rest(&one, &two, &data);
 }
 
 #[test]
