@@ -115,6 +115,9 @@ pub(crate) struct Reader {
     /// Carries the purge bound of each written chunk back from the writer.
     pub(crate) mark: Mark,
     opener: Opener,
+    /// Whether a chunk of this payload came live: chunks then come two ways, stored and
+    /// live, in no fixed order between them, so a stored one ahead may wait too.
+    live_seen: bool,
     /// Whether bytes are held back until a newline (or the payload's end) so that lines
     /// from payloads interleaved on one output stay whole.
     whole_lines: bool,
@@ -137,6 +140,7 @@ impl Reader {
             started_at: None,
             mark: Mark::default(),
             opener: Opener::default(),
+            live_seen: false,
             whole_lines: false,
             held: Vec::new(),
             held_len: 0,
@@ -232,8 +236,10 @@ impl Reader {
         if meta.chunk < next {
             return Ok(Step::More); // a duplicate of a chunk already written
         }
-        // A live chunk ahead of the stored ones before it may wait for them a little.
-        let may_wait = stream_seq == NOT_STORED
+        // A live chunk ahead of the stored ones before it may wait for them a little, and
+        // once chunks come live, a stored one ahead of live ones not read yet.
+        self.live_seen |= stream_seq == NOT_STORED;
+        let may_wait = self.live_seen
             && self.pending.len() < LIVE_AHEAD
             && self
                 .pending
@@ -540,11 +546,15 @@ mod tests {
             sink.0.lock().expect("sink").as_slice(),
             b"aaaabbbbccccdddd\n"
         );
-        // A stored chunk beyond a gap is a loss, counted up to the first chunk held.
+        // Once chunks came live, a stored one ahead waits too (live ones may still be on
+        // their way); before that, a stored chunk beyond a gap is a loss.
         let mut r = Reader::new(id(), Start::AtZero, true);
-        let (meta, body) = c[2].clone();
+        let (meta, body) = c[1].clone();
         assert!(r.accept(meta, body, NOT_STORED, &out).await.is_ok());
         let (meta, body) = c[3].clone();
+        assert!(r.accept(meta, body, 9, &out).await.is_ok());
+        let mut r = Reader::new(id(), Start::AtZero, true);
+        let (meta, body) = c[2].clone();
         let e = r.accept(meta, body, 9, &out).await.expect_err("missed");
         assert!(e.to_string().contains("missed 2 chunks"), "{e}");
     }
