@@ -104,13 +104,7 @@ pub(crate) async fn listen(
                                     listener: true,
                                 };
                                 let subject = format!("{}.ack", m.subject);
-                                let _ = client
-                                    .publish_with_headers(
-                                        subject,
-                                        pipe::live_ack_headers(&ack),
-                                        bytes::Bytes::new(),
-                                    )
-                                    .await;
+                                crate::transfer::live::tell(&client, &subject, &ack).await;
                             }
                         }
                         let len = m.payload.len();

@@ -49,13 +49,7 @@ impl Acker {
                         stop: false,
                         listener,
                     };
-                    let headers = pipe::live_ack_headers(&ack);
-                    if let Err(e) = c
-                        .publish_with_headers(s.clone(), headers, Bytes::new())
-                        .await
-                    {
-                        tracing::debug!("{e}");
-                    }
+                    tell(&c, &s, &ack).await;
                     told = Some(written);
                 }
                 m.moved().await;
@@ -82,13 +76,17 @@ impl Acker {
             stop: true,
             listener: self.listener,
         };
-        let _ = self
-            .client
-            .publish_with_headers(
-                self.subject.clone(),
-                pipe::live_ack_headers(&ack),
-                Bytes::new(),
-            )
-            .await;
+        tell(&self.client, &self.subject, &ack).await;
+    }
+}
+
+/// Publishes one acknowledgement (headers only) on a payload's acknowledgement subject.
+pub(crate) async fn tell(client: &async_nats::Client, subject: &str, ack: &pipe::LiveAck) {
+    let headers = pipe::live_ack_headers(ack);
+    if let Err(e) = client
+        .publish_with_headers(subject.to_string(), headers, Bytes::new())
+        .await
+    {
+        tracing::debug!("{e}");
     }
 }

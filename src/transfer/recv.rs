@@ -133,7 +133,11 @@ pub(crate) async fn take_ticket(
 }
 
 /// Removes a payload's chunks below `bound` (all of them when `None`).
-async fn purge(data: &stream::Stream<()>, subject: &str, bound: Option<u64>) -> anyhow::Result<()> {
+pub(crate) async fn purge(
+    data: &stream::Stream<()>,
+    subject: &str,
+    bound: Option<u64>,
+) -> anyhow::Result<()> {
     let req = data.purge().filter(subject);
     match bound {
         Some(seq) => req.sequence(seq).await.map(|_| ()),

@@ -462,18 +462,13 @@ impl<'a> Sender<'a> {
         // for as long as a publish would be retried, then go on (a living taker drops those
         // chunks as written anyway).
         let deadline = Instant::now() + self.session.conn.retry.give_up_after;
+        let data = self
+            .session
+            .js
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await?;
         loop {
-            let data = self
-                .session
-                .js
-                .get_stream_no_info(self.session.layout.data_stream())
-                .await?;
-            let purge = data.purge().filter(self.subject.clone());
-            let purged = match bound {
-                Some(seq) => purge.sequence(seq).await.map(|_| ()),
-                None => purge.await.map(|_| ()),
-            };
-            match purged {
+            match crate::transfer::recv::purge(&data, &self.subject, bound).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!("cannot remove chunks the live taker wrote yet: {e}");
