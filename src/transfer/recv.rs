@@ -7,6 +7,7 @@
 //! the end ack the ticket and remove what is left. A taker that is interrupted removes only
 //! what it wrote and gives the ticket back, so the next taker resumes right after it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -270,6 +271,54 @@ impl Hold {
     }
 }
 
+/// How many of a follower's payloads have stored chunks it has not written yet. While any
+/// has, data waits for the follower, and its `--timeout` idle clock does not run: a process
+/// starved of CPU, a slow stdout or a slow server delays what waits, it is not silence.
+#[derive(Clone, Default)]
+pub(crate) struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    pub(crate) fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+
+    /// One payload's share, counted from its ticket on: nothing of it is written yet.
+    fn enter(&self) -> Behind {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Behind {
+            backlog: Some(self.clone()),
+            on: true,
+        }
+    }
+}
+
+/// Whether one payload has stored chunks not written yet (see [`Backlog`]); counted out when
+/// dropped.
+#[derive(Default)]
+struct Behind {
+    backlog: Option<Backlog>,
+    on: bool,
+}
+
+impl Behind {
+    fn set(&mut self, on: bool) {
+        if let (Some(b), true) = (&self.backlog, on != self.on) {
+            if on {
+                b.0.fetch_add(1, Ordering::Relaxed);
+            } else {
+                b.0.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.on = on;
+        }
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
 /// One payload being taken.
 struct Take<'a> {
     session: &'a Session,
@@ -294,6 +343,10 @@ struct Take<'a> {
     live: Option<LiveIn>,
     /// Holds purging back when the payload goes live (see [`keep`]).
     purge_hold: Hold,
+    /// Whether stored chunks wait to be written (a follower's idle clock).
+    behind: Behind,
+    /// Chunks stored after the start of the last reader opened, when it was opened.
+    stored_ahead: u64,
 }
 
 enum ReadEnd {
@@ -327,7 +380,7 @@ impl Take<'_> {
 
     /// An ordered consumer on the payload's subject from the stream sequence after `after`
     /// (from the start when 0), and its messages.
-    async fn open_reader(&self, after: u64) -> anyhow::Result<(String, pull::Ordered)> {
+    async fn open_reader(&mut self, after: u64) -> anyhow::Result<(String, pull::Ordered)> {
         let deliver_policy = match after {
             0 => DeliverPolicy::All,
             seq => DeliverPolicy::ByStartSequence {
@@ -346,6 +399,7 @@ impl Take<'_> {
             })
             .await?;
         let name = consumer.cached_info().name.clone();
+        self.stored_ahead = consumer.cached_info().num_pending;
         Ok((name, consumer.messages().await?))
     }
 
@@ -405,12 +459,15 @@ impl Take<'_> {
         if after == 0 {
             // Nothing stored yet: a live payload, which must not hold back the next one.
             self.pass_turn();
+            self.behind.set(false);
         }
         let (mut consumer_name, mut messages) = self
             .open_reader(after)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
         tracing::debug!("reading payload {id} after stream sequence {after} ({consumer_name})");
+        // Whether more is stored than was written so far (the consumer counted it).
+        self.behind.set(self.stored_ahead > 0);
         let mut lost_since: Option<Instant> = None;
         let mut watch = tokio::time::interval(WATCH_EVERY);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -484,6 +541,7 @@ impl Take<'_> {
                     if self.reader.missing().is_none() {
                         // Everything before this live chunk is written: the payload is live.
                         self.pass_turn();
+                        self.behind.set(false);
                     }
                     match step {
                         Step::More => {}
@@ -532,6 +590,8 @@ impl Take<'_> {
                         self.purge_hold.release();
                     }
                     let bytes = msg.message.payload.clone();
+                    // More stored after this one: it waits for this taker.
+                    self.behind.set(!last);
                     let step = self.reader.accept(meta, bytes, seq, out).await?;
                     clocks.on_chunk(Instant::now());
                     if last {
@@ -631,6 +691,8 @@ pub(crate) struct Taker<'a> {
     pub(crate) whole_lines: bool,
     /// Where a plain taker tells its progress the size a ticket announces.
     pub(crate) progress: Option<&'a Reception>,
+    /// A follower's count of payloads with stored chunks still to write.
+    pub(crate) backlog: Option<&'a Backlog>,
 }
 
 /// A follower's payloads write in the order of their tickets: each waits for the one before
@@ -725,6 +787,8 @@ impl Taker<'_> {
             offers_live,
             live: None,
             purge_hold: Hold::default(),
+            behind: self.backlog.map(Backlog::enter).unwrap_or_default(),
+            stored_ahead: 0,
         };
         // The ticket is kept from now until the payload is finished or given back, however
         // long stdout makes the writes (and the final flush) wait.
@@ -847,6 +911,7 @@ pub(crate) async fn recv(
             batch: READ_BATCH,
             whole_lines: false,
             progress: Some(&reception),
+            backlog: None,
         };
         let taken = taker.take(ticket, Turn::default()).await;
         reception.finish();
@@ -978,6 +1043,7 @@ pub(crate) async fn follow(
     // Each payload waits for the one before it (see `Turn`).
     let mut previous: Option<oneshot::Receiver<()>> = None;
     let mut tasks: JoinSet<anyhow::Result<Taken>> = JoinSet::new();
+    let backlog = Backlog::default();
     let mut last_activity = Instant::now();
     let mut last_bytes = out.counter().get();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -996,6 +1062,7 @@ pub(crate) async fn follow(
                     senders.clone(),
                 );
                 let (quiet, sender_timeout) = (settings.quiet, settings.sender_timeout);
+                let backlog = backlog.clone();
                 let (pass, next) = oneshot::channel();
                 let turn = Turn { wait: previous.replace(next), pass: Some(pass) };
                 tasks.spawn(async move {
@@ -1012,6 +1079,7 @@ pub(crate) async fn follow(
                         batch: FOLLOW_READ_BATCH,
                         whole_lines: true,
                         progress: None,
+                        backlog: Some(&backlog),
                     };
                     let taken = taker.take(ticket, turn).await;
                     drop(permit);
@@ -1040,7 +1108,8 @@ pub(crate) async fn follow(
             }
             _ = tick.tick() => {
                 let bytes = out.counter().get();
-                if bytes != last_bytes || out.busy() {
+                // Data waiting to be written is not idleness, however slowly it comes.
+                if bytes != last_bytes || out.busy() || backlog.waiting() {
                     last_bytes = bytes;
                     last_activity = Instant::now();
                 }
