@@ -1,6 +1,7 @@
 //! Older servers: the core cases against a nats-server from before per-message TTL (2.9 and
 //! 2.10; Debian ships 2.9.10). The binary comes from `SKYPIPE_COMPAT_NATS_SERVER`, else
-//! Debian's package when it is installed (`scripts/test` installs it); without one, each test
+//! Debian's package when it is installed (`scripts/test` unpacks it under target/tools/ and names
+//! it there, installing nothing); without one, each test
 //! says why it did nothing and passes.
 
 use std::path::{Path, PathBuf};
