@@ -322,7 +322,8 @@ for other machines too, with TLS, and lets in those that joined with `skypipe in
 /// What to do with the local server.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ServerAction {
-    /// Start the local server in the background (nothing happens when it runs already)
+    /// Start the local server in the background (nothing happens when it runs already, unless
+    /// --public or --no-public changes how it listens: then it restarts)
     Start(LocalServerArgs),
     /// Stop the local server
     Stop,

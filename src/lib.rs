@@ -73,6 +73,13 @@ use crate::protocol::pipe;
 use crate::transfer::{input, listen, output, recv, send};
 
 /// Parses the command line, runs it, and returns the process exit code.
+/// Looks at fds 0-2 as the process got them, before the Rust runtime replaces closed ones:
+/// for the binary's earliest code, and nothing else.
+#[doc(hidden)]
+pub fn note_std_fds() {
+    transfer::output::note_std_fds();
+}
+
 pub fn main() -> i32 {
     use clap::Parser as _;
     run(Cli::parse())
@@ -169,6 +176,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     use std::io::IsTerminal;
     let conn = config::resolve_conn(&cli.conn, &env_var)?;
     let session = session::connect(&conn).await?;
+    let url = session.url.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancel = CancellationToken::new();
     let interactive = !(args.once || args.json) && std::io::stdout().is_terminal();
@@ -190,8 +198,24 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
         // pipe, idle ones too.
         let mut app = skypipe_tui::App::new();
         app.set_show_idle(true);
-        while let Some(update) = rx.recv().await {
-            app.update(update);
+        let answer_by = tokio::time::sleep(monitor::ONCE_ANSWER);
+        tokio::pin!(answer_by);
+        loop {
+            tokio::select! {
+                update = rx.recv() => match update {
+                    Some(update) => app.update(update),
+                    None => break,
+                },
+                // A server that stopped answering after the connection was made.
+                _ = &mut answer_by => {
+                    cancel.cancel();
+                    collector.abort();
+                    return Err(anyhow::anyhow!(
+                        "the server at {url} did not answer within {}: no table to show",
+                        humantime::format_duration(monitor::ONCE_ANSWER)
+                    ));
+                }
+            }
         }
         if args.json {
             let report = serde_json::to_string_pretty(&skypipe_tui::json_report(&app))?;
@@ -295,8 +319,16 @@ async fn run_pipe(
     };
     let mut session = tokio::select! {
         s = async {
-            local::autostart(&settings.conn, &env_var).await?;
-            session::connect(&settings.conn).await
+            match local::autostart(&settings.conn, &env_var).await? {
+                // The server it started is public: its owner reaches it where it listens.
+                Some((url, ca)) => {
+                    let mut conn = settings.conn.clone();
+                    conn.urls = vec![url];
+                    conn.ca = Some(ca);
+                    session::connect(&conn).await
+                }
+                None => session::connect(&settings.conn).await,
+            }
         } => s?,
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };

@@ -660,12 +660,14 @@ pub(crate) fn owner_route(env: &dyn Fn(&str) -> Option<String>) -> Option<(Strin
 /// Before a pipe command: when nothing names a server and nothing answers at the default
 /// address, start the local server and say so in one line on stderr. That line is printed
 /// even with `--quiet`: a server left running is something the user must hear about.
+/// Returns where its owner reaches the server it started, when that is not where `conn`
+/// points (a server made public listens where it was told to, with TLS).
 pub(crate) async fn autostart(
     conn: &Conn,
     env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<(String, PathBuf)>> {
     if conn.source != Source::Default {
-        return Ok(());
+        return Ok(None);
     }
     let port = conn.local_port;
     // Only needed when nothing answers, or an open server answers: a server that runs needs
@@ -726,8 +728,14 @@ pub(crate) async fn autostart(
             r.url(),
             r.pid
         );
+        // Read after the start: the server records where it listens as it starts.
+        if let Some((url, ca)) = owner_route(env) {
+            if !conn.urls.contains(&url) {
+                return Ok(Some((url, ca)));
+            }
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The local server for a `server` subcommand: the flag's store size, else the variable's.

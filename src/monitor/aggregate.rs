@@ -106,11 +106,15 @@ impl Heard {
         self.history.back().map_or(Duration::ZERO, |&(t, _, _)| t)
     }
 
-    /// Bytes per second between its first and last announcement kept.
+    /// Bytes per second between its first and last announcement kept, or as the process
+    /// said it in its last one when heard only once.
     fn rate(&self) -> Option<f64> {
         let (&(t0, b0, _), &(t1, b1, _)) = (self.history.front()?, self.history.back()?);
         let span = t1.checked_sub(t0)?;
-        (span >= MIN_SPAN).then(|| b1.saturating_sub(b0) as f64 / span.as_secs_f64())
+        if span >= MIN_SPAN {
+            return Some(b1.saturating_sub(b0) as f64 / span.as_secs_f64());
+        }
+        self.announce.rate.map(|r| r as f64)
     }
 
     /// The same for a live sender's live bytes, from its first announcement that has them.
@@ -119,10 +123,19 @@ impl Heard {
             .history
             .iter()
             .filter_map(|&(t, _, l)| l.map(|l| (t, l)));
-        let (t0, b0) = live.next()?;
-        let (t1, b1) = live.next_back()?;
-        let span = t1.checked_sub(t0)?;
-        (span >= MIN_SPAN).then(|| b1.saturating_sub(b0) as f64 / span.as_secs_f64())
+        let said = self.announce.live_rate.map(|r| r as f64);
+        let Some((t0, b0)) = live.next() else {
+            return said;
+        };
+        let Some((t1, b1)) = live.next_back() else {
+            return said;
+        };
+        match t1.checked_sub(t0) {
+            Some(span) if span >= MIN_SPAN => {
+                Some(b1.saturating_sub(b0) as f64 / span.as_secs_f64())
+            }
+            _ => said,
+        }
     }
 }
 
@@ -270,10 +283,14 @@ impl Aggregator {
             if !heard_enough || queue.ack_pending > heard_takers {
                 rate_out = None;
             }
-            let takers = takers.max(
-                u32::try_from(queue.waiting_pulls.saturating_add(queue.ack_pending))
-                    .unwrap_or(u32::MAX),
-            );
+            // Takers are the processes heard announcing themselves: one killed leaves the count
+            // within STALE, though the ticket it held stays out until the server's ack wait.
+            // With none heard, the pull requests waiting stand for clients that do not announce.
+            let takers = if takers > 0 {
+                takers
+            } else {
+                u32::try_from(queue.waiting_pulls).unwrap_or(u32::MAX)
+            };
             let track = self.pipes.entry(name.clone()).or_default();
             while track.arrivals.front().is_some_and(|&(t, _)| t <= horizon) {
                 track.arrivals.pop_front();
@@ -438,6 +455,8 @@ mod tests {
             bytes,
             payloads: vec![payload.into()],
             live: None,
+            rate: None,
+            live_rate: None,
         }
     }
 
@@ -594,6 +613,46 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_taker_leaves_the_count_while_its_ticket_is_still_out() {
+        let mut agg = Aggregator::default();
+        agg.listening_from(Duration::ZERO);
+        agg.live_from(Duration::ZERO);
+        for s in 0..3u32 {
+            let at = 0.1 + f64::from(s);
+            agg.announce("p", taker("t1", 1_000 * u64::from(s), "x"), secs(at));
+        }
+        let held = |at: f64| {
+            let mut g = gathered(secs(at));
+            g.queues.insert(
+                "p".into(),
+                Queue {
+                    tickets: 1,
+                    ack_pending: 1,
+                    ..Queue::default()
+                },
+            );
+            g
+        };
+        assert_eq!(pipe(&agg.snapshot(&held(2.5)), "p").takers, 1);
+        // Killed at 2.1 s: its ticket stays out until the ack wait, the taker is gone.
+        assert_eq!(pipe(&agg.snapshot(&held(5.5)), "p").takers, 0);
+    }
+
+    #[test]
+    fn one_announcement_with_a_rate_tells_the_rate() {
+        let mut agg = Aggregator::default();
+        agg.listening_from(Duration::ZERO);
+        agg.live_from(Duration::ZERO);
+        let a = Announce {
+            rate: Some(5_000_000),
+            ..taker("t1", 80_000_000, "x")
+        };
+        agg.announce("p", a, secs(0.9));
+        let s = agg.snapshot(&gathered(secs(1.0)));
+        close(pipe(&s, "p").rate_out, 5e6);
+    }
+
+    #[test]
     fn a_taker_gone_quiet_leaves_the_rates() {
         let (mut agg, _) = steady(2.0);
         let s = agg.snapshot(&gathered(secs(6.0)));
@@ -622,7 +681,11 @@ mod tests {
         g.queues.insert("quiet".into(), Queue::default());
         let s = agg.snapshot(&g);
         assert_eq!(pipe(&s, "busy").rate_out, None);
-        assert_eq!(pipe(&s, "busy").takers, 1);
+        assert_eq!(
+            pipe(&s, "busy").takers,
+            0,
+            "a held ticket is no process: its taker may be dead"
+        );
         assert_eq!(
             pipe(&s, "quiet").rate_out,
             Some(0.0),

@@ -44,6 +44,9 @@ const OLDEST_LOOKUPS: usize = 64;
 const BACKLOG_WAIT: Duration = Duration::from_secs(2);
 /// `--once` and `--json` wait at most this long for every rate to be known.
 const ONCE_LIMIT: Duration = Duration::from_millis(2600);
+/// `--once` and `--json` give up when no sample could be taken by then: the server does not
+/// answer (a paused or overloaded server that keeps the connection open).
+pub(crate) const ONCE_ANSWER: Duration = Duration::from_secs(5);
 
 /// The monitor's clock: time since it started, and the wall time of that.
 #[derive(Clone, Copy)]

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -287,10 +287,42 @@ impl Writer {
     }
 }
 
-/// Whether fd 1 was closed when skypipe started (`skypipe p >&-`). The Rust runtime then
-/// opens /dev/null on it, read-write; a shell's `> /dev/null` opens it write-only. A taker
-/// with nowhere to write must not take: the payload would be lost.
+/// Which of fds 0-2 were closed when the process started, as [`note_std_fds`] found them:
+/// bit `fd` set when closed, [`NOTED`] set once they were looked at.
+static STD_FDS_CLOSED: AtomicU8 = AtomicU8::new(0);
+const NOTED: u8 = 1 << 7;
+
+/// Looks at fds 0-2 before the Rust runtime replaces closed ones with /dev/null (it opens
+/// /dev/null read-write, as Python's `subprocess.DEVNULL` does for an open one, so the two
+/// cannot be told apart later). Called by the binary from its earliest code.
+pub(crate) fn note_std_fds() {
+    let fds = std::path::Path::new("/proc/self/fd");
+    if !fds.is_dir() {
+        return;
+    }
+    let mut closed = NOTED;
+    for fd in 0..3u8 {
+        if std::fs::symlink_metadata(fds.join(fd.to_string())).is_err() {
+            closed |= 1 << fd;
+        }
+    }
+    STD_FDS_CLOSED.store(closed, Ordering::Relaxed);
+}
+
+/// Whether fd 1 was closed when skypipe started (`skypipe p >&-`). A taker with nowhere to
+/// write must not take: the payload would be lost. `/dev/null`, opened however, is a place
+/// to write to.
 pub(crate) fn stdout_was_closed() -> bool {
+    let noted = STD_FDS_CLOSED.load(Ordering::Relaxed);
+    if noted & NOTED != 0 {
+        return noted & (1 << 1) != 0;
+    }
+    stdout_is_runtime_dev_null()
+}
+
+/// Where fds were not looked at early (a platform without init functions): the Rust runtime
+/// opens /dev/null read-write on a closed fd 1; a shell's `> /dev/null` opens it write-only.
+fn stdout_is_runtime_dev_null() -> bool {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use nix::sys::stat::{fstat, major, minor, SFlag};
     let stdout = std::io::stdout();

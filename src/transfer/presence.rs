@@ -4,7 +4,7 @@
 //!
 //! Subject `P.presence.N`, body JSON, see docs/protocol.md.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::task::AbortOnDropHandle;
@@ -44,6 +44,21 @@ pub(crate) struct Announce {
     /// "The live path"); present from the moment a payload went live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) live: Option<u64>,
+    /// Bytes per second of `bytes` since the announcement before (absent in the first): one
+    /// announcement is enough for a monitor to know the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rate: Option<u64>,
+    /// The same of `live`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) live_rate: Option<u64>,
+}
+
+/// Bytes per second from `before` to `now`, `None` over too short a time to tell.
+fn rate_between(before: Option<(Instant, u64)>, now: (Instant, u64)) -> Option<u64> {
+    let (t0, b0) = before?;
+    let span = now.0.checked_duration_since(t0)?;
+    (span >= Duration::from_millis(200))
+        .then(|| (now.1.saturating_sub(b0) as f64 / span.as_secs_f64()).round() as u64)
 }
 
 /// Publishes announcements until dropped.
@@ -66,19 +81,28 @@ impl Presence {
         let instance = format!("{:016x}", rand::random::<u64>());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(INTERVAL);
+            let (mut sent_before, mut live_before) = (None, None);
             loop {
                 tick.tick().await;
+                let now = Instant::now();
+                let sent = bytes.get();
+                let live = live
+                    .as_ref()
+                    .filter(|l| l.since().is_some())
+                    .map(Counter::get);
                 let announce = Announce {
                     v: 1,
                     role,
                     instance: instance.clone(),
-                    bytes: bytes.get(),
+                    bytes: sent,
                     payloads: payloads.lock().map(|p| p.clone()).unwrap_or_default(),
-                    live: live
-                        .as_ref()
-                        .filter(|l| l.since().is_some())
-                        .map(Counter::get),
+                    live,
+                    rate: rate_between(sent_before, (now, sent)),
+                    live_rate: live.and_then(|l| rate_between(live_before, (now, l))),
                 };
+                sent_before = Some((now, sent));
+                // Not live yet is none live: the first live count has a rate too.
+                live_before = Some((now, live.unwrap_or(0)));
                 if let Ok(body) = serde_json::to_vec(&announce) {
                     let _ = client.publish(subject.clone(), body.into()).await;
                 }
@@ -157,6 +181,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rate_is_the_bytes_since_the_announcement_before() {
+        let t0 = Instant::now();
+        assert_eq!(rate_between(None, (t0, 5)), None);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(rate_between(Some((t0, 1000)), (t1, 2000)), Some(2000));
+        assert_eq!(rate_between(Some((t0, 1000)), (t1, 1000)), Some(0));
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(
+            rate_between(Some((t0, 0)), (soon, 100)),
+            None,
+            "too short to tell"
+        );
+    }
+
+    #[test]
     fn announcements_round_trip_as_json() {
         let a = Announce {
             v: 1,
@@ -165,6 +204,8 @@ mod tests {
             bytes: 7,
             payloads: vec!["x".into()],
             live: None,
+            rate: None,
+            live_rate: None,
         };
         let text = serde_json::to_string(&a).expect("json");
         assert!(text.contains("\"role\":\"take\""));
@@ -175,6 +216,10 @@ mod tests {
                 .expect("parse");
         assert!(old.payloads.is_empty());
         assert!(!text.contains("live"), "only live senders say it: {text}");
+        assert!(
+            !text.contains("rate"),
+            "the first announcement has no rate: {text}"
+        );
         let live = Announce {
             role: Role::Send,
             live: Some(5),

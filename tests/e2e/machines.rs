@@ -734,3 +734,41 @@ fn a_machine_joins_and_pipes_through_the_websocket_listener() {
     stream(&j, &h, "ws-up", 20 << 20, 5);
     stream(&h, &j, "ws-down", 20 << 20, 6);
 }
+
+/// After `server stop`, the next pipe command on a host made public starts its server again
+/// and reaches it where it listens (found: it started it on 127.0.0.2 and then looked for it
+/// on 127.0.0.1, failing; only the second command worked).
+#[test]
+fn a_public_host_after_server_stop_starts_its_server_and_pipes_on_the_first_try() {
+    let h = public_host();
+    for round in ["send first", "recv first"] {
+        assert_ok(&h.run(&["server", "stop"]));
+        let (first, second) = match round {
+            "send first" => (h.send(&["p"], b"after a stop\n"), h.run(&["recv", "p"])),
+            _ => {
+                let mut taker = Proc::spawn(
+                    h.cmd(&["recv", "p"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped()),
+                );
+                taker.wait_stderr("started its local one");
+                let sent = h.send(&["p"], b"after a stop\n");
+                (taker.wait_output(HANG), sent)
+            }
+        };
+        assert_ok(&first);
+        assert_ok(&second);
+        let started = stderr_of(&first);
+        assert!(
+            started.contains(&format!("tls://127.0.0.2:{}", h.port)),
+            "{round}: {started}"
+        );
+        let got = if round == "send first" {
+            &second
+        } else {
+            &first
+        };
+        assert_eq!(got.stdout, b"after a stop\n", "{round}");
+    }
+}

@@ -178,8 +178,15 @@ fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
         );
         assert_eq!(pipe["payloads_stored"], 1, "{pipe}");
         assert_eq!(pipe["stalled"], false, "{pipe}");
-        // About a second: the rates need one, a taker's second announcement at most one more.
+        // About a second: each skypipe says its rate in every announcement, so one heard is
+        // enough (found: 2.0 s while a transfer ran, waiting for a second announcement). The
+        // answer's own clock says when its sample was taken.
         assert!(took < Duration::from_secs(4), "--json took {took:?}");
+        let at = report["at_secs"].as_f64().unwrap_or(f64::MAX);
+        assert!(
+            at < 1.7,
+            "the sample was taken {at} s after the start: {report}"
+        );
         let time = report["time"].as_str().expect("an absolute time");
         let when = humantime::parse_rfc3339(time).expect("RFC 3339");
         let skew = SystemTime::now()
@@ -323,4 +330,76 @@ fn the_dashboard_says_within_two_seconds_that_the_server_is_gone() {
         header(&screen)
     );
     term.keys(&["q"]);
+}
+
+/// `ls` and `monitor` count the processes on a pipe: a taker killed mid-payload (its sender
+/// killed too) leaves the counts within seconds, though the ticket it held stays out until the
+/// server's ack wait (found: it stayed in TAKERS for minutes).
+#[test]
+fn a_killed_taker_leaves_ls_and_monitor_at_once() {
+    let b = Bench::new();
+    let mut taker = b
+        .cmd(&["-v", "recv", "p"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .start()
+        .ready(&waiting("p"));
+    let block = random_bytes(64 * 1024, 3);
+    let (sender, feeder) = feed_pieces(
+        b.cmd(&["send", "p"]),
+        std::iter::repeat_n(block, 2000),
+        Duration::from_millis(20),
+    );
+    taker.wait_stdout(1_000_000);
+    signal(&taker, nix::sys::signal::Signal::SIGHUP);
+    signal(&sender, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_output(taker, HANG);
+    let _ = wait_output(sender, HANG);
+    feeder.join().expect("feeder");
+    let (_, held, _) = queue_state(&b.url(), "p").expect("the pipe's consumer");
+    assert_eq!(held, 1, "the dead taker's ticket is still out");
+    let ls = b.recv(&["ls", "--json"]);
+    assert_ok(&ls);
+    let report: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("JSON");
+    let row = report["pipes"]
+        .as_array()
+        .and_then(|pipes| pipes.iter().find(|p| p["pipe"] == "p"))
+        .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
+        .clone();
+    assert_eq!(row["takers"], 0, "ls: {row}");
+    assert_eq!(row["senders"], 0, "ls: {row}");
+    let out = b.recv(&["monitor", "--json"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let row = report["pipes"]
+        .as_array()
+        .and_then(|pipes| pipes.iter().find(|p| p["name"] == "p"))
+        .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
+        .clone();
+    assert_eq!(row["takers"], 0, "monitor: {row}");
+}
+
+/// `monitor --json` and `--once` whose server stops answering after they connected (SIGSTOP)
+/// answer in their time, saying so (found: no output for minutes).
+#[test]
+fn monitor_once_and_json_say_when_a_paused_server_does_not_answer() {
+    let b = Bench::new();
+    assert_ok(&b.send_bytes(&["p"], b"something stored\n"));
+    for form in ["--json", "--once"] {
+        let monitor = b
+            .cmd(&["-v", "monitor", form])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .start()
+            .ready("connected to *");
+        b.server.pause().expect("SIGSTOP");
+        let out = wait_output(monitor, Duration::from_secs(30));
+        b.server.resume().expect("SIGCONT");
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{form}: {err}");
+        assert!(err.contains("did not answer within 5s"), "{form}: {err}");
+        assert!(out.stdout.is_empty(), "{form}: no table made up");
+    }
 }

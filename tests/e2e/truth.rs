@@ -256,6 +256,95 @@ fn a_big_stored_payload_comes_out_before_a_small_newer_one() {
     assert_eq!(sha(&out.stdout), sha(&want), "oldest first, each whole");
 }
 
+/// How a follower's stored backlog is held up in [`a_follower_never_times_out_while_stored_data_waits`].
+#[derive(Debug, Clone, Copy)]
+enum HeldUp {
+    /// The server stops answering for a while (SIGSTOP).
+    Server,
+    /// The follower gets no CPU for a while (SIGSTOP).
+    Starved,
+    /// Its stdout is not read for a while.
+    Stdout,
+}
+
+/// A follower whose stored backlog is held up for longer than its `--timeout` writes all of it:
+/// its idle clock runs only when nothing waits for it (found on a busy machine: a follower
+/// ended at `--timeout 3s` with the rest of a 6 MB payload stored).
+fn a_follower_never_times_out_while_stored_data_waits(how: HeldUp) {
+    let b = Bench::new();
+    let big = b.path("big");
+    random_file(&big, 40_000_000, 8);
+    assert_ok(&b.send_file(&["p"], &big));
+    let mut follower = b.spawn_recv(&["p", "--follow", "--timeout", "2s"]);
+    let held = Held::new(&mut follower, 1_000_000);
+    held.wait_first();
+    // The scenario: held up for twice its timeout, with 39 MB stored and waiting for it.
+    let hold = Duration::from_secs(4);
+    match how {
+        HeldUp::Server => {
+            b.server.pause().expect("SIGSTOP");
+            held.release();
+            std::thread::sleep(hold);
+            b.server.resume().expect("SIGCONT");
+        }
+        HeldUp::Starved => {
+            signal(&follower, Signal::SIGSTOP);
+            held.release();
+            std::thread::sleep(hold);
+            signal(&follower, Signal::SIGCONT);
+        }
+        HeldUp::Stdout => {
+            std::thread::sleep(hold);
+            held.release();
+        }
+    }
+    let status = wait_status(&mut follower, HANG);
+    let got = held.finish();
+    assert_eq!(status.code(), Some(124), "{how:?}: ends idle at last");
+    assert_eq!(got.len(), 40_000_000, "{how:?}: every byte written");
+    assert_eq!(
+        sha(&got),
+        sha_file(&big),
+        "{how:?}: bytes out equal bytes in"
+    );
+}
+
+#[test]
+fn a_follower_waits_out_a_slow_server_while_stored_data_waits() {
+    a_follower_never_times_out_while_stored_data_waits(HeldUp::Server);
+}
+
+#[test]
+fn a_starved_follower_writes_what_waits_before_its_timeout() {
+    a_follower_never_times_out_while_stored_data_waits(HeldUp::Starved);
+}
+
+#[test]
+fn a_follower_behind_a_slow_stdout_writes_what_waits_before_its_timeout() {
+    a_follower_never_times_out_while_stored_data_waits(HeldUp::Stdout);
+}
+
+/// A quiet living sender is not data waiting: the follower ends at its timeout.
+#[test]
+fn a_follower_of_a_quiet_living_sender_ends_at_its_timeout() {
+    let b = Bench::new();
+    let mut sender = b
+        .cmd(&["send", "p"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    let mut stdin = sender.stdin.take().expect("stdin");
+    stdin.write_all(b"one line, then silence\n").expect("write");
+    let mut follower = b.spawn_recv(&["p", "--follow", "--timeout", "2s"]);
+    follower.wait_stdout(23);
+    let out = wait_output(follower, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"one line, then silence\n");
+    drop(stdin);
+    assert_ok(&wait_output(sender, HANG));
+}
+
 #[test]
 fn a_listener_held_up_by_its_stdout_writes_or_reports_every_payload() {
     let b = Bench::new();
@@ -410,6 +499,60 @@ fn ctrl_c_ends_a_taker_whose_stdout_is_stuck_and_gives_back_what_it_did_not_writ
     assert!(data.starts_with(&first));
     assert!(data.ends_with(&next.stdout));
     assert!(first.len() + next.stdout.len() >= data.len(), "bytes lost");
+}
+
+/// A receiver whose stdout is /dev/null, opened however, waits and takes; one whose stdout is
+/// really closed takes nothing (found: Python's `subprocess.DEVNULL`, which opens /dev/null
+/// read-write, was refused as a closed stdout).
+#[test]
+fn a_receiver_writing_to_dev_null_waits_however_it_was_opened() {
+    let b = Bench::new();
+    let python = String::from(
+        "python3 -c 'import subprocess, sys; \
+         sys.exit(subprocess.run([sys.argv[1], \"recv\", \"go\"], \
+         stdout=subprocess.DEVNULL).returncode)' \"$SKYPIPE\"",
+    );
+    let waiters = [
+        python.clone(),
+        format!("{python} <&-"),
+        "\"$SKYPIPE\" recv go > /dev/null".to_string(),
+        "\"$SKYPIPE\" recv go 1<>/dev/null".to_string(),
+        "\"$SKYPIPE\" recv go 1<>/dev/null <&-".to_string(),
+        "\"$SKYPIPE\" go 1<>/dev/null <&-".to_string(),
+    ];
+    for script in waiters {
+        let waiter = shell(&b, &format!("{script}; echo \"exit $?\" >&2"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .start();
+        wait_waiting(&b.url(), "go");
+        assert_ok(&b.send_bytes(&["go"], b"\n"));
+        let out = wait_output(waiter, HANG);
+        let err = stderr_of(&out);
+        assert!(err.contains("exit 0"), "{script}: {err}");
+        assert_eq!(
+            queue_state(&b.url(), "go").map(|q| q.0),
+            Some(0),
+            "{script}: taken"
+        );
+    }
+    // Really closed: nothing is taken, whatever stdin is.
+    assert_ok(&b.send_bytes(&["go"], b"precious\n"));
+    for script in [
+        "\"$SKYPIPE\" recv go >&-",
+        "\"$SKYPIPE\" recv go >&- <&-",
+        "\"$SKYPIPE\" go >&- <&-",
+    ] {
+        let out = shell(&b, &format!("{script}; echo \"exit $?\" >&2"))
+            .output()
+            .expect("bash");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exit 2"), "{script}: {err}");
+        assert!(err.contains("stdout is closed"), "{script}: {err}");
+    }
+    let out = b.recv(&["go"]);
+    assert_ok(&out);
+    assert_eq!(out.stdout, b"precious\n", "the payload stayed in the pipe");
 }
 
 #[test]
