@@ -334,6 +334,19 @@ impl<'a> Sender<'a> {
             }
             Route::Live(taker) => {
                 let same = *taker == ack.taker;
+                if same && ack.written > self.chunk {
+                    // No taker wrote chunks that were never sent: the word is forged (or
+                    // garbled). Trusting it would drop chunks nobody wrote; the payload
+                    // leaves the live path with what the taker really acknowledged.
+                    tracing::info!(
+                        "payload {} leaves the live path: an acknowledgement of {} chunks, \
+                         but {} were sent",
+                        self.id,
+                        ack.written,
+                        self.chunk
+                    );
+                    return self.store_live().await;
+                }
                 if same {
                     self.acknowledged(ack.written);
                 }
@@ -1031,8 +1044,8 @@ impl<'a> Sender<'a> {
         presence::track(&self.active, self.id.as_str(), false);
         Failure::Dropped(format!(
             "payload {} of pipe {} was dropped after {} bytes: it left the pipe before its \
-             end (a receiver took it and stopped reading, or `skypipe rm` dropped it), so \
-             nothing more was sent and what was stored of it was removed",
+             end (a receiver took it and stopped reading, `skypipe rm` dropped it, or its \
+             --ttl ran out), so nothing more was sent and what was stored of it was removed",
             self.id, self.settings.pipe, self.offset
         ))
         .into()
