@@ -231,6 +231,8 @@ pub(crate) async fn rm(session: &Session, pipe: &PipeName, yes: bool) -> anyhow:
 
 /// Tickets `rm` pulls from a pipe's consumer at once.
 const RM_BATCH: usize = 64;
+/// How long `rm` waits for the server to hand over a ticket it asked for.
+const RM_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Drops the payloads waiting in `pipe` whose tickets are at most `upto`, taking their tickets
 /// from the pipe's work-queue consumer as a taker would: the consumer hands each ticket to one
@@ -262,9 +264,25 @@ async fn drop_waiting(
                 .await
                 .map_err(|e| anyhow!("cannot take the tickets of pipe {pipe}: {e}"))?;
             let (mut got, mut past) = (0, false);
-            while let Some(ticket) = batch.next().await {
-                let ticket =
-                    ticket.map_err(|e| anyhow!("cannot take the tickets of pipe {pipe}: {e}"))?;
+            loop {
+                // A server that stopped answering does not end a pull request.
+                let next = tokio::time::timeout(RM_ANSWER, batch.next())
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "the server at {} stopped answering; dropped {dropped} of the {n} \
+                             payloads waiting in pipe {pipe}",
+                            session.url
+                        )
+                    })?;
+                let Some(ticket) = next else { break };
+                // Such as takers holding as many tickets as the pipe hands out at once.
+                let ticket = ticket.map_err(|e| {
+                    anyhow!(
+                        "dropped {dropped} of the {n} payloads waiting in pipe {pipe}: the \
+                         server hands out no more of its tickets now ({e})"
+                    )
+                })?;
                 got += 1;
                 let (seq, delivered) = ticket
                     .info()
