@@ -1001,6 +1001,11 @@ impl<'a> Sender<'a> {
             return Ok(());
         }
         self.ticket_checked = Instant::now();
+        // A login without the permission sends as before, unchecked.
+        self.session.denied.tolerate_ticket_check();
+        if self.session.denied.ticket_check_refused() {
+            return Ok(());
+        }
         let Ok(queue) = self
             .session
             .js
