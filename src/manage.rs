@@ -225,7 +225,11 @@ pub(crate) async fn rm(session: &Session, pipe: &PipeName, yes: bool) -> anyhow:
     let upto = list.iter().map(|w| w.seq).max().unwrap_or(0);
     let dropped = drop_waiting(session, pipe, upto, n).await?;
     tracing::info!("dropped {dropped} payloads of pipe {pipe}");
-    eprintln!("skypipe: dropped {dropped} payload(s) waiting in pipe {pipe}{kept}");
+    let meanwhile = match n.saturating_sub(dropped) {
+        0 => String::new(),
+        k => format!(" ({k} more went to takers meanwhile)"),
+    };
+    eprintln!("skypipe: dropped {dropped} payload(s) waiting in pipe {pipe}{meanwhile}{kept}");
     Ok(code::OK)
 }
 

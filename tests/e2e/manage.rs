@@ -307,9 +307,14 @@ fn rm_racing_takers_never_cuts_a_payload_a_taker_was_handed() {
         }
     }
     eprintln!("{taken} payloads taken, the rest dropped");
-    // Racing the takers is no error for `rm`.
+    // Racing the takers is no error for `rm`, and it says what it did.
     for out in &rms {
         assert_ok(out);
+        let err = stderr_of(out);
+        assert!(
+            err.contains("dropped") || err.contains("no payload waits"),
+            "{err}"
+        );
     }
     assert_eq!(queue_messages(&b.url()), 0, "no ticket is left");
     assert_eq!(data_messages(&b.url()), 0, "no chunk is left");
