@@ -32,7 +32,8 @@ setup, check, completions, man and help are commands: a pipe named so is reached
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 3 payload aborted by its sender,
 4 only the rest of a payload another taker began was written (from the byte it names),
-124 --timeout ran out, 130 interrupted.";
+124 --timeout ran out, 130 interrupted, 141 a sender's payload left the pipe before it was all
+sent (its receiver stopped reading, or `skypipe rm` dropped it).";
 
 /// `skypipe --version`: the release, the protocol it speaks and the commit it was built from.
 static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {

@@ -9,6 +9,9 @@ pub(crate) mod code {
     pub(crate) const ABORTED: i32 = 3;
     pub(crate) const RESUMED: i32 = 4;
     pub(crate) const TIMEOUT: i32 = 124;
+    /// As a shell reports a writer killed by SIGPIPE (128 + 13): the pipe's reading end went
+    /// away.
+    pub(crate) const DROPPED: i32 = 141;
     pub(crate) const INTERRUPTED: i32 = 130;
 }
 
@@ -24,6 +27,10 @@ pub(crate) enum Failure {
     /// A plain receiver wrote only the rest of a payload another taker began: exit 4.
     #[error("{0}")]
     Resumed(String),
+    /// A sender's payload left the pipe before it was all sent (taken by a receiver that
+    /// stopped reading, or dropped by `skypipe rm`): exit 141.
+    #[error("{0}")]
+    Dropped(String),
     /// `--timeout` ran out: exit 124.
     #[error("{0}")]
     TimedOut(String),
@@ -41,6 +48,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
                 Failure::Aborted(_) => code::ABORTED,
                 Failure::Resumed(_) => code::RESUMED,
                 Failure::TimedOut(_) => code::TIMEOUT,
+                Failure::Dropped(_) => code::DROPPED,
                 Failure::Interrupted => code::INTERRUPTED,
             };
         }
@@ -62,5 +70,7 @@ mod tests {
         let e = e.context("while waiting").expect_err("error");
         assert_eq!(exit_code(&e), code::TIMEOUT);
         assert_eq!(exit_code(&anyhow::anyhow!("boom")), code::RUNTIME);
+        let dropped: anyhow::Error = Failure::Dropped("x".into()).into();
+        assert_eq!(exit_code(&dropped.context("while sending")), 141);
     }
 }

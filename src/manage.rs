@@ -11,8 +11,10 @@ use std::io::IsTerminal as _;
 
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::RawMessageErrorKind;
+use futures::StreamExt as _;
 use skypipe_tui::units::{Age, Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -219,23 +221,105 @@ pub(crate) async fn rm(session: &Session, pipe: &PipeName, yes: bool) -> anyhow:
             return Err(anyhow!("nothing was dropped: not confirmed"));
         }
     }
-    let layout = &session.layout;
-    let queue = session.js.get_stream_no_info(layout.queue_stream()).await?;
-    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
-    for w in &list {
-        // The ticket first: once it is gone no taker can be handed the payload.
-        queue
-            .delete_message(w.seq)
-            .await
-            .map_err(|e| anyhow!("cannot drop a payload of pipe {pipe}: {e}"))?;
-        if let Some(id) = &w.id {
-            data.purge()
-                .filter(layout.payload_subject(pipe, id))
-                .await
-                .map_err(|e| anyhow!("cannot drop payload {id} of pipe {pipe}: {e}"))?;
-        }
-    }
-    tracing::info!("dropped {n} payloads of pipe {pipe}");
-    eprintln!("skypipe: dropped {n} payload(s) waiting in pipe {pipe}{kept}");
+    // Only tickets queued by now: a payload sent while `rm` runs is not dropped.
+    let upto = list.iter().map(|w| w.seq).max().unwrap_or(0);
+    let dropped = drop_waiting(session, pipe, upto, n).await?;
+    tracing::info!("dropped {dropped} payloads of pipe {pipe}");
+    let meanwhile = match n.saturating_sub(dropped) {
+        0 => String::new(),
+        k => format!(" ({k} more went to takers meanwhile)"),
+    };
+    eprintln!("skypipe: dropped {dropped} payload(s) waiting in pipe {pipe}{meanwhile}{kept}");
     Ok(code::OK)
+}
+
+/// Tickets `rm` pulls from a pipe's consumer at once.
+const RM_BATCH: usize = 64;
+/// How long `rm` waits for the server to hand over a ticket it asked for.
+const RM_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops the payloads waiting in `pipe` whose tickets are at most `upto`, taking their tickets
+/// from the pipe's work-queue consumer as a taker would: the consumer hands each ticket to one
+/// puller only, so a ticket a taker was handed, even a moment ago, is never `rm`'s. A ticket
+/// handed to `rm` for the first time waits for no one: it is terminated (removed), then its
+/// chunks are purged. One handed out before (given back part-way, or whose taker's ack wait
+/// ran out) comes to `rm` first, ahead of new ones: it is kept aside until the end and then
+/// given back (a nak, in order), first in line for the next taker as before. It asks for no
+/// more than the `n` tickets that waited, so a payload queued meanwhile is rarely touched.
+/// Returns how many payloads were dropped.
+async fn drop_waiting(
+    session: &Session,
+    pipe: &PipeName,
+    upto: u64,
+    n: usize,
+) -> anyhow::Result<usize> {
+    let layout = &session.layout;
+    let consumer = session.queue_consumer(pipe).await?;
+    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
+    let mut kept_aside = Vec::new();
+    let mut dropped = 0;
+    let result: anyhow::Result<()> = async {
+        while dropped < n {
+            // No wait: what waits now is handed over at once, and nothing else.
+            let mut batch = consumer
+                .fetch()
+                .max_messages((n - dropped).min(RM_BATCH))
+                .messages()
+                .await
+                .map_err(|e| anyhow!("cannot take the tickets of pipe {pipe}: {e}"))?;
+            let (mut got, mut past) = (0, false);
+            loop {
+                // A server that stopped answering does not end a pull request.
+                let next = tokio::time::timeout(RM_ANSWER, batch.next())
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "the server at {} stopped answering; dropped {dropped} of the {n} \
+                             payloads waiting in pipe {pipe}",
+                            session.url
+                        )
+                    })?;
+                let Some(ticket) = next else { break };
+                // Such as takers holding as many tickets as the pipe hands out at once.
+                let ticket = ticket.map_err(|e| {
+                    anyhow!(
+                        "dropped {dropped} of the {n} payloads waiting in pipe {pipe}: the \
+                         server hands out no more of its tickets now ({e})"
+                    )
+                })?;
+                got += 1;
+                let (seq, delivered) = ticket
+                    .info()
+                    .map(|i| (i.stream_sequence, i.delivered))
+                    .map_err(|e| anyhow!("a ticket of pipe {pipe} without its info: {e}"))?;
+                if delivered > 1 || seq > upto {
+                    past |= seq > upto;
+                    kept_aside.push(ticket);
+                    continue;
+                }
+                // The ticket first: once it is gone no taker can be handed the payload.
+                ticket
+                    .double_ack_with(AckKind::Term)
+                    .await
+                    .map_err(|e| anyhow!("cannot drop a payload of pipe {pipe}: {e}"))?;
+                if let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) {
+                    data.purge()
+                        .filter(layout.payload_subject(pipe, &id))
+                        .await
+                        .map_err(|e| anyhow!("cannot drop payload {id} of pipe {pipe}: {e}"))?;
+                }
+                dropped += 1;
+            }
+            if got == 0 || past {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    for ticket in &kept_aside {
+        let _ = ticket.ack_with(AckKind::Nak(None)).await;
+    }
+    let _ = session.client.flush().await;
+    result.map(|()| dropped)
 }

@@ -106,7 +106,23 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) struct Denied(
     tokio::sync::watch::Receiver<Option<String>>,
     Arc<std::sync::atomic::AtomicBool>,
+    Arc<TicketCheck>,
 );
+
+/// A sender's check that its ticket is still in the pipe (`STREAM.MSG.GET` on the queue
+/// stream, which pipes alone do not need: README, "Permissions for a prefix"): on a
+/// connection that does it, the server refusing it only turns the check off.
+#[derive(Default)]
+pub(crate) struct TicketCheck {
+    on: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicBool,
+}
+
+/// Whether a permission violation is about reading a message of a queue stream.
+fn about_queue_get(text: &str) -> bool {
+    let subject = text.split('"').nth(1).unwrap_or("");
+    subject.starts_with("$JS.API.STREAM.MSG.GET.") && subject.ends_with("-queue")
+}
 
 /// Whether a permission violation is about a live-path subject (`P.live.>`): a server whose
 /// users may not use the live path still carries every payload stored, so such a refusal
@@ -120,6 +136,16 @@ impl Denied {
     /// Whether the server refused this connection a live-path subject.
     pub(crate) fn live_refused(&self) -> bool {
         self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This connection checks tickets: a refusal of the check is not a failure.
+    pub(crate) fn tolerate_ticket_check(&self) {
+        self.2.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the server refused this connection the ticket check.
+    pub(crate) fn ticket_check_refused(&self) -> bool {
+        self.2.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until the server reports a permission violation, and returns its text.
@@ -207,6 +233,8 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
     let live_refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let live_flag = live_refused.clone();
+    let ticket_check = Arc::new(TicketCheck::default());
+    let check_flags = ticket_check.clone();
     let mut opts = ConnectOptions::new()
         .name("skypipe")
         .connection_timeout(CONNECT_TIMEOUT)
@@ -214,6 +242,7 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
         .event_callback(move |event| {
             let tx = denied_tx.clone();
             let live_flag = live_flag.clone();
+            let check_flags = check_flags.clone();
             async move {
                 tracing::debug!("connection event: {event}");
                 let text = match event {
@@ -235,6 +264,14 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
                 };
                 if text.as_deref().is_some_and(about_live_path) {
                     live_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                if check_flags.on.load(std::sync::atomic::Ordering::Relaxed)
+                    && text.as_deref().is_some_and(about_queue_get)
+                {
+                    check_flags
+                        .refused
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
                 if let Some(text) = text {
@@ -372,7 +409,7 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     };
     Ok(Connected {
         client,
-        denied: Denied(denied_rx, live_refused),
+        denied: Denied(denied_rx, live_refused, ticket_check),
         shown,
     })
 }
@@ -662,6 +699,20 @@ mod tests {
             "permissions violation for subscription to \"team.data.live.x\""
         ));
         assert!(!about_live_path("permissions violation"));
+    }
+
+    #[test]
+    fn only_ticket_reads_are_told_apart() {
+        assert!(about_queue_get(
+            "Permissions Violation for Publish to \"$JS.API.STREAM.MSG.GET.team-queue\""
+        ));
+        assert!(!about_queue_get(
+            "Permissions Violation for Publish to \"$JS.API.STREAM.MSG.GET.team-data\""
+        ));
+        assert!(!about_queue_get(
+            "Permissions Violation for Publish to \"$JS.API.STREAM.MSG.DELETE.team-queue\""
+        ));
+        assert!(!about_queue_get("permissions violation"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -58,6 +59,13 @@ pub(crate) const LISTENER_SLACK_CHUNKS: u64 = 16;
 /// How long a sender waits for a listener that writes nothing (stdout stuck, a machine under
 /// load) before it goes on without it.
 pub(crate) const LISTENER_QUIET: Duration = Duration::from_secs(3);
+
+/// How often a sender checks that its payload's ticket is still in the pipe (see
+/// [`Sender::check_ticket`]).
+pub(crate) const TICKET_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a sender whose payload was dropped waits for the chunks in flight to be stored
+/// before it removes what is stored of the payload.
+const DROPPED_SETTLE: Duration = Duration::from_secs(5);
 
 /// A short, growing, jittered pause before publishing again what a busy server refused.
 async fn busy_pause(attempt: u32) {
@@ -179,6 +187,10 @@ struct Sender<'a> {
     subject: String,
     ttl: Option<Duration>,
     ticket_sent: bool,
+    /// The ticket's stream sequence in the queue stream, once it is stored.
+    ticket_seq: Option<u64>,
+    /// When the ticket was last found in the pipe (or queued).
+    ticket_checked: Instant,
     chunk: u64,
     offset: u64,
     /// CRC-32 of the bodies published so far (sealed bodies when sealing).
@@ -223,6 +235,8 @@ impl<'a> Sender<'a> {
             subject,
             ttl,
             ticket_sent: false,
+            ticket_seq: None,
+            ticket_checked: Instant::now(),
             chunk: 0,
             offset: 0,
             crc: crc32fast::Hasher::new(),
@@ -320,6 +334,19 @@ impl<'a> Sender<'a> {
             }
             Route::Live(taker) => {
                 let same = *taker == ack.taker;
+                if same && ack.written > self.chunk {
+                    // No taker wrote chunks that were never sent: the word is forged (or
+                    // garbled). Trusting it would drop chunks nobody wrote; the payload
+                    // leaves the live path with what the taker really acknowledged.
+                    tracing::info!(
+                        "payload {} leaves the live path: an acknowledgement of {} chunks, \
+                         but {} were sent",
+                        self.id,
+                        ack.written,
+                        self.chunk
+                    );
+                    return self.store_live().await;
+                }
                 if same {
                     self.acknowledged(ack.written);
                 }
@@ -591,7 +618,10 @@ impl<'a> Sender<'a> {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(_) => break,
+                Ok(ack) => {
+                    self.ticket_seq = Some(ack.sequence);
+                    break;
+                }
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !created => {
                     self.session.ensure_streams().await?;
                     created = true;
@@ -702,6 +732,11 @@ impl<'a> Sender<'a> {
             self.hear_live().await?;
             if meta.end.is_some() {
                 self.settle_live().await?;
+                // Nobody can have finished the payload before its end is stored: a ticket
+                // gone now was dropped, and the end would be stored for no one.
+                self.check_ticket(true).await?;
+            } else {
+                self.check_ticket(false).await?;
             }
             if meta.end.is_none() && matches!(self.live.route, Route::Live(_)) {
                 self.send_live(headers, body, plain_len).await?;
@@ -723,7 +758,13 @@ impl<'a> Sender<'a> {
         }
         let mut ack = self.publish_once(&headers, &body).await?;
         let stored = match ticket {
-            Ok(ticket_ack) => self.bounded(ticket_ack).await?.is_ok(),
+            Ok(ticket_ack) => match self.bounded(ticket_ack).await? {
+                Ok(ack) => {
+                    self.ticket_seq = Some(ack.sequence);
+                    true
+                }
+                Err(_) => false,
+            },
             Err(_) => false,
         };
         if stored {
@@ -942,8 +983,82 @@ impl<'a> Sender<'a> {
         self.publish(data, end).await
     }
 
-    /// Removes what the first chunk may have stored when its ticket could not be: no
-    /// receiver would ever take it.
+    /// When the ticket is due to be checked next.
+    fn ticket_check_due(&self) -> Instant {
+        self.ticket_checked + TICKET_CHECK_EVERY
+    }
+
+    /// Stops the send when the payload's ticket left the pipe before the payload's end was
+    /// stored: nobody can ever take the rest. That is `skypipe rm` dropping it, a taker that
+    /// took it and stopped reading (its output closed), a taker that removed it as corrupt,
+    /// or its TTL. Checks at most every [`TICKET_CHECK_EVERY`], or at once with `now`; a
+    /// check the server does not answer (or refuses) counts as the ticket being there.
+    async fn check_ticket(&mut self, now: bool) -> anyhow::Result<()> {
+        let Some(seq) = self.ticket_seq else {
+            return Ok(());
+        };
+        if !now && self.ticket_checked.elapsed() < TICKET_CHECK_EVERY {
+            return Ok(());
+        }
+        self.ticket_checked = Instant::now();
+        // A login without the permission sends as before, unchecked.
+        self.session.denied.tolerate_ticket_check();
+        if self.session.denied.ticket_check_refused() {
+            return Ok(());
+        }
+        let Ok(queue) = self
+            .session
+            .js
+            .get_stream_no_info(self.session.layout.queue_stream())
+            .await
+        else {
+            return Ok(());
+        };
+        let asked = tokio::time::timeout(TICKET_CHECK_EVERY, queue.get_raw_message(seq)).await;
+        match asked {
+            Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+            Ok(Err(e)) => {
+                tracing::debug!("cannot check the ticket of payload {}: {e}", self.id);
+                return Ok(());
+            }
+            Ok(Ok(_)) | Err(_) => return Ok(()),
+        }
+        tracing::info!(
+            "the ticket of payload {} left pipe {} before the payload's end",
+            self.id,
+            self.settings.pipe
+        );
+        Err(self.dropped().await)
+    }
+
+    /// The payload was dropped: lets the chunks in flight be stored (for a while), so that
+    /// none lands after the purge, then removes everything stored of the payload.
+    async fn dropped(&mut self) -> anyhow::Error {
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        let _ = tokio::time::timeout(DROPPED_SETTLE, async {
+            for f in window {
+                let _ = f.ack.await;
+            }
+        })
+        .await;
+        self.live.unacked.clear();
+        self.live.unacked_bytes = 0;
+        self.live.route = Route::StoredOnly;
+        self.forget_unannounced().await;
+        presence::track(&self.active, self.id.as_str(), false);
+        Failure::Dropped(format!(
+            "payload {} of pipe {} was dropped after {} bytes: it left the pipe before its \
+             end (a receiver took it and stopped reading, `skypipe rm` dropped it, or its \
+             --ttl ran out), so nothing more was sent and what was stored of it was removed",
+            self.id, self.settings.pipe, self.offset
+        ))
+        .into()
+    }
+
+    /// Removes everything stored of the payload: what the first chunk may have stored when
+    /// its ticket could not be, or what was stored of a payload dropped while it was sent.
+    /// No receiver would ever take it.
     async fn forget_unannounced(&self) {
         if let Ok(data) = self
             .session
@@ -1040,12 +1155,18 @@ async fn send_all(
         // While stdin pauses, the live taker's word (or silence) is still acted on: a taker
         // that went away must not hold the chunks it did not write.
         let waiting = s.live.waiting();
+        let check = tokio::time::Instant::from_std(s.ticket_check_due());
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
             piece = input.recv() => Some(piece),
             heard = s.live.next(), if waiting => {
                 s.on_heard(heard).await?;
+                continue;
+            }
+            // While stdin pauses, a payload nobody can take any more is still noticed.
+            _ = tokio::time::sleep_until(check), if s.ticket_seq.is_some() => {
+                s.check_ticket(false).await?;
                 continue;
             }
         };

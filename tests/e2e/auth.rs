@@ -545,3 +545,31 @@ fn a_user_outside_a_prefix_gets_a_clear_permission_error() {
     let out = b.recv(&[&bob[..], &["work", "--timeout", "1s"]].concat());
     assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
 }
+
+#[test]
+fn a_sender_without_the_queue_reads_sends_as_before() {
+    // Pipes alone need neither reading nor deleting tickets (README); a sender's check that
+    // its payload is still in the pipe is then left out, not an error.
+    let b = Bench::with(|c| {
+        let user = prefix_user("ann", "ann-pw", "teama").replace(
+            "\"$JS.API.STREAM.MSG.GET.teama-queue\", \"$JS.API.STREAM.MSG.DELETE.teama-queue\",",
+            "",
+        );
+        assert!(!user.contains("MSG.GET.teama-queue"), "{user}");
+        c.extra = format!("authorization {{\n  users = [\n    {user}\n  ]\n}}\n");
+    });
+    let ann = ["--user", "ann", "--password", "ann-pw", "--prefix", "teama"];
+    let data = random_bytes(3 * MIB, 23);
+    // Sent over about 2 s, in several chunks: the sender checks on its ticket meanwhile.
+    let (sender, feeder) = feed_paced(
+        b.cmd(&[&ann[..], &["send", "slow"]].concat()),
+        data.clone(),
+        256 * 1024,
+        Duration::from_millis(200),
+    );
+    feeder.join().expect("feeder");
+    assert_ok(&wait_output(sender, HANG));
+    let got = b.recv(&[&ann[..], &["recv", "slow"]].concat());
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+}

@@ -180,3 +180,46 @@ fn listeners_and_a_follower_see_live_payloads_whole() {
     assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
     assert_eq!(sha(&out.stdout), want, "follower output");
 }
+
+#[test]
+fn a_forged_acknowledgement_of_chunks_never_sent_loses_nothing() {
+    use futures::StreamExt as _;
+    let b = Bench::new();
+    let data = random_bytes(40 * MIB, 46);
+    // A client with publish rights on the prefix, reading the acknowledgements.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(async_nats::connect(b.url())).expect("connect");
+    let mut acks = rt
+        .block_on(client.subscribe("skypipe.live.forged.*.ack"))
+        .expect("subscribe");
+    rt.block_on(client.flush()).expect("flush");
+    let mut first = b.spawn_ready(&["recv", "forged"], &waiting("forged"));
+    let (sender, feeder) = paced(&b, "forged", data.clone(), Duration::from_millis(20));
+    let held = Held::new(&mut first, 4 * MIB);
+    held.wait_first();
+    // The taker's own word tells its token; stopped, it says nothing more.
+    let ack = rt.block_on(acks.next()).expect("the taker acknowledges");
+    signal(&first, nix::sys::signal::Signal::SIGSTOP);
+    let mut headers = ack.headers.clone().expect("headers");
+    headers.insert("Skypipe-Written", "1000000");
+    headers.insert("Skypipe-Live", "go");
+    rt.block_on(client.publish_with_headers(ack.subject.clone(), headers, "".into()))
+        .expect("forge");
+    rt.block_on(client.flush()).expect("flush");
+    kill9(&first);
+    assert_eq!(
+        wait_status(&mut first, HANG).code(),
+        None,
+        "killed by a signal"
+    );
+    let one = held.finish();
+    assert_eq!(sha(&one), sha(&data[..one.len()]), "the first got a prefix");
+    feeder.join().expect("feeder");
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
+    assert!(went_live(&sent), "{}", stderr_of(&sent));
+    // The next taker (after the ack wait) resumes within what the dead one wrote: nothing
+    // between is lost unsaid.
+    let two = b.recv(&["forged"]);
+    assert_resumed_rest(&one, &two, &data);
+}

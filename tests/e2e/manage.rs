@@ -254,3 +254,93 @@ fn peek_says_when_a_payload_is_still_being_sent_or_was_aborted() {
     assert!(stderr_of(&out).contains("aborted"), "{}", stderr_of(&out));
     assert_eq!(out.stdout, b"first line\n");
 }
+
+#[test]
+fn rm_racing_takers_never_cuts_a_payload_a_taker_was_handed() {
+    let b = Bench::new();
+    let payloads: Vec<Vec<u8>> = (0..40).map(|i| random_bytes(512 * 1024, 900 + i)).collect();
+    for p in &payloads {
+        let f = b.file("payload", p);
+        assert_ok(&b.send_file(&["rr"], &f));
+    }
+    let sent: std::collections::HashSet<String> = payloads.iter().map(|p| sha(p)).collect();
+    // Three workers take until the pipe stays empty for 2 s, while `rm` runs over and over.
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let cmd = {
+                let mut c = b.cmd(&["recv", "rr", "--timeout", "2s", "--sender-timeout", "5s"]);
+                c.stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                c
+            };
+            std::thread::spawn(move || {
+                let mut cmd = cmd;
+                let mut got = Vec::new();
+                loop {
+                    let out = cmd.start().wait_output(HANG);
+                    if out.status.code() == Some(124) {
+                        return got;
+                    }
+                    got.push(out);
+                }
+            })
+        })
+        .collect();
+    // `rm` races takers that are taking.
+    wait_taken(&b.url(), "rr");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut rms = Vec::new();
+    while std::time::Instant::now() < until {
+        rms.push(b.recv(&["rm", "rr", "--yes"]));
+    }
+    let mut taken = 0;
+    for w in workers {
+        for out in w.join().expect("worker") {
+            assert_ok(&out);
+            assert!(
+                sent.contains(&sha(&out.stdout)),
+                "a taker wrote {} bytes that are no payload sent whole",
+                out.stdout.len()
+            );
+            taken += 1;
+        }
+    }
+    eprintln!("{taken} payloads taken, the rest dropped");
+    // Racing the takers is no error for `rm`, and it says what it did.
+    for out in &rms {
+        assert_ok(out);
+        let err = stderr_of(out);
+        assert!(
+            err.contains("dropped") || err.contains("no payload waits"),
+            "{err}"
+        );
+    }
+    assert_eq!(queue_messages(&b.url()), 0, "no ticket is left");
+    assert_eq!(data_messages(&b.url()), 0, "no chunk is left");
+}
+
+#[test]
+fn rm_drops_what_waits_behind_a_payload_given_back_part_way_and_leaves_that_one_first() {
+    let b = Bench::new();
+    let first = random_bytes(3_000_000, 82);
+    assert_ok(&b.send_bytes(&["p"], &first));
+    assert_ok(&b.send_bytes(&["p"], b"waiting\n"));
+    // A taker writes part of the first payload, is interrupted, and gives the rest back: its
+    // ticket is handed out again before any other.
+    let mut taker = b.spawn_recv(&["p"]);
+    let reader = Held::new(&mut taker, 600_000);
+    reader.wait_first();
+    interrupt(&taker);
+    assert_eq!(wait_status(&mut taker, HANG).code(), Some(130));
+    let one = reader.finish();
+    let out = b.recv(&["rm", "p"]);
+    assert_ok(&out);
+    let err = stderr_of(&out);
+    assert!(err.contains("dropped 1 payload(s)"), "{err}");
+    // The rest of the first payload is still first in line; the one behind it is gone.
+    let two = b.recv(&["p"]);
+    assert_resumed_rest(&one, &two, &first);
+    let out = b.recv(&["p", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+}

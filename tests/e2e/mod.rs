@@ -8,6 +8,7 @@ mod config;
 mod core;
 mod crypto;
 mod deploy;
+mod dropped;
 mod examples;
 mod faults;
 mod follow;
