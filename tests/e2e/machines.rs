@@ -48,8 +48,13 @@ pub(super) fn invite_from(cmd: &mut std::process::Command) -> (Proc, String, Str
 
 /// A machine joined to `host`.
 fn joined(host: &LocalHome) -> LocalHome {
+    joined_with(host, &[])
+}
+
+/// A machine joined to `host` by `skypipe invite ARGS`.
+fn joined_with(host: &LocalHome, args: &[&str]) -> LocalHome {
     let j = LocalHome::new();
-    let (inv, target, code) = invite(host, &[]);
+    let (inv, target, code) = invite(host, args);
     assert_eq!(target, format!("127.0.0.2:{}", host.port));
     let out = j.run(&["join", &target, &code]);
     assert_ok(&out);
@@ -733,4 +738,128 @@ fn a_machine_joins_and_pipes_through_the_websocket_listener() {
     );
     stream(&j, &h, "ws-up", 20 << 20, 5);
     stream(&h, &j, "ws-down", 20 << 20, 6);
+}
+
+/// A NATS client logged in as the joined machine `m`, with the key, CA and inbox prefix its
+/// join saved: what a user of that machine can do by hand with any NATS client.
+async fn machine_client(m: &LocalHome) -> async_nats::Client {
+    let ctx_dir = m.home().join(".config/nats/context");
+    let ctx = std::fs::read_dir(&ctx_dir)
+        .expect("a context")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path();
+    let ctx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx).expect("read")).expect("json");
+    let field = |k: &str| {
+        ctx[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} in {ctx}"))
+            .to_string()
+    };
+    let seed = std::fs::read_to_string(field("nkey")).expect("seed");
+    let url = field("url");
+    let url = url.split(',').next().expect("a url").to_string();
+    async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
+        .add_root_certificates(field("ca").into())
+        .require_tls(true)
+        .custom_inbox_prefix(field("inbox_prefix"))
+        .connect(url)
+        .await
+        .expect("the joined machine logs in")
+}
+
+#[test]
+fn a_joined_machine_cannot_push_its_own_bytes_into_another_prefixs_listeners() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
+    let host = public_host();
+    let a = joined_with(&host, &["--prefix", "teama"]);
+    let b = joined_with(&host, &["--prefix", "teamb"]);
+    // teamb and the owner listen on their pipe "logs".
+    let b_listener = Proc::spawn(
+        b.cmd(&["-v", "logs", "--listen"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .ready(&listening("logs"));
+    let owner_listener = Proc::spawn(
+        host.cmd(&["-v", "logs", "--listen"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .ready(&listening("logs"));
+    // teama stores a one-chunk payload of its own, and has the server deliver it where the
+    // others' listeners read: teamb's tickets, and the owner's live chunks.
+    assert_ok(&a.send(&["x"], b"INJECTED by teama\n"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = machine_client(&a).await;
+        let js = async_nats::jetstream::new(client);
+        // Consumers on another prefix's streams are refused.
+        let theirs = js
+            .create_consumer_on_stream(
+                push::Config {
+                    deliver_subject: "teama.q.stolen".into(),
+                    ..Default::default()
+                },
+                "teamb-data",
+            )
+            .await;
+        assert!(theirs.is_err(), "a consumer on teamb's stream");
+        let data = js
+            .get_stream("teama-data")
+            .await
+            .expect("teama's data stream");
+        for (n, to) in [
+            "teamb.q.logs".to_string(),
+            format!("skypipe.live.logs.{}", "0123456789abcdef"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let created = data
+                .create_consumer(push::Config {
+                    durable_name: Some(format!("evil{n}")),
+                    deliver_subject: to.clone(),
+                    filter_subject: "teama.data.x.>".into(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::None,
+                    ..Default::default()
+                })
+                .await;
+            // Refused is as good as ignored; created, its delivery must be ignored.
+            let Ok(mut consumer) = created else { continue };
+            let start = std::time::Instant::now();
+            while !consumer
+                .info()
+                .await
+                .is_ok_and(|i| i.delivered.stream_sequence > 0)
+            {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the server delivers to {to}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    });
+    // The owner and teamb each send a payload of their own: their listeners write that, and
+    // nothing of teama's.
+    assert_ok(&b.send(&["logs"], b"genuine teamb\n"));
+    assert_ok(&host.send(&["logs"], b"genuine owner\n"));
+    let heard = b_listener.wait_output(HANG);
+    assert_ok(&heard);
+    assert_eq!(
+        String::from_utf8_lossy(&heard.stdout),
+        "genuine teamb\n",
+        "teamb's listener"
+    );
+    let heard = owner_listener.wait_output(HANG);
+    assert_ok(&heard);
+    assert_eq!(
+        String::from_utf8_lossy(&heard.stdout),
+        "genuine owner\n",
+        "the owner's listener"
+    );
 }
