@@ -17,8 +17,8 @@ use crate::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
 use crate::error::{code, Failure};
 use crate::protocol::join::{
-    invite_subject, Channel, Code, Envelope, Hello, HelloReply, Joiner, Outcome, Pake, Side,
-    Welcome, JOIN_ROOT, JOIN_VERSION, MAX_NAMEPLATE,
+    invite_subject, is_session, session_subject, Channel, Code, Envelope, Hello, HelloReply,
+    Joiner, Outcome, Pake, Side, Welcome, JOIN_VERSION, MAX_NAMEPLATE,
 };
 
 /// How long the joiner may take between the steps of the exchange: its checks of the server
@@ -194,6 +194,17 @@ async fn invite(
         client.flush().await.ok();
         return Err(anyhow!("{why}"));
     }
+    if !is_session(&hello.session) {
+        let why = "the joining machine named no valid session".to_string();
+        client
+            .publish(reply_to, refuse(why.clone()).into())
+            .await
+            .ok();
+        client.flush().await.ok();
+        return Err(anyhow!(
+            "a malformed join attempt ({why}): the code {code} is dead"
+        ));
+    }
     let (pake, ours) = Pake::start(Side::Host, &code);
     let channel =
         match crate::protocol::join::unb64(&hello.pake).and_then(|theirs| pake.finish(&theirs)) {
@@ -208,15 +219,14 @@ async fn invite(
                 ));
             }
         };
-    let session_subject = format!("{JOIN_ROOT}.{nameplate}.{}", random_hex());
+    // Only the joiner knows this subject (its hello went to this client alone).
     let mut steps = client
-        .subscribe(session_subject.clone())
+        .subscribe(session_subject(nameplate, &hello.session))
         .await
         .map_err(|e| anyhow!("cannot talk to the other machine: {e}"))?;
     let reply = HelloReply {
         v: JOIN_VERSION,
         pake: crate::protocol::join::b64(&ours),
-        session: session_subject,
         error: None,
     };
     client
@@ -314,50 +324,52 @@ async fn invite(
     Ok(code::OK)
 }
 
-fn random_hex() -> String {
-    let raw: [u8; 12] = rand::random();
-    raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The next message on the session subject, opened as message `n` of the joiner, with where
-/// to answer it. `Ok((Err(why), _))`: it came but does not open (a wrong code).
+/// The next message on the session subject that opens as message `n` of the joiner, with
+/// where to answer it. `Ok((Err(why), _))`: it opened but is not what was expected, or, for
+/// message 0, it does not open: the joiner used a wrong code (nobody else knows the subject).
+/// After message 0 the key is known to be shared, and a message that does not open (or an
+/// error in the clear) is not the joiner's: it is ignored, never acted on.
 async fn next_sealed<T: for<'de> serde::Deserialize<'de>>(
     steps: &mut async_nats::Subscriber,
     channel: &Channel,
     n: u32,
 ) -> anyhow::Result<(Result<T, String>, async_nats::Subject)> {
-    let msg = match tokio::time::timeout(STEP_WAIT, steps.next()).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Err(anyhow!("lost the connection to the local server")),
-        Err(_) => {
-            return Err(anyhow!(
-                "the other machine went quiet for {}",
-                humantime::format_duration(STEP_WAIT)
-            ))
+    let until = tokio::time::Instant::now() + STEP_WAIT;
+    loop {
+        let msg = match tokio::time::timeout_at(until, steps.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(anyhow!("lost the connection to the local server")),
+            Err(_) => {
+                return Err(anyhow!(
+                    "the other machine went quiet for {}",
+                    humantime::format_duration(STEP_WAIT)
+                ))
+            }
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap_or_default();
+        match envelope
+            .sealed
+            .as_deref()
+            .map(|s| channel.open::<T>(Side::Joiner, n, s))
+        {
+            Some(Ok(t)) => return Ok((Ok(t), reply_to)),
+            Some(Err(Some(why))) => return Ok((Err(why), reply_to)),
+            _ if n == 0 => {
+                return Ok((
+                    Err(
+                        "a machine tried to join with a wrong code; the code is dead now: run \
+                         `skypipe invite` again for a new one"
+                            .to_string(),
+                    ),
+                    reply_to,
+                ))
+            }
+            _ => tracing::debug!("ignoring a message in the join that does not open"),
         }
-    };
-    let reply_to = msg
-        .reply
-        .clone()
-        .ok_or_else(|| anyhow!("the other machine sent no reply address"))?;
-    let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap_or_default();
-    if let Some(error) = envelope.error {
-        return Ok((Err(format!("the other machine gave up: {error}")), reply_to));
     }
-    let opened = match envelope
-        .sealed
-        .as_deref()
-        .map(|s| channel.open::<T>(Side::Joiner, n, s))
-    {
-        Some(Ok(t)) => Ok(t),
-        Some(Err(Some(why))) => Err(why),
-        _ => Err(
-            "a machine tried to join with a wrong code; the code is dead now: run \
-                  `skypipe invite` again for a new one"
-                .to_string(),
-        ),
-    };
-    Ok((opened, reply_to))
 }
 
 async fn send_envelope(

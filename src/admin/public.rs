@@ -5,7 +5,9 @@
 //! Who gets in: the owner (the local credential, everything), each joined machine (its own
 //! nkey, its prefix only, replies under an inbox prefix of its own), and anyone else as the
 //! rendezvous user, who may only knock at a pending invite (`_SKYPIPE_JOIN.>`) and read the
-//! answers (`_SKYPIPE_JOIN_INBOX.>`): no pipe, no JetStream API.
+//! answers (`_SKYPIPE_JOIN_INBOX.*.*`, the shape of a NATS client's replies): no pipe, no
+//! JetStream API. Since every joiner is that user, each may read the others' answers: what
+//! the host says there is either the public half of a key agreement or sealed with its key.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -256,7 +258,7 @@ pub(crate) fn render_auth(owner: &str, machines: &[Machine], join_password: &str
     }
     let _ = writeln!(
         c,
-        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.>\"] }} }} }}"
+        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.*.*\"] }} }} }}"
     );
     c.push_str("  ]\n}\n");
     let _ = writeln!(c, "no_auth_user: \"{JOIN_USER}\"");

@@ -863,3 +863,78 @@ fn a_joined_machine_cannot_push_its_own_bytes_into_another_prefixs_listeners() {
         "the owner's listener"
     );
 }
+
+#[test]
+fn someone_without_a_login_can_neither_read_nor_abort_anothers_join() {
+    use futures::StreamExt as _;
+    let host = public_host();
+    let ca = host.data_dir().join("tls/ca.pem");
+    let url = format!("tls://127.0.0.2:{}", host.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // A stranger watches every joiner's inbox it may, and once it knows a join's session
+    // subject, answers each reply of the host there with the joiner's "I give up".
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (client, mut all) = rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(ca.clone())
+            .require_tls(true)
+            .connect(&url)
+            .await
+            .expect("a stranger gets as far as the rendezvous");
+        let mut subs = Vec::new();
+        for wide in ["_SKYPIPE_JOIN_INBOX.>", "_SKYPIPE_JOIN_INBOX.*.*"] {
+            if let Ok(sub) = client.subscribe(wide).await {
+                subs.push(sub);
+            }
+        }
+        client.flush().await.ok();
+        (client, futures::stream::select_all(subs))
+    });
+    let watching = rt.spawn(async move {
+        let mut session: Option<String> = None;
+        while let Some(m) = all.next().await {
+            let _ = seen_tx.send(m.payload.to_vec());
+            match &session {
+                Some(s) => {
+                    for _ in 0..3 {
+                        let _ = client
+                            .publish_with_reply(
+                                s.clone(),
+                                client.new_inbox(),
+                                r#"{"error":"x"}"#.into(),
+                            )
+                            .await;
+                    }
+                    let _ = client.flush().await;
+                }
+                None => {
+                    session = serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .ok()
+                        .and_then(|v| Some(v.get("session")?.as_str()?.to_string()))
+                        .filter(|s| !s.is_empty());
+                }
+            }
+        }
+    });
+    // The join goes through, and the machine stays in.
+    let laptop = joined(&host);
+    assert_ok(&laptop.send(&["after"], b"still in\n"));
+    let got = host.run(&["--recv", "after"]);
+    assert_ok(&got);
+    assert_eq!(got.stdout, b"still in\n");
+    let list = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    watching.abort();
+    // Whatever the stranger saw told it nothing it could use: no session subject, no
+    // certificate, no key.
+    let seen: Vec<String> = seen_rx
+        .try_iter()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert!(!seen.is_empty(), "the stranger watched the host's replies");
+    for text in &seen {
+        assert!(!text.contains("_SKYPIPE_JOIN."), "a session seen: {text}");
+        assert!(!text.contains("CERTIFICATE"), "a certificate seen: {text}");
+    }
+}
