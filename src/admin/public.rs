@@ -265,10 +265,19 @@ pub(crate) fn render_auth(owner: &str, machines: &[Machine], join_password: &str
     c
 }
 
+/// Seconds a client has for its TLS handshake, from the moment it connects. nats-server
+/// (2.15) holds a connection's lock through its handshake, and a reload of the config (each
+/// invite and revoke) waits for every connection's lock while new connections and the owner's
+/// commands wait for the reload: someone who opens the port and says nothing holds them all
+/// up for this long. Two seconds (nats-server's default) is two round trips and the crypto
+/// with room to spare over any link a pipe is worth using; skypipe's own clients give up on a
+/// connection after 4.
+pub(crate) const TLS_HANDSHAKE_SECS: u32 = 2;
+
 /// The config's TLS block for a certificate.
 pub(crate) fn render_tls(tls: &ServerTls) -> String {
     format!(
-        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n",
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: {TLS_HANDSHAKE_SECS}\n}}\n",
         tls.cert.display(),
         tls.key.display()
     )

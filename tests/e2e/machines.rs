@@ -938,3 +938,45 @@ fn someone_without_a_login_can_neither_read_nor_abort_anothers_join() {
         assert!(!text.contains("CERTIFICATE"), "a certificate seen: {text}");
     }
 }
+
+#[test]
+fn a_silent_connection_to_the_public_port_stalls_no_revoke_and_no_owner_command() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let host = public_host();
+    let _laptop = joined(&host);
+    let list = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let name = v[0]["name"].as_str().expect("a name").to_string();
+    // How long the owner's `ls` takes with nobody silent on the port.
+    let started = Instant::now();
+    assert_ok(&host.run(&["ls"]));
+    let usual = started.elapsed();
+    // Someone opens the public port, reads the greeting and says nothing more.
+    let silent = std::net::TcpStream::connect(("127.0.0.2", host.port)).expect("connect");
+    let mut greeting = String::new();
+    std::io::BufReader::new(silent.try_clone().expect("clone"))
+        .read_line(&mut greeting)
+        .expect("INFO");
+    assert!(greeting.starts_with("INFO"), "{greeting}");
+    let started = Instant::now();
+    let revoked = host.run(&["invite", "revoke", &name]);
+    assert_ok(&revoked);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "revoke took {:?}",
+        started.elapsed()
+    );
+    // The owner's commands go on, held up for a moment at most.
+    let started = Instant::now();
+    let listed = host.run(&["ls"]);
+    let took = started.elapsed();
+    assert_ok(&listed);
+    assert!(
+        took < usual + Duration::from_secs(3),
+        "ls took {took:?}, {usual:?} with nobody silent"
+    );
+    // And a new machine joins meanwhile.
+    let _desk = joined(&host);
+    drop(silent);
+}
