@@ -976,6 +976,10 @@ pub(crate) async fn cmd_stop(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<i32> {
     let local = Local::new(env, conn.local_port, conn.local_max_store)?;
+    // The server forgets the machines' closed connections when it stops.
+    if let Err(e) = crate::admin::invite::remember_seen(&local).await {
+        tracing::debug!("cannot note when the machines were last seen: {e:#}");
+    }
     let stopped = tokio::task::spawn_blocking(move || local.stop())
         .await
         .map_err(|e| anyhow!("the local server's stopper failed: {e}"))??;

@@ -980,3 +980,47 @@ fn a_silent_connection_to_the_public_port_stalls_no_revoke_and_no_owner_command(
     let _desk = joined(&host);
     drop(silent);
 }
+
+#[test]
+fn invite_list_keeps_when_a_machine_that_left_was_last_seen() {
+    let host = public_host();
+    let laptop = joined(&host);
+    // The laptop moves some data and disconnects; nobody asked the list meanwhile.
+    let data = random_bytes(4_000_000, 3);
+    assert_ok(&laptop.send(&["moved"], &data));
+    let got = host.run(&["--recv", "moved"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+    let list = host.run(&["invite", "list"]);
+    assert_ok(&list);
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let row = text
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a row: {text}"));
+    assert!(
+        row.ends_with("just now") || row.ends_with(" ago"),
+        "last seen: {text}"
+    );
+    let json = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v[0]["connected"], false, "{v}");
+    let seen = v[0]["last_seen"].as_u64().expect("a last_seen");
+    assert!(seen >= v[0]["joined"].as_u64().expect("joined"), "{v}");
+    // Another machine joins and sends while nobody looks at the list, and the server
+    // restarts (it forgets its closed connections): both are still known as seen.
+    let desk = joined(&host);
+    assert_ok(&desk.send(&["moved"], b"from the desk\n"));
+    assert_ok(&host.run(&["server", "stop"]));
+    assert_ok(&host.run(&["server", "start"]));
+    let json = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v[0]["last_seen"].as_u64(), Some(seen), "{v}");
+    assert_eq!(v[1]["connected"], false, "{v}");
+    assert!(
+        v[1]["last_seen"].as_u64() >= v[1]["joined"].as_u64(),
+        "the desk was seen: {v}"
+    );
+    assert!(v[1]["last_seen"].is_u64(), "the desk was seen: {v}");
+}
