@@ -751,6 +751,12 @@ pub(crate) async fn cmd_start(
 ) -> anyhow::Result<i32> {
     let changed = settle_public(args, env)?;
     let local = local_for(conn, args, env)?;
+    if changed {
+        // A server restarted with new settings forgets the machines' closed connections.
+        if let Err(e) = crate::admin::invite::remember_seen(&local).await {
+            tracing::debug!("cannot note when the machines were last seen: {e:#}");
+        }
+    }
     let dir = local.dir.clone();
     let log = local.log_file();
     let public = local.public.clone();
