@@ -200,6 +200,13 @@ pub(crate) async fn cmd_join(
     if let Some(error) = reply.error {
         return Err(anyhow!("{shown_host} refused: {error}"));
     }
+    if reply.v != JOIN_VERSION {
+        return Err(anyhow!(
+            "{shown_host} speaks join version {}, this skypipe {JOIN_VERSION}: use the same \
+             skypipe version on both machines (the code {code} is dead now)",
+            reply.v
+        ));
+    }
     let channel = unb64(&reply.pake)
         .and_then(|theirs| pake.finish(&theirs))
         .map_err(|e| anyhow!("{shown_host}: {e}"))?;
