@@ -17,8 +17,8 @@ use crate::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
 use crate::error::{code, Failure};
 use crate::protocol::join::{
-    invite_subject, Channel, Code, Envelope, Hello, HelloReply, Joiner, Outcome, Pake, Side,
-    Welcome, JOIN_ROOT, JOIN_VERSION, MAX_NAMEPLATE,
+    invite_subject, is_session, session_subject, Channel, Code, Envelope, Hello, HelloReply,
+    Joiner, Outcome, Pake, Side, Welcome, JOIN_VERSION, MAX_NAMEPLATE,
 };
 
 /// How long the joiner may take between the steps of the exchange: its checks of the server
@@ -194,6 +194,17 @@ async fn invite(
         client.flush().await.ok();
         return Err(anyhow!("{why}"));
     }
+    if !is_session(&hello.session) {
+        let why = "the joining machine named no valid session".to_string();
+        client
+            .publish(reply_to, refuse(why.clone()).into())
+            .await
+            .ok();
+        client.flush().await.ok();
+        return Err(anyhow!(
+            "a malformed join attempt ({why}): the code {code} is dead"
+        ));
+    }
     let (pake, ours) = Pake::start(Side::Host, &code);
     let channel =
         match crate::protocol::join::unb64(&hello.pake).and_then(|theirs| pake.finish(&theirs)) {
@@ -208,15 +219,14 @@ async fn invite(
                 ));
             }
         };
-    let session_subject = format!("{JOIN_ROOT}.{nameplate}.{}", random_hex());
+    // Only the joiner knows this subject (its hello went to this client alone).
     let mut steps = client
-        .subscribe(session_subject.clone())
+        .subscribe(session_subject(nameplate, &hello.session))
         .await
         .map_err(|e| anyhow!("cannot talk to the other machine: {e}"))?;
     let reply = HelloReply {
         v: JOIN_VERSION,
         pake: crate::protocol::join::b64(&ours),
-        session: session_subject,
         error: None,
     };
     client
@@ -314,50 +324,52 @@ async fn invite(
     Ok(code::OK)
 }
 
-fn random_hex() -> String {
-    let raw: [u8; 12] = rand::random();
-    raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The next message on the session subject, opened as message `n` of the joiner, with where
-/// to answer it. `Ok((Err(why), _))`: it came but does not open (a wrong code).
+/// The next message on the session subject that opens as message `n` of the joiner, with
+/// where to answer it. `Ok((Err(why), _))`: it opened but is not what was expected, or, for
+/// message 0, it does not open: the joiner used a wrong code (nobody else knows the subject).
+/// After message 0 the key is known to be shared, and a message that does not open (or an
+/// error in the clear) is not the joiner's: it is ignored, never acted on.
 async fn next_sealed<T: for<'de> serde::Deserialize<'de>>(
     steps: &mut async_nats::Subscriber,
     channel: &Channel,
     n: u32,
 ) -> anyhow::Result<(Result<T, String>, async_nats::Subject)> {
-    let msg = match tokio::time::timeout(STEP_WAIT, steps.next()).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Err(anyhow!("lost the connection to the local server")),
-        Err(_) => {
-            return Err(anyhow!(
-                "the other machine went quiet for {}",
-                humantime::format_duration(STEP_WAIT)
-            ))
+    let until = tokio::time::Instant::now() + STEP_WAIT;
+    loop {
+        let msg = match tokio::time::timeout_at(until, steps.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(anyhow!("lost the connection to the local server")),
+            Err(_) => {
+                return Err(anyhow!(
+                    "the other machine went quiet for {}",
+                    humantime::format_duration(STEP_WAIT)
+                ))
+            }
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap_or_default();
+        match envelope
+            .sealed
+            .as_deref()
+            .map(|s| channel.open::<T>(Side::Joiner, n, s))
+        {
+            Some(Ok(t)) => return Ok((Ok(t), reply_to)),
+            Some(Err(Some(why))) => return Ok((Err(why), reply_to)),
+            _ if n == 0 => {
+                return Ok((
+                    Err(
+                        "a machine tried to join with a wrong code; the code is dead now: run \
+                         `skypipe invite` again for a new one"
+                            .to_string(),
+                    ),
+                    reply_to,
+                ))
+            }
+            _ => tracing::debug!("ignoring a message in the join that does not open"),
         }
-    };
-    let reply_to = msg
-        .reply
-        .clone()
-        .ok_or_else(|| anyhow!("the other machine sent no reply address"))?;
-    let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap_or_default();
-    if let Some(error) = envelope.error {
-        return Ok((Err(format!("the other machine gave up: {error}")), reply_to));
     }
-    let opened = match envelope
-        .sealed
-        .as_deref()
-        .map(|s| channel.open::<T>(Side::Joiner, n, s))
-    {
-        Some(Ok(t)) => Ok(t),
-        Some(Err(Some(why))) => Err(why),
-        _ => Err(
-            "a machine tried to join with a wrong code; the code is dead now: run \
-                  `skypipe invite` again for a new one"
-                .to_string(),
-        ),
-    };
-    Ok((opened, reply_to))
 }
 
 async fn send_envelope(
@@ -373,33 +385,96 @@ async fn send_envelope(
     }
 }
 
-/// The nkeys connected now, from the server's monitoring port on 127.0.0.1.
-async fn connected_keys(running: &Running) -> Option<Vec<String>> {
+/// The connections the server's monitoring port on 127.0.0.1 lists (`state`: `open`, or
+/// `closed`: the last ones that ended, which the server keeps in memory until it stops).
+fn connz(port: u16, state: &str) -> Option<Vec<serde_json::Value>> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        stream,
+        "GET /connz?auth=true&state={state}&limit=100000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let body = &text[text.find("\r\n\r\n")? + 4..];
+    let mut v: serde_json::Value = serde_json::from_str(body).ok()?;
+    match v.get_mut("connections")?.take() {
+        serde_json::Value::Array(list) => Some(list),
+        serde_json::Value::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// What the server says of the machines' logins.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// The nkeys connected now.
+    pub(crate) connected: Vec<String>,
+    /// When the last closed connection of each nkey ended, seconds since 1970.
+    pub(crate) closed: std::collections::HashMap<String, u64>,
+}
+
+/// What the running server says of the machines' logins; `None` when it does not answer.
+async fn seen(running: &Running) -> Option<Seen> {
     let port = running.public.as_ref()?.http_port?;
     tokio::task::spawn_blocking(move || {
-        use std::io::{Read as _, Write as _};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        write!(
-            stream,
-            "GET /connz?auth=true&limit=100000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let body = &text[text.find("\r\n\r\n")? + 4..];
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        let keys = v
-            .get("connections")?
-            .as_array()?
-            .iter()
-            .filter_map(|c| c.get("authorized_user")?.as_str().map(str::to_string))
-            .collect();
-        Some(keys)
+        let user = |c: &serde_json::Value| Some(c.get("authorized_user")?.as_str()?.to_string());
+        let connected = connz(port, "open")?.iter().filter_map(user).collect();
+        let mut closed = std::collections::HashMap::new();
+        for c in connz(port, "closed").unwrap_or_default() {
+            let stop = c
+                .get("stop")
+                .and_then(|s| s.as_str())
+                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            if let (Some(key), Some(stop)) = (user(&c), stop) {
+                let at: &mut u64 = closed.entry(key).or_default();
+                *at = (*at).max(stop);
+            }
+        }
+        Some(Seen { connected, closed })
     })
     .await
     .ok()
     .flatten()
+}
+
+/// Notes in `machines` when each was last seen: now when connected, else when its last
+/// connection ended if that is later than what was noted. Whether anything changed.
+fn note_seen(machines: &mut [Machine], seen: &Seen, now: u64) -> bool {
+    let mut changed = false;
+    for m in machines {
+        let at = if seen.connected.contains(&m.nkey) {
+            Some(now)
+        } else {
+            seen.closed.get(&m.nkey).copied()
+        };
+        if let Some(at) = at.filter(|at| m.last_seen.is_none_or(|last| *at > last)) {
+            m.last_seen = Some(at);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Keeps in the machines file when each machine was last seen, from what the running server
+/// knows (its closed connections are gone once it stops: `skypipe server stop` calls this
+/// first). `None` when no server answers.
+pub(crate) async fn remember_seen(local: &Local) -> anyhow::Result<Option<Seen>> {
+    let Some(running) = local.running() else {
+        return Ok(None);
+    };
+    let Some(seen) = seen(&running).await else {
+        return Ok(None);
+    };
+    let mut machines = public::load_machines(&local.dir)?;
+    if note_seen(&mut machines, &seen, now_secs()) {
+        public::save_machines(&local.dir, &machines)?;
+    }
+    Ok(Some(seen))
 }
 
 fn ago(secs: u64) -> String {
@@ -417,27 +492,16 @@ fn ago(secs: u64) -> String {
 
 /// `skypipe invite list`.
 async fn list(local: &Local, json: bool) -> anyhow::Result<i32> {
-    let mut machines = public::load_machines(&local.dir)?;
-    let connected = match local.running() {
-        Some(r) => connected_keys(&r).await,
-        None => None,
-    };
-    let now = now_secs();
-    let mut changed = false;
-    let mut rows = Vec::new();
-    for m in &mut machines {
-        let on = connected
-            .as_ref()
-            .is_some_and(|keys| keys.contains(&m.nkey));
-        if on {
-            m.last_seen = Some(now);
-            changed = true;
-        }
-        rows.push((m.clone(), on));
-    }
-    if changed {
-        public::save_machines(&local.dir, &machines)?;
-    }
+    let connected = remember_seen(local).await?.map(|s| s.connected);
+    let rows: Vec<(Machine, bool)> = public::load_machines(&local.dir)?
+        .into_iter()
+        .map(|m| {
+            let on = connected
+                .as_ref()
+                .is_some_and(|keys| keys.contains(&m.nkey));
+            (m, on)
+        })
+        .collect();
     if json {
         let list: Vec<serde_json::Value> = rows
             .iter()
@@ -586,4 +650,41 @@ async fn revoke(local: Local, name: &str) -> anyhow::Result<i32> {
         println!("revoked {name:?}: the server will refuse it when it starts");
     }
     Ok(code::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(nkey: &str, last_seen: Option<u64>) -> Machine {
+        Machine {
+            name: nkey.to_lowercase(),
+            nkey: nkey.into(),
+            prefix: "skypipe".into(),
+            joined: 100,
+            version: String::new(),
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn last_seen_is_now_when_connected_else_when_its_last_connection_ended() {
+        let mut machines = vec![
+            machine("UON", Some(150)),
+            machine("ULEFT", None),
+            machine("UOLD", Some(300)),
+            machine("UNEVER", None),
+        ];
+        let seen = Seen {
+            connected: vec!["UON".into()],
+            closed: [("ULEFT".to_string(), 200), ("UOLD".to_string(), 250)]
+                .into_iter()
+                .collect(),
+        };
+        assert!(note_seen(&mut machines, &seen, 1000));
+        let got: Vec<Option<u64>> = machines.iter().map(|m| m.last_seen).collect();
+        // A closed connection older than what was noted changes nothing.
+        assert_eq!(got, vec![Some(1000), Some(200), Some(300), None]);
+        assert!(!note_seen(&mut machines, &Seen::default(), 2000));
+    }
 }

@@ -21,8 +21,8 @@ use crate::cli::JoinArgs;
 use crate::config::{self, Conn, Source};
 use crate::error::{code, Failure};
 use crate::protocol::join::{
-    b64, invite_subject, sha256_hex, unb64, Code, Envelope, Hello, HelloReply, Joiner, Outcome,
-    Pake, Side, Welcome, JOIN_INBOX, JOIN_VERSION,
+    b64, invite_subject, new_session, session_subject, sha256_hex, unb64, Code, Envelope, Hello,
+    HelloReply, Joiner, Outcome, Pake, Side, Welcome, JOIN_INBOX, JOIN_VERSION,
 };
 use crate::protocol::pipe::Layout;
 
@@ -181,9 +181,11 @@ pub(crate) async fn cmd_join(
 
     // The key, from the code.
     let (pake, ours) = Pake::start(Side::Joiner, &code);
+    let session_token = new_session();
     let hello = Hello {
         v: JOIN_VERSION,
         pake: b64(&ours),
+        session: session_token.clone(),
     };
     let answer = request(
         &client,
@@ -198,12 +200,17 @@ pub(crate) async fn cmd_join(
     if let Some(error) = reply.error {
         return Err(anyhow!("{shown_host} refused: {error}"));
     }
+    if reply.v != JOIN_VERSION {
+        return Err(anyhow!(
+            "{shown_host} speaks join version {}, this skypipe {JOIN_VERSION}: use the same \
+             skypipe version on both machines (the code {code} is dead now)",
+            reply.v
+        ));
+    }
     let channel = unb64(&reply.pake)
         .and_then(|theirs| pake.finish(&theirs))
         .map_err(|e| anyhow!("{shown_host}: {e}"))?;
-    if !reply.session.starts_with(crate::protocol::join::JOIN_ROOT) {
-        return Err(not_skypipe(&shown_host));
-    }
+    let session = session_subject(code.nameplate, &session_token);
 
     // Who this machine is: a key of its own, whose seed stays here.
     let pair = nkeys::KeyPair::new_user();
@@ -221,7 +228,7 @@ pub(crate) async fn cmd_join(
         .map_err(|e| anyhow!("{e}"))?;
     let answer = request(
         &client,
-        reply.session.clone(),
+        session.clone(),
         serde_json::to_vec(&Envelope {
             sealed: Some(sealed),
             error: None,
@@ -249,7 +256,6 @@ pub(crate) async fn cmd_join(
         Some(Err(Some(why))) => return Err(anyhow!("{shown_host}: {why}")),
         _ => return Err(wrong_code()),
     };
-    let session = reply.session.clone();
     let tell = |outcome: Outcome| {
         let client = client.clone();
         let session = session.clone();

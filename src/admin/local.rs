@@ -759,6 +759,12 @@ pub(crate) async fn cmd_start(
 ) -> anyhow::Result<i32> {
     let changed = settle_public(args, env)?;
     let local = local_for(conn, args, env)?;
+    if changed {
+        // A server restarted with new settings forgets the machines' closed connections.
+        if let Err(e) = crate::admin::invite::remember_seen(&local).await {
+            tracing::debug!("cannot note when the machines were last seen: {e:#}");
+        }
+    }
     let dir = local.dir.clone();
     let log = local.log_file();
     let public = local.public.clone();
@@ -984,6 +990,10 @@ pub(crate) async fn cmd_stop(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<i32> {
     let local = Local::new(env, conn.local_port, conn.local_max_store)?;
+    // The server forgets the machines' closed connections when it stops.
+    if let Err(e) = crate::admin::invite::remember_seen(&local).await {
+        tracing::debug!("cannot note when the machines were last seen: {e:#}");
+    }
     let stopped = tokio::task::spawn_blocking(move || local.stop())
         .await
         .map_err(|e| anyhow!("the local server's stopper failed: {e}"))??;

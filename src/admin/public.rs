@@ -5,7 +5,9 @@
 //! Who gets in: the owner (the local credential, everything), each joined machine (its own
 //! nkey, its prefix only, replies under an inbox prefix of its own), and anyone else as the
 //! rendezvous user, who may only knock at a pending invite (`_SKYPIPE_JOIN.>`) and read the
-//! answers (`_SKYPIPE_JOIN_INBOX.>`): no pipe, no JetStream API.
+//! answers (`_SKYPIPE_JOIN_INBOX.*.*`, the shape of a NATS client's replies): no pipe, no
+//! JetStream API. Since every joiner is that user, each may read the others' answers: what
+//! the host says there is either the public half of a key agreement or sealed with its key.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -256,17 +258,26 @@ pub(crate) fn render_auth(owner: &str, machines: &[Machine], join_password: &str
     }
     let _ = writeln!(
         c,
-        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.>\"] }} }} }}"
+        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.*.*\"] }} }} }}"
     );
     c.push_str("  ]\n}\n");
     let _ = writeln!(c, "no_auth_user: \"{JOIN_USER}\"");
     c
 }
 
+/// Seconds a client has for its TLS handshake, from the moment it connects. nats-server
+/// (2.15) holds a connection's lock through its handshake, and a reload of the config (each
+/// invite and revoke) waits for every connection's lock while new connections and the owner's
+/// commands wait for the reload: someone who opens the port and says nothing holds them all
+/// up for this long. Two seconds (nats-server's default) is two round trips and the crypto
+/// with room to spare over any link a pipe is worth using; skypipe's own clients give up on a
+/// connection after 4.
+pub(crate) const TLS_HANDSHAKE_SECS: u32 = 2;
+
 /// The config's TLS block for a certificate.
 pub(crate) fn render_tls(tls: &ServerTls) -> String {
     format!(
-        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n",
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: {TLS_HANDSHAKE_SECS}\n}}\n",
         tls.cert.display(),
         tls.key.display()
     )

@@ -4,3 +4,19 @@
 pub(crate) mod errors;
 pub(crate) mod retry;
 pub(crate) mod session;
+
+/// Whether a message that reached one of skypipe's core NATS subscriptions (tickets for
+/// listeners, live chunks and their acknowledgements, presence) was published by a client,
+/// and so checked against that client's permissions. The server publishes without any such
+/// check for a JetStream push consumer (its deliveries carry a `$JS.ACK.` reply, its flow
+/// control a `$JS.FC.` one, its heartbeats a status) and for a stream that republishes (a
+/// `Nats-Stream` header): a machine allowed only its own prefix can create either on its own
+/// streams and aim it at another prefix's subjects. skypipe itself never uses them there.
+pub(crate) fn published_by_a_client(msg: &async_nats::Message) -> bool {
+    let from_jetstream = msg.reply.as_ref().is_some_and(|r| r.starts_with("$JS."));
+    let republished = msg
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get("Nats-Stream").is_some());
+    !(from_jetstream || republished || msg.status.is_some())
+}

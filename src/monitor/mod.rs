@@ -94,6 +94,9 @@ fn chunk_of(msg: &async_nats::jetstream::Message) -> Option<Chunk> {
 }
 
 fn heard(agg: &mut Aggregator, msg: &async_nats::Message, at: Duration) {
+    if !crate::client::published_by_a_client(msg) {
+        return;
+    }
     let Some(pipe) = msg.subject.as_str().rsplit('.').next() else {
         return;
     };

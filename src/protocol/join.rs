@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
-/// The version of the join exchange; a side that does not know it refuses.
-pub(crate) const JOIN_VERSION: u32 = 1;
+/// The version of the join exchange; a side that does not know it refuses. 2: the joiner
+/// names the session in its hello, where nobody without a login can read it.
+pub(crate) const JOIN_VERSION: u32 = 2;
 /// Where a pending invite listens: `_SKYPIPE_JOIN.<nameplate>`, then a session subject below.
 pub(crate) const JOIN_ROOT: &str = "_SKYPIPE_JOIN";
 /// The inbox prefix of a joiner's connection, the only subjects it may subscribe to.
@@ -440,28 +441,53 @@ pub(crate) fn unb64(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64: {e}"))
 }
 
-/// Joiner to host, on the invite's subject: the first half of the key agreement.
+/// Joiner to host, on the invite's subject: the first half of the key agreement, and the
+/// session: the last token of the subject of the rest of the exchange. Only the host reads
+/// this subject (anyone without a login may publish there, not subscribe), so nobody else
+/// learns where the session goes on, and nobody else can speak in it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Hello {
     pub(crate) v: u32,
     pub(crate) pake: String,
+    #[serde(default)]
+    pub(crate) session: String,
 }
 
-/// Host to joiner, the reply to [`Hello`]: the second half, and the subject of the rest.
+/// A session token: 32 lowercase hex digits (128 random bits), so one subject token that
+/// nobody can guess.
+pub(crate) fn new_session() -> String {
+    let raw: [u8; 16] = rand::random();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `token` is a session token as [`new_session`] makes them: never a wildcard, never
+/// more than one subject token.
+pub(crate) fn is_session(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The subject of the rest of a join after its hello.
+pub(crate) fn session_subject(nameplate: u16, session: &str) -> String {
+    format!("{JOIN_ROOT}.{nameplate}.{session}")
+}
+
+/// Host to joiner, the reply to [`Hello`]: the second half of the key agreement.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct HelloReply {
     #[serde(default)]
     pub(crate) v: u32,
     #[serde(default)]
     pub(crate) pake: String,
-    #[serde(default)]
-    pub(crate) session: String,
     /// Set instead of the rest when the host refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
 
-/// Any message on the session subject: sealed text, or an error in the clear.
+/// Any message on the session subject: sealed text, or (from the host only) an error in the
+/// clear. The host acts on nothing the joiner sent that does not open.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -546,6 +572,24 @@ mod tests {
             .expect_err("unknown word")
             .contains("nosuchword"));
         assert!(Code::parse("7-acorn-zebra-extra").is_err());
+    }
+
+    #[test]
+    fn session_tokens_are_one_plain_token() {
+        let s = new_session();
+        assert!(is_session(&s), "{s}");
+        assert_ne!(s, new_session());
+        for bad in [
+            "",
+            ">",
+            "*",
+            "a.b",
+            &s[..31],
+            &s.to_uppercase(),
+            &format!("{s}0"),
+        ] {
+            assert!(!is_session(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub(crate) async fn listen(
                 async move {
                     let mut told = HashSet::new();
                     while let Some(m) = sub.next().await {
+                        if !crate::client::published_by_a_client(&m) {
+                            continue;
+                        }
                         // The sender hears of this listener at its first live chunk, before
                         // the listener gets to it (opening a sealed payload takes a while).
                         if let Ok(meta) = pipe::parse_chunk(m.headers.as_ref()) {
@@ -205,6 +208,9 @@ pub(crate) async fn listen(
                 continue;
             }
             Some(ticket) = tickets.next() => {
+                if !crate::client::published_by_a_client(&ticket) {
+                    continue;
+                }
                 let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) else { continue };
                 if done.contains(&id) || payloads.contains_key(&id) {
                     continue;

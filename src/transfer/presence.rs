@@ -135,6 +135,9 @@ impl Watch {
         let shared = seen.clone();
         let task = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
+                if !crate::client::published_by_a_client(&msg) {
+                    continue;
+                }
                 let Ok(a) = serde_json::from_slice::<Announce>(&msg.payload) else {
                     continue;
                 };

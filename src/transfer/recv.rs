@@ -234,7 +234,12 @@ impl LiveIn {
 /// The next live chunk, or never when the payload is not taken live.
 async fn next_live(live: &mut Option<LiveIn>) -> Option<async_nats::Message> {
     match live {
-        Some(l) => l.chunks.next().await,
+        Some(l) => loop {
+            match l.chunks.next().await {
+                Some(m) if !crate::client::published_by_a_client(&m) => continue,
+                next => break next,
+            }
+        },
         None => std::future::pending().await,
     }
 }

@@ -160,10 +160,13 @@ impl Live {
             return Heard::Closed;
         };
         let until = tokio::time::Instant::from_std(until);
-        match tokio::time::timeout_at(until, acks.next()).await {
-            Ok(Some(m)) => Heard::Ack(m),
-            Ok(None) => Heard::Closed,
-            Err(_) => Heard::Quiet,
+        loop {
+            match tokio::time::timeout_at(until, acks.next()).await {
+                Ok(Some(m)) if !crate::client::published_by_a_client(&m) => {}
+                Ok(Some(m)) => return Heard::Ack(m),
+                Ok(None) => return Heard::Closed,
+                Err(_) => return Heard::Quiet,
+            }
         }
     }
 }
@@ -288,6 +291,7 @@ impl<'a> Sender<'a> {
         use futures::FutureExt as _;
         while let Some(acks) = self.live.acks.as_mut() {
             match acks.next().now_or_never() {
+                Some(Some(m)) if !crate::client::published_by_a_client(&m) => {}
                 Some(Some(m)) => self.on_heard(Heard::Ack(m)).await?,
                 Some(None) => self.on_heard(Heard::Closed).await?,
                 None => break,

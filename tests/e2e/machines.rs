@@ -48,8 +48,13 @@ pub(super) fn invite_from(cmd: &mut std::process::Command) -> (Proc, String, Str
 
 /// A machine joined to `host`.
 fn joined(host: &LocalHome) -> LocalHome {
+    joined_with(host, &[])
+}
+
+/// A machine joined to `host` by `skypipe invite ARGS`.
+fn joined_with(host: &LocalHome, args: &[&str]) -> LocalHome {
     let j = LocalHome::new();
-    let (inv, target, code) = invite(host, &[]);
+    let (inv, target, code) = invite(host, args);
     assert_eq!(target, format!("127.0.0.2:{}", host.port));
     let out = j.run(&["join", &target, &code]);
     assert_ok(&out);
@@ -771,4 +776,289 @@ fn a_public_host_after_server_stop_starts_its_server_and_pipes_on_the_first_try(
         };
         assert_eq!(got.stdout, b"after a stop\n", "{round}");
     }
+}
+
+/// A NATS client logged in as the joined machine `m`, with the key, CA and inbox prefix its
+/// join saved: what a user of that machine can do by hand with any NATS client.
+async fn machine_client(m: &LocalHome) -> async_nats::Client {
+    let ctx_dir = m.home().join(".config/nats/context");
+    let ctx = std::fs::read_dir(&ctx_dir)
+        .expect("a context")
+        .next()
+        .expect("one")
+        .expect("entry")
+        .path();
+    let ctx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx).expect("read")).expect("json");
+    let field = |k: &str| {
+        ctx[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} in {ctx}"))
+            .to_string()
+    };
+    let seed = std::fs::read_to_string(field("nkey")).expect("seed");
+    let url = field("url");
+    let url = url.split(',').next().expect("a url").to_string();
+    async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
+        .add_root_certificates(field("ca").into())
+        .require_tls(true)
+        .custom_inbox_prefix(field("inbox_prefix"))
+        .connect(url)
+        .await
+        .expect("the joined machine logs in")
+}
+
+#[test]
+fn a_joined_machine_cannot_push_its_own_bytes_into_another_prefixs_listeners() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
+    let host = public_host();
+    let a = joined_with(&host, &["--prefix", "teama"]);
+    let b = joined_with(&host, &["--prefix", "teamb"]);
+    // teamb and the owner listen on their pipe "logs".
+    let b_listener = Proc::spawn(
+        b.cmd(&["-v", "logs", "--listen"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .ready(&listening("logs"));
+    let owner_listener = Proc::spawn(
+        host.cmd(&["-v", "logs", "--listen"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .ready(&listening("logs"));
+    // teama stores a one-chunk payload of its own, and has the server deliver it where the
+    // others' listeners read: teamb's tickets, and the owner's live chunks.
+    assert_ok(&a.send(&["x"], b"INJECTED by teama\n"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = machine_client(&a).await;
+        let js = async_nats::jetstream::new(client);
+        // Consumers on another prefix's streams are refused.
+        let theirs = js
+            .create_consumer_on_stream(
+                push::Config {
+                    deliver_subject: "teama.q.stolen".into(),
+                    ..Default::default()
+                },
+                "teamb-data",
+            )
+            .await;
+        assert!(theirs.is_err(), "a consumer on teamb's stream");
+        let data = js
+            .get_stream("teama-data")
+            .await
+            .expect("teama's data stream");
+        for (n, to) in [
+            "teamb.q.logs".to_string(),
+            format!("skypipe.live.logs.{}", "0123456789abcdef"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let created = data
+                .create_consumer(push::Config {
+                    durable_name: Some(format!("evil{n}")),
+                    deliver_subject: to.clone(),
+                    filter_subject: "teama.data.x.>".into(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::None,
+                    ..Default::default()
+                })
+                .await;
+            // Refused is as good as ignored; created, its delivery must be ignored.
+            let Ok(mut consumer) = created else { continue };
+            let start = std::time::Instant::now();
+            while !consumer
+                .info()
+                .await
+                .is_ok_and(|i| i.delivered.stream_sequence > 0)
+            {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the server delivers to {to}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    });
+    // The owner and teamb each send a payload of their own: their listeners write that, and
+    // nothing of teama's.
+    assert_ok(&b.send(&["logs"], b"genuine teamb\n"));
+    assert_ok(&host.send(&["logs"], b"genuine owner\n"));
+    let heard = b_listener.wait_output(HANG);
+    assert_ok(&heard);
+    assert_eq!(
+        String::from_utf8_lossy(&heard.stdout),
+        "genuine teamb\n",
+        "teamb's listener"
+    );
+    let heard = owner_listener.wait_output(HANG);
+    assert_ok(&heard);
+    assert_eq!(
+        String::from_utf8_lossy(&heard.stdout),
+        "genuine owner\n",
+        "the owner's listener"
+    );
+}
+
+#[test]
+fn someone_without_a_login_can_neither_read_nor_abort_anothers_join() {
+    use futures::StreamExt as _;
+    let host = public_host();
+    let ca = host.data_dir().join("tls/ca.pem");
+    let url = format!("tls://127.0.0.2:{}", host.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // A stranger watches every joiner's inbox it may, and once it knows a join's session
+    // subject, answers each reply of the host there with the joiner's "I give up".
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (client, mut all) = rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .add_root_certificates(ca.clone())
+            .require_tls(true)
+            .connect(&url)
+            .await
+            .expect("a stranger gets as far as the rendezvous");
+        let mut subs = Vec::new();
+        for wide in ["_SKYPIPE_JOIN_INBOX.>", "_SKYPIPE_JOIN_INBOX.*.*"] {
+            if let Ok(sub) = client.subscribe(wide).await {
+                subs.push(sub);
+            }
+        }
+        client.flush().await.ok();
+        (client, futures::stream::select_all(subs))
+    });
+    let watching = rt.spawn(async move {
+        let mut session: Option<String> = None;
+        while let Some(m) = all.next().await {
+            let _ = seen_tx.send(m.payload.to_vec());
+            match &session {
+                Some(s) => {
+                    for _ in 0..3 {
+                        let _ = client
+                            .publish_with_reply(
+                                s.clone(),
+                                client.new_inbox(),
+                                r#"{"error":"x"}"#.into(),
+                            )
+                            .await;
+                    }
+                    let _ = client.flush().await;
+                }
+                None => {
+                    session = serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .ok()
+                        .and_then(|v| Some(v.get("session")?.as_str()?.to_string()))
+                        .filter(|s| !s.is_empty());
+                }
+            }
+        }
+    });
+    // The join goes through, and the machine stays in.
+    let laptop = joined(&host);
+    assert_ok(&laptop.send(&["after"], b"still in\n"));
+    let got = host.run(&["--recv", "after"]);
+    assert_ok(&got);
+    assert_eq!(got.stdout, b"still in\n");
+    let list = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    watching.abort();
+    // Whatever the stranger saw told it nothing it could use: no session subject, no
+    // certificate, no key.
+    let seen: Vec<String> = seen_rx
+        .try_iter()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert!(!seen.is_empty(), "the stranger watched the host's replies");
+    for text in &seen {
+        assert!(!text.contains("_SKYPIPE_JOIN."), "a session seen: {text}");
+        assert!(!text.contains("CERTIFICATE"), "a certificate seen: {text}");
+    }
+}
+
+#[test]
+fn a_silent_connection_to_the_public_port_stalls_no_revoke_and_no_owner_command() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let host = public_host();
+    let _laptop = joined(&host);
+    let list = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let name = v[0]["name"].as_str().expect("a name").to_string();
+    // How long the owner's `ls` takes with nobody silent on the port.
+    let started = Instant::now();
+    assert_ok(&host.run(&["ls"]));
+    let usual = started.elapsed();
+    // Someone opens the public port, reads the greeting and says nothing more.
+    let silent = std::net::TcpStream::connect(("127.0.0.2", host.port)).expect("connect");
+    let mut greeting = String::new();
+    std::io::BufReader::new(silent.try_clone().expect("clone"))
+        .read_line(&mut greeting)
+        .expect("INFO");
+    assert!(greeting.starts_with("INFO"), "{greeting}");
+    let started = Instant::now();
+    let revoked = host.run(&["invite", "revoke", &name]);
+    assert_ok(&revoked);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "revoke took {:?}",
+        started.elapsed()
+    );
+    // The owner's commands go on, held up for a moment at most.
+    let started = Instant::now();
+    let listed = host.run(&["ls"]);
+    let took = started.elapsed();
+    assert_ok(&listed);
+    assert!(
+        took < usual + Duration::from_secs(3),
+        "ls took {took:?}, {usual:?} with nobody silent"
+    );
+    // And a new machine joins meanwhile.
+    let _desk = joined(&host);
+    drop(silent);
+}
+
+#[test]
+fn invite_list_keeps_when_a_machine_that_left_was_last_seen() {
+    let host = public_host();
+    let laptop = joined(&host);
+    // The laptop moves some data and disconnects; nobody asked the list meanwhile.
+    let data = random_bytes(4_000_000, 3);
+    assert_ok(&laptop.send(&["moved"], &data));
+    let got = host.run(&["--recv", "moved"]);
+    assert_ok(&got);
+    assert_eq!(sha(&got.stdout), sha(&data));
+    let list = host.run(&["invite", "list"]);
+    assert_ok(&list);
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let row = text
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a row: {text}"));
+    assert!(
+        row.ends_with("just now") || row.ends_with(" ago"),
+        "last seen: {text}"
+    );
+    let json = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v[0]["connected"], false, "{v}");
+    let seen = v[0]["last_seen"].as_u64().expect("a last_seen");
+    assert!(seen >= v[0]["joined"].as_u64().expect("joined"), "{v}");
+    // Another machine joins and sends while nobody looks at the list, and the server
+    // restarts (it forgets its closed connections): both are still known as seen.
+    let desk = joined(&host);
+    assert_ok(&desk.send(&["moved"], b"from the desk\n"));
+    assert_ok(&host.run(&["server", "stop"]));
+    assert_ok(&host.run(&["server", "start"]));
+    let json = host.run(&["invite", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v[0]["last_seen"].as_u64(), Some(seen), "{v}");
+    assert_eq!(v[1]["connected"], false, "{v}");
+    assert!(
+        v[1]["last_seen"].as_u64() >= v[1]["joined"].as_u64(),
+        "the desk was seen: {v}"
+    );
+    assert!(v[1]["last_seen"].is_u64(), "the desk was seen: {v}");
 }
