@@ -289,11 +289,12 @@ impl Backlog {
 
     /// One payload's share, counted from its ticket on: nothing of it is written yet.
     fn enter(&self) -> Behind {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Behind {
+        let mut behind = Behind {
             backlog: Some(self.clone()),
-            on: true,
-        }
+            on: false,
+        };
+        behind.set(true);
+        behind
     }
 }
 

@@ -46,6 +46,19 @@ pub(super) fn invite_from(cmd: &mut std::process::Command) -> (Proc, String, Str
     (p, words[2].to_string(), words[3].to_string())
 }
 
+/// `skypipe invite list` on `host`: its whole text and its first machine's row.
+fn first_machine_row(host: &LocalHome) -> (String, String) {
+    let list = host.run(&["invite", "list"]);
+    assert_ok(&list);
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let row = text
+        .lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a row: {text}"))
+        .to_string();
+    (text, row)
+}
+
 /// A machine joined to `host`.
 fn joined(host: &LocalHome) -> LocalHome {
     joined_with(host, &[])
@@ -279,13 +292,7 @@ fn invite_list_shows_the_machine_and_revoke_refuses_it_at_once() {
     )
     .ready(&following("logs"));
 
-    let list = host.run(&["invite", "list"]);
-    assert_ok(&list);
-    let text = String::from_utf8_lossy(&list.stdout).into_owned();
-    let row = text
-        .lines()
-        .nth(1)
-        .unwrap_or_else(|| panic!("a row: {text}"));
+    let (text, row) = first_machine_row(&host);
     assert!(row.contains("skypipe"), "{text}");
     assert!(row.contains("connected now"), "{text}");
     let json = host.run(&["invite", "list", "--json"]);
@@ -1029,13 +1036,7 @@ fn invite_list_keeps_when_a_machine_that_left_was_last_seen() {
     let got = host.run(&["--recv", "moved"]);
     assert_ok(&got);
     assert_eq!(sha(&got.stdout), sha(&data));
-    let list = host.run(&["invite", "list"]);
-    assert_ok(&list);
-    let text = String::from_utf8_lossy(&list.stdout).into_owned();
-    let row = text
-        .lines()
-        .nth(1)
-        .unwrap_or_else(|| panic!("a row: {text}"));
+    let (text, row) = first_machine_row(&host);
     assert!(
         row.ends_with("just now") || row.ends_with(" ago"),
         "last seen: {text}"

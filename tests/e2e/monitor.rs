@@ -25,6 +25,15 @@ fn paced_transfer(b: &Bench, pipe: &str, mib: usize) -> (Proc, JoinHandle<()>, P
     (sender, feeder, receiver.ready(&took(pipe)))
 }
 
+/// The row of pipe `name` in a JSON report's `pipes` (`key` names the pipe: `name` in
+/// `monitor --json`, `pipe` in `ls --json`).
+fn row<'a>(report: &'a serde_json::Value, key: &str, name: &str) -> &'a serde_json::Value {
+    report["pipes"]
+        .as_array()
+        .and_then(|pipes| pipes.iter().find(|p| p[key] == name))
+        .unwrap_or_else(|| panic!("no row for pipe {name}: {report}"))
+}
+
 /// Waits for both ends; returns what the sender said.
 fn finish(sender: Proc, feeder: JoinHandle<()>, receiver: Proc) -> Output {
     feeder.join().expect("feeder");
@@ -62,10 +71,7 @@ fn monitor_json_reports_what_a_parked_pipe_holds_and_that_nothing_moves() {
     let out = b.recv(&["monitor", "--json"]);
     assert_ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let parked = report["pipes"]
-        .as_array()
-        .and_then(|pipes| pipes.iter().find(|p| p["name"] == "parked"))
-        .unwrap_or_else(|| panic!("no row for the pipe: {report}"));
+    let parked = row(&report, "name", "parked");
     assert_eq!(parked["bytes_stored"], 3_000_000, "{parked}");
     assert_eq!(parked["payloads_stored"], 1, "{parked}");
     assert_eq!(parked["payloads_waiting"], 1, "{parked}");
@@ -158,11 +164,7 @@ fn monitor_json_reports_the_true_rate_of_a_steady_transfer_in_and_out() {
         let took = started.elapsed();
         assert_ok(&out);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        let pipe = report["pipes"]
-            .as_array()
-            .and_then(|pipes| pipes.iter().find(|p| p["name"] == "steady"))
-            .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
-            .clone();
+        let pipe = row(&report, "name", "steady").clone();
         let (rate_in, rate_out) = (pipe["in_per_sec"].as_f64(), pipe["out_per_sec"].as_f64());
         seen.push((rate_in, rate_out, took));
         assert!(
@@ -362,22 +364,14 @@ fn a_killed_taker_leaves_ls_and_monitor_at_once() {
     let ls = b.recv(&["ls", "--json"]);
     assert_ok(&ls);
     let report: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("JSON");
-    let row = report["pipes"]
-        .as_array()
-        .and_then(|pipes| pipes.iter().find(|p| p["pipe"] == "p"))
-        .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
-        .clone();
-    assert_eq!(row["takers"], 0, "ls: {row}");
-    assert_eq!(row["senders"], 0, "ls: {row}");
+    let listed = row(&report, "pipe", "p");
+    assert_eq!(listed["takers"], 0, "ls: {listed}");
+    assert_eq!(listed["senders"], 0, "ls: {listed}");
     let out = b.recv(&["monitor", "--json"]);
     assert_ok(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let row = report["pipes"]
-        .as_array()
-        .and_then(|pipes| pipes.iter().find(|p| p["name"] == "p"))
-        .unwrap_or_else(|| panic!("no row for the pipe: {report}"))
-        .clone();
-    assert_eq!(row["takers"], 0, "monitor: {row}");
+    let shown = row(&report, "name", "p");
+    assert_eq!(shown["takers"], 0, "monitor: {shown}");
 }
 
 /// `monitor --json` and `--once` whose server stops answering after they connected (SIGSTOP)
