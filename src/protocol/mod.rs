@@ -4,3 +4,4 @@
 pub(crate) mod crypto;
 pub(crate) mod join;
 pub(crate) mod pipe;
+pub(crate) mod proof;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 
+use crate::protocol::proof::KEY_LEN;
+
 /// The highest protocol version this skypipe understands (`Skypipe-Version`).
 pub(crate) const VERSION: u32 = 2;
 /// The version tickets and plain chunks carry: version-1 receivers read them.
@@ -42,6 +44,8 @@ pub(crate) const H_SALT: &str = "Skypipe-Salt";
 pub(crate) const H_KEY_CHECK: &str = "Skypipe-Key-Check";
 /// On a ticket: the sender takes live acknowledgements (docs/protocol.md, "The live path").
 pub(crate) const H_LIVE: &str = "Skypipe-Live";
+pub(crate) const H_LIVE_KEY: &str = "Skypipe-Live-Key";
+pub(crate) const H_LIVE_MAC: &str = "Skypipe-Live-Mac";
 /// On a live acknowledgement: the taker's random token, the same on all of its messages.
 pub(crate) const H_TAKER: &str = "Skypipe-Taker";
 /// On a live acknowledgement: chunks `0..K` are written.
@@ -453,7 +457,7 @@ pub(crate) fn ticket_headers(
     id: &PayloadId,
     ttl: Option<Duration>,
     size: Option<u64>,
-    live: bool,
+    live: Option<&[u8; KEY_LEN]>,
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(H_VERSION, VERSION_PLAIN.to_string().as_str());
@@ -465,8 +469,9 @@ pub(crate) fn ticket_headers(
     if let Some(size) = size {
         h.insert(H_SIZE, size.to_string().as_str());
     }
-    if live {
+    if let Some(key) = live {
         h.insert(H_LIVE, "1");
+        h.insert(H_LIVE_KEY, hex(key).as_str());
     }
     h
 }
@@ -475,6 +480,25 @@ pub(crate) fn ticket_headers(
 pub(crate) fn ticket_offers_live(h: Option<&HeaderMap>) -> bool {
     h.and_then(|h| get(h, H_LIVE))
         .is_some_and(|v| v.trim() == "1")
+}
+
+/// The sender's public key for proven acknowledgements, when its ticket offers the live path
+/// with one.
+pub(crate) fn ticket_live_key(h: Option<&HeaderMap>) -> Option<[u8; KEY_LEN]> {
+    let h = h?;
+    if !ticket_offers_live(Some(h)) {
+        return None;
+    }
+    hex_bytes(h, H_LIVE_KEY).ok()
+}
+
+/// A taker's proof that an acknowledgement is its own (see `protocol::proof`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveProof {
+    /// The taker's public key.
+    pub(crate) key: [u8; KEY_LEN],
+    /// The MAC of the acknowledgement under the key it shares with the sender.
+    pub(crate) mac: [u8; KEY_LEN],
 }
 
 /// What a taker tells the sender of a payload on its live acknowledgement subject.
@@ -489,6 +513,8 @@ pub(crate) struct LiveAck {
     pub(crate) stop: bool,
     /// From a listener, not the taker: the sender paces itself to it, within limits.
     pub(crate) listener: bool,
+    /// From a taker that got a key on the ticket: its proof.
+    pub(crate) proof: Option<LiveProof>,
 }
 
 /// Headers of a live acknowledgement (its body is empty).
@@ -505,6 +531,10 @@ pub(crate) fn live_ack_headers(ack: &LiveAck) -> HeaderMap {
         (true, true) => "listen-stop",
     };
     h.insert(H_LIVE, word);
+    if let Some(proof) = &ack.proof {
+        h.insert(H_LIVE_KEY, hex(&proof.key).as_str());
+        h.insert(H_LIVE_MAC, hex(&proof.mac).as_str());
+    }
     h
 }
 
@@ -531,12 +561,20 @@ pub(crate) fn parse_live_ack(h: Option<&HeaderMap>) -> Result<LiveAck, HeaderErr
             })
         }
     };
+    let proof = match (get(h, H_LIVE_KEY), get(h, H_LIVE_MAC)) {
+        (None, None) => None,
+        _ => Some(LiveProof {
+            key: hex_bytes(h, H_LIVE_KEY)?,
+            mac: hex_bytes(h, H_LIVE_MAC)?,
+        }),
+    };
     Ok(LiveAck {
         id,
         taker,
         written,
         stop,
         listener,
+        proof,
     })
 }
 
@@ -735,13 +773,13 @@ mod tests {
         );
         assert!(ticket_is_inline(Some(&ticket)));
         assert!(!ticket_is_inline(Some(&ticket_headers(
-            &id, None, None, false
+            &id, None, None, None
         ))));
-        let sized = ticket_headers(&id, None, Some(3_000_000), false);
+        let sized = ticket_headers(&id, None, Some(3_000_000), None);
         assert_eq!(ticket_size(Some(&sized)), Some(3_000_000));
         assert_eq!(parse_ticket(Some(&sized)).ok(), Some(id.clone()));
         assert_eq!(
-            ticket_size(Some(&ticket_headers(&id, None, None, false))),
+            ticket_size(Some(&ticket_headers(&id, None, None, None))),
             None
         );
         assert!(!ticket_is_inline(None));
@@ -755,6 +793,7 @@ mod tests {
             written: 42,
             stop: false,
             listener: false,
+            proof: None,
         };
         assert_eq!(
             parse_live_ack(Some(&live_ack_headers(&ack))),
@@ -772,13 +811,27 @@ mod tests {
         bad.insert(H_LIVE, "maybe");
         assert!(parse_live_ack(Some(&bad)).is_err());
         assert!(parse_live_ack(None).is_err());
+        let proven = LiveAck {
+            proof: Some(LiveProof {
+                key: [7; KEY_LEN],
+                mac: [9; KEY_LEN],
+            }),
+            ..stop.clone()
+        };
+        assert_eq!(
+            parse_live_ack(Some(&live_ack_headers(&proven))),
+            Ok(proven.clone())
+        );
+        let mut half = live_ack_headers(&stop);
+        half.insert(H_LIVE_KEY, hex(&[7; KEY_LEN]).as_str());
+        assert!(parse_live_ack(Some(&half)).is_err(), "a key without a MAC");
         let id = PayloadId::random();
-        assert!(ticket_offers_live(Some(&ticket_headers(
-            &id, None, None, true
-        ))));
-        assert!(!ticket_offers_live(Some(&ticket_headers(
-            &id, None, None, false
-        ))));
+        let offer = ticket_headers(&id, None, None, Some(&[5; KEY_LEN]));
+        assert!(ticket_offers_live(Some(&offer)));
+        assert_eq!(ticket_live_key(Some(&offer)), Some([5; KEY_LEN]));
+        let plain = ticket_headers(&id, None, None, None);
+        assert!(!ticket_offers_live(Some(&plain)));
+        assert_eq!(ticket_live_key(Some(&plain)), None);
         let layout = Layout::new("team").expect("layout");
         let pipe = PipeName::new("p").expect("pipe");
         let live = layout.live_subject(&pipe, &id);

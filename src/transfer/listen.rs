@@ -105,6 +105,7 @@ pub(crate) async fn listen(
                                     written: 0,
                                     stop: false,
                                     listener: true,
+                                    proof: None,
                                 };
                                 let subject = format!("{}.ack", m.subject);
                                 crate::transfer::live::tell(&client, &subject, &ack).await;
@@ -300,6 +301,7 @@ pub(crate) async fn listen(
                 token.clone(),
                 true,
                 reader.mark.clone(),
+                None,
             );
             ackers.insert(id.clone(), acker);
         }

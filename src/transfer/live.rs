@@ -6,7 +6,37 @@ use bytes::Bytes;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::protocol::pipe::{self, PayloadId};
+use crate::protocol::proof::{AckKey, Half, KEY_LEN};
 use crate::transfer::output::Mark;
+
+/// How a taker proves its words: its public key and the key it shares with the sender.
+#[derive(Clone)]
+pub(crate) struct Prover {
+    public: [u8; KEY_LEN],
+    key: AckKey,
+}
+
+impl Prover {
+    /// A new key pair for taking a payload whose ticket carried the sender's public key;
+    /// `None` for a key that gives no secret.
+    pub(crate) fn with_sender(sender: &[u8; KEY_LEN]) -> Option<Prover> {
+        let half = Half::new();
+        let key = half.with_sender(sender)?;
+        Some(Prover {
+            public: half.public(),
+            key,
+        })
+    }
+
+    fn sign(&self, ack: &mut pipe::LiveAck) {
+        ack.proof = None;
+        let mac = self.key.mac(ack);
+        ack.proof = Some(pipe::LiveProof {
+            key: self.public,
+            mac,
+        });
+    }
+}
 
 /// Tells a payload's sender each move of a writer's mark, at once, until dropped.
 pub(crate) struct Acker {
@@ -16,6 +46,7 @@ pub(crate) struct Acker {
     token: String,
     listener: bool,
     mark: Mark,
+    prover: Option<Prover>,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -29,26 +60,32 @@ impl Acker {
         token: String,
         listener: bool,
         mark: Mark,
+        prover: Option<Prover>,
     ) -> Acker {
-        let (c, s, i, t, m) = (
+        let (c, s, i, t, m, p) = (
             client.clone(),
             subject.clone(),
             id.clone(),
             token.clone(),
             mark.clone(),
+            prover.clone(),
         );
         let task = tokio::spawn(async move {
             let mut told = None;
             loop {
                 let written = m.chunks();
                 if told.is_none_or(|t| written > t) {
-                    let ack = pipe::LiveAck {
+                    let mut ack = pipe::LiveAck {
                         id: i.clone(),
                         taker: t.clone(),
                         written,
                         stop: false,
                         listener,
+                        proof: None,
                     };
+                    if let Some(p) = &p {
+                        p.sign(&mut ack);
+                    }
                     tell(&c, &s, &ack).await;
                     told = Some(written);
                 }
@@ -62,6 +99,7 @@ impl Acker {
             token,
             listener,
             mark,
+            prover,
             _task: AbortOnDropHandle::new(task),
         }
     }
@@ -69,13 +107,17 @@ impl Acker {
     /// Tells the sender this writer stops (a taker: what it did not write goes stored; a
     /// listener: the sender no longer waits for it).
     pub(crate) async fn stop(&self) {
-        let ack = pipe::LiveAck {
+        let mut ack = pipe::LiveAck {
             id: self.id.clone(),
             taker: self.token.clone(),
             written: self.mark.chunks(),
             stop: true,
             listener: self.listener,
+            proof: None,
         };
+        if let Some(p) = &self.prover {
+            p.sign(&mut ack);
+        }
         tell(&self.client, &self.subject, &ack).await;
     }
 }

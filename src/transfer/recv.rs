@@ -26,7 +26,8 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
-use crate::transfer::live::Acker;
+use crate::protocol::proof::KEY_LEN;
+use crate::transfer::live::{Acker, Prover};
 use crate::transfer::liveness::{Liveness, Verdict};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
 use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
@@ -196,7 +197,15 @@ struct LiveIn {
 impl LiveIn {
     /// Subscribes to the payload's live chunks, then asks its sender for them; `None` when
     /// the server does not let this login use the live path.
-    async fn ask(session: &Session, pipe: &PipeName, id: &PayloadId, mark: Mark) -> Option<Self> {
+    /// `sender_key` is the sender's public key from the ticket, when it gave one: this
+    /// taker's words then prove they are its own.
+    async fn ask(
+        session: &Session,
+        pipe: &PipeName,
+        id: &PayloadId,
+        mark: Mark,
+        sender_key: Option<[u8; KEY_LEN]>,
+    ) -> Option<Self> {
         if session.denied.live_refused() || !crate::transfer::live_path_on() {
             return None;
         }
@@ -226,6 +235,7 @@ impl LiveIn {
             taker,
             false,
             mark,
+            sender_key.as_ref().and_then(Prover::with_sender),
         );
         Some(LiveIn { chunks, acker })
     }
@@ -450,7 +460,14 @@ impl Take<'_> {
             }
         }
         if self.offers_live && self.live.is_none() {
-            self.live = LiveIn::ask(self.session, &self.pipe, &id, self.reader.mark.clone()).await;
+            self.live = LiveIn::ask(
+                self.session,
+                &self.pipe,
+                &id,
+                self.reader.mark.clone(),
+                pipe::ticket_live_key(self.ticket.headers.as_ref()),
+            )
+            .await;
             if self.live.is_some() {
                 self.purge_hold.start();
             }

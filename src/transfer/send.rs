@@ -34,6 +34,7 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto::Sealer;
 use crate::protocol::pipe::{self, ChunkMeta, End, PayloadId, Totals};
+use crate::protocol::proof::{AckKey, Half};
 use crate::transfer::input::{ChunkSize, Piece};
 use crate::transfer::output::Counter;
 use crate::transfer::presence::{self, Payloads, Presence, Role};
@@ -133,6 +134,10 @@ struct Live {
     /// Listeners paced to, by token; and those no longer waited for.
     listeners: HashMap<String, Listener>,
     left_behind: HashSet<String>,
+    /// This payload's half of the key a live taker proves its words with (its public key
+    /// goes on the ticket); and the key itself, once a taker proved its first word.
+    half: Option<Half>,
+    proven: Option<AckKey>,
 }
 
 /// What waiting on the live taker brought.
@@ -264,6 +269,8 @@ impl<'a> Sender<'a> {
                 stored_at: Vec::new(),
                 listeners: HashMap::new(),
                 left_behind: HashSet::new(),
+                half: None,
+                proven: None,
             },
         }
     }
@@ -281,6 +288,7 @@ impl<'a> Sender<'a> {
             Ok(sub) => {
                 self.live.acks = Some(sub);
                 self.live.route = Route::Stored;
+                self.live.half = Some(Half::new());
             }
             Err(e) => tracing::debug!("no live path: {e}"),
         }
@@ -323,6 +331,15 @@ impl<'a> Sender<'a> {
         }
         if ack.listener {
             self.on_listener(ack);
+            return Ok(());
+        }
+        if !self.believes(&ack) {
+            tracing::info!(
+                "payload {}: an acknowledgement for taker {} that does not prove it is \
+                 theirs; not believed",
+                self.id,
+                ack.taker
+            );
             return Ok(());
         }
         match &self.live.route {
@@ -368,6 +385,31 @@ impl<'a> Sender<'a> {
                 self.store_live().await
             }
             Route::Stored | Route::StoredOnly => Ok(()),
+        }
+    }
+
+    /// Whether a taker's word is its own. A taker that got a key on the ticket proves its
+    /// first word, and from then on every word with its token must prove itself under the key
+    /// that word agreed; a taker without keys (a client of an older protocol) is believed as
+    /// it is. Words from other tokens are believed: they mean the ticket went elsewhere, and
+    /// what that costs is only storing the rest (docs/protocol.md, "The live path").
+    fn believes(&mut self, ack: &pipe::LiveAck) -> bool {
+        match (&self.live.route, &self.live.proven) {
+            (Route::Live(taker), Some(key)) if *taker == ack.taker => key.proves(ack),
+            (Route::Live(taker), None) if *taker == ack.taker => true,
+            (Route::Stored, _) if !ack.stop => {
+                let (Some(half), Some(proof)) = (&self.live.half, &ack.proof) else {
+                    return true;
+                };
+                match half.with_taker(&proof.key) {
+                    Some(key) if key.proves(ack) => {
+                        self.live.proven = Some(key);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => true,
         }
     }
 
@@ -696,7 +738,12 @@ impl<'a> Sender<'a> {
                     &self.id,
                     self.ttl,
                     self.size,
-                    self.live.route == Route::Stored,
+                    self.live
+                        .half
+                        .as_ref()
+                        .filter(|_| self.live.route == Route::Stored)
+                        .map(Half::public)
+                        .as_ref(),
                 ),
                 Bytes::new(),
             ),

@@ -223,3 +223,81 @@ fn a_forged_acknowledgement_of_chunks_never_sent_loses_nothing() {
     let two = b.recv(&["forged"]);
     assert_resumed_rest(&one, &two, &data);
 }
+
+#[test]
+fn a_forged_acknowledgement_within_what_was_sent_loses_nothing() {
+    use futures::StreamExt as _;
+    let b = Bench::new();
+    let data = random_bytes(40 * MIB, 47);
+    // A client with publish rights on the prefix, reading the acknowledgements and the live
+    // chunks (any login of the prefix may).
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(async_nats::connect(b.url())).expect("connect");
+    let mut acks = rt
+        .block_on(client.subscribe("skypipe.live.within.*.ack"))
+        .expect("subscribe");
+    let mut chunks = rt
+        .block_on(client.subscribe("skypipe.live.within.*"))
+        .expect("subscribe");
+    rt.block_on(client.flush()).expect("flush");
+    let mut first = b.spawn_ready(&["recv", "within"], &waiting("within"));
+    let (sender, feeder) = paced(&b, "within", data.clone(), Duration::from_millis(20));
+    // The taker stops reading after 4 MiB, so it stops writing and acknowledging there.
+    let held = Held::new(&mut first, 4 * MIB);
+    held.wait_first();
+    let written_of = |m: &async_nats::Message| -> u64 {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("Skypipe-Written"))
+            .and_then(|v| v.as_str().parse().ok())
+            .unwrap_or(0)
+    };
+    // Held up, then stopped: the taker's last word is the last one heard. (Quick: 2 s
+    // without a word and the sender leaves the live path by itself.)
+    signal(&first, nix::sys::signal::Signal::SIGSTOP);
+    let mut last = rt.block_on(acks.next()).expect("the taker acknowledges");
+    while let Ok(Some(m)) =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), acks.next()).await })
+    {
+        last = m;
+    }
+    let said = written_of(&last);
+    // A count the sender did send (a live chunk numbered that high came by), but that the
+    // taker did not write.
+    let forged = said + 3;
+    loop {
+        let m = rt
+            .block_on(async { tokio::time::timeout(HANG, chunks.next()).await })
+            .expect("live chunks within the hang limit")
+            .expect("live chunks");
+        let n: u64 = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Skypipe-Chunk"))
+            .and_then(|v| v.as_str().parse().ok())
+            .unwrap_or(0);
+        if n >= forged {
+            break;
+        }
+    }
+    let mut headers = last.headers.clone().expect("headers");
+    headers.insert("Skypipe-Written", forged.to_string().as_str());
+    rt.block_on(client.publish_with_headers(last.subject.clone(), headers, "".into()))
+        .expect("forge");
+    rt.block_on(client.flush()).expect("flush");
+    kill9(&first);
+    assert_eq!(
+        wait_status(&mut first, HANG).code(),
+        None,
+        "killed by a signal"
+    );
+    let one = held.finish();
+    assert_eq!(sha(&one), sha(&data[..one.len()]), "the first got a prefix");
+    feeder.join().expect("feeder");
+    let sent = wait_output(sender, HANG);
+    assert_ok(&sent);
+    assert!(went_live(&sent), "{}", stderr_of(&sent));
+    // The next taker resumes within what the dead one wrote: the forged word moved nothing.
+    let two = b.recv(&["within"]);
+    assert_resumed_rest(&one, &two, &data);
+}
