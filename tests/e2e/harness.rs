@@ -1134,19 +1134,47 @@ impl HubAndLeaf {
         c
     }
 
+    /// The user's client of a server (the account's JetStream in the server's own domain).
+    async fn jetstream_of(server: &Server) -> Option<async_nats::jetstream::Context> {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            LEAF_USER.into(),
+            LEAF_PASSWORD.into(),
+        )
+        .connect(server.url())
+        .await
+        .ok()?;
+        Some(async_nats::jetstream::new(client))
+    }
+
+    /// Creates a stream by hand in a server's own domain, as an operator (or an older
+    /// skypipe) might have: `subject` captured, work-queue retention or limits.
+    pub fn create_stream(server: &Server, name: &str, subject: &str, work_queue: bool) {
+        use async_nats::jetstream::stream;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let js = Self::jetstream_of(server).await.expect("connect");
+            js.create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subject.into()],
+                retention: if work_queue {
+                    stream::RetentionPolicy::WorkQueue
+                } else {
+                    stream::RetentionPolicy::Limits
+                },
+                allow_message_ttl: true,
+                ..Default::default()
+            })
+            .await
+            .expect("create the stream");
+        });
+    }
+
     /// What a server's own JetStream (`$JS.API`, its own domain) holds in stream `name`:
     /// its message count, `None` when there is no such stream.
     pub fn stream_messages(server: &Server, name: &str) -> Option<u64> {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let client = async_nats::ConnectOptions::with_user_and_password(
-                LEAF_USER.into(),
-                LEAF_PASSWORD.into(),
-            )
-            .connect(server.url())
-            .await
-            .ok()?;
-            let js = async_nats::jetstream::new(client);
+            let js = Self::jetstream_of(server).await?;
             let mut stream = js.get_stream(name).await.ok()?;
             stream.info().await.ok().map(|i| i.state.messages)
         })

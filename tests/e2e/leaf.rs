@@ -244,3 +244,30 @@ fn a_send_on_the_hub_is_not_lost_in_the_leafs_streams() {
     assert_ok(&out);
     assert_eq!(sha(&out.stdout), sha(&data));
 }
+
+#[test]
+fn a_sender_whose_ticket_lands_in_another_domain_fails_and_takes_it_back() {
+    let both = HubAndLeaf::start(true);
+    // The hub holds the prefix's chunks, but a queue stream made by hand on the leaf
+    // captures its tickets.
+    HubAndLeaf::create_stream(&both.hub, "skypipe-data", "skypipe.data.>", false);
+    HubAndLeaf::create_stream(&both.leaf, "skypipe-queue", "skypipe.q.*", true);
+    let data = random_bytes(4 * 1024, 84);
+    let out = send(both.hub_cmd(&["send", "p"]), &data);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a send whose ticket no hub taker finds must fail: {}",
+        stderr_of(&out)
+    );
+    let text = stderr_of(&out);
+    assert!(
+        text.contains("stored in JetStream domain leaf") && text.contains("--js-domain leaf"),
+        "{text}"
+    );
+    // Its ticket is gone from the leaf again: no taker there waits on it.
+    assert_eq!(
+        HubAndLeaf::stream_messages(&both.leaf, "skypipe-queue"),
+        Some(0)
+    );
+}
