@@ -262,7 +262,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
 /// alone, or none yet (docs/protocol.md, "JetStream domains"). Fails on another domain's
 /// streams, and on streams in two domains at once.
 async fn check_home(r: &mut Report, session: &Session) -> bool {
-    let Some(meant) = session.meant_domain().await else {
+    let Some(meant) = session.meant_domain().await.filter(|d| !d.is_empty()) else {
         return true;
     };
     let verdict = match step(session, session.home_verdict(&meant)).await {
@@ -281,7 +281,6 @@ async fn check_home(r: &mut Report, session: &Session) -> bool {
     }
     let prefix = session.layout.prefix();
     match (meant.as_str(), verdict) {
-        ("", _) => {}
         (d, domain::Verdict::Homeless) => r.ok(
             "domain",
             format!("prefix {prefix}'s pipes go to JetStream domain {d}; no other domain has them"),

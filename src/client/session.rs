@@ -636,8 +636,10 @@ impl Session {
 
     /// Creates both streams when missing (an existing stream is left as it is), unless the
     /// prefix's streams live in another JetStream domain: never a second home for its pipes.
+    /// A server without a domain is asked nothing more.
     pub(crate) async fn ensure_streams(&self) -> anyhow::Result<()> {
-        if let Some(meant) = self.meant_domain().await {
+        let meant = self.meant_domain().await.filter(|d| !d.is_empty());
+        if let Some(meant) = meant {
             let verdict = self.home_verdict(&meant).await?;
             if let Some(text) = domain::refusal(self, &meant, &verdict) {
                 return Err(anyhow!(text));
