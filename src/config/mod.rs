@@ -971,6 +971,31 @@ mod tests {
     }
 
     #[test]
+    fn the_js_domain_comes_from_the_flag_then_the_variable() {
+        let flag = ConnArgs {
+            js_domain: Some("hub".into()),
+            ..Default::default()
+        };
+        let c = resolve_conn(&flag, &env_of(&[(JS_DOMAIN_ENV, "edge")])).expect("ok");
+        assert_eq!(c.js_domain.as_deref(), Some("hub"));
+        let c =
+            resolve_conn(&ConnArgs::default(), &env_of(&[(JS_DOMAIN_ENV, "edge")])).expect("ok");
+        assert_eq!(c.js_domain.as_deref(), Some("edge"));
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("ok");
+        assert_eq!(c.js_domain, None);
+        for bad in ["a.b", "a b", "*", ">"] {
+            let args = ConnArgs {
+                js_domain: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(matches!(
+                resolve_conn(&args, &env_of(&[])),
+                Err(ConfigError::JsDomain { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn flag_beats_env() {
         let args = ConnArgs {
             server: Some("nats://a:1".into()),
