@@ -586,6 +586,11 @@ pub(crate) struct ConnArgs {
     /// [env: SKYPIPE_REPLICAS]
     #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub(crate) replicas: Option<u8>,
+
+    /// JetStream domain whose streams hold the pipes, e.g. the hub's when connected to a leaf
+    /// node [env: NATS_JS_DOMAIN]
+    #[arg(long, value_name = "DOMAIN", global = true)]
+    pub(crate) js_domain: Option<String>,
 }
 
 /// A humantime duration that is not zero.

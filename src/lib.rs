@@ -333,6 +333,11 @@ async fn run_pipe(
         _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
     };
     session.crypto = settings.crypto.clone();
+    // With JetStream domains in play, the prefix's streams must be in this one's alone.
+    tokio::select! {
+        r = session.settle_domain() => r?,
+        _ = cancel.cancelled() => return Err(error::Failure::Interrupted.into()),
+    }
     session
         .unless_denied(async {
             match settings.mode {

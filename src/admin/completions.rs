@@ -49,6 +49,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "NATS_TLSFIRST",
         "TLS before the NATS handshake (any value but 0 or false), as --tlsfirst.",
     ),
+    (
+        "NATS_JS_DOMAIN",
+        "The JetStream domain that holds the pipes, as --js-domain.",
+    ),
     ("SKYPIPE_PREFIX", "Subject prefix, as --prefix."),
     (
         "SKYPIPE_REPLICAS",
@@ -174,6 +178,7 @@ mod tests {
             crate::config::LOCAL_MAX_STORE_ENV,
             crate::diag::LOG_ENV,
             crate::client::retry::ENV,
+            crate::config::JS_DOMAIN_ENV,
             skypipe_nats::SERVER_ENV,
         ] {
             assert!(listed.contains(&var), "{var}");

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SetupArgs;
+use crate::client::domain;
 use crate::client::session::{self, Session};
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
@@ -157,18 +158,19 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
         );
     }
 
-    // JetStream.
-    if !info.jetstream {
+    // JetStream: the server's own, or a domain's reached through it.
+    if !info.jetstream && conn.js_domain.is_none() {
         r.fail(
             "jetstream",
             format!(
                 "the server at {shown} has JetStream disabled: skypipe keeps pipes in \
-                 JetStream; start nats-server with -js (or `jetstream: enabled` in its config)"
+                 JetStream; start nats-server with -js (or `jetstream: enabled` in its config), \
+                 or, on a leaf node, name the hub's JetStream domain with --js-domain"
             ),
         );
         return (r, None);
     }
-    let session = match Session::new(conn, connected) {
+    let session = match Session::new(conn, connected, domain::Wait::Once).await {
         Ok(s) => s,
         Err(e) => {
             r.fail("jetstream", format!("{e:#}"));
@@ -199,10 +201,15 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
         }
     };
     let first = t.elapsed();
+    let through = if info.jetstream {
+        ""
+    } else {
+        ", reached through this server, which has none of its own"
+    };
     r.ok(
         "jetstream",
         format!(
-            "enabled{}",
+            "enabled{}{through}",
             account
                 .domain
                 .as_deref()
@@ -251,7 +258,45 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     (r, ok.then_some(session))
 }
 
+/// Which JetStream domain holds the prefix's pipes, when domains are in play: this session's
+/// alone, or none yet (docs/protocol.md, "JetStream domains"). Fails on another domain's
+/// streams, and on streams in two domains at once.
+async fn check_home(r: &mut Report, session: &Session) -> bool {
+    let Some(meant) = session.meant_domain().await.filter(|d| !d.is_empty()) else {
+        return true;
+    };
+    let verdict = match step(session, session.home_verdict(&meant)).await {
+        Ok(v) => v,
+        Err(e) => {
+            r.fail(
+                "domain",
+                format!("cannot tell which domain holds the pipes: {e:#}"),
+            );
+            return false;
+        }
+    };
+    if let Some(text) = domain::refusal(session, &meant, &verdict) {
+        r.fail("domain", text);
+        return false;
+    }
+    let prefix = session.layout.prefix();
+    match (meant.as_str(), verdict) {
+        (d, domain::Verdict::Homeless) => r.ok(
+            "domain",
+            format!("prefix {prefix}'s pipes go to JetStream domain {d}; no other domain has them"),
+        ),
+        (d, _) => r.ok(
+            "domain",
+            format!("prefix {prefix}'s pipes live in JetStream domain {d}, and in no other"),
+        ),
+    }
+    true
+}
+
 async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> bool {
+    if !check_home(r, session).await {
+        return false;
+    }
     let layout = &session.layout;
     let names = format!("{} and {}", layout.data_stream(), layout.queue_stream());
     let existed = step(session, async {

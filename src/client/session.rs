@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 
+use crate::client::domain;
 use crate::client::errors::{self, Refusal};
 use crate::config::{is_websocket, Conn, Source, DEFAULT_TTL, LOCAL_PORT_ENV};
 use crate::error::Failure;
@@ -47,6 +48,9 @@ pub(crate) struct Session {
     pub(crate) conn: Conn,
     /// The secret that seals and opens payloads, if any.
     pub(crate) crypto: Crypto,
+    /// The JetStream domain this session's streams are in, once known: the one given
+    /// (`--js-domain`), or the server's own as its account info says (`""`: none).
+    pub(crate) domain: Option<String>,
 }
 
 /// `major.minor` of a version string such as `2.15.1`.
@@ -458,27 +462,40 @@ pub(crate) fn jetstream_context(client: &async_nats::Client, conn: &Conn) -> jet
     }
 }
 
-/// Connects and checks that the server has JetStream.
+/// Connects and checks that the server has JetStream (with a domain given: that the domain
+/// answers, waiting for it within the retry time).
 pub(crate) async fn connect(conn: &Conn) -> anyhow::Result<Session> {
-    Session::new(conn, connect_client(conn).await?)
+    Session::new(conn, connect_client(conn).await?, domain::Wait::Retry).await
 }
 
 impl Session {
-    /// A session on a connected client; fails when the server has no JetStream.
-    pub(crate) fn new(conn: &Conn, connected: Connected) -> anyhow::Result<Session> {
+    /// A session on a connected client; fails when the server has no JetStream, or, with a
+    /// domain given, when that domain does not answer through it (see [`domain::answers`]).
+    pub(crate) async fn new(
+        conn: &Conn,
+        connected: Connected,
+        wait: domain::Wait,
+    ) -> anyhow::Result<Session> {
         let Connected {
             client,
             denied,
             shown,
         } = connected;
         let info = client.server_info();
-        if !info.jetstream {
-            return Err(anyhow!(
-                "the server at {shown} (nats-server {}) has JetStream disabled; start it with -js",
-                info.version
-            ));
-        }
         let js = jetstream_context(&client, conn);
+        match &conn.js_domain {
+            // A leaf node without JetStream of its own still reaches a domain's.
+            Some(name) => domain::answers(&js, name, &shown, conn, wait).await?,
+            None if !info.jetstream => {
+                return Err(anyhow!(
+                    "the server at {shown} (nats-server {}) has JetStream disabled; start it \
+                     with -js (or, on a leaf node, name the hub's JetStream domain with \
+                     --js-domain)",
+                    info.version
+                ));
+            }
+            None => {}
+        }
         let replicas = conn
             .replicas
             .unwrap_or(if cluster_of_three(&info) { 3 } else { 1 });
@@ -501,6 +518,7 @@ impl Session {
             conn: conn.clone(),
             client,
             crypto: Crypto::default(),
+            domain: conn.js_domain.clone(),
         })
     }
 }
@@ -616,8 +634,17 @@ impl Session {
             .map_err(|e| anyhow!("cannot publish to {}: {e}", self.url))
     }
 
-    /// Creates both streams when missing (an existing stream is left as it is).
+    /// Creates both streams when missing (an existing stream is left as it is), unless the
+    /// prefix's streams live in another JetStream domain: never a second home for its pipes.
+    /// A server without a domain is asked nothing more.
     pub(crate) async fn ensure_streams(&self) -> anyhow::Result<()> {
+        let meant = self.meant_domain().await.filter(|d| !d.is_empty());
+        if let Some(meant) = meant {
+            let verdict = self.home_verdict(&meant).await?;
+            if let Some(text) = domain::refusal(self, &meant, &verdict) {
+                return Err(anyhow!(text));
+            }
+        }
         for config in [self.data_stream_config(), self.queue_stream_config()] {
             let name = config.name.clone();
             if let Err(e) = self.js.create_stream(config).await {

@@ -169,6 +169,9 @@ pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow
             "inbox_prefix".into(),
             Value::String(conn.inbox_prefix.clone().unwrap_or_default()),
         );
+        if let Some(domain) = &conn.js_domain {
+            m.insert("jetstream_domain".into(), Value::String(domain.clone()));
+        }
         if let Some(secret) = &conn.secret_file {
             m.insert(
                 "skypipe_secret_file".into(),

@@ -28,6 +28,8 @@ pub(crate) const LOCAL_MAX_STORE_ENV: &str = "SKYPIPE_LOCAL_MAX_STORE";
 /// large payloads waiting at once, while a forgotten pipe cannot fill the disk. Live
 /// transfers of any size still pass: a sender facing a full store waits for takers.
 pub(crate) const DEFAULT_LOCAL_MAX_STORE: u64 = 10 << 30;
+/// The variable that names the JetStream domain (as `--js-domain` does).
+pub(crate) const JS_DOMAIN_ENV: &str = "NATS_JS_DOMAIN";
 /// The most replicas a JetStream stream can have.
 pub(crate) const MAX_REPLICAS: usize = 5;
 /// How long a payload waits when `--ttl` is not given.
@@ -92,6 +94,11 @@ pub(crate) enum ConfigError {
         humantime::format_duration(MIN_TTL)
     )]
     TtlTooShort(Duration),
+    #[error(
+        "bad JetStream domain {value:?} (from {from}): a domain is one subject token, without \
+         spaces, '.', '*' or '>'"
+    )]
+    JsDomain { value: String, from: &'static str },
 }
 
 /// Where the server URL came from, for messages.
@@ -466,7 +473,7 @@ pub(crate) fn resolve_conn(
         ca,
         tls_first,
         inbox_prefix: nonempty(&ctx.inbox_prefix),
-        js_domain: nonempty(&ctx.jetstream_domain),
+        js_domain: js_domain(args, &envs, &ctx)?,
         js_api_prefix: nonempty(&ctx.jetstream_api_prefix),
         layout,
         replicas,
@@ -476,6 +483,29 @@ pub(crate) fn resolve_conn(
         retry: RetryPolicy::from_env(env),
         secret_file,
     })
+}
+
+/// The JetStream domain: `--js-domain`, `NATS_JS_DOMAIN`, then the context's
+/// `jetstream_domain`.
+fn js_domain(
+    args: &ConnArgs,
+    envs: &dyn Fn(&str) -> Option<String>,
+    ctx: &ContextFile,
+) -> Result<Option<String>, ConfigError> {
+    let (value, from) = match (&args.js_domain, envs(JS_DOMAIN_ENV)) {
+        (Some(d), _) => (d.clone(), "--js-domain"),
+        (None, Some(d)) => (d, JS_DOMAIN_ENV),
+        (None, None) => match nonempty(&ctx.jetstream_domain) {
+            Some(d) => (d, "the context's jetstream_domain"),
+            None => return Ok(None),
+        },
+    };
+    let value = value.trim().to_string();
+    let bad = |c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>');
+    if value.is_empty() || value.chars().any(bad) {
+        return Err(ConfigError::JsDomain { value, from });
+    }
+    Ok(Some(value))
 }
 
 /// What a pipe command does.
@@ -938,6 +968,31 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(c.local_nkey, None, "a server named is never sent it");
+    }
+
+    #[test]
+    fn the_js_domain_comes_from_the_flag_then_the_variable() {
+        let flag = ConnArgs {
+            js_domain: Some("hub".into()),
+            ..Default::default()
+        };
+        let c = resolve_conn(&flag, &env_of(&[(JS_DOMAIN_ENV, "edge")])).expect("ok");
+        assert_eq!(c.js_domain.as_deref(), Some("hub"));
+        let c =
+            resolve_conn(&ConnArgs::default(), &env_of(&[(JS_DOMAIN_ENV, "edge")])).expect("ok");
+        assert_eq!(c.js_domain.as_deref(), Some("edge"));
+        let c = resolve_conn(&ConnArgs::default(), &env_of(&[])).expect("ok");
+        assert_eq!(c.js_domain, None);
+        for bad in ["a.b", "a b", "*", ">"] {
+            let args = ConnArgs {
+                js_domain: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(matches!(
+                resolve_conn(&args, &env_of(&[])),
+                Err(ConfigError::JsDomain { .. })
+            ));
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ fn chunk_of(msg: &async_nats::jetstream::Message) -> Option<Chunk> {
     // subject: P.data.PIPE.ID
     let mut parts = msg.subject.as_str().rsplitn(3, '.');
     let (id, pipe) = (parts.next()?, parts.next()?);
+    // Not a pipe's: a home probe (docs/protocol.md, "JetStream domains").
+    pipe::PipeName::new(pipe).ok()?;
     let h = msg.headers.as_ref()?;
     let number = |name: &str| {
         h.get(name)

@@ -221,6 +221,8 @@ struct Sender<'a> {
     live: Live,
     /// The stdin reader's chunk size: bigger while live.
     input_chunk: Option<ChunkSize>,
+    /// The JetStream domain that stored the ticket, when it is not the one meant.
+    landed_in: Option<String>,
 }
 
 impl<'a> Sender<'a> {
@@ -272,6 +274,7 @@ impl<'a> Sender<'a> {
                 half: None,
                 proven: None,
             },
+            landed_in: None,
         }
     }
 
@@ -666,6 +669,7 @@ impl<'a> Sender<'a> {
             match result {
                 Ok(ack) => {
                     self.ticket_seq = Some(ack.sequence);
+                    self.note_home(&ack);
                     break;
                 }
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound && !created => {
@@ -701,6 +705,61 @@ impl<'a> Sender<'a> {
         }
         self.announced();
         Ok(())
+    }
+
+    /// Notes the domain the ticket's acknowledgement names when it is not the one this
+    /// sender meant: the payload is in a pipe no taker of this domain sees.
+    fn note_home(&mut self, ack: &async_nats::jetstream::publish::PublishAck) {
+        if let Some(meant) = &self.session.domain {
+            if !ack.domain.is_empty() && ack.domain != *meant {
+                self.landed_in = Some(ack.domain.clone());
+            }
+        }
+    }
+
+    /// Fails a payload whose ticket was stored in another JetStream domain than the one
+    /// meant: marks it aborted there (any taker of that domain is told, none waits on it)
+    /// and removes it there.
+    async fn refuse_elsewhere(&mut self) -> anyhow::Result<()> {
+        let Some(home) = self.landed_in.take() else {
+            return Ok(());
+        };
+        let meant = self.session.domain.clone().unwrap_or_default();
+        let reason = format!(
+            "the payload was stored in JetStream domain {home}, not in {meant:?} where the \
+             sender meant it"
+        );
+        abort_within(self, &reason).await;
+        let there = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .domain(&home)
+            .build(self.session.client.clone());
+        if let Ok(data) = there
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await
+        {
+            let _ = data.purge().filter(self.subject.clone()).await;
+        }
+        if let (Some(seq), Ok(queue)) = (
+            self.ticket_seq,
+            there
+                .get_stream_no_info(self.session.layout.queue_stream())
+                .await,
+        ) {
+            let _ = queue.delete_message(seq).await;
+        }
+        Err(anyhow!(
+            "payload {} was stored in JetStream domain {home}, not in {}: prefix {}'s pipes \
+             live there, where no taker of this domain finds it (use --js-domain {home}); \
+             it was marked aborted and removed",
+            self.id,
+            if meant.is_empty() {
+                "the one this command uses".to_string()
+            } else {
+                format!("domain {meant}")
+            },
+            self.session.layout.prefix()
+        ))
     }
 
     /// The ticket is stored: the payload is in the pipe.
@@ -812,6 +871,7 @@ impl<'a> Sender<'a> {
             Ok(ticket_ack) => match self.bounded(ticket_ack).await? {
                 Ok(ack) => {
                     self.ticket_seq = Some(ack.sequence);
+                    self.note_home(&ack);
                     true
                 }
                 Err(_) => false,
@@ -981,6 +1041,7 @@ impl<'a> Sender<'a> {
             match crate::client::session::connect(&self.session.conn).await {
                 Ok(mut fresh) => {
                     fresh.crypto = self.session.crypto.clone();
+                    fresh.domain = self.session.domain.clone();
                     let old = std::mem::replace(&mut self.session, fresh);
                     drop(old);
                     return Ok(());
@@ -1244,6 +1305,7 @@ async fn send_all(
                     .into());
                 }
                 s.piece(piece.data, piece.eof).await?;
+                s.refuse_elsewhere().await?;
                 if piece.eof {
                     s.drain().await?;
                     return Ok(s.sent());

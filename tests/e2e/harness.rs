@@ -1014,6 +1014,213 @@ fn stream_state(url: &str, stream: &str) -> Option<async_nats::jetstream::stream
     })
 }
 
+/// The account, user and password on both servers of a [`HubAndLeaf`].
+const LEAF_ACCOUNT: &str = "A";
+const LEAF_USER: &str = "ann";
+const LEAF_PASSWORD: &str = "leaf-test-secret";
+
+/// A hub and a leaf node in one account (plain config users): the hub runs JetStream in
+/// domain `hub` and listens for leaf nodes; the leaf joins it with a user of the account, and
+/// runs JetStream in domain `leaf` of its own, or none. Both have a monitoring port, so tests
+/// wait for the leaf node connection (`/leafz`) rather than for time.
+pub struct HubAndLeaf {
+    pub dir: TempDir,
+    pub hub: Server,
+    pub leaf: Server,
+    hub_http: u16,
+    leaf_http: u16,
+}
+
+impl HubAndLeaf {
+    /// Starts both and waits until the leaf node connection is up.
+    pub fn start(leaf_jetstream: bool) -> HubAndLeaf {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = || skypipe_nats::free_port().expect("port");
+        let (hub_http, leaf_http, leafnodes) = (port(), port(), port());
+        let users = format!(
+            "accounts {{ {LEAF_ACCOUNT} {{ jetstream: enabled, users: [ {{ user: {LEAF_USER}, \
+             password: {LEAF_PASSWORD} }} ] }} }}\n"
+        );
+        let jetstream = |name: &str, domain: &str| {
+            format!(
+                "jetstream {{ store_dir: \"{}\", domain: {domain} }}\n",
+                dir.path().join(name).join("jetstream").display()
+            )
+        };
+        let mut hub = ServerConfig::new(dir.path().join("hub"));
+        hub.name = Some("hub".into());
+        hub.jetstream = false;
+        hub.extra = format!(
+            "{}{users}http: \"127.0.0.1:{hub_http}\"\nleafnodes {{ listen: \"127.0.0.1:{leafnodes}\" }}\n",
+            jetstream("hub", "hub")
+        );
+        let hub = hub
+            .start()
+            .expect("the hub starts (is nats-server on PATH?)");
+        let mut leaf = ServerConfig::new(dir.path().join("leaf"));
+        leaf.name = Some("leaf".into());
+        leaf.jetstream = false;
+        let own = if leaf_jetstream {
+            jetstream("leaf", "leaf")
+        } else {
+            String::new()
+        };
+        let users = if leaf_jetstream {
+            users
+        } else {
+            users.replace("jetstream: enabled, ", "")
+        };
+        leaf.extra = format!(
+            "{own}{users}http: \"127.0.0.1:{leaf_http}\"\nleafnodes {{ remotes [ {{ url: \
+             \"nats-leaf://{LEAF_USER}:{LEAF_PASSWORD}@127.0.0.1:{leafnodes}\", account: \
+             {LEAF_ACCOUNT} }} ] }}\n"
+        );
+        let leaf = leaf.start().expect("the leaf starts");
+        let both = HubAndLeaf {
+            dir,
+            hub,
+            leaf,
+            hub_http,
+            leaf_http,
+        };
+        both.wait_joined();
+        std::fs::create_dir_all(both.home()).expect("home");
+        both
+    }
+
+    fn url_of(server: &Server) -> String {
+        format!(
+            "nats://{LEAF_USER}:{LEAF_PASSWORD}@127.0.0.1:{}",
+            server.port()
+        )
+    }
+
+    /// The hub's client URL, with the user's login.
+    pub fn hub_url(&self) -> String {
+        Self::url_of(&self.hub)
+    }
+
+    /// The leaf's client URL, with the user's login.
+    pub fn leaf_url(&self) -> String {
+        Self::url_of(&self.leaf)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `skypipe ARGS` with a clean environment and no server named.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = bare_cmd(&self.home());
+        c.args(args);
+        c
+    }
+
+    /// `skypipe ARGS` as a client of the hub (`NATS_URL`).
+    pub fn hub_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("NATS_URL", self.hub_url());
+        c
+    }
+
+    /// `skypipe ARGS` as a client of the leaf (`NATS_URL`).
+    pub fn leaf_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("NATS_URL", self.leaf_url());
+        c
+    }
+
+    /// The user's client of a server (the account's JetStream in the server's own domain).
+    async fn jetstream_of(server: &Server) -> Option<async_nats::jetstream::Context> {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            LEAF_USER.into(),
+            LEAF_PASSWORD.into(),
+        )
+        .connect(server.url())
+        .await
+        .ok()?;
+        Some(async_nats::jetstream::new(client))
+    }
+
+    /// Creates a stream by hand in a server's own domain, as an operator (or an older
+    /// skypipe) might have: `subject` captured, work-queue retention or limits.
+    pub fn create_stream(server: &Server, name: &str, subject: &str, work_queue: bool) {
+        use async_nats::jetstream::stream;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let js = Self::jetstream_of(server).await.expect("connect");
+            js.create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subject.into()],
+                retention: if work_queue {
+                    stream::RetentionPolicy::WorkQueue
+                } else {
+                    stream::RetentionPolicy::Limits
+                },
+                allow_message_ttl: true,
+                ..Default::default()
+            })
+            .await
+            .expect("create the stream");
+        });
+    }
+
+    /// What a server's own JetStream (`$JS.API`, its own domain) holds in stream `name`:
+    /// its message count, `None` when there is no such stream.
+    pub fn stream_messages(server: &Server, name: &str) -> Option<u64> {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let js = Self::jetstream_of(server).await?;
+            let mut stream = js.get_stream(name).await.ok()?;
+            stream.info().await.ok().map(|i| i.state.messages)
+        })
+    }
+
+    /// How many leaf node connections a server's `/leafz` lists.
+    fn leafnodes(http: u16) -> Option<u64> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        json.get("leafnodes")?.as_u64()
+    }
+
+    /// Waits until the leaf node connection is up, as both ends see it.
+    pub fn wait_joined(&self) {
+        let up = |http| Self::leafnodes(http).is_some_and(|n| n > 0);
+        assert!(
+            eventually(HANG, || up(self.hub_http) && up(self.leaf_http)),
+            "the leaf node did not join the hub"
+        );
+    }
+
+    /// Stops the hub (SIGTERM: its store is written out) and waits until the leaf noticed.
+    pub fn stop_hub(&mut self) {
+        self.hub
+            .stop(Duration::from_secs(10))
+            .expect("stop the hub");
+        assert!(
+            eventually(HANG, || Self::leafnodes(self.leaf_http) == Some(0)),
+            "the leaf still counts the hub as joined"
+        );
+    }
+
+    /// Starts the hub again (same ports, same store) and waits until the leaf joined it.
+    pub fn restart_hub(&mut self) {
+        self.hub.restart().expect("restart the hub");
+        self.wait_joined();
+    }
+}
+
 /// The harness's own pieces.
 mod own {
     use super::*;

@@ -13,6 +13,7 @@ mod examples;
 mod faults;
 mod follow;
 mod help;
+mod leaf;
 mod live;
 mod machines;
 mod malformed;

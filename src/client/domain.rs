@@ -1,0 +1,315 @@
+//! JetStream domains (docs/protocol.md, "JetStream domains"): a leaf node's client reaching
+//! the hub's JetStream (`--js-domain`), judged by the domain's own answer; and one domain as
+//! the home of a prefix's streams, so that two domains joined by a leaf node never both hold
+//! a prefix's pipes (each would store, and hand out, every payload).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::{self, context::RequestErrorKind};
+use bytes::Bytes;
+use futures::StreamExt as _;
+
+use crate::client::session::{query_account, Session};
+use crate::config::Conn;
+
+/// Whether a command waits for a domain that does not answer (within the retry time), or
+/// says so at once (`check`, `setup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Retry,
+    Once,
+}
+
+/// How long the home probe waits for its first answer.
+const PROBE_FIRST: Duration = Duration::from_secs(3);
+/// The least time the probe keeps listening after the first answer, for the answers of
+/// streams further away (across the leaf node connection).
+const PROBE_MORE: Duration = Duration::from_millis(200);
+/// The token under `P.data` that probe messages use: not a pipe name (pipe names have no
+/// `~`), so no listener or taker of a pipe ever sees one.
+pub(crate) const PROBE_TOKEN: &str = "~home";
+
+/// Whether a JetStream request went unanswered (nobody listens for the domain's API: its
+/// servers are down or cut off), as opposed to answered with a refusal.
+fn unanswered(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<jetstream::context::RequestError>()
+            .is_some_and(|r| {
+                matches!(
+                    r.kind(),
+                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+                )
+            })
+    })
+}
+
+/// Checks that JetStream domain `name` answers through the connected server
+/// (`$JS.<name>.API.INFO`): a leaf node without JetStream of its own reaches the hub's this
+/// way, so the domain's answer, not the leaf's INFO, says whether there is JetStream. With
+/// [`Wait::Retry`], a domain that does not answer is asked again within the retry time, as a
+/// lost server is.
+pub(crate) async fn answers(
+    js: &jetstream::Context,
+    name: &str,
+    shown: &str,
+    conn: &Conn,
+    wait: Wait,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let err = match query_account(js).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if !unanswered(&err) {
+            return Err(err.context(format!(
+                "JetStream domain {name}, asked through the server at {shown}"
+            )));
+        }
+        let retrying = wait == Wait::Retry && started.elapsed() < conn.retry.give_up_after;
+        if !retrying {
+            let waited = match wait {
+                Wait::Retry => format!(" for {}", conn.retry.shown()),
+                Wait::Once => String::new(),
+            };
+            return Err(anyhow!(
+                "JetStream domain {name} does not answer through the server at {shown}{waited}: \
+                 its servers are down, this server's leaf node connection to them is, or the \
+                 domain is not called {name:?} (--js-domain)"
+            ));
+        }
+        if !told {
+            eprintln!(
+                "skypipe: JetStream domain {name} does not answer through the server at {shown}; \
+                 trying again for {}",
+                conn.retry.shown()
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A domain as messages name it (`""` is a JetStream without a domain).
+fn named(domain: &str) -> String {
+    if domain.is_empty() {
+        "the JetStream without a domain".into()
+    } else {
+        format!("JetStream domain {domain}")
+    }
+}
+
+/// Where a prefix's streams are, as the home probe found them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No stream holds the prefix's data subjects yet.
+    Homeless,
+    /// Only the domain this session uses does.
+    Here,
+    /// Only another domain does.
+    Elsewhere(String),
+    /// Several domains do: each would store, and hand out, every payload.
+    Overlap(Vec<String>),
+}
+
+/// The verdict on the domains whose streams stored a probe, for a session in domain `meant`.
+pub(crate) fn verdict(meant: &str, homes: &BTreeSet<String>) -> Verdict {
+    let mut all = homes.iter();
+    match (all.next(), all.next()) {
+        (None, _) => Verdict::Homeless,
+        (Some(one), None) if one == meant => Verdict::Here,
+        (Some(one), None) => Verdict::Elsewhere(one.clone()),
+        _ => Verdict::Overlap(homes.iter().cloned().collect()),
+    }
+}
+
+/// The refusal for a verdict other than [`Verdict::Here`] or [`Verdict::Homeless`].
+pub(crate) fn refusal(session: &Session, meant: &str, verdict: &Verdict) -> Option<String> {
+    let layout = &session.layout;
+    let prefix = layout.prefix();
+    match verdict {
+        Verdict::Homeless | Verdict::Here => None,
+        Verdict::Elsewhere(home) => {
+            let hint = if home.is_empty() {
+                "connect to a server of that JetStream (its leaf nodes reach it only with a domain)"
+                    .to_string()
+            } else {
+                format!("use --js-domain {home}")
+            };
+            Some(format!(
+                "prefix {prefix}'s pipes live in {} (streams {} and {}), not in {} that this \
+                 command uses: {hint}; skypipe does not make a second home for them, where each \
+                 payload would be taken twice",
+                named(home),
+                layout.data_stream(),
+                layout.queue_stream(),
+                named(meant),
+            ))
+        }
+        Verdict::Overlap(homes) => {
+            let names: Vec<String> = homes.iter().map(|d| named(d)).collect();
+            let example = homes
+                .iter()
+                .find(|d| d.as_str() != meant && !d.is_empty())
+                .or_else(|| homes.iter().find(|d| !d.is_empty()))
+                .map(|d| {
+                    format!(
+                        " (e.g. `nats --js-domain {d} stream rm {}` and `... stream rm {}`)",
+                        layout.data_stream(),
+                        layout.queue_stream()
+                    )
+                })
+                .unwrap_or_default();
+            Some(format!(
+                "prefix {prefix} has streams in {}, joined by a leaf node: each stores every \
+                 payload, so a payload would be taken once in each; skypipe uses none of them \
+                 until one domain's streams are removed{example} or another --prefix is used",
+                names.join(" and ")
+            ))
+        }
+    }
+}
+
+impl Session {
+    /// The domain this session's streams are in: the one given, else the server's own (its
+    /// account info's `domain`, `""` for none). `None` when the server does not say.
+    pub(crate) async fn meant_domain(&self) -> Option<String> {
+        if let Some(d) = &self.domain {
+            return Some(d.clone());
+        }
+        query_account(&self.js)
+            .await
+            .ok()
+            .map(|a| a.domain.unwrap_or_default())
+    }
+
+    /// Publishes a probe message to a subject only the prefix's data streams capture
+    /// (`P.data.~home.<random>`), as a core request, and collects every stream's publish
+    /// acknowledgement: each names its domain. Removes the probe from each stream again.
+    pub(crate) async fn homes(&self) -> anyhow::Result<BTreeSet<String>> {
+        let subject = format!(
+            "{}.data.{PROBE_TOKEN}.{:016x}",
+            self.layout.prefix(),
+            rand::random::<u64>()
+        );
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .context("cannot listen for the home probe's answers")?;
+        let sent = Instant::now();
+        self.client
+            .publish_with_reply(subject.clone(), inbox, Bytes::new())
+            .await
+            .context("cannot publish the home probe")?;
+        let mut until = tokio::time::Instant::now() + PROBE_FIRST;
+        let mut stored: Vec<(String, String)> = Vec::new();
+        let mut first = true;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(until, answers.next()).await {
+            if msg.status.is_some() {
+                // No responders: no stream captures the subject (nothing more will come).
+                break;
+            }
+            if first {
+                first = false;
+                until = tokio::time::Instant::now() + PROBE_MORE.max(sent.elapsed() * 3);
+            }
+            let ack: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            let field = |name: &str| ack.get(name).and_then(|v| v.as_str()).map(str::to_string);
+            if let Some(stream) = field("stream") {
+                stored.push((field("domain").unwrap_or_default(), stream));
+            }
+        }
+        let _ = answers.unsubscribe().await;
+        for (domain, stream) in &stored {
+            self.forget_probe(domain, stream, &subject).await;
+        }
+        tracing::debug!("home probe {subject} stored by {stored:?}");
+        Ok(stored.into_iter().map(|(domain, _)| domain).collect())
+    }
+
+    /// Removes a probe message from a stream of domain `domain`.
+    async fn forget_probe(&self, domain: &str, stream: &str, subject: &str) {
+        let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5));
+        let js = if domain.is_empty() {
+            // The JetStream without a domain: reachable only as this server's own.
+            self.js.clone()
+        } else {
+            builder.domain(domain).build(self.client.clone())
+        };
+        let purged = match js.get_stream_no_info(stream).await {
+            Ok(s) => s
+                .purge()
+                .filter(subject)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow!(e)),
+            Err(e) => Err(anyhow!(e)),
+        };
+        if let Err(e) = purged {
+            tracing::debug!("cannot remove the home probe from {stream} in {domain:?}: {e}");
+        }
+    }
+
+    /// Where the prefix's streams are, for a session in domain `meant`.
+    pub(crate) async fn home_verdict(&self, meant: &str) -> anyhow::Result<Verdict> {
+        Ok(verdict(meant, &self.homes().await?))
+    }
+
+    /// Before a pipe command uses the streams: when domains are in play (one was given, or
+    /// the server has one), makes sure the prefix's streams are in this session's domain
+    /// alone, or nowhere yet. Learns the session's domain too, which a sender compares with
+    /// the domain its ticket's acknowledgement names. A server without a domain costs one
+    /// request.
+    pub(crate) async fn settle_domain(&mut self) -> anyhow::Result<()> {
+        let Some(meant) = self.meant_domain().await else {
+            return Ok(());
+        };
+        self.domain = Some(meant.clone());
+        if meant.is_empty() {
+            return Ok(());
+        }
+        let verdict = self.home_verdict(&meant).await?;
+        match refusal(self, &meant, &verdict) {
+            Some(text) => Err(anyhow!(text)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_home_per_prefix() {
+        assert_eq!(verdict("hub", &set(&[])), Verdict::Homeless);
+        assert_eq!(verdict("hub", &set(&["hub"])), Verdict::Here);
+        assert_eq!(verdict("", &set(&[""])), Verdict::Here);
+        assert_eq!(
+            verdict("leaf", &set(&["hub"])),
+            Verdict::Elsewhere("hub".into())
+        );
+        assert_eq!(
+            verdict("", &set(&["hub"])),
+            Verdict::Elsewhere("hub".into())
+        );
+        assert_eq!(
+            verdict("hub", &set(&["leaf", "hub"])),
+            Verdict::Overlap(vec!["hub".into(), "leaf".into()])
+        );
+    }
+
+    #[test]
+    fn the_probe_is_no_pipe() {
+        assert!(crate::protocol::pipe::PipeName::new(PROBE_TOKEN).is_err());
+    }
+}
