@@ -106,25 +106,33 @@ fn a_sender_whose_account_stays_full_gives_up_at_its_timeout_and_marks_the_paylo
     assert_taker_gets_the_abort(as_piper(&b, &url, &["recv", "capped"]));
 }
 
+/// Creates the data stream before skypipe does, as `adjust` makes it (skypipe uses a stream
+/// it finds as it is).
+fn own_data_stream(b: &Bench, adjust: impl FnOnce(&mut async_nats::jetstream::stream::Config)) {
+    let mut config = async_nats::jetstream::stream::Config {
+        name: "skypipe-data".into(),
+        subjects: vec!["skypipe.data.>".into()],
+        allow_message_ttl: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    adjust(&mut config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(b.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(config)
+            .await
+            .expect("create the data stream");
+    });
+}
+
 #[test]
 fn a_chunk_refused_for_another_cause_marks_the_payload_aborted() {
     let b = Bench::new();
     // A data stream that refuses chunks of a full 256 KiB (its messages may be 64 KiB):
     // the ticket is stored, the chunks are not.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(b.url()).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "skypipe-data".into(),
-            subjects: vec!["skypipe.data.>".into()],
-            max_message_size: 64 * 1024,
-            allow_message_ttl: true,
-            ..Default::default()
-        })
-        .await
-        .expect("create the data stream");
-    });
+    own_data_stream(&b, |c| c.max_message_size = 64 * 1024);
     let input = b.path("input");
     random_file(&input, 2 * MIB, 33);
     let out = spawn_sender(b.cmd(&["send", "refused"]), &input).wait_output(HANG);
@@ -169,4 +177,28 @@ fn a_sender_waiting_on_the_accounts_storage_limit_ends_at_sigterm() {
     let out = sender.wait_output(Duration::from_secs(3));
     assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
     assert_taker_gets_the_abort(as_piper(&b, &url, &["recv", "capped"]));
+}
+
+#[test]
+fn a_store_too_full_for_the_abort_mark_gets_it_in_place_of_the_payload() {
+    let b = Bench::new();
+    // A data stream that holds 5 messages and refuses more as full: the abort mark does not
+    // fit after the 5 chunks stored, so it replaces them.
+    own_data_stream(&b, |c| c.max_messages = 5);
+    let input = b.path("input");
+    random_file(&input, 2 * MIB, 36);
+    let sender = spawn_sender(b.cmd(&["send", "brim", "--timeout", "2s"]), &input);
+    let out = sender.wait_output(HANG);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stayed full for 2s") && err.contains("marked aborted"),
+        "{err}"
+    );
+    assert_eq!(
+        data_messages(&b.url()),
+        1,
+        "only the abort mark stays stored"
+    );
+    assert_taker_gets_the_abort(b.cmd(&["recv", "brim"]));
 }
