@@ -12,7 +12,8 @@ use async_nats::jetstream::{self, ErrorCode};
 pub(crate) enum Refusal {
     /// skypipe's streams do not exist (yet): create them.
     NoStream,
-    /// The store is full (the stream's limit or the server's): wait for takers to drain it.
+    /// The store is full (the stream's limit, the server's, or the account's storage limit):
+    /// wait for takers to drain it.
     Full,
     /// More publishes wait on the stream than the server takes at once (many senders
     /// together): the publish was not stored; publish it again after a pause.
@@ -29,9 +30,12 @@ impl Refusal {
     fn from_code(code: ErrorCode) -> Refusal {
         match code {
             ErrorCode::STREAM_NOT_FOUND => Refusal::NoStream,
-            // "maximum bytes exceeded" (the stream's limit) and "insufficient resources" (the
-            // server's store).
-            ErrorCode::STREAM_STORE_FAILED | ErrorCode::INSUFFICIENT_RESOURCES => Refusal::Full,
+            // "maximum bytes exceeded" (the stream's limit), "insufficient resources" (the
+            // server's store) and "resource limits exceeded for account" (the account's
+            // storage limit: a full store too, which takers drain).
+            ErrorCode::STREAM_STORE_FAILED
+            | ErrorCode::INSUFFICIENT_RESOURCES
+            | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => Refusal::Full,
             ErrorCode::STREAM_TOO_MANY_REQUESTS => Refusal::Busy,
             ErrorCode::MESSAGE_TTL_DISABLED => Refusal::NoTtl,
             ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT | ErrorCode::JETSTREAM_NOT_ENABLED => {
@@ -96,6 +100,7 @@ mod tests {
         assert_eq!(refusal(&api(10059)), Some(Refusal::NoStream));
         assert_eq!(refusal(&api(10077)), Some(Refusal::Full));
         assert_eq!(refusal(&api(10023)), Some(Refusal::Full));
+        assert_eq!(refusal(&api(10002)), Some(Refusal::Full));
         assert_eq!(refusal(&api(10167)), Some(Refusal::Busy));
         assert_eq!(refusal(&api(10166)), Some(Refusal::NoTtl));
         assert_eq!(refusal(&api(10039)), Some(Refusal::NoJetStream));

@@ -235,6 +235,11 @@ impl PayloadId {
     }
 }
 
+/// The `Nats-Msg-Id` of an abort marker stored in place of every chunk of its payload.
+pub(crate) fn abort_msg_id(id: &PayloadId) -> String {
+    format!("{}.abort", id.as_str())
+}
+
 impl fmt::Display for PayloadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -5,8 +5,11 @@
 //! Should the ticket be refused (no streams yet, no per-message TTL, a busy server), fix that
 //! and publish both again: their `Nats-Msg-Id`s keep the server from storing either twice.
 //! Then publish the remaining chunks through a window of outstanding acks; the last chunk
-//! carries the EOF totals. Ctrl-C publishes an abort marker instead, so no receiver mistakes a cut-off
-//! payload for a whole one.
+//! carries the EOF totals. Ctrl-C, SIGTERM or any failure once the ticket is out (a store that
+//! stayed full for `--timeout`, a refusal, a lost server) publishes an abort marker instead,
+//! in place of the first chunk not stored, so no receiver waits on a cut-off payload or
+//! mistakes it for a whole one. A full store (the stream's, the server's or the account's
+//! limit) is waited out until takers drain it; a signal ends every wait at once.
 //!
 //! The live path: when the payload's taker asks for it (it is waiting as the payload starts),
 //! the chunks between the first and the last go to it over core NATS instead of the data
@@ -67,19 +70,23 @@ pub(crate) const TICKET_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a sender whose payload was dropped waits for the chunks in flight to be stored
 /// before it removes what is stored of the payload.
 const DROPPED_SETTLE: Duration = Duration::from_secs(5);
+/// How long an aborting sender waits for the chunks in flight and then the abort marker to be
+/// stored, all told (a server that stopped answering keeps it no longer).
+const ABORT_SETTLE: Duration = Duration::from_secs(2);
 
 /// A short, growing, jittered pause before publishing again what a busy server refused.
-async fn busy_pause(attempt: u32) {
+fn busy_pause(attempt: u32) -> Duration {
     let base = 20u64 << attempt.min(5);
-    let ms = base + rand::random::<u64>() % base;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Duration::from_millis(base + rand::random::<u64>() % base)
 }
 
 /// A published chunk whose ack has not arrived; kept whole so it can be published again
 /// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
 struct InFlight {
-    ack: PublishAckFuture,
-    chunk: u64,
+    /// `None`: published, but its ack was given up on (a wait cut short): publish it again
+    /// to learn whether it is stored.
+    ack: Option<PublishAckFuture>,
+    at: Place,
     headers: async_nats::HeaderMap,
     /// The body as published (sealed when sealing).
     data: Bytes,
@@ -89,10 +96,21 @@ struct InFlight {
 
 /// A chunk sent live, kept until its taker says it wrote it.
 struct LiveChunk {
-    chunk: u64,
+    at: Place,
     headers: async_nats::HeaderMap,
     data: Bytes,
     plain_len: u64,
+}
+
+/// Where a chunk sits in its payload: enough to put an end marker in its place when it
+/// turns out not to be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    chunk: u64,
+    /// Payload bytes before the chunk.
+    offset: u64,
+    /// CRC-32 of the bodies before the chunk.
+    prior_crc: u32,
 }
 
 /// A listener that acknowledges the live chunks it wrote.
@@ -223,10 +241,16 @@ struct Sender<'a> {
     input_chunk: Option<ChunkSize>,
     /// The JetStream domain that stored the ticket, when it is not the one meant.
     landed_in: Option<String>,
+    /// Ctrl-C or SIGTERM: every wait of the sender ends at once (a full store, a busy or
+    /// silent server), and the payload is marked aborted.
+    cancel: CancellationToken,
+    /// The payload's end (complete or aborted) is published, or it was dropped: nothing more
+    /// to mark.
+    ended: bool,
 }
 
 impl<'a> Sender<'a> {
-    fn new(session: Session, settings: &'a PipeSettings) -> Self {
+    fn new(session: Session, settings: &'a PipeSettings, cancel: CancellationToken) -> Self {
         let id = PayloadId::random();
         let subject = session.layout.payload_subject(&settings.pipe, &id);
         let live_subject = session.layout.live_subject(&settings.pipe, &id);
@@ -259,6 +283,8 @@ impl<'a> Sender<'a> {
             sealer: None,
             size: None,
             input_chunk: None,
+            cancel,
+            ended: false,
             live: Live {
                 acks: None,
                 subject: live_subject,
@@ -473,7 +499,7 @@ impl<'a> Sender<'a> {
         self.live.acked = self.live.acked.max(written);
         let mut moved = false;
         while let Some(c) = self.live.unacked.pop_front() {
-            if c.chunk >= written {
+            if c.at.chunk >= written {
                 self.live.unacked.push_front(c);
                 break;
             }
@@ -506,12 +532,12 @@ impl<'a> Sender<'a> {
             tracing::info!(
                 "storing payload {} from chunk {} on ({} chunks not acknowledged live)",
                 self.id,
-                first.chunk,
+                first.at.chunk,
                 unacked.len()
             );
         }
         for c in unacked {
-            self.store(c.chunk, c.headers, c.data, c.plain_len).await?;
+            self.store(c.at, c.headers, c.data, c.plain_len).await?;
         }
         Ok(())
     }
@@ -572,6 +598,7 @@ impl<'a> Sender<'a> {
     /// the live path ends meanwhile, stores it instead.
     async fn send_live(
         &mut self,
+        at: Place,
         headers: async_nats::HeaderMap,
         data: Bytes,
         plain_len: u64,
@@ -595,7 +622,7 @@ impl<'a> Sender<'a> {
             }
         }
         if !matches!(self.live.route, Route::Live(_)) {
-            return self.store(self.chunk, headers, data, plain_len).await;
+            return self.store(at, headers, data, plain_len).await;
         }
         if self.live.unacked.is_empty() {
             // The quiet clock runs only while the taker owes an acknowledgement.
@@ -608,7 +635,7 @@ impl<'a> Sender<'a> {
             .await;
         self.live.unacked_bytes += data.len();
         self.live.unacked.push_back(LiveChunk {
-            chunk: self.chunk,
+            at,
             headers,
             data,
             plain_len,
@@ -623,7 +650,7 @@ impl<'a> Sender<'a> {
     /// Stores chunk `chunk` through the window of outstanding acks.
     async fn store(
         &mut self,
-        chunk: u64,
+        at: Place,
         headers: async_nats::HeaderMap,
         data: Bytes,
         plain_len: u64,
@@ -637,8 +664,8 @@ impl<'a> Sender<'a> {
         }
         let ack = self.publish_once(&headers, &data).await?;
         self.window.push_back(InFlight {
-            ack,
-            chunk,
+            ack: Some(ack),
+            at,
             headers,
             data,
             plain_len,
@@ -680,9 +707,12 @@ impl<'a> Sender<'a> {
                     if errors::is(&e, Refusal::Busy)
                         && started.elapsed() < self.session.conn.retry.give_up_after =>
                 {
-                    busy_pause(busy).await;
+                    self.pause(busy_pause(busy)).await?;
                     busy += 1;
                 }
+                // The queue stream, the server's store or the account's storage is full: wait
+                // for takers to drain it, as for a chunk.
+                Err(e) if errors::is(&e, Refusal::Full) => self.wait_full(started, &e).await?,
                 Err(e) if errors::is(&e, Refusal::NoTtl) && self.ttl.is_some() => {
                     if !self.settings.quiet {
                         eprintln!(
@@ -826,14 +856,22 @@ impl<'a> Sender<'a> {
             end,
             seal: self.sealer.as_ref().map(Sealer::seal_headers),
         };
+        let at = Place {
+            chunk: self.chunk,
+            offset: self.offset,
+            prior_crc: meta.prior_crc,
+        };
         let plain_len = data.len() as u64;
         let body = match &self.sealer {
             Some(sealer) => sealer.seal(&meta, &data)?,
             None => data,
         };
-        self.crc.update(&body);
+        // The running CRC counts the chunk in once it is handed on: a chunk that fails
+        // before leaves the sender's place in the payload where it was.
+        let mut crc = self.crc.clone();
+        crc.update(&body);
         if let Some(End::Eof(totals) | End::Abort { totals, .. }) = &mut meta.end {
-            totals.crc = self.crc.clone().finalize();
+            totals.crc = crc.clone().finalize();
         }
         let mut headers = pipe::chunk_headers(&meta, self.ttl);
         if self.ticket_sent {
@@ -849,10 +887,11 @@ impl<'a> Sender<'a> {
                 self.check_ticket(false).await?;
             }
             if meta.end.is_none() && matches!(self.live.route, Route::Live(_)) {
-                self.send_live(headers, body, plain_len).await?;
+                self.send_live(at, headers, body, plain_len).await?;
             } else {
-                self.store(self.chunk, headers, body, plain_len).await?;
+                self.store(at, headers, body, plain_len).await?;
             }
+            self.crc = crc;
             self.chunk += 1;
             self.offset += plain_len;
             return Ok(());
@@ -893,13 +932,14 @@ impl<'a> Sender<'a> {
             ack = self.publish_once(&headers, &body).await?;
         }
         self.window.push_back(InFlight {
-            ack,
-            chunk: self.chunk,
+            ack: Some(ack),
+            at,
             headers,
             data: body,
             plain_len,
         });
         self.window_bytes += len;
+        self.crc = crc;
         self.chunk += 1;
         self.offset += plain_len;
         Ok(())
@@ -907,21 +947,64 @@ impl<'a> Sender<'a> {
 
     /// Waits for the server's answer: with `--timeout`, for at most that long (a server that
     /// stopped answering, SIGSTOP or a hung host, keeps the connection open and says nothing).
+    /// Ctrl-C or SIGTERM ends the wait at once.
     async fn bounded<F: std::future::IntoFuture>(&self, answer: F) -> anyhow::Result<F::Output> {
+        let answer = answer.into_future();
         let Some(t) = self.settings.timeout else {
-            return Ok(answer.await);
+            return tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => Err(Failure::Interrupted.into()),
+                a = answer => Ok(a),
+            };
         };
         let since = self.owed_since.unwrap_or_else(Instant::now);
         let left = t.saturating_sub(since.elapsed());
-        tokio::time::timeout(left, answer.into_future())
-            .await
-            .map_err(|_| {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Failure::Interrupted.into()),
+            a = tokio::time::timeout(left, answer) => a.map_err(|_| {
                 anyhow!(
                     "the server at {} did not answer for {} (--timeout); the payload is incomplete",
                     self.session.url,
                     humantime::format_duration(t)
                 )
-            })
+            }),
+        }
+    }
+
+    /// Sleeps, unless Ctrl-C or SIGTERM comes first.
+    async fn pause(&self, d: Duration) -> anyhow::Result<()> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Failure::Interrupted.into()),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    /// The store refused a publish as full (a stream's limit, the server's store or the
+    /// account's storage limit): says so once and waits a little for takers to drain it, or
+    /// gives up when it stayed full for `--timeout` since `started`.
+    async fn wait_full(
+        &mut self,
+        started: Instant,
+        err: &(dyn std::error::Error + 'static),
+    ) -> anyhow::Result<()> {
+        if let Some(t) = self.settings.timeout {
+            if started.elapsed() >= t {
+                return Err(anyhow!(
+                    "the storage for pipes stayed full for {} ({err}); the payload is incomplete",
+                    humantime::format_duration(t)
+                ));
+            }
+        }
+        if !self.told_full && !self.settings.quiet {
+            eprintln!(
+                "skypipe: the storage for pipes is full (the server's, the stream's or the \
+                 account's limit); waiting for takers to drain it"
+            );
+            self.told_full = true;
+        }
+        self.pause(Duration::from_millis(500)).await
     }
 
     /// Hands one message to the client, retrying while the server is away.
@@ -943,7 +1026,7 @@ impl<'a> Sender<'a> {
                 Ok(ack) => return Ok(ack),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!("{e}");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    self.pause(Duration::from_millis(250)).await?;
                 }
                 Err(e) => {
                     return Err(anyhow!(
@@ -963,13 +1046,31 @@ impl<'a> Sender<'a> {
         let Some(mut f) = self.window.pop_front() else {
             return Ok(());
         };
+        match self.store_oldest(&mut f).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Whether it is stored is not known: it stays first in the window, for an
+                // abort marker to be put in its place should it not be.
+                f.ack = None;
+                self.window.push_front(f);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until chunk `f` (the oldest of the window) is stored, as [`Self::await_oldest`].
+    async fn store_oldest(&mut self, f: &mut InFlight) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut busy = 0;
         loop {
-            let err = match self.bounded(f.ack).await? {
+            let ack = match f.ack.take() {
+                Some(ack) => ack,
+                None => self.publish_once(&f.headers, &f.data).await?,
+            };
+            let err = match self.bounded(ack).await? {
                 Ok(ack) => {
                     if self.live.route != Route::StoredOnly {
-                        self.live.stored_at.push((f.chunk, ack.sequence));
+                        self.live.stored_at.push((f.at.chunk, ack.sequence));
                     }
                     // The server answered: the clock of --timeout starts again.
                     self.owed_since = (!self.window.is_empty()).then(Instant::now);
@@ -984,27 +1085,12 @@ impl<'a> Sender<'a> {
                 self.owed_since = Some(Instant::now());
             }
             if errors::is(&err, Refusal::Full) {
-                if let Some(t) = self.settings.timeout {
-                    if started.elapsed() >= t {
-                        return Err(anyhow!(
-                            "the server's storage for pipes stayed full for {} ({err}); \
-                             the payload is incomplete",
-                            humantime::format_duration(t)
-                        ));
-                    }
-                }
-                if !self.told_full && !self.settings.quiet {
-                    eprintln!(
-                        "skypipe: the server's storage for pipes is full; waiting for takers to drain it"
-                    );
-                    self.told_full = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.wait_full(started, &err).await?;
             } else if errors::is(&err, Refusal::Busy)
                 && started.elapsed() < self.session.conn.retry.give_up_after
             {
                 tracing::debug!("{err}; publishing the chunk again");
-                busy_pause(busy).await;
+                self.pause(busy_pause(busy)).await?;
                 busy += 1;
             } else if errors::refusal(&err).is_some_and(|r| r != Refusal::NoStream) {
                 // A refusal by JetStream itself. "No stream answered" is not one here: the
@@ -1024,13 +1110,14 @@ impl<'a> Sender<'a> {
                 tracing::debug!("{err}; reconnecting and publishing again");
                 self.reconnect().await?;
                 for later in self.window.iter_mut() {
-                    later.ack = self
-                        .session
-                        .js_publish(&self.subject, &later.headers, &later.data)
-                        .await?;
+                    later.ack = Some(
+                        self.session
+                            .js_publish(&self.subject, &later.headers, &later.data)
+                            .await?,
+                    );
                 }
             }
-            f.ack = self.publish_once(&f.headers, &f.data).await?;
+            f.ack = Some(self.publish_once(&f.headers, &f.data).await?);
         }
     }
 
@@ -1048,7 +1135,7 @@ impl<'a> Sender<'a> {
                 }
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!("{e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.pause(Duration::from_millis(500)).await?;
                 }
                 Err(e) => {
                     return Err(e.context(format!(
@@ -1146,11 +1233,14 @@ impl<'a> Sender<'a> {
     /// The payload was dropped: lets the chunks in flight be stored (for a while), so that
     /// none lands after the purge, then removes everything stored of the payload.
     async fn dropped(&mut self) -> anyhow::Error {
+        self.ended = true;
         let window = std::mem::take(&mut self.window);
         self.window_bytes = 0;
         let _ = tokio::time::timeout(DROPPED_SETTLE, async {
             for f in window {
-                let _ = f.ack.await;
+                if let Some(ack) = f.ack {
+                    let _ = ack.await;
+                }
             }
         })
         .await;
@@ -1182,22 +1272,150 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Marks the payload aborted (only when a ticket announced it).
+    /// Marks the payload aborted (only when a ticket announced it, and only once), so that
+    /// no taker waits on it: the abort marker goes right after the chunks that are written
+    /// or stored, in place of the first one that is not (refused by a full store, or never
+    /// acknowledged). When the store refuses the marker too (full), the payload's stored
+    /// chunks are removed to make room, and the marker is stored as its chunk 0.
     async fn abort(&mut self, reason: &str) -> anyhow::Result<()> {
-        if !self.ticket_sent {
+        if !self.ticket_sent || self.ended {
             return Ok(());
         }
-        let totals = Totals {
-            chunks: self.chunk + 1,
-            bytes: self.offset,
-            crc: 0, // filled in by publish
+        self.ended = true;
+        let deadline = Instant::now() + ABORT_SETTLE;
+        self.quiet_live(deadline).await;
+        let mut place = Place {
+            chunk: self.chunk,
+            offset: self.offset,
+            prior_crc: self.crc.clone().finalize(),
         };
-        let end = End::Abort {
-            totals,
+        if let Some(c) = self.live.unacked.front() {
+            place = c.at;
+        }
+        // The chunks in flight, oldest first: the first one not stored is where the payload
+        // ends. One whose ack was given up on is published again (its Nats-Msg-Id keeps it
+        // from being stored twice) to learn which it is.
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        for mut f in window {
+            if f.at.chunk >= place.chunk {
+                break;
+            }
+            let ack = match f.ack.take() {
+                Some(ack) => Ok(ack),
+                None => {
+                    self.session
+                        .js
+                        .publish_with_headers(self.subject.clone(), f.headers, f.data)
+                        .await
+                }
+            };
+            let stored = match ack {
+                Ok(ack) => matches!(
+                    tokio::time::timeout_at(deadline.into(), ack).await,
+                    Ok(Ok(_))
+                ),
+                Err(_) => false,
+            };
+            if !stored {
+                place = f.at;
+                break;
+            }
+        }
+        let refused = match self.store_marker(place, reason, false, deadline).await {
+            Ok(()) => return Ok(()),
+            Err(e) if errors::is(&*e, Refusal::Full) => e,
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            "the store refused the abort marker of payload {} ({refused}); removing the \
+             payload's chunks to make room for it",
+            self.id
+        );
+        self.forget_unannounced().await;
+        let start = Place {
+            chunk: 0,
+            offset: 0,
+            prior_crc: 0,
+        };
+        // The store answered: it gets another while to take the marker.
+        let deadline = Instant::now() + ABORT_SETTLE;
+        self.store_marker(start, reason, true, deadline).await
+    }
+
+    /// Lets the live taker acknowledge what it wrote of the chunks sent live (until it is
+    /// quiet, or `deadline`): those need no marker after them.
+    async fn quiet_live(&mut self, deadline: Instant) {
+        while self.live.waiting() && Instant::now() < deadline {
+            let until = deadline.min(self.live.heard + LIVE_QUIET);
+            let Heard::Ack(m) = self.live.next_by(until).await else {
+                return;
+            };
+            let Ok(ack) = pipe::parse_live_ack(m.headers.as_ref()) else {
+                continue;
+            };
+            let taker = matches!(&self.live.route, Route::Live(t) if *t == ack.taker);
+            if ack.id == self.id && !ack.listener && taker && ack.written <= self.chunk {
+                self.acknowledged(ack.written);
+            }
+        }
+    }
+
+    /// Stores the abort marker as chunk `place`, and waits for it to be stored until `deadline`.
+    /// `alone`: it replaces every chunk of the payload, under a Nats-Msg-Id of its own (the
+    /// payload's chunk 0 may be remembered by the server's de-duplication).
+    async fn store_marker(
+        &mut self,
+        place: Place,
+        reason: &str,
+        alone: bool,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let mut meta = ChunkMeta {
+            id: self.id.clone(),
+            chunk: place.chunk,
+            offset: place.offset,
+            prior_crc: place.prior_crc,
+            end: None,
+            seal: self.sealer.as_ref().map(Sealer::seal_headers),
+        };
+        let body = match &self.sealer {
+            Some(sealer) => sealer.seal(&meta, &Bytes::new())?,
+            None => Bytes::new(),
+        };
+        let mut crc = crc32fast::Hasher::new_with_initial(place.prior_crc);
+        crc.update(&body);
+        meta.end = Some(End::Abort {
+            totals: Totals {
+                chunks: place.chunk + 1,
+                bytes: place.offset,
+                crc: crc.finalize(),
+            },
             reason: reason.to_string(),
-        };
-        self.publish(Bytes::new(), Some(end)).await?;
-        self.drain().await
+        });
+        let mut headers = pipe::chunk_headers(&meta, self.ttl);
+        if alone {
+            headers.insert(pipe::H_NATS_MSG_ID, pipe::abort_msg_id(&self.id).as_str());
+        }
+        let ack = self
+            .session
+            .js
+            .publish_with_headers(self.subject.clone(), headers, body)
+            .await
+            .context("the abort marker was not published")?;
+        match tokio::time::timeout_at(deadline.into(), ack).await {
+            Ok(Ok(_)) => {
+                tracing::info!(
+                    "payload {} marked aborted at chunk {} after {} bytes",
+                    self.id,
+                    place.chunk,
+                    place.offset
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the abort marker was not stored")),
+            Err(_) => Err(anyhow!("the server did not acknowledge the abort marker")),
+        }
     }
 
     fn sent(&self) -> Sent {
@@ -1226,7 +1444,7 @@ pub(crate) async fn send(
         pieces: mut input,
         size,
     } = input;
-    let mut s = Sender::new(session.clone(), settings);
+    let mut s = Sender::new(session.clone(), settings, cancel.clone());
     s.input_chunk = Some(size);
     s.size = total;
     s.offer_live().await;
@@ -1257,7 +1475,38 @@ pub(crate) async fn send(
     result
 }
 
+/// Sends the pieces of stdin; on any failure once the ticket is out (a full store that stayed
+/// full for `--timeout`, a refusal, a lost server, Ctrl-C or SIGTERM during any wait), marks
+/// the payload aborted, so that no taker waits on it or takes it for one that may still end.
 async fn send_all(
+    s: &mut Sender<'_>,
+    input: &mut mpsc::Receiver<std::io::Result<Piece>>,
+    cancel: &CancellationToken,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Sent> {
+    let e = match send_pieces(s, input, cancel, interrupted).await {
+        Ok(sent) => return Ok(sent),
+        Err(e) => e,
+    };
+    if !s.ticket_sent || s.ended {
+        return Err(e);
+    }
+    if matches!(e.downcast_ref::<Failure>(), Some(Failure::Interrupted)) {
+        abort_within(s, "the sender was interrupted").await;
+        return Err(e);
+    }
+    let reason = format!("the sender failed: {e}");
+    if !abort_within(s, &reason).await {
+        return Err(e);
+    }
+    let marked = format!(
+        "payload {} of pipe {} was marked aborted (takers get exit 3)",
+        s.id, s.settings.pipe
+    );
+    Err(e.context(marked))
+}
+
+async fn send_pieces(
     s: &mut Sender<'_>,
     input: &mut mpsc::Receiver<std::io::Result<Piece>>,
     cancel: &CancellationToken,
@@ -1326,13 +1575,18 @@ async fn send_all(
     }
 }
 
-/// Tries to publish the abort marker, but never waits long for a server that is gone.
-async fn abort_within(s: &mut Sender<'_>, reason: &str) {
-    match tokio::time::timeout(Duration::from_secs(5), s.abort(reason)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("skypipe: could not mark the payload aborted: {e:#}"),
+/// Tries to publish the abort marker, but never waits long for a server that is gone; whether
+/// it was stored.
+async fn abort_within(s: &mut Sender<'_>, reason: &str) -> bool {
+    match tokio::time::timeout(Duration::from_secs(6), s.abort(reason)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            eprintln!("skypipe: could not mark the payload aborted: {e:#}");
+            false
+        }
         Err(_) => {
-            eprintln!("skypipe: could not mark the payload aborted: the server did not answer")
+            eprintln!("skypipe: could not mark the payload aborted: the server did not answer");
+            false
         }
     }
 }

@@ -1,6 +1,7 @@
 pub mod harness;
 
 mod auth;
+mod capped;
 mod closed;
 mod cluster;
 mod compat;
