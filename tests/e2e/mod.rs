@@ -5,6 +5,7 @@ mod closed;
 mod cluster;
 mod compat;
 mod config;
+mod consumers;
 mod contexts;
 mod core;
 mod crypto;
