@@ -150,8 +150,8 @@ async fn renew(
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(Failure::Interrupted.into()),
-        made = session.queue_consumer(pipe) => {
-            match made {
+        made = tokio::time::timeout(SERVER_ANSWER, session.queue_consumer(pipe)) => {
+            match made.unwrap_or_else(|_| Err(anyhow!("no answer within {SERVER_ANSWER:?}"))) {
                 Ok(c) => *consumer = c,
                 Err(e) => tracing::debug!("cannot make the queue consumer of pipe {pipe} again: {e:#}"),
             }
@@ -1226,5 +1226,10 @@ pub(crate) async fn follow(
     })
     .await;
     reception.finish();
+    // As a plain taker does: its pipe's queue consumer goes when nothing is in flight on it
+    // (payloads given back keep it).
+    if !result.as_ref().is_err_and(is_interrupted) {
+        session.leave_pipe(&pipe).await;
+    }
     result
 }
