@@ -36,6 +36,9 @@ const REMOVAL_WITHIN: Duration = Duration::from_secs(2);
 /// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
 /// room for a pipe's queue consumer and the consumers that read its payloads.
 const MAKE_ROOM: usize = 4;
+/// The longest a taker that leaves waits on the server to remove its pipe's consumer: a
+/// server that stopped answering must not keep it from ending when it should.
+const LEAVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
@@ -825,8 +828,7 @@ impl Session {
     /// only leaves the consumer to its inactive threshold.
     pub(crate) async fn leave_pipe(&self, pipe: &PipeName) {
         let name = self.layout.queue_consumer(pipe);
-        let left =
-            tokio::time::timeout(REMOVAL_WITHIN, self.remove_idle_queue_consumer(&name)).await;
+        let left = tokio::time::timeout(LEAVE_WITHIN, self.remove_idle_queue_consumer(&name)).await;
         match left {
             Ok(Ok(removed)) => {
                 tracing::debug!("left pipe {pipe} (its queue consumer removed: {removed})")
