@@ -1,10 +1,8 @@
 //! A saved context belongs to its own servers: a server named with `-s` or `NATS_URL` never
 //! gets the context's login, and the context's skypipe settings (replicas) do not go with it.
 
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
-
 use skypipe_nats::Cluster;
+use std::process::Stdio;
 
 use super::harness::*;
 
@@ -42,13 +40,6 @@ fn setup_context(home: &std::path::Path, url: &str) {
     assert_ok(&out);
 }
 
-fn run_with_input(cmd: &mut Command, data: &[u8]) -> Output {
-    let (child, writer) = spawn_with_input(cmd.stdout(Stdio::piped()), data);
-    let out = child.wait_output(HANG);
-    writer.join().expect("writer");
-    out
-}
-
 #[test]
 fn a_server_named_with_s_or_nats_url_never_gets_the_contexts_login() {
     let a = Bench::with(server_a);
@@ -58,7 +49,7 @@ fn a_server_named_with_s_or_nats_url_never_gets_the_contexts_login() {
 
     // -s names server B: pipes work there as the user with no login, anon.
     let data = random_bytes(70_000, 9);
-    let sent = run_with_input(bare_cmd(&home).args(["-s", &b.url(), "send", "p"]), &data);
+    let sent = output_with_input(bare_cmd(&home).args(["-s", &b.url(), "send", "p"]), &data);
     assert_ok(&sent);
     let got = bare_cmd(&home)
         .args(["-s", &b.url(), "recv", "p"])
@@ -69,7 +60,7 @@ fn a_server_named_with_s_or_nats_url_never_gets_the_contexts_login() {
     assert_eq!(sha(&got.stdout), sha(&data));
 
     // NATS_URL names it: the same.
-    let sent = run_with_input(
+    let sent = output_with_input(
         bare_cmd(&home).env("NATS_URL", b.url()).args(["send", "q"]),
         b"via NATS_URL\n",
     );
@@ -112,7 +103,7 @@ fn a_server_named_with_s_or_nats_url_never_gets_the_contexts_login() {
     assert_ok(&got);
 
     // The context still works for its own server, named or not.
-    let sent = run_with_input(bare_cmd(&home).args(["send", "r"]), b"to a\n");
+    let sent = output_with_input(bare_cmd(&home).args(["send", "r"]), b"to a\n");
     assert_ok(&sent);
     let got = bare_cmd(&home)
         .args(["-s", &a.url(), "recv", "r"])
@@ -161,28 +152,12 @@ fn replicas_come_from_the_server_named_not_the_context() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(dir.path().join("cluster")).expect("cluster starts");
     let urls = cluster.urls();
-    // Readiness: the cluster has a JetStream leader (streams of another prefix).
-    let ready = eventually(Duration::from_secs(60), || {
-        bare_cmd(&home)
-            .args([
-                "check",
-                "-s",
-                &urls,
-                "--prefix",
-                "warmup",
-                "--replicas",
-                "3",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(ready, "the cluster never passed `skypipe check`");
+    // Readiness: the cluster has a JetStream leader (this makes prefix skypipe's streams,
+    // with three replicas asked for: the checks below use prefixes of their own).
+    super::cluster::wait_for_cluster(&home, &urls);
 
     // Named with -s, the cluster of three gets three replicas, not the context's one.
-    let line = streams_line(&home, None, &["-s", &urls]);
+    let line = streams_line(&home, None, &["-s", &urls, "--prefix", "named"]);
     assert!(line.contains("(3 replicas"), "{line}");
     // Named in NATS_URL, the same.
     let line = streams_line(&home, Some(&urls), &["--prefix", "viaenv"]);
