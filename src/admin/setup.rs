@@ -253,6 +253,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     .await
     .unwrap_or(account);
     check_storage(&mut r, &account);
+    check_consumers(&mut r, &account, session.replicas);
 
     let ok = r.failed.is_empty();
     (r, ok.then_some(session))
@@ -409,11 +410,17 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
         .id
         .ok_or_else(|| anyhow!("the probe payload was not queued"))?;
 
-    let consumer = session.queue_consumer(&pipe).await?;
+    let mut consumer = session.queue_consumer(&pipe).await?;
     let taken = async {
-        let ticket = crate::transfer::recv::take_ticket(&consumer, Some(CHECK_TIMEOUT), &cancel)
-            .await?
-            .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
+        let ticket = crate::transfer::recv::take_ticket(
+            session,
+            &pipe,
+            &mut consumer,
+            Some(CHECK_TIMEOUT),
+            &cancel,
+        )
+        .await?
+        .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
         let got = pipe::parse_ticket(ticket.headers.as_ref())?;
         if got != id {
             return Err(anyhow!("a ticket for another payload ({got}) arrived"));
@@ -497,6 +504,36 @@ fn check_storage(r: &mut Report, account: &async_nats::jetstream::account::Accou
             ),
         ),
         _ => r.ok("storage", text),
+    }
+}
+
+/// The account's consumers against its limit: the top-level one, or with limits per replica
+/// tier, the tier of skypipe's streams. A limit reached is no failure: skypipe removes its own
+/// idle consumers to make room (docs/protocol.md, "Consumers").
+fn check_consumers(
+    r: &mut Report,
+    account: &async_nats::jetstream::account::Account,
+    replicas: usize,
+) {
+    // With tiers, the top-level limits are all 0: the tier holds them.
+    let (used, max) = match (
+        account.limits.max_consumers,
+        account.tiers.get(&format!("R{replicas}")),
+    ) {
+        (Some(max), _) if max > 0 => (account.consumers, max),
+        (_, Some(tier)) => (tier.consumers, tier.limits.max_consumers.unwrap_or(-1)),
+        _ => (account.consumers, -1),
+    };
+    if max > 0 {
+        r.ok(
+            "consumers",
+            format!(
+                "{used} of {max} (skypipe removes its idle ones to make room; a pipe holds one \
+                 only while it is used)"
+            ),
+        );
+    } else {
+        r.ok("consumers", format!("{used} (no account limit)"));
     }
 }
 

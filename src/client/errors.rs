@@ -24,6 +24,8 @@ pub(crate) enum Refusal {
     NoJetStream,
     /// Any other JetStream API error.
     Other(ErrorCode),
+    /// The account (or stream) has as many consumers as its limit allows: make room.
+    MaxConsumers,
 }
 
 impl Refusal {
@@ -41,6 +43,7 @@ impl Refusal {
             ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT | ErrorCode::JETSTREAM_NOT_ENABLED => {
                 Refusal::NoJetStream
             }
+            ErrorCode::MAXIMUM_CONSUMERS_LIMIT => Refusal::MaxConsumers,
             other => Refusal::Other(other),
         }
     }
@@ -105,6 +108,7 @@ mod tests {
         assert_eq!(refusal(&api(10166)), Some(Refusal::NoTtl));
         assert_eq!(refusal(&api(10039)), Some(Refusal::NoJetStream));
         assert_eq!(refusal(&api(10071)), Some(Refusal::Other(ErrorCode(10071))));
+        assert_eq!(refusal(&api(10026)), Some(Refusal::MaxConsumers));
         let wrapped = PublishError::with_source(PublishErrorKind::Other, api(10167));
         assert!(is(&wrapped, Refusal::Busy));
         let text_only = std::io::Error::other("error code 10059");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
+use futures::StreamExt as _;
 
 use crate::client::domain;
 use crate::client::errors::{self, Refusal};
@@ -24,8 +25,21 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 pub(crate) const TICKET_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often a receiver tells the server it is still working on its ticket.
 pub(crate) const TICKET_PROGRESS: Duration = Duration::from_secs(10);
-/// Durable queue consumers of pipes nobody uses go away after this.
+/// Durable queue consumers of pipes nobody uses go away after this (those a taker that left
+/// removed itself are gone already: docs/protocol.md, "Consumers").
 pub(crate) const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long an idle queue consumer is paused while skypipe looks at it before removing it: a
+/// skypipe that dies in between leaves it paused no longer than this.
+const REMOVAL_PAUSE: Duration = Duration::from_secs(10);
+/// The longest a look at a paused consumer may take for its removal to go ahead (well within
+/// the pause, whatever the clocks of client and server say).
+const REMOVAL_WITHIN: Duration = Duration::from_secs(2);
+/// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
+/// room for a pipe's queue consumer and the consumers that read its payloads.
+const MAKE_ROOM: usize = 4;
+/// The longest a taker that leaves waits on the server to remove its pipe's consumer: a
+/// server that stopped answering must not keep it from ending when it should.
+const LEAVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
@@ -663,8 +677,37 @@ impl Session {
     }
 
     /// The durable work-queue consumer that hands out a pipe's tickets, created on demand
-    /// (and the streams with it).
+    /// (and the streams with it). When the account's consumer limit refuses it, skypipe's
+    /// idle queue consumers of other pipes make room (see [`Session::make_room`]).
     pub(crate) async fn queue_consumer(
+        &self,
+        pipe: &PipeName,
+    ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+        match self.create_queue_consumer(pipe).await {
+            Err(e) if errors::is(e.as_ref(), Refusal::MaxConsumers) => {
+                if self.make_room().await == 0 {
+                    return Err(e.context(self.no_room()));
+                }
+                self.create_queue_consumer(pipe).await
+            }
+            r => r,
+        }
+    }
+
+    /// What to say when the account's consumer limit leaves no room.
+    pub(crate) fn no_room(&self) -> String {
+        let why = if self.can_pause() {
+            "none of skypipe's own is idle"
+        } else {
+            "skypipe frees idle ones on servers 2.11 and later only"
+        };
+        format!(
+            "the account at {} has as many JetStream consumers as its limit allows and {why};              try again when a pipe is done, or ask for a higher consumer limit",
+            self.url
+        )
+    }
+
+    async fn create_queue_consumer(
         &self,
         pipe: &PipeName,
     ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
@@ -706,6 +749,119 @@ impl Session {
                     }),
                 }
             }
+        }
+    }
+}
+
+/// Whether nothing is in flight on a queue consumer: every ticket it handed out is
+/// acknowledged (none out with a taker, none given back for the next one) and no taker waits.
+fn idle(info: &consumer::Info) -> bool {
+    info.num_ack_pending == 0
+        && info.num_waiting == 0
+        && info.num_redelivered == 0
+        && info.ack_floor.consumer_sequence >= info.delivered.consumer_sequence
+}
+
+/// When a queue consumer was last used: its last delivery or acknowledgement, else its
+/// creation.
+fn last_used(info: &consumer::Info) -> time::OffsetDateTime {
+    [info.delivered.last_active, info.ack_floor.last_active]
+        .into_iter()
+        .flatten()
+        .fold(info.created, std::cmp::max)
+}
+
+impl Session {
+    /// Whether the server can pause a consumer (2.11 and later), which removing one safely
+    /// needs.
+    fn can_pause(&self) -> bool {
+        version_at_least(&self.server_version, 2, 11)
+    }
+
+    /// Removes a pipe's queue consumer when nothing is in flight on it (docs/protocol.md,
+    /// "Consumers"): it is paused first, so no ticket can be handed out between the look and
+    /// the removal; a taker that asks meanwhile finds it gone and makes it again. `Ok(true)`
+    /// when it was removed.
+    pub(crate) async fn remove_idle_queue_consumer(&self, name: &str) -> anyhow::Result<bool> {
+        if !self.can_pause() {
+            return Ok(false);
+        }
+        let stream = self
+            .js
+            .get_stream_no_info(self.layout.queue_stream())
+            .await?;
+        let until = time::OffsetDateTime::now_utc() + REMOVAL_PAUSE;
+        let paused = stream.pause_consumer(name, until).await?;
+        let looked_from = std::time::Instant::now();
+        let looked = async {
+            if !paused.paused || paused.pause_remaining.unwrap_or_default() < REMOVAL_WITHIN * 2 {
+                return Ok(false);
+            }
+            let info = stream.consumer_info(name).await?;
+            Ok::<_, anyhow::Error>(idle(&info) && looked_from.elapsed() < REMOVAL_WITHIN)
+        }
+        .await;
+        if let Ok(true) = looked {
+            stream.delete_consumer(name).await?;
+            tracing::debug!("removed the idle queue consumer {name}");
+            return Ok(true);
+        }
+        stream.resume_consumer(name).await?;
+        looked
+    }
+
+    /// Makes room under the account's consumer limit: removes up to [`MAKE_ROOM`] of
+    /// skypipe's queue consumers of this prefix with nothing in flight, least recently used
+    /// first. Returns how many went.
+    pub(crate) async fn make_room(&self) -> usize {
+        if !self.can_pause() {
+            return 0;
+        }
+        let Ok(stream) = self.js.get_stream_no_info(self.layout.queue_stream()).await else {
+            return 0;
+        };
+        let mut idle_ones: Vec<(time::OffsetDateTime, String)> = Vec::new();
+        let mut list = stream.consumers();
+        while let Some(info) = list.next().await {
+            match info {
+                Ok(info) if idle(&info) => idle_ones.push((last_used(&info), info.name)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("cannot list the queue consumers: {e}");
+                    break;
+                }
+            }
+        }
+        idle_ones.sort();
+        let mut removed = 0;
+        for (_, name) in idle_ones {
+            if removed == MAKE_ROOM {
+                break;
+            }
+            match self.remove_idle_queue_consumer(&name).await {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => tracing::debug!("cannot remove the queue consumer {name}: {e:#}"),
+            }
+        }
+        tracing::info!(
+            "the account's consumer limit is reached: removed {removed} idle queue consumers"
+        );
+        removed
+    }
+
+    /// A taker leaves the pipe: its queue consumer goes when nothing is in flight on it, so
+    /// pipes no longer used hold none of the account's consumers. Bounded in time; a failure
+    /// only leaves the consumer to its inactive threshold.
+    pub(crate) async fn leave_pipe(&self, pipe: &PipeName) {
+        let name = self.layout.queue_consumer(pipe);
+        let left = tokio::time::timeout(LEAVE_WITHIN, self.remove_idle_queue_consumer(&name)).await;
+        match left {
+            Ok(Ok(removed)) => {
+                tracing::debug!("left pipe {pipe} (its queue consumer removed: {removed})")
+            }
+            Ok(Err(e)) => tracing::debug!("left pipe {pipe}; its queue consumer stays: {e:#}"),
+            Err(_) => tracing::debug!("left pipe {pipe}; the server did not answer in time"),
         }
     }
 }

@@ -339,6 +339,27 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// The host and port a URL dials, for telling servers apart (the scheme's default port when
+/// none is given).
+fn server_of(url: &str) -> Option<(String, u16)> {
+    let addr = url.parse::<async_nats::ServerAddr>().ok()?;
+    Some((addr.host().to_ascii_lowercase(), addr.port()))
+}
+
+/// Whether a context's settings go with the server skypipe dials: it came from the context,
+/// or every URL named elsewhere is one of the context's own.
+fn context_applies(source: &Source, urls: &[String], ctx: &ContextFile) -> bool {
+    if matches!(source, Source::Context(_)) {
+        return true;
+    }
+    let Ok(own) = parse_urls(&ctx.url) else {
+        return false;
+    };
+    let own: Vec<(String, u16)> = own.iter().filter_map(|u| server_of(u)).collect();
+    urls.iter()
+        .all(|u| server_of(u).is_some_and(|s| own.contains(&s)))
+}
+
 /// Resolves connection settings from flags, environment and context.
 pub(crate) fn resolve_conn(
     args: &ConnArgs,
@@ -363,6 +384,21 @@ pub(crate) fn resolve_conn(
         (format!("nats://127.0.0.1:{local_port}"), Source::Default)
     };
     let urls = parse_urls(&url_text)?;
+    // A context is a server and how to use it: its logins, TLS files and skypipe settings go
+    // to its own servers only, never to one named with --server or NATS_URL.
+    let ctx = match &ctx_name {
+        Some(name) if !context_applies(&source, &urls, &ctx) => {
+            tracing::info!(
+                "context {name:?} is not used: {} is not one of its servers",
+                urls.iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            ContextFile::default()
+        }
+        _ => ctx,
+    };
 
     let pick = |flag: &Option<String>, var: &str, ctx_value: &str| -> Option<String> {
         flag.clone()
@@ -1077,6 +1113,61 @@ mod tests {
         .expect("ok");
         assert_eq!(c.urls, vec!["nats://a:1".to_string()]);
         assert_eq!(c.replicas, None);
+    }
+
+    #[test]
+    fn a_context_goes_to_its_own_servers_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = dir.path().join("nats");
+        std::fs::create_dir_all(nats.join("context")).expect("mkdir");
+        std::fs::write(nats.join("context.txt"), "work").expect("write");
+        std::fs::write(
+            nats.join("context/work.json"),
+            r#"{"url":"nats://Ctx:4222,nats://ctx2:4333","user":"u","password":"p",
+                "skypipe_replicas":1,"skypipe_prefix":"team","inbox_prefix":"_I"}"#,
+        )
+        .expect("write");
+        let xdg = dir.path().to_string_lossy().to_string();
+        let flag = |url: &str| ConnArgs {
+            server: Some(url.into()),
+            ..Default::default()
+        };
+        let env = env_of(&[("XDG_CONFIG_HOME", &xdg)]);
+        for other in [
+            "nats://other:4222",
+            "nats://ctx:4223",
+            "nats://ctx:4222,nats://other:1",
+        ] {
+            let c = resolve_conn(&flag(other), &env).expect("ok");
+            assert_eq!(c.user, None, "{other}");
+            assert_eq!(c.password, None, "{other}");
+            assert_eq!(c.replicas, None, "{other}");
+            assert_eq!(c.layout.prefix(), DEFAULT_PREFIX, "{other}");
+            assert_eq!(c.inbox_prefix, None, "{other}");
+        }
+        let c = resolve_conn(
+            &ConnArgs::default(),
+            &env_of(&[("XDG_CONFIG_HOME", &xdg), ("NATS_URL", "nats://other:4222")]),
+        )
+        .expect("ok");
+        assert_eq!((c.user, c.replicas), (None, None));
+        // What is given with the server named still goes with it.
+        let c = resolve_conn(
+            &ConnArgs {
+                user: Some("v".into()),
+                ..flag("nats://other:4222")
+            },
+            &env,
+        )
+        .expect("ok");
+        assert_eq!(c.user.as_deref(), Some("v"));
+        // The context's own servers, named again (in any case, without the default port), are
+        // still its own.
+        for own in ["ctx", "nats://CTX:4222", "nats://ctx2:4333,ctx:4222"] {
+            let c = resolve_conn(&flag(own), &env).expect("ok");
+            assert_eq!(c.user.as_deref(), Some("u"), "{own}");
+            assert_eq!(c.replicas, Some(1), "{own}");
+        }
     }
 
     #[test]

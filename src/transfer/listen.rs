@@ -63,6 +63,12 @@ pub(crate) async fn listen(
             session.ensure_streams().await?;
             data.create_consumer(config).await?
         }
+        Err(e)
+            if crate::client::errors::is(&e, crate::client::errors::Refusal::MaxConsumers)
+                && session.make_room().await > 0 =>
+        {
+            data.create_consumer(config).await?
+        }
         Err(e) => {
             return Err(anyhow!(e))
                 .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::client::errors::{self, Refusal};
 use crate::client::session::{Session, TICKET_PROGRESS};
 use crate::config::PipeSettings;
 use crate::error::Failure;
@@ -89,9 +90,13 @@ pub(crate) enum OnClose {
     GiveBack,
 }
 
-/// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out.
+/// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out. A pull that
+/// fails (the consumer was removed as idle by another taker that left, the server went away
+/// for a moment) makes the consumer again before asking again.
 pub(crate) async fn take_ticket(
-    consumer: &Consumer<pull::Config>,
+    session: &Session,
+    pipe: &PipeName,
+    consumer: &mut Consumer<pull::Config>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<jetstream::Message>> {
@@ -128,8 +133,30 @@ pub(crate) async fn take_ticket(
                 }
                 tracing::debug!("{e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                renew(session, pipe, consumer, cancel).await?;
             }
             None => {}
+        }
+    }
+}
+
+/// Makes a pipe's queue consumer again after a pull failed (it is the same consumer when it
+/// still exists); a server that does not answer leaves it as it was, to be asked again.
+async fn renew(
+    session: &Session,
+    pipe: &PipeName,
+    consumer: &mut Consumer<pull::Config>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Failure::Interrupted.into()),
+        made = tokio::time::timeout(SERVER_ANSWER, session.queue_consumer(pipe)) => {
+            match made.unwrap_or_else(|_| Err(anyhow!("no answer within {SERVER_ANSWER:?}"))) {
+                Ok(c) => *consumer = c,
+                Err(e) => tracing::debug!("cannot make the queue consumer of pipe {pipe} again: {e:#}"),
+            }
+            Ok(())
         }
     }
 }
@@ -403,17 +430,24 @@ impl Take<'_> {
                 start_sequence: seq + 1,
             },
         };
-        let consumer = self
-            .data
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: self.subject.clone(),
-                deliver_policy,
-                max_batch: self.batch,
-                // Short pull requests: a restarted server is noticed within seconds.
-                max_expires: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await?;
+        let config = pull::OrderedConfig {
+            filter_subject: self.subject.clone(),
+            deliver_policy,
+            max_batch: self.batch,
+            // Short pull requests: a restarted server is noticed within seconds.
+            max_expires: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let consumer = match self.data.create_consumer(config.clone()).await {
+            // The account's consumer limit: skypipe's idle queue consumers make room.
+            Err(e) if errors::is(&e, Refusal::MaxConsumers) => {
+                if self.session.make_room().await == 0 {
+                    return Err(anyhow!(e).context(self.session.no_room()));
+                }
+                self.data.create_consumer(config).await?
+            }
+            made => made?,
+        };
         let name = consumer.cached_info().name.clone();
         self.stored_ahead = consumer.cached_info().num_pending;
         Ok((name, consumer.messages().await?))
@@ -906,9 +940,30 @@ pub(crate) async fn recv(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
-    let consumer = session.queue_consumer(pipe).await?;
+    let mut consumer = session.queue_consumer(pipe).await?;
     // The readiness line: from here on a payload sent to the pipe is this taker's.
     tracing::info!("waiting on pipe {pipe}");
+    let taken = take_one(session, settings, &mut consumer, cancel).await;
+    // Nothing of this taker is in flight now (its ticket is acked or given back): its
+    // pipe's queue consumer goes unless another taker uses it. Ctrl-C exits at once.
+    if !taken.as_ref().is_err_and(is_interrupted) {
+        session.leave_pipe(pipe).await;
+    }
+    taken
+}
+
+fn is_interrupted(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<Failure>(), Some(Failure::Interrupted))
+}
+
+/// The body of [`recv`], on the pipe's queue consumer.
+async fn take_one(
+    session: &Session,
+    settings: &PipeSettings,
+    consumer: &mut Consumer<pull::Config>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let pipe = &settings.pipe;
     let reception = Reception::start(session, settings, Role::Take, cancel.clone()).await?;
     let Reception {
         out,
@@ -917,7 +972,8 @@ pub(crate) async fn recv(
         ..
     } = &reception;
     loop {
-        let Some(ticket) = take_ticket(&consumer, settings.timeout, &cancel).await? else {
+        let Some(ticket) = take_ticket(session, pipe, consumer, settings.timeout, &cancel).await?
+        else {
             reception.finish();
             return Err(timed_out(pipe, settings.timeout));
         };
@@ -982,7 +1038,9 @@ fn timed_out(pipe: &PipeName, timeout: Option<Duration>) -> anyhow::Error {
 /// Asks for tickets whenever the follower has room, and hands each one over with the
 /// permit that holds its room.
 async fn fetch_tickets(
-    consumer: Consumer<pull::Config>,
+    session: Session,
+    pipe: PipeName,
+    mut consumer: Consumer<pull::Config>,
     room: Arc<Semaphore>,
     tx: mpsc::Sender<(jetstream::Message, OwnedSemaphorePermit)>,
     stop: CancellationToken,
@@ -1010,6 +1068,9 @@ async fn fetch_tickets(
             Err(e) => {
                 tracing::debug!("{e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if renew(&session, &pipe, &mut consumer, &stop).await.is_err() {
+                    return;
+                }
                 continue;
             }
         };
@@ -1029,7 +1090,13 @@ async fn fetch_tickets(
                         return;
                     }
                 }
-                Err(e) => tracing::debug!("{e}"),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    if renew(&session, &pipe, &mut consumer, &stop).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
             }
         }
     }
@@ -1058,6 +1125,8 @@ pub(crate) async fn follow(
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
     let fetcher = AbortOnDropHandle::new(tokio::spawn(fetch_tickets(
+        session.clone(),
+        pipe.clone(),
         consumer,
         room,
         tx,
@@ -1174,5 +1243,10 @@ pub(crate) async fn follow(
     })
     .await;
     reception.finish();
+    // As a plain taker does: its pipe's queue consumer goes when nothing is in flight on it
+    // (payloads given back keep it).
+    if !result.as_ref().is_err_and(is_interrupted) {
+        session.leave_pipe(&pipe).await;
+    }
     result
 }

@@ -29,7 +29,7 @@ fn stream_leader(urls: &str, stream: &str) -> Option<String> {
 }
 
 /// Waits until the cluster has elected its JetStream meta leader: `skypipe check` passes.
-fn wait_for_cluster(home: &std::path::Path, urls: &str) {
+pub(super) fn wait_for_cluster(home: &std::path::Path, urls: &str) {
     let ok = eventually(Duration::from_secs(60), || {
         bare_cmd(home)
             .args(["check", "-s", urls, "--replicas", "3"])

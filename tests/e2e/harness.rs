@@ -96,10 +96,7 @@ impl Bench {
     /// `cat data | skypipe send ARGS`: a sender whose stdin is a pipe.
     pub fn send_bytes(&self, args: &[&str], data: &[u8]) -> Output {
         let args = [&["send"], args].concat();
-        let (child, writer) = spawn_with_input(self.cmd(&args).stdout(Stdio::piped()), data);
-        let out = child.wait_output(HANG);
-        writer.join().expect("writer");
-        out
+        output_with_input(&mut self.cmd(&args), data)
     }
 
     /// `skypipe ARGS < /dev/null` with stdout captured.
@@ -268,10 +265,8 @@ impl LocalHome {
 
     /// `cat data | skypipe send ARGS`.
     pub fn send(&self, args: &[&str], data: &[u8]) -> Output {
-        let (child, writer) = self.spawn_send(args, data);
-        let out = child.wait_output(HANG);
-        writer.join().expect("writer");
-        out
+        let args = [&["send"], args].concat();
+        output_with_input(&mut self.cmd(&args), data)
     }
 }
 
@@ -651,6 +646,14 @@ pub fn spawn_with_input(cmd: &mut Command, data: &[u8]) -> (Proc, JoinHandle<()>
         let _ = stdin.write_all(&data);
     });
     (child, writer)
+}
+
+/// Runs `cmd` fed `data` on stdin (a pipe), stdout and stderr captured, to its end.
+pub fn output_with_input(cmd: &mut Command, data: &[u8]) -> Output {
+    let (child, writer) = spawn_with_input(cmd.stdout(Stdio::piped()), data);
+    let out = child.wait_output(HANG);
+    writer.join().expect("writer");
+    out
 }
 
 pub fn sha(data: &[u8]) -> String {

@@ -6,6 +6,8 @@ mod closed;
 mod cluster;
 mod compat;
 mod config;
+mod consumers;
+mod contexts;
 mod core;
 mod crypto;
 mod deploy;
