@@ -1,4 +1,5 @@
 pub mod harness;
+pub mod operator;
 
 mod auth;
 mod closed;
