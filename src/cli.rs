@@ -586,6 +586,17 @@ pub(crate) struct ConnArgs {
     /// [env: SKYPIPE_REPLICAS]
     #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub(crate) replicas: Option<u8>,
+
+    /// Bytes skypipe's two streams may hold together when it creates them, such as 10GiB
+    /// (default: no limit, or half of the account's free storage when the account requires
+    /// a limit) [env: SKYPIPE_MAX_BYTES]
+    #[arg(long, value_name = "SIZE", global = true, value_parser = parse_max_bytes)]
+    pub(crate) max_bytes: Option<u64>,
+}
+
+/// A `--max-bytes` size (see [`crate::config::parse_max_bytes`]).
+fn parse_max_bytes(s: &str) -> Result<u64, String> {
+    crate::config::parse_max_bytes(s, "--max-bytes").map_err(|e| e.to_string())
 }
 
 /// A humantime duration that is not zero.

@@ -36,6 +36,9 @@ pub(crate) struct ContextFile {
     /// skypipe's own: the file with the end-to-end secret (`skypipe join` of an invite made
     /// with `--with-secret`).
     pub(crate) skypipe_secret_file: String,
+    /// skypipe's own: the bytes its two streams may hold together when it creates them (0:
+    /// not set).
+    pub(crate) skypipe_max_bytes: u64,
 }
 
 /// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
@@ -169,6 +172,10 @@ pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow
             "inbox_prefix".into(),
             Value::String(conn.inbox_prefix.clone().unwrap_or_default()),
         );
+        match conn.max_bytes {
+            Some(n) => m.insert("skypipe_max_bytes".into(), Value::from(n)),
+            None => m.remove("skypipe_max_bytes"),
+        };
         if let Some(secret) = &conn.secret_file {
             m.insert(
                 "skypipe_secret_file".into(),

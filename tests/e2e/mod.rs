@@ -1,6 +1,7 @@
 pub mod harness;
 pub mod operator;
 
+mod accounts;
 mod auth;
 mod closed;
 mod cluster;
