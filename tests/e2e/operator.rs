@@ -142,7 +142,7 @@ impl Account {
 }
 
 /// A signed JWT of `nats` claims of subject `sub`, issued by `issuer`.
-fn sign(issuer: &KeyPair, sub: &str, name: &str, nats: Value) -> String {
+pub fn sign(issuer: &KeyPair, sub: &str, name: &str, nats: Value) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
