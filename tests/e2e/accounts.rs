@@ -125,7 +125,6 @@ fn max_bytes_sets_the_streams_limit_and_setup_saves_it() {
     )
     .expect("JSON");
     assert_eq!(ctx["skypipe_max_bytes"], 64 * MIB, "{ctx}");
-    // A payload bigger than the streams hold waits for room, and goes once taken.
     round_trip(&b, "fits", &random_bytes(10_000_000, 4));
 }
 
