@@ -591,6 +591,17 @@ pub(crate) struct ConnArgs {
     /// node [env: NATS_JS_DOMAIN]
     #[arg(long, value_name = "DOMAIN", global = true)]
     pub(crate) js_domain: Option<String>,
+
+    /// Bytes skypipe's two streams may hold together when it creates them, such as 10GiB
+    /// (default: no limit, or half of the account's free storage when the account requires
+    /// a limit) [env: SKYPIPE_MAX_BYTES]
+    #[arg(long, value_name = "SIZE", global = true, value_parser = parse_max_bytes)]
+    pub(crate) max_bytes: Option<u64>,
+}
+
+/// A `--max-bytes` size (see [`crate::config::parse_max_bytes`]).
+fn parse_max_bytes(s: &str) -> Result<u64, String> {
+    crate::config::parse_max_bytes(s, "--max-bytes").map_err(|e| e.to_string())
 }
 
 /// A humantime duration that is not zero.

@@ -59,6 +59,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Replicas of the streams skypipe creates, as --replicas.",
     ),
     (
+        "SKYPIPE_MAX_BYTES",
+        "Bytes the streams skypipe creates may hold together, as --max-bytes.",
+    ),
+    (
         "SKYPIPE_SECRET",
         "The secret that encrypts payloads end to end (--secret-file wins).",
     ),

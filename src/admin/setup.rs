@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::SetupArgs;
 use crate::client::domain;
 use crate::client::session::{self, Session};
+use crate::client::{budget, errors};
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
 use crate::protocol::pipe::{self, PipeName};
@@ -239,10 +240,10 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     }
 
     // Streams.
-    let streams_ok = check_streams(&mut r, &session, conn).await;
+    let stream_replicas = check_streams(&mut r, &session, conn).await;
 
     // A probe payload through the real send path and the receiver's consumers.
-    if streams_ok {
+    if stream_replicas.is_some() {
         check_probe(&mut r, &session, conn).await;
     }
 
@@ -252,8 +253,15 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     })
     .await
     .unwrap_or(account);
-    check_storage(&mut r, &account);
-    check_consumers(&mut r, &account, session.replicas);
+    check_storage(
+        &mut r,
+        &budget::budget(&account, stream_replicas.unwrap_or(session.replicas)),
+    );
+    check_consumers(
+        &mut r,
+        &account,
+        stream_replicas.unwrap_or(session.replicas),
+    );
 
     let ok = r.failed.is_empty();
     (r, ok.then_some(session))
@@ -294,9 +302,10 @@ async fn check_home(r: &mut Report, session: &Session) -> bool {
     true
 }
 
-async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> bool {
+/// Creates skypipe's streams when missing and reports them; their replicas when they exist.
+async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> Option<usize> {
     if !check_home(r, session).await {
-        return false;
+        return None;
     }
     let layout = &session.layout;
     let names = format!("{} and {}", layout.data_stream(), layout.queue_stream());
@@ -307,34 +316,43 @@ async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> bool {
     .await
     .unwrap_or(false);
     if let Err(e) = step(session, session.ensure_streams()).await {
-        r.fail(
-            "streams",
+        // A refusal says its own cause (and what to do); a permission violation names the
+        // prefix already.
+        let hint = if errors::refusal(&*e).is_none() && session.denied.get().is_none() {
             format!(
-                "cannot create {names}: {e:#}; the user needs the permissions for prefix {:?} \
-                 (see \"Permissions\" in the README)",
+                "; the user needs the permissions for prefix {:?} (see \"Permissions\" in the \
+                 README)",
                 layout.prefix()
-            ),
-        );
-        return false;
+            )
+        } else {
+            String::new()
+        };
+        r.fail("streams", format!("cannot create {names}: {e:#}{hint}"));
+        return None;
     }
     let info = step(session, async {
-        let mut s = session.js.get_stream(layout.data_stream()).await?;
-        Ok(s.info().await?.config.clone())
+        let mut data = session.js.get_stream(layout.data_stream()).await?;
+        let mut queue = session.js.get_stream(layout.queue_stream()).await?;
+        Ok((
+            data.info().await?.config.clone(),
+            queue.info().await?.config.max_bytes,
+        ))
     })
     .await;
-    let config = match info {
+    let (config, queue_max_bytes) = match info {
         Ok(c) => c,
         Err(e) => {
             r.fail("streams", format!("cannot read {names}: {e:#}"));
-            return false;
+            return None;
         }
     };
     let replicas = config.num_replicas.max(1);
     let verb = if existed { "exist" } else { "created" };
     let text = format!(
-        "{names} {verb} ({replicas} replica{}, prefix {})",
+        "{names} {verb} ({replicas} replica{}, prefix {}, {})",
         if replicas == 1 { "" } else { "s" },
-        layout.prefix()
+        layout.prefix(),
+        byte_limits(config.max_bytes, queue_max_bytes, conn)
     );
     match conn.replicas {
         Some(want) if want != replicas => r.warn(
@@ -353,7 +371,30 @@ async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> bool {
         ),
         _ => r.ok("streams", text),
     }
-    true
+    Some(replicas)
+}
+
+/// The streams' byte limits, and where they came from, for the streams line.
+fn byte_limits(data: i64, queue: i64, conn: &Conn) -> String {
+    if data <= 0 && queue <= 0 {
+        return "no byte limit".into();
+    }
+    let shown = |n: i64| {
+        if n > 0 {
+            human_bytes(n.unsigned_abs())
+        } else {
+            "none".into()
+        }
+    };
+    let from = match conn.max_bytes {
+        Some(n) => format!("--max-bytes {}", human_bytes(n)),
+        None => "skypipe's share of the account's storage".into(),
+    };
+    format!(
+        "byte limit {} for data and {} for tickets; {from} applies to streams it creates",
+        shown(data),
+        shown(queue)
+    )
 }
 
 /// Sends a small payload on a probe pipe with the sender's code, then takes it the way a
@@ -470,19 +511,41 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     taken
 }
 
-fn check_storage(r: &mut Report, account: &async_nats::jetstream::account::Account) {
-    let limits = &account.limits;
-    let used = account.storage;
+fn check_storage(r: &mut Report, budget: &budget::Budget) {
+    let limits = &budget.limits;
+    let used = budget.storage;
     let of = match limits.max_storage {
         Some(max) if max >= 0 => format!("of {}", human_bytes(max.unsigned_abs())),
         _ => "(no account limit)".into(),
     };
     let streams = match limits.max_streams {
-        Some(max) => format!("{} of {max} streams", account.streams),
-        None => format!("{} streams", account.streams),
+        Some(max) => format!("{} of {max} streams", budget.streams),
+        None => format!("{} streams", budget.streams),
     };
-    let text = format!("file storage {} used {of}, {streams}", human_bytes(used));
+    let required = if limits.max_bytes_required {
+        ", every stream needs a byte limit"
+    } else {
+        ""
+    };
+    let text = format!(
+        "file storage {} used {of}, {streams} (limits of the {}{required})",
+        human_bytes(used),
+        budget.source()
+    );
     match limits.max_storage {
+        Some(0) if !budget.other_tiers.is_empty() => r.fail(
+            "storage",
+            format!(
+                "{text}: the account gives storage to tier{} {} only, and skypipe's streams \
+                 would use another; give --replicas to match (R1: --replicas 1)",
+                if budget.other_tiers.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                budget.other_tiers.join(", ")
+            ),
+        ),
         Some(0) => r.fail(
             "storage",
             format!(
@@ -496,13 +559,6 @@ fn check_storage(r: &mut Report, account: &async_nats::jetstream::account::Accou
         Some(max) if max > 0 && used.saturating_mul(10) >= max.unsigned_abs().saturating_mul(9) => {
             r.warn("storage", format!("{text}: more than 90% full"))
         }
-        _ if limits.max_bytes_required => r.warn(
-            "storage",
-            format!(
-                "{text}; the account requires every stream to set a byte limit, which \
-                 skypipe's streams do not: create them by hand with max_bytes"
-            ),
-        ),
         _ => r.ok("storage", text),
     }
 }

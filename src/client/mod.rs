@@ -1,6 +1,7 @@
 //! Talking to the server: connecting, skypipe's streams and consumers, and the JetStream
 //! error codes skypipe acts on.
 
+pub(crate) mod budget;
 pub(crate) mod domain;
 pub(crate) mod errors;
 pub(crate) mod retry;

@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use futures::StreamExt as _;
 
+use crate::client::budget;
 use crate::client::domain;
 use crate::client::errors::{self, Refusal};
 use crate::config::{is_websocket, Conn, Source, DEFAULT_TTL, LOCAL_PORT_ENV};
@@ -551,6 +552,14 @@ pub(crate) async fn query_account(
                 for name in ["reserved_memory", "reserved_storage"] {
                     fields.entry(name).or_insert(serde_json::Value::from(0));
                 }
+                // The same in each replica tier.
+                if let Some(tiers) = fields.get_mut("tiers").and_then(|t| t.as_object_mut()) {
+                    for tier in tiers.values_mut().filter_map(|t| t.as_object_mut()) {
+                        for name in ["reserved_memory", "reserved_storage"] {
+                            tier.entry(name).or_insert(serde_json::Value::from(0));
+                        }
+                    }
+                }
             }
             serde_json::from_value(value).context("cannot read the server's account info")
         }
@@ -648,9 +657,28 @@ impl Session {
             .map_err(|e| anyhow!("cannot publish to {}: {e}", self.url))
     }
 
-    /// Creates both streams when missing (an existing stream is left as it is), unless the
-    /// prefix's streams live in another JetStream domain: never a second home for its pipes.
-    /// A server without a domain is asked nothing more.
+    /// The byte limits (data stream, queue stream) for streams this session creates:
+    /// `--max-bytes` (or its variable, or the context's setting) split between them, else a
+    /// share of the account's (or its tier's) free storage when the account requires a byte
+    /// limit, else none (README, "Hosted NATS and leaf nodes").
+    pub(crate) async fn stream_bytes(&self) -> Option<(u64, u64)> {
+        if let Some(total) = self.conn.max_bytes {
+            return Some(budget::split(total, None));
+        }
+        let account = query_account(&self.js).await.ok()?;
+        let b = budget::budget(&account, self.replicas);
+        b.limits.max_bytes_required.then(|| {
+            budget::split(
+                b.default_share(self.replicas).max(budget::MIN_MAX_BYTES),
+                b.limits.storage_max_stream_bytes,
+            )
+        })
+    }
+
+    /// Creates both streams when missing (an existing stream is left as it is), with the
+    /// byte limits of [`Self::stream_bytes`], unless the prefix's streams live in another
+    /// JetStream domain: never a second home for its pipes. A server without a domain is
+    /// asked nothing more.
     pub(crate) async fn ensure_streams(&self) -> anyhow::Result<()> {
         let meant = self.meant_domain().await.filter(|d| !d.is_empty());
         if let Some(meant) = meant {
@@ -659,7 +687,13 @@ impl Session {
                 return Err(anyhow!(text));
             }
         }
-        for config in [self.data_stream_config(), self.queue_stream_config()] {
+        let bytes = self.stream_bytes().await;
+        let mut configs = [self.data_stream_config(), self.queue_stream_config()];
+        if let Some((data, queue)) = bytes {
+            configs[0].max_bytes = i64::try_from(data).unwrap_or(i64::MAX);
+            configs[1].max_bytes = i64::try_from(queue).unwrap_or(i64::MAX);
+        }
+        for config in configs {
             let name = config.name.clone();
             if let Err(e) = self.js.create_stream(config).await {
                 // Another client may have created it a moment ago, with this or an older
@@ -669,8 +703,13 @@ impl Session {
                 {
                     continue;
                 }
-                return Err(anyhow!(e))
-                    .with_context(|| format!("cannot create stream {name} on {}", self.url));
+                let advice = errors::advice(&e, &self.layout);
+                let err =
+                    anyhow!(e).context(format!("cannot create stream {name} on {}", self.url));
+                return Err(match advice {
+                    Some(advice) => err.context(advice),
+                    None => err,
+                });
             }
         }
         Ok(())
@@ -684,7 +723,7 @@ impl Session {
         pipe: &PipeName,
     ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
         match self.create_queue_consumer(pipe).await {
-            Err(e) if errors::is(e.as_ref(), Refusal::MaxConsumers) => {
+            Err(e) if errors::is(e.as_ref(), Refusal::ConsumerLimit) => {
                 if self.make_room().await == 0 {
                     return Err(e.context(self.no_room()));
                 }
@@ -741,12 +780,17 @@ impl Session {
                     .await
                 {
                     Ok(c) => Ok(c),
-                    Err(_) => Err(anyhow!(e)).with_context(|| {
-                        format!(
+                    Err(_) => {
+                        let advice = errors::advice(&e, &self.layout);
+                        let err = anyhow!(e).context(format!(
                             "cannot create the queue consumer of pipe {pipe} on {}",
                             self.url
-                        )
-                    }),
+                        ));
+                        Err(match advice {
+                            Some(advice) => err.context(advice),
+                            None => err,
+                        })
+                    }
                 }
             }
         }

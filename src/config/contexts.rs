@@ -36,6 +36,9 @@ pub(crate) struct ContextFile {
     /// skypipe's own: the file with the end-to-end secret (`skypipe join` of an invite made
     /// with `--with-secret`).
     pub(crate) skypipe_secret_file: String,
+    /// skypipe's own: the bytes its two streams may hold together when it creates them (0:
+    /// not set).
+    pub(crate) skypipe_max_bytes: u64,
 }
 
 /// skypipe's own config file, `$XDG_CONFIG_HOME/skypipe/config.json` (or under
@@ -172,6 +175,10 @@ pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow
         if let Some(domain) = &conn.js_domain {
             m.insert("jetstream_domain".into(), Value::String(domain.clone()));
         }
+        match conn.max_bytes {
+            Some(n) => m.insert("skypipe_max_bytes".into(), Value::from(n)),
+            None => m.remove("skypipe_max_bytes"),
+        };
         if let Some(secret) = &conn.secret_file {
             m.insert(
                 "skypipe_secret_file".into(),

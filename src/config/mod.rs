@@ -99,6 +99,9 @@ pub(crate) enum ConfigError {
          spaces, '.', '*' or '>'"
     )]
     JsDomain { value: String, from: &'static str },
+
+    #[error("bad byte limit (from {from}): {reason}")]
+    MaxBytes { from: &'static str, reason: String },
 }
 
 /// Where the server URL came from, for messages.
@@ -144,6 +147,10 @@ pub(crate) struct Conn {
     /// the context's `skypipe_secret_file`, or for the local server the one `skypipe invite
     /// --with-secret` made (`secret` in the data directory). It may not exist.
     pub(crate) secret_file: Option<PathBuf>,
+    /// The bytes skypipe's two streams may hold together when it creates them (`--max-bytes`,
+    /// `SKYPIPE_MAX_BYTES`, the context's `skypipe_max_bytes`); `None`: no limit, or a share
+    /// of the account's storage when the account requires one (see `client::budget`).
+    pub(crate) max_bytes: Option<u64>,
 }
 
 impl Conn {
@@ -468,6 +475,12 @@ pub(crate) fn resolve_conn(
         )?),
         (None, None) => None,
     };
+    let max_bytes = match (args.max_bytes, envs("SKYPIPE_MAX_BYTES")) {
+        (Some(n), _) => Some(n),
+        (None, Some(v)) => Some(parse_max_bytes(&v, "SKYPIPE_MAX_BYTES")?),
+        (None, None) if ctx.skypipe_max_bytes > 0 => Some(ctx.skypipe_max_bytes),
+        (None, None) => None,
+    };
 
     // Nothing named and no login given: the default address is skypipe's local server, which
     // lets in whoever holds the seed its owner's skypipe made.
@@ -518,6 +531,7 @@ pub(crate) fn resolve_conn(
         local_max_store,
         retry: RetryPolicy::from_env(env),
         secret_file,
+        max_bytes,
     })
 }
 
@@ -542,6 +556,23 @@ fn js_domain(
         return Err(ConfigError::JsDomain { value, from });
     }
     Ok(Some(value))
+}
+
+/// Reads a byte limit for skypipe's streams: a size ([`crate::cli::parse_size`]) of at
+/// least [`crate::client::budget::MIN_MAX_BYTES`].
+pub(crate) fn parse_max_bytes(value: &str, from: &'static str) -> Result<u64, ConfigError> {
+    let bytes =
+        crate::cli::parse_size(value).map_err(|reason| ConfigError::MaxBytes { from, reason })?;
+    if bytes < crate::client::budget::MIN_MAX_BYTES {
+        return Err(ConfigError::MaxBytes {
+            from,
+            reason: format!(
+                "{value:?} is less than the smallest, {} bytes",
+                crate::client::budget::MIN_MAX_BYTES
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 /// What a pipe command does.

@@ -124,12 +124,9 @@ impl Gatherer {
         let (storage_used, storage_available) =
             match crate::client::session::query_account(&session.js).await {
                 Ok(a) => {
-                    let avail = a
-                        .limits
-                        .max_storage
-                        .filter(|m| *m >= 0)
-                        .map(|m| (m as u64).saturating_sub(a.storage));
-                    (a.storage, avail)
+                    // The replica tier skypipe's streams use, when the account has tiers.
+                    let budget = crate::client::budget::budget(&a, session.replicas);
+                    (budget.storage, budget.available())
                 }
                 Err(_) => (0, None),
             };

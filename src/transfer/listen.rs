@@ -64,7 +64,7 @@ pub(crate) async fn listen(
             data.create_consumer(config).await?
         }
         Err(e)
-            if crate::client::errors::is(&e, crate::client::errors::Refusal::MaxConsumers)
+            if crate::client::errors::is(&e, crate::client::errors::Refusal::ConsumerLimit)
                 && session.make_room().await > 0 =>
         {
             data.create_consumer(config).await?

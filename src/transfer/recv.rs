@@ -440,7 +440,7 @@ impl Take<'_> {
         };
         let consumer = match self.data.create_consumer(config.clone()).await {
             // The account's consumer limit: skypipe's idle queue consumers make room.
-            Err(e) if errors::is(&e, Refusal::MaxConsumers) => {
+            Err(e) if errors::is(&e, Refusal::ConsumerLimit) => {
                 if self.session.make_room().await == 0 {
                     return Err(anyhow!(e).context(self.session.no_room()));
                 }

@@ -10,9 +10,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use sha2::{Digest, Sha256};
 
 use super::harness::*;
+use super::operator::{self, Account, OperatorBench};
 
 /// Asserts the one-line, exit-1 failure of a refused login, and that `secret` is not shown.
 #[track_caller]
@@ -248,106 +248,12 @@ fn tls_with_a_private_ca_and_client_certificates() {
     assert!(err.contains("TLS"), "{err}");
 }
 
-/// A JWT as the NATS decentralized auth model has it: ed25519-nkey signed claims.
-fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
-    let b64 = |bytes: &[u8]| data_encoding::BASE64URL_NOPAD.encode(bytes);
-    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let mut claims = serde_json::json!({
-        "iat": now,
-        "iss": issuer.public_key(),
-        "name": name,
-        "sub": subject,
-        "nats": nats,
-    });
-    let jti = data_encoding::BASE32_NOPAD.encode(&Sha256::digest(claims.to_string().as_bytes()));
-    claims["jti"] = serde_json::Value::String(jti);
-    let body = b64(claims.to_string().as_bytes());
-    let signed = format!("{header}.{body}");
-    let sig = issuer.sign(signed.as_bytes()).expect("sign");
-    format!("{signed}.{}", b64(&sig))
-}
-
-fn creds_file(path: &Path, user_jwt: &str, seed: &str) {
-    let text = format!(
-        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-         ************************* IMPORTANT *************************\n\
-         NKEY Seed printed below can be used to sign and prove identity.\n\n\
-         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
-    );
-    std::fs::write(path, text).expect("write creds");
-}
-
 #[test]
 fn a_creds_file_logs_in_to_an_operator_mode_server() {
-    let operator = nkeys::KeyPair::new_operator();
-    let account = nkeys::KeyPair::new_account();
-    let user = nkeys::KeyPair::new_user();
-    let op_jwt = jwt(
-        &operator,
-        &operator.public_key(),
-        "test-operator",
-        serde_json::json!({"type": "operator", "version": 2}),
-    );
-    let acc_jwt = jwt(
-        &operator,
-        &account.public_key(),
-        "test-account",
-        serde_json::json!({
-            "limits": {
-                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-                "wildcards": true, "conn": -1, "leaf": -1,
-                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
-            },
-            "default_permissions": {"pub": {}, "sub": {}},
-            "type": "account",
-            "version": 2
-        }),
-    );
-    // JetStream in operator mode needs a system account.
-    let system = nkeys::KeyPair::new_account();
-    let sys_jwt = jwt(
-        &operator,
-        &system.public_key(),
-        "SYS",
-        serde_json::json!({
-            "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-                       "wildcards": true, "conn": -1, "leaf": -1},
-            "default_permissions": {"pub": {}, "sub": {}},
-            "type": "account",
-            "version": 2
-        }),
-    );
-    let user_claims = serde_json::json!({
-        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-        "type": "user", "version": 2
-    });
-    let user_jwt = jwt(
-        &account,
-        &user.public_key(),
-        "test-user",
-        user_claims.clone(),
-    );
-
-    let keys = tempfile::tempdir().expect("tempdir");
-    let op_file = keys.path().join("operator.jwt");
-    std::fs::write(&op_file, &op_jwt).expect("write");
-    let (acc_pub, sys_pub) = (account.public_key(), system.public_key());
-    let b = Bench::with(|c| {
-        c.extra = format!(
-            "operator: \"{}\"\nsystem_account: {sys_pub}\nresolver: MEMORY\n\
-             resolver_preload: {{\n  {acc_pub}: \"{acc_jwt}\"\n  {sys_pub}: \"{sys_jwt}\"\n}}\n",
-            op_file.display()
-        );
-    });
-    let creds = keys.path().join("user.creds");
-    creds_file(&creds, &user_jwt, &user.seed().expect("seed"));
-    let creds = creds.display().to_string();
+    let b = OperatorBench::new(Account::flat());
+    let creds = b.creds_str().to_string();
     round_trip(
-        &b,
+        &b.bench,
         &["--creds", &creds],
         "creds",
         &random_bytes(250_000, 12),
@@ -356,10 +262,20 @@ fn a_creds_file_logs_in_to_an_operator_mode_server() {
     // A user signed by an account the operator never issued is refused.
     let rogue_account = nkeys::KeyPair::new_account();
     let rogue = nkeys::KeyPair::new_user();
-    let rogue_jwt = jwt(&rogue_account, &rogue.public_key(), "rogue", user_claims);
-    let rogue_creds = keys.path().join("rogue.creds");
+    let rogue_jwt = operator::sign(
+        &rogue_account,
+        &rogue.public_key(),
+        "rogue",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
     let rogue_seed = rogue.seed().expect("seed");
-    creds_file(&rogue_creds, &rogue_jwt, &rogue_seed);
+    let rogue_creds = b.file(
+        "rogue.creds",
+        operator::creds_text(&rogue_jwt, &rogue_seed).as_bytes(),
+    );
     refused(
         &b.recv(&[
             "--creds",

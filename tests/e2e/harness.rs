@@ -26,6 +26,8 @@ pub const HANG: Duration = Duration::from_secs(120);
 pub struct Bench {
     pub dir: TempDir,
     pub server: Server,
+    /// Variables every [`Bench::cmd`] sets besides NATS_URL (such as NATS_CREDS).
+    pub env: Vec<(String, String)>,
 }
 
 impl Bench {
@@ -41,7 +43,11 @@ impl Bench {
         adjust(&mut config);
         let server = config.start().expect("nats-server starts (is it on PATH?)");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        Bench { dir, server }
+        Bench {
+            dir,
+            server,
+            env: Vec::new(),
+        }
     }
 
     /// A fresh server that also listens for WebSocket clients (plain text, loopback).
@@ -71,6 +77,7 @@ impl Bench {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = bare_cmd(&self.path("home"));
         c.env("NATS_URL", self.url());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.args(args);
         c
     }

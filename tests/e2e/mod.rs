@@ -1,5 +1,7 @@
 pub mod harness;
+pub mod operator;
 
+mod accounts;
 mod auth;
 mod capped;
 mod closed;
