@@ -1076,7 +1076,18 @@ impl<'a> Sender<'a> {
                     self.owed_since = (!self.window.is_empty()).then(Instant::now);
                     self.window_bytes -= f.data.len();
                     self.stored.add(f.plain_len);
-                    return Ok(());
+                    // Later chunks taken back after a refusal go again now, in order, before
+                    // any new one.
+                    let mut window = std::mem::take(&mut self.window);
+                    let again = async {
+                        for later in window.iter_mut().filter(|l| l.ack.is_none()) {
+                            later.ack = Some(self.publish_once(&later.headers, &later.data).await?);
+                        }
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    self.window = window;
+                    return again;
                 }
                 Err(e) => e,
             };
@@ -1085,6 +1096,7 @@ impl<'a> Sender<'a> {
                 self.owed_since = Some(Instant::now());
             }
             if errors::is(&err, Refusal::Full) {
+                self.unstore_later().await?;
                 self.wait_full(started, &err).await?;
             } else if errors::is(&err, Refusal::Busy)
                 && started.elapsed() < self.session.conn.retry.give_up_after
@@ -1119,6 +1131,57 @@ impl<'a> Sender<'a> {
             }
             f.ack = Some(self.publish_once(&f.headers, &f.data).await?);
         }
+    }
+
+    /// The oldest chunk of the window was refused as full, and the later ones were published
+    /// after it. Any the store took all the same (a taker made room meanwhile) would lie ahead
+    /// of it: a taker holds them, waiting for the refused one, while they fill the room it
+    /// needs. So they are taken out of the stream again and go after it, in order, under
+    /// `Nats-Msg-Id`s of their own (docs/protocol.md, "Sending", step 3).
+    async fn unstore_later(&mut self) -> anyhow::Result<()> {
+        let mut stored = Vec::new();
+        let mut window = std::mem::take(&mut self.window);
+        let mut taken = Ok(());
+        for later in window.iter_mut() {
+            // Not published since it was last taken back: nothing to do.
+            let Some(ack) = later.ack.take() else {
+                continue;
+            };
+            match self.bounded(ack).await {
+                Ok(Ok(ack)) => stored.push(ack.sequence),
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    taken = Err(e);
+                    break;
+                }
+            }
+            // Published again later, so under another id: the server remembers the old one.
+            if let Some(id) = later.headers.get(pipe::H_NATS_MSG_ID) {
+                let again = format!("{}+", id.as_str());
+                later.headers.insert(pipe::H_NATS_MSG_ID, again.as_str());
+            }
+        }
+        self.window = window;
+        taken?;
+        if stored.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            "{} later chunks were stored ahead of a refused one: taking them out",
+            stored.len()
+        );
+        let data = self
+            .session
+            .js
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await
+            .context("cannot reach the data stream")?;
+        for seq in stored {
+            if let Err(e) = self.bounded(data.delete_message(seq)).await? {
+                tracing::debug!("cannot take out the chunk at stream sequence {seq}: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the connection with a new one, for as long as the retry policy allows.

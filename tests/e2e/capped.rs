@@ -202,3 +202,25 @@ fn a_store_too_full_for_the_abort_mark_gets_it_in_place_of_the_payload() {
     );
     assert_taker_gets_the_abort(b.cmd(&["recv", "brim"]));
 }
+
+#[test]
+fn a_payload_bigger_than_its_stream_flows_through_a_waiting_taker_in_order() {
+    // Stored, not live: the data stream holds about 7.5 MiB, the payload is 20 MB, and the
+    // taker makes room as it writes while the sender's later chunks are already on their way.
+    let b = Bench::new();
+    let input = b.path("input");
+    random_file(&input, 20 * 1000 * 1000, 32);
+    let output = b.path("output");
+    let taker = spawn_to_file(
+        b.cmd(&["-v", "--max-bytes", "8MiB", "recv", "small"])
+            .env("SKYPIPE_LIVE", "off"),
+        &output,
+    )
+    .ready(&waiting("small"));
+    let mut send = b.cmd(&["--max-bytes", "8MiB", "--timeout", "30s", "send", "small"]);
+    send.env("SKYPIPE_LIVE", "off");
+    let sent = wait_output(spawn_sender(send, &input), HANG);
+    assert_ok(&sent);
+    assert_ok(&wait_output(taker, HANG));
+    assert_eq!(sha_file(&output), sha_file(&input), "every byte, in order");
+}
