@@ -1434,12 +1434,22 @@ impl<'a> Sender<'a> {
         alone: bool,
         deadline: Instant,
     ) -> anyhow::Result<()> {
+        let totals = Totals {
+            chunks: place.chunk + 1,
+            bytes: place.offset,
+            // The checksum takes in the sealed body: it is filled in below (a seal binds
+            // the end but not its checksum).
+            crc: 0,
+        };
         let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: place.chunk,
             offset: place.offset,
             prior_crc: place.prior_crc,
-            end: None,
+            end: Some(End::Abort {
+                totals,
+                reason: reason.to_string(),
+            }),
             seal: self.sealer.as_ref().map(Sealer::seal_headers),
         };
         let body = match &self.sealer {
@@ -1448,14 +1458,9 @@ impl<'a> Sender<'a> {
         };
         let mut crc = crc32fast::Hasher::new_with_initial(place.prior_crc);
         crc.update(&body);
-        meta.end = Some(End::Abort {
-            totals: Totals {
-                chunks: place.chunk + 1,
-                bytes: place.offset,
-                crc: crc.finalize(),
-            },
-            reason: reason.to_string(),
-        });
+        if let Some(End::Abort { totals, .. }) = &mut meta.end {
+            totals.crc = crc.finalize();
+        }
         let mut headers = pipe::chunk_headers(&meta, self.ttl);
         if alone {
             headers.insert(pipe::H_NATS_MSG_ID, pipe::abort_msg_id(&self.id).as_str());
@@ -1559,7 +1564,10 @@ async fn send_all(
         return Err(e);
     }
     let reason = format!("the sender failed: {e}");
-    if !abort_within(s, &reason).await {
+    if let Err(why) = try_abort(s, &reason).await {
+        // Most often the failure itself (a server lost for good) keeps the marker out too;
+        // the error says the payload is incomplete either way.
+        tracing::info!("could not mark payload {} aborted: {why}", s.id);
         return Err(e);
     }
     let marked = format!(
@@ -1641,15 +1649,20 @@ async fn send_pieces(
 /// Tries to publish the abort marker, but never waits long for a server that is gone; whether
 /// it was stored.
 async fn abort_within(s: &mut Sender<'_>, reason: &str) -> bool {
+    match try_abort(s, reason).await {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skypipe: could not mark the payload aborted: {why}");
+            false
+        }
+    }
+}
+
+/// [`abort_within`] without a word of its own: why the marker could not be stored.
+async fn try_abort(s: &mut Sender<'_>, reason: &str) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(6), s.abort(reason)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            eprintln!("skypipe: could not mark the payload aborted: {e:#}");
-            false
-        }
-        Err(_) => {
-            eprintln!("skypipe: could not mark the payload aborted: the server did not answer");
-            false
-        }
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("the server did not answer".into()),
     }
 }
