@@ -9,15 +9,6 @@ use super::operator::{Account, OperatorBench};
 
 const MIB: i64 = 1024 * 1024;
 
-/// Runs a command to its end, stdin at /dev/null, output captured.
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .start()
-        .wait_output(HANG)
-}
-
 fn stdout_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -178,7 +169,7 @@ fn everything(b: &OperatorBench, login: &dyn Fn(&[&str]) -> Command, tag: &str) 
     let (sender, feeder) = spawn_with_input(cmd(&["send", &stored]).stdout(Stdio::piped()), &data);
     assert_ok(&sender.wait_output(HANG));
     feeder.join().expect("feeder");
-    let got = run(cmd(&["recv", &stored]));
+    let got = run_to_end(cmd(&["recv", &stored]));
     assert_ok(&got);
     assert_eq!(sha(&got.stdout), sha(&data));
     // Live: a taker waits, the sender goes live to it.
@@ -227,7 +218,7 @@ fn everything(b: &OperatorBench, login: &dyn Fn(&[&str]) -> Command, tag: &str) 
         assert_ok(&s.wait_output(HANG));
         f.join().expect("feeder");
     }
-    let followed = run(cmd(&["recv", &follow, "--follow", "--timeout", "2s"]));
+    let followed = run_to_end(cmd(&["recv", &follow, "--follow", "--timeout", "2s"]));
     assert_eq!(
         followed.status.code(),
         Some(124),
@@ -240,7 +231,7 @@ fn everything(b: &OperatorBench, login: &dyn Fn(&[&str]) -> Command, tag: &str) 
     let (s, f) = spawn_with_input(cmd(&["send", &kept]).stdout(Stdio::piped()), b"look\n");
     assert_ok(&s.wait_output(HANG));
     f.join().expect("feeder");
-    let listed = run(cmd(&["ls", "--json"]));
+    let listed = run_to_end(cmd(&["ls", "--json"]));
     assert_ok(&listed);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
     assert!(
@@ -249,15 +240,15 @@ fn everything(b: &OperatorBench, login: &dyn Fn(&[&str]) -> Command, tag: &str) 
             .is_some_and(|p| p.iter().any(|p| p["pipe"] == kept.as_str())),
         "{listed}"
     );
-    let peeked = run(cmd(&["peek", &kept]));
+    let peeked = run_to_end(cmd(&["peek", &kept]));
     assert_ok(&peeked);
     assert_eq!(peeked.stdout, b"look\n");
-    assert_ok(&run(cmd(&["rm", "--yes", &kept])));
-    let gone = run(cmd(&["recv", &kept, "--timeout", "1s"]));
+    assert_ok(&run_to_end(cmd(&["rm", "--yes", &kept])));
+    let gone = run_to_end(cmd(&["recv", &kept, "--timeout", "1s"]));
     assert_eq!(gone.status.code(), Some(124), "{}", stderr_of(&gone));
     // Monitor.
-    assert_ok(&run(cmd(&["monitor", "--once"])));
-    let json = run(cmd(&["monitor", "--json"]));
+    assert_ok(&run_to_end(cmd(&["monitor", "--once"])));
+    let json = run_to_end(cmd(&["monitor", "--json"]));
     assert_ok(&json);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     assert!(
@@ -267,7 +258,7 @@ fn everything(b: &OperatorBench, login: &dyn Fn(&[&str]) -> Command, tag: &str) 
         "{report}"
     );
     // Check.
-    let check = run(cmd(&["check"]));
+    let check = run_to_end(cmd(&["check"]));
     assert_ok(&check);
     assert!(stdout_of(&check).contains("all checks passed"));
     let _ = b;
@@ -279,7 +270,7 @@ fn a_flat_operator_account_does_everything_with_creds_and_a_context() {
     // The creds file named on the command line.
     everything(&b, &|args| b.creds_cmd(args), "flag");
     // Saved as a context by setup, then used with nothing on the command line.
-    let setup = run(b.creds_cmd(&["setup", "--name", "hosted"]));
+    let setup = run_to_end(b.creds_cmd(&["setup", "--name", "hosted"]));
     assert_ok(&setup);
     let home = b.path("home");
     everything(

@@ -711,6 +711,15 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
     f.flush().expect("flush");
 }
 
+/// Runs a command to its end with stdin at /dev/null, its output captured.
+pub fn run_to_end(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .start()
+        .wait_output(HANG)
+}
+
 pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

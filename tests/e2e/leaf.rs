@@ -14,15 +14,6 @@ fn send(mut cmd: Command, data: &[u8]) -> Output {
     out
 }
 
-/// Runs a skypipe command with stdin at /dev/null.
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .start()
-        .wait_output(HANG)
-}
-
 #[test]
 fn a_leaf_without_jetstream_reaches_the_hubs_pipes_with_its_domain() {
     let both = HubAndLeaf::start(false);
@@ -31,7 +22,7 @@ fn a_leaf_without_jetstream_reaches_the_hubs_pipes_with_its_domain() {
     let data = random_bytes(700 * 1024, 71);
     let out = send(both.leaf_cmd(&["send", "up", "--js-domain", "hub"]), &data);
     assert_ok(&out);
-    let out = run(both.hub_cmd(&["recv", "up"]));
+    let out = run_to_end(both.hub_cmd(&["recv", "up"]));
     assert_ok(&out);
     assert_eq!(
         sha(&out.stdout),
@@ -44,7 +35,7 @@ fn a_leaf_without_jetstream_reaches_the_hubs_pipes_with_its_domain() {
     assert_ok(&send(both.hub_cmd(&["send", "down"]), &data));
     let mut taker = both.leaf_cmd(&["recv", "down"]);
     taker.env("NATS_JS_DOMAIN", "hub");
-    let out = run(taker);
+    let out = run_to_end(taker);
     assert_ok(&out);
     assert_eq!(
         sha(&out.stdout),
@@ -53,7 +44,7 @@ fn a_leaf_without_jetstream_reaches_the_hubs_pipes_with_its_domain() {
     );
 
     // Without the domain the leaf has no JetStream, and says what to give.
-    let out = run(both.leaf_cmd(&["recv", "down", "--timeout", "2s"]));
+    let out = run_to_end(both.leaf_cmd(&["recv", "down", "--timeout", "2s"]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(
         stderr_of(&out).contains("--js-domain"),
@@ -65,7 +56,7 @@ fn a_leaf_without_jetstream_reaches_the_hubs_pipes_with_its_domain() {
 #[test]
 fn check_on_a_leaf_passes_and_names_the_hubs_domain() {
     let both = HubAndLeaf::start(false);
-    let out = run(both.leaf_cmd(&["check", "--js-domain", "hub"]));
+    let out = run_to_end(both.leaf_cmd(&["check", "--js-domain", "hub"]));
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("all checks passed"), "{text}");
@@ -90,7 +81,7 @@ fn check_on_a_leaf_passes_and_names_the_hubs_domain() {
 #[test]
 fn setup_on_a_leaf_saves_the_domain_and_later_commands_use_it() {
     let both = HubAndLeaf::start(false);
-    let out = run(both.cmd(&["setup", "-s", &both.leaf_url(), "--js-domain", "hub"]));
+    let out = run_to_end(both.cmd(&["setup", "-s", &both.leaf_url(), "--js-domain", "hub"]));
     assert_ok(&out);
     let context = std::fs::read_to_string(both.home().join(".config/nats/context/skypipe.json"))
         .expect("setup wrote the context");
@@ -100,7 +91,7 @@ fn setup_on_a_leaf_saves_the_domain_and_later_commands_use_it() {
     // Nothing named on the command line: the saved context reaches the hub through the leaf.
     let data = random_bytes(200 * 1024, 73);
     assert_ok(&send(both.cmd(&["send", "saved"]), &data));
-    let out = run(both.hub_cmd(&["recv", "saved"]));
+    let out = run_to_end(both.hub_cmd(&["recv", "saved"]));
     assert_ok(&out);
     assert_eq!(sha(&out.stdout), sha(&data));
 }
@@ -113,7 +104,7 @@ fn with_the_hub_down_a_leaf_client_names_the_domain_and_waits_for_it() {
     // Given up after the retry time, naming the domain.
     let mut quick = both.leaf_cmd(&["recv", "p", "--js-domain", "hub"]);
     quick.env("SKYPIPE_RETRY_FOR", "2s");
-    let out = run(quick);
+    let out = run_to_end(quick);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let text = stderr_of(&out);
     assert!(
@@ -142,9 +133,9 @@ fn with_the_hub_down_a_leaf_client_names_the_domain_and_waits_for_it() {
 /// `skypipe` (made while they were apart, as older skypipes made them through a leaf node).
 fn two_homes() -> HubAndLeaf {
     let mut both = HubAndLeaf::start(true);
-    assert_ok(&run(both.hub_cmd(&["check"])));
+    assert_ok(&run_to_end(both.hub_cmd(&["check"])));
     both.stop_hub();
-    assert_ok(&run(both.leaf_cmd(&["check"])));
+    assert_ok(&run_to_end(both.leaf_cmd(&["check"])));
     both.restart_hub();
     // The hub's JetStream answers a moment after its clients are let in.
     assert!(eventually(HANG, || HubAndLeaf::stream_messages(
@@ -161,8 +152,8 @@ fn a_payload_is_never_taken_in_two_domains() {
     let both = two_homes();
     let data = random_bytes(50 * 1024, 81);
     let sent = send(both.hub_cmd(&["send", "once"]), &data);
-    let on_hub = run(both.hub_cmd(&["recv", "once", "--timeout", "3s"]));
-    let on_leaf = run(both.leaf_cmd(&["recv", "once", "--timeout", "3s"]));
+    let on_hub = run_to_end(both.hub_cmd(&["recv", "once", "--timeout", "3s"]));
+    let on_leaf = run_to_end(both.leaf_cmd(&["recv", "once", "--timeout", "3s"]));
     let copies = [&on_hub, &on_leaf]
         .iter()
         .filter(|o| o.status.success() && sha(&o.stdout) == sha(&data))
@@ -178,7 +169,7 @@ fn a_payload_is_never_taken_in_two_domains() {
         );
     }
     // check on either side finds the overlap.
-    let out = run(both.leaf_cmd(&["check"]));
+    let out = run_to_end(both.leaf_cmd(&["check"]));
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -193,7 +184,7 @@ fn check_on_a_leaf_refuses_a_second_home_for_the_hubs_pipes() {
     let both = HubAndLeaf::start(true);
     let data = random_bytes(10 * 1024, 82);
     assert_ok(&send(both.hub_cmd(&["send", "p"]), &data));
-    let out = run(both.leaf_cmd(&["check"]));
+    let out = run_to_end(both.leaf_cmd(&["check"]));
     assert_eq!(out.status.code(), Some(1), "check on the leaf must fail");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("use --js-domain hub"), "{text}");
@@ -202,7 +193,7 @@ fn check_on_a_leaf_refuses_a_second_home_for_the_hubs_pipes() {
         "check made a second set of streams on the leaf"
     );
     // What it says to do works: the hub's payload, taken through the leaf.
-    let out = run(both.leaf_cmd(&["recv", "p", "--js-domain", "hub"]));
+    let out = run_to_end(both.leaf_cmd(&["recv", "p", "--js-domain", "hub"]));
     assert_ok(&out);
     assert_eq!(sha(&out.stdout), sha(&data));
 }
@@ -211,7 +202,7 @@ fn check_on_a_leaf_refuses_a_second_home_for_the_hubs_pipes() {
 fn a_send_on_the_hub_is_not_lost_in_the_leafs_streams() {
     let both = HubAndLeaf::start(true);
     // Only the leaf has streams of prefix skypipe.
-    assert_ok(&run(both.leaf_cmd(&["check"])));
+    assert_ok(&run_to_end(both.leaf_cmd(&["check"])));
     assert!(HubAndLeaf::stream_messages(&both.hub, "skypipe-queue").is_none());
     let data = random_bytes(20 * 1024, 83);
     let out = send(both.hub_cmd(&["send", "p"]), &data);
@@ -240,7 +231,7 @@ fn a_send_on_the_hub_is_not_lost_in_the_leafs_streams() {
         both.hub_cmd(&["send", "p", "--js-domain", "leaf"]),
         &data,
     ));
-    let out = run(both.leaf_cmd(&["recv", "p"]));
+    let out = run_to_end(both.leaf_cmd(&["recv", "p"]));
     assert_ok(&out);
     assert_eq!(sha(&out.stdout), sha(&data));
 }
