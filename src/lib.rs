@@ -56,6 +56,7 @@ mod diag;
 mod error;
 mod manage;
 mod monitor;
+mod paths;
 mod protocol;
 mod transfer;
 

@@ -361,9 +361,9 @@ pub(crate) async fn cmd_deploy(
         .map_err(|e| anyhow!("the deploy failed: {e}"))??;
     let welcome: Welcome = serde_json::from_str(text.trim())
         .map_err(|e| anyhow!("{} answered the join oddly: {e}", args.target))?;
-    let nats_dir = config::nats_config_dir(env)
+    let nats_dir = crate::paths::nats_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
-    let skypipe_dir = config::skypipe_config_dir(env)
+    let skypipe_dir = crate::paths::skypipe_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
     join::settle(
         conn,
@@ -540,10 +540,10 @@ fn listen_text(options: &[String]) -> String {
 
 /// Removes this machine's context for a server that is gone.
 fn forget_context(env: &dyn Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<()> {
-    if let Some(dir) = config::nats_config_dir(env) {
+    if let Some(dir) = crate::paths::nats_config_dir(env) {
         let _ = std::fs::remove_file(dir.join("context").join(format!("{name}.json")));
     }
-    if let Some(dir) = config::skypipe_config_dir(env) {
+    if let Some(dir) = crate::paths::skypipe_config_dir(env) {
         let _ = std::fs::remove_dir_all(dir.join("joined").join(name));
         let cfg: PathBuf = dir.join("config.json");
         if let Ok(text) = std::fs::read_to_string(&cfg) {

@@ -11,11 +11,12 @@ use futures::StreamExt as _;
 use nix::fcntl::{Flock, FlockArg};
 use rand::seq::SliceRandom as _;
 
-use crate::admin::local::{open_lock, Local, Running, SECRET_FILE};
+use crate::admin::local::{Local, Running};
 use crate::admin::public::{self, Machine, Public};
 use crate::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
 use crate::error::{code, Failure};
+use crate::paths::{open_lock, SECRET_FILE};
 use crate::protocol::join::{
     invite_subject, is_session, session_subject, Channel, Code, Envelope, Hello, HelloReply,
     Joiner, Outcome, Pake, Side, Welcome, JOIN_VERSION, MAX_NAMEPLATE,

@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::admin::setup;
 use crate::admin::tls::host_name;
 use crate::cli::JoinArgs;
-use crate::config::{self, Conn, Source};
+use crate::config::{Conn, Source};
 use crate::error::{code, Failure};
 use crate::protocol::join::{
     b64, invite_subject, new_session, session_subject, sha256_hex, unb64, Code, Envelope, Hello,
@@ -145,9 +145,9 @@ pub(crate) async fn cmd_join(
         .context_name
         .clone()
         .unwrap_or_else(|| context_name(&shown_host));
-    let nats_dir = config::nats_config_dir(env)
+    let nats_dir = crate::paths::nats_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
-    let skypipe_dir = config::skypipe_config_dir(env)
+    let skypipe_dir = crate::paths::skypipe_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
 
     if url.starts_with("tls://") {
@@ -421,7 +421,7 @@ impl Saved {
     }
 
     fn write(&self, name: &str, text: &str) -> anyhow::Result<()> {
-        crate::admin::local::private_dir(&self.dir)?;
+        crate::paths::private_dir(&self.dir)?;
         let path = self.dir.join(name);
         skypipe_nats::write_private(&path, text)
             .with_context(|| format!("cannot write {}", path.display()))

@@ -18,75 +18,31 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 use skypipe_nats::ServerConfig;
 
 use crate::admin::public::{self, Public};
 use crate::cli::LocalServerArgs;
 use crate::config::{Conn, Source, LOCAL_PORT_ENV};
 use crate::error::code;
+use crate::paths::{
+    data_dir, open_lock, owner_route, private_dir, read_state, state_file, PublicState, State,
+    NKEY_FILE,
+};
 use crate::transfer::progress::human_bytes;
 
 /// How long an INFO line may take on loopback before the port counts as silent.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// How long a stopping server may take to write its store before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
-/// The local server's credential in the data directory: the nkey seed of its only user.
-pub(crate) const NKEY_FILE: &str = "local-user.nk";
 /// The layout of the data directory this skypipe writes, in `layout` there: a skypipe refuses
 /// to deploy over data of a newer layout. Data without the file is from an older skypipe and
 /// is used as it is.
 pub(crate) const LAYOUT: u32 = 1;
 const LAYOUT_FILE: &str = "layout";
-/// The end-to-end secret `skypipe invite --with-secret` made, in the data directory.
-pub(crate) const SECRET_FILE: &str = "secret";
 /// The size at which the local server moves its log aside and starts a new one.
 pub(crate) const LOG_SIZE_LIMIT: u64 = 10 << 20;
 /// How many log files the local server keeps, the current one included: at most 40 MiB.
 pub(crate) const LOG_FILES: u32 = 4;
-
-/// The data directory: `$XDG_DATA_HOME/skypipe` or `~/.local/share/skypipe`.
-pub(crate) fn data_dir(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<PathBuf> {
-    if let Some(x) = env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
-        return Ok(PathBuf::from(x).join("skypipe"));
-    }
-    match env("HOME").filter(|s| !s.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".local/share/skypipe")),
-        None => Err(anyhow!(
-            "cannot tell where the local server keeps its data: neither XDG_DATA_HOME nor HOME is set"
-        )),
-    }
-}
-
-/// What `server.json` in the data directory records about the running server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    pid: u32,
-    port: u16,
-    /// "background" (`server start`, auto-start) or "foreground" (`server run`).
-    mode: String,
-    /// The store size it started with (`max_file_store`); absent from older skypipes' files.
-    #[serde(default)]
-    max_store: Option<u64>,
-    /// How it is public, when it is.
-    #[serde(default)]
-    public: Option<PublicState>,
-}
-
-/// What a running public server needs its owner's skypipe to know.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PublicState {
-    /// Where this machine reaches it (an address).
-    pub(crate) host: String,
-    /// The CA its certificate chains to.
-    pub(crate) ca: PathBuf,
-    /// Its WebSocket port, if it has one.
-    #[serde(default)]
-    pub(crate) websocket: Option<u16>,
-    /// Its monitoring port on 127.0.0.1 (for `skypipe invite list`).
-    #[serde(default)]
-    pub(crate) http_port: Option<u16>,
-}
 
 /// The local server's files, for one port, and the store size it starts with.
 #[derive(Debug, Clone)]
@@ -593,26 +549,6 @@ impl Local {
     }
 }
 
-/// Makes a directory (and its parents) that only its owner may enter.
-pub(crate) fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
-}
-
-/// Opens (making it when missing) a file that is only ever locked, never written.
-pub(crate) fn open_lock(path: &Path) -> anyhow::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
-}
-
 /// The rendezvous user's password, which nobody needs: whoever has no login is that user.
 /// It stays the same from one config to the next, since a server that reloads a user whose
 /// password changed drops its connections, and with them a join under way.
@@ -637,24 +573,6 @@ fn version_of(info_json: &str) -> Option<String> {
 
 fn show(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// `server.json` in a data directory: what skypipe recorded about the running server.
-fn state_file(dir: &Path) -> PathBuf {
-    dir.join("server.json")
-}
-
-fn read_state(dir: &Path) -> Option<State> {
-    let text = std::fs::read_to_string(state_file(dir)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Where the owner reaches the local server when it runs public (its URL and CA), from the
-/// state it recorded; `None` when it is not public (or not running).
-pub(crate) fn owner_route(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, PathBuf)> {
-    let state = read_state(&data_dir(env).ok()?)?;
-    let public = state.public?;
-    Some((format!("tls://{}:{}", public.host, state.port), public.ca))
 }
 
 /// Before a pipe command: when nothing names a server and nothing answers at the default
@@ -1157,22 +1075,6 @@ async fn pipes_stored(conn: &Conn) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn data_dir_follows_xdg() {
-        let env = |k: &str| match k {
-            "XDG_DATA_HOME" => Some("/x/data".to_string()),
-            "HOME" => Some("/home/u".to_string()),
-            _ => None,
-        };
-        assert_eq!(data_dir(&env).ok(), Some(PathBuf::from("/x/data/skypipe")));
-        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
-        assert_eq!(
-            data_dir(&env).ok(),
-            Some(PathBuf::from("/home/u/.local/share/skypipe"))
-        );
-        assert!(data_dir(&|_: &str| None).is_err());
-    }
 
     #[test]
     fn sizes_for_people() {}

@@ -638,9 +638,9 @@ pub(crate) async fn cmd_setup(
         ))
         .into());
     }
-    let nats_dir = config::nats_config_dir(env)
+    let nats_dir = crate::paths::nats_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
-    let skypipe_dir = config::skypipe_config_dir(env)
+    let skypipe_dir = crate::paths::skypipe_config_dir(env)
         .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
 
     let (report, session) = run_checks(conn).await;

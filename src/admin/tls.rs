@@ -48,7 +48,7 @@ impl ServerTls {
 /// addresses), made or renewed as needed: the CA once, the certificate whenever the names
 /// change or it has less than a month left.
 pub(crate) fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> {
-    crate::admin::local::private_dir(dir)?;
+    crate::paths::private_dir(dir)?;
     let tls = ServerTls {
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{io_reason, nonempty, ConfigError, Conn};
+use crate::paths::{nats_config_dir, skypipe_config_dir};
 
 /// The natscli's context file, the fields skypipe uses. Unknown fields are ignored, as the
 /// natscli ignores ours.
@@ -50,11 +51,6 @@ pub(crate) struct SkypipeConfig {
     pub(crate) context: String,
 }
 
-/// skypipe's config directory: `$XDG_CONFIG_HOME/skypipe` or `~/.config/skypipe`.
-pub(crate) fn skypipe_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    nats_config_dir(env).and_then(|d| d.parent().map(|p| p.join("skypipe")))
-}
-
 /// Reads skypipe's config file; a missing file is an empty config.
 pub(crate) fn load_skypipe_config(
     env: &dyn Fn(&str) -> Option<String>,
@@ -74,16 +70,6 @@ pub(crate) fn load_skypipe_config(
             reason: io_reason(&e),
         }),
     }
-}
-
-/// The natscli's config directory: `$XDG_CONFIG_HOME/nats` or `~/.config/nats`.
-pub(crate) fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if let Some(x) = env("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
-        return Some(PathBuf::from(x).join("nats"));
-    }
-    env("HOME")
-        .filter(|s| !s.is_empty())
-        .map(|h| PathBuf::from(h).join(".config").join("nats"))
 }
 
 /// Loads the context chosen by `--context`, `NATS_CONTEXT`, skypipe's config file or the

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 mod contexts;
 
-pub(crate) use contexts::{
-    load_context, merge_json, nats_config_dir, skypipe_config_dir, write_context, write_private,
-    ContextFile,
-};
+pub(crate) use contexts::{load_context, merge_json, write_context, write_private, ContextFile};
 
 use crate::cli::{Cli, ConnArgs, PipeArgs};
 use crate::client::retry::RetryPolicy;
@@ -489,23 +486,23 @@ pub(crate) fn resolve_conn(
         && token.is_none()
         && creds.is_none()
         && nkey.is_none())
-    .then(|| crate::admin::local::data_dir(env).ok())
+    .then(|| crate::paths::data_dir(env).ok())
     .flatten()
-    .map(|dir| dir.join(crate::admin::local::NKEY_FILE));
+    .map(|dir| dir.join(crate::paths::NKEY_FILE));
 
     // The local server made public listens with TLS where it was told to: its owner reaches
     // it there and pins its CA.
     let (urls, ca) = match (&source, &ca) {
-        (Source::Default, None) => match crate::admin::local::owner_route(env) {
+        (Source::Default, None) => match crate::paths::owner_route(env) {
             Some((url, ca)) => (vec![url], Some(ca)),
             None => (urls, ca),
         },
         _ => (urls, ca),
     };
     let secret_file = match &source {
-        Source::Default => crate::admin::local::data_dir(env)
+        Source::Default => crate::paths::data_dir(env)
             .ok()
-            .map(|d| d.join(crate::admin::local::SECRET_FILE)),
+            .map(|d| d.join(crate::paths::SECRET_FILE)),
         _ => nonempty(&ctx.skypipe_secret_file).map(|p| expand_home(&p, env)),
     };
 
