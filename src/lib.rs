@@ -52,6 +52,7 @@ mod cli;
 mod client;
 mod config;
 mod console;
+mod rules;
 mod diag;
 mod error;
 mod manage;
