@@ -3,3 +3,5 @@
 //! connection, no clock, no task: `transfer/` runs the loops that feed them and carries out
 //! their steps, and the rules docs/protocol.md states are unit tests here, with explicit
 //! instants.
+
+pub(crate) mod live;
