@@ -18,7 +18,6 @@
 //! goes stored ([`Live`]). With a secret, every chunk is sealed before it leaves
 //! ([`crate::protocol::crypto`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,42 +36,15 @@ use crate::config::PipeSettings;
 use crate::error::Failure;
 use crate::protocol::crypto::Sealer;
 use crate::protocol::pipe::{self, ChunkMeta, End, PayloadId, Totals};
-use crate::protocol::proof::{AckKey, Half};
+use crate::protocol::proof::Half;
+use crate::rules::live::{
+    window_has_room, Leave, LivePath, Purge, Room, Step, TicketCheck, ABORT_SETTLE, DROPPED_SETTLE,
+    TICKET_CHECK_EVERY,
+};
 use crate::transfer::input::{ChunkSize, Piece};
 use crate::transfer::output::Counter;
 use crate::transfer::presence::{self, Payloads, Presence, Role};
 use crate::transfer::progress::Progress;
-
-/// At most this many chunks wait for their acks at once.
-pub(crate) const WINDOW_CHUNKS: usize = 32;
-/// At most this many bytes wait for their acks at once (bounds the sender's memory).
-pub(crate) const WINDOW_BYTES: usize = 8 * 1024 * 1024;
-
-/// At most this many bytes of live chunks wait for the taker's acknowledgement (bounds the
-/// sender's memory, as [`WINDOW_BYTES`] does for stored ones). 4, 8 and 16 MiB moved 1 GiB
-/// equally fast on loopback; 16 MiB cost the sender 10 MiB more memory.
-pub(crate) const LIVE_WINDOW_BYTES: usize = 8 * 1024 * 1024;
-/// A live taker that acknowledges nothing for this long while chunks wait for it is taken
-/// for gone (killed, cut off, or stuck on its stdout): the chunks go stored.
-pub(crate) const LIVE_QUIET: Duration = Duration::from_secs(2);
-
-/// A live sender gets at most this many chunks ahead of a listener that acknowledges live
-/// chunks, unless that listener wrote nothing for [`LISTENER_QUIET`] (then it stops waiting
-/// for it): listeners keep up with a taker as they did when everything was stored.
-pub(crate) const LISTENER_SLACK_CHUNKS: u64 = 16;
-/// How long a sender waits for a listener that writes nothing (stdout stuck, a machine under
-/// load) before it goes on without it.
-pub(crate) const LISTENER_QUIET: Duration = Duration::from_secs(3);
-
-/// How often a sender checks that its payload's ticket is still in the pipe (see
-/// [`Sender::check_ticket`]).
-pub(crate) const TICKET_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a sender whose payload was dropped waits for the chunks in flight to be stored
-/// before it removes what is stored of the payload.
-const DROPPED_SETTLE: Duration = Duration::from_secs(5);
-/// How long an aborting sender waits for the chunks in flight and then the abort marker to be
-/// stored, all told (a server that stopped answering keeps it no longer).
-const ABORT_SETTLE: Duration = Duration::from_secs(2);
 
 /// A short, growing, jittered pause before publishing again what a busy server refused.
 fn busy_pause(attempt: u32) -> Duration {
@@ -80,12 +52,9 @@ fn busy_pause(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::random::<u64>() % base)
 }
 
-/// A published chunk whose ack has not arrived; kept whole so it can be published again
-/// (with the same `Nats-Msg-Id`, so the server stores it once) if the ack never comes.
-struct InFlight {
-    /// `None`: published, but its ack was given up on (a wait cut short): publish it again
-    /// to learn whether it is stored.
-    ack: Option<PublishAckFuture>,
+/// A chunk as published: kept whole so it can be published again (with the same
+/// `Nats-Msg-Id`, so the server stores it once), or stored after going live.
+struct Chunk {
     at: Place,
     headers: async_nats::HeaderMap,
     /// The body as published (sealed when sealing).
@@ -94,12 +63,12 @@ struct InFlight {
     plain_len: u64,
 }
 
-/// A chunk sent live, kept until its taker says it wrote it.
-struct LiveChunk {
-    at: Place,
-    headers: async_nats::HeaderMap,
-    data: Bytes,
-    plain_len: u64,
+/// A published chunk whose ack has not arrived.
+struct InFlight {
+    /// `None`: published, but its ack was given up on (a wait cut short): publish it again
+    /// to learn whether it is stored.
+    ack: Option<PublishAckFuture>,
+    chunk: Chunk,
 }
 
 /// Where a chunk sits in its payload: enough to put an end marker in its place when it
@@ -113,68 +82,31 @@ struct Place {
     prior_crc: u32,
 }
 
-/// A listener that acknowledges the live chunks it wrote.
-struct Listener {
-    written: u64,
-    /// When it last wrote more (or was first heard).
-    moved: Instant,
-}
-
-/// Where the payload's chunks go (docs/protocol.md, "The live path").
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    /// Stored; a taker may still ask for them live.
-    Stored,
-    /// Live, to this taker.
-    Live(String),
-    /// Stored from here on, whoever asks.
-    StoredOnly,
-}
-
-/// The live path of one payload.
+/// The live path of one payload: its subscription and subject; the decisions are
+/// [`LivePath`]'s (docs/protocol.md, "The live path").
 struct Live {
     /// Where takers ask and acknowledge; `None` when the sender offers no live path.
     acks: Option<async_nats::Subscriber>,
     subject: String,
-    route: Route,
-    unacked: VecDeque<LiveChunk>,
-    unacked_bytes: usize,
-    /// When the taker last moved forward (or was first heard).
-    heard: Instant,
-    /// Chunks `0..acked` are written by the live taker.
-    acked: u64,
+    path: LivePath<Chunk>,
     /// Payload bytes the live taker wrote of the chunks sent live (for presence; its clock
     /// starts when the payload goes live).
     written: Counter,
-    /// The stream sequence of each chunk stored so far, while the payload may go live: on
-    /// leaving the live path, stored chunks the taker wrote are removed by these.
-    stored_at: Vec<(u64, u64)>,
-    /// Listeners paced to, by token; and those no longer waited for.
-    listeners: HashMap<String, Listener>,
-    left_behind: HashSet<String>,
-    /// This payload's half of the key a live taker proves its words with (its public key
-    /// goes on the ticket); and the key itself, once a taker proved its first word.
-    half: Option<Half>,
-    proven: Option<AckKey>,
 }
 
 /// What waiting on the live taker brought.
 enum Heard {
     Ack(async_nats::Message),
-    /// Nothing for [`LIVE_QUIET`].
+    /// Nothing until the time waited for.
     Quiet,
     /// The subscription ended (the connection was replaced).
     Closed,
 }
 
 impl Live {
-    fn waiting(&self) -> bool {
-        matches!(self.route, Route::Live(_)) && !self.unacked.is_empty()
-    }
-
-    /// Waits for the taker's next word until it has been quiet for [`LIVE_QUIET`].
+    /// Waits for the taker's next word until it has been quiet for long enough.
     async fn next(&mut self) -> Heard {
-        self.next_by(self.heard + LIVE_QUIET).await
+        self.next_by(self.path.quiet_at()).await
     }
 
     /// Waits for the next word until `until`.
@@ -215,13 +147,13 @@ struct Sender<'a> {
     ticket_sent: bool,
     /// The ticket's stream sequence in the queue stream, once it is stored.
     ticket_seq: Option<u64>,
-    /// When the ticket was last found in the pipe (or queued).
-    ticket_checked: Instant,
+    /// When the ticket is next checked for in the pipe.
+    ticket_check: TicketCheck,
     chunk: u64,
     offset: u64,
     /// CRC-32 of the bodies published so far (sealed bodies when sealing).
     crc: crc32fast::Hasher,
-    window: VecDeque<InFlight>,
+    window: std::collections::VecDeque<InFlight>,
     window_bytes: usize,
     /// Said once: the server's storage is full and the sender waits.
     told_full: bool,
@@ -265,16 +197,16 @@ impl<'a> Sender<'a> {
         Sender {
             session,
             settings,
-            id,
+            id: id.clone(),
             subject,
             ttl,
             ticket_sent: false,
             ticket_seq: None,
-            ticket_checked: Instant::now(),
+            ticket_check: TicketCheck::new(Instant::now()),
             chunk: 0,
             offset: 0,
             crc: crc32fast::Hasher::new(),
-            window: VecDeque::new(),
+            window: Default::default(),
             window_bytes: 0,
             told_full: false,
             owed_since: None,
@@ -288,17 +220,8 @@ impl<'a> Sender<'a> {
             live: Live {
                 acks: None,
                 subject: live_subject,
-                route: Route::StoredOnly,
-                unacked: VecDeque::new(),
-                unacked_bytes: 0,
-                heard: Instant::now(),
-                acked: 0,
+                path: LivePath::closed(id, Instant::now()),
                 written: Counter::default(),
-                stored_at: Vec::new(),
-                listeners: HashMap::new(),
-                left_behind: HashSet::new(),
-                half: None,
-                proven: None,
             },
             landed_in: None,
         }
@@ -316,8 +239,7 @@ impl<'a> Sender<'a> {
         match self.session.client.subscribe(subject).await {
             Ok(sub) => {
                 self.live.acks = Some(sub);
-                self.live.route = Route::Stored;
-                self.live.half = Some(Half::new());
+                self.live.path.offer(Half::new());
             }
             Err(e) => tracing::debug!("no live path: {e}"),
         }
@@ -340,195 +262,105 @@ impl<'a> Sender<'a> {
     /// Acts on a taker's word (or silence): goes live for the first taker that asks, drops
     /// what it wrote, and stores the rest when it stops, goes quiet or another takes over.
     async fn on_heard(&mut self, heard: Heard) -> anyhow::Result<()> {
-        let msg = match heard {
-            Heard::Ack(m) => m,
-            Heard::Quiet if self.live.waiting() => {
-                tracing::info!("the live taker of payload {} went quiet", self.id);
-                return self.store_live().await;
+        let step = match heard {
+            Heard::Ack(m) => {
+                let Ok(ack) = pipe::parse_live_ack(m.headers.as_ref()) else {
+                    return Ok(());
+                };
+                let taker = ack.taker.clone();
+                let heard = self.live.path.on_word(ack, self.chunk, Instant::now());
+                self.stored.add(heard.written);
+                self.live.written.add(heard.written);
+                if heard.step == Step::NotBelieved {
+                    tracing::info!(
+                        "payload {}: an acknowledgement for taker {taker} that does not \
+                         prove it is theirs; not believed",
+                        self.id,
+                    );
+                }
+                heard.step
             }
-            Heard::Quiet => return Ok(()),
+            Heard::Quiet => self.live.path.on_silence(Instant::now()),
             Heard::Closed => {
                 self.live.acks = None;
-                return self.store_live().await;
+                Step::Leave(Leave::Closed)
             }
         };
-        let Ok(ack) = pipe::parse_live_ack(msg.headers.as_ref()) else {
-            return Ok(());
-        };
-        if ack.id != self.id {
-            return Ok(());
-        }
-        if ack.listener {
-            self.on_listener(ack);
-            return Ok(());
-        }
-        if !self.believes(&ack) {
-            tracing::info!(
-                "payload {}: an acknowledgement for taker {} that does not prove it is \
-                 theirs; not believed",
-                self.id,
-                ack.taker
-            );
-            return Ok(());
-        }
-        match &self.live.route {
-            Route::Stored if !ack.stop => {
-                tracing::info!("payload {} goes live to taker {}", self.id, ack.taker);
-                self.live.route = Route::Live(ack.taker);
-                self.live.heard = Instant::now();
-                self.live.written.touch();
-                if let Some(size) = &self.input_chunk {
-                    size.set(self.session.live_chunk_size);
-                }
+        match step {
+            Step::Nothing | Step::NotBelieved => Ok(()),
+            Step::GoLive => {
+                self.went_live();
                 Ok(())
             }
-            Route::Live(taker) => {
-                let same = *taker == ack.taker;
-                if same && ack.written > self.chunk {
-                    // No taker wrote chunks that were never sent: the word is forged (or
-                    // garbled). Trusting it would drop chunks nobody wrote; the payload
-                    // leaves the live path with what the taker really acknowledged.
-                    tracing::info!(
-                        "payload {} leaves the live path: an acknowledgement of {} chunks, \
-                         but {} were sent",
-                        self.id,
-                        ack.written,
-                        self.chunk
-                    );
-                    return self.store_live().await;
-                }
-                if same {
-                    self.acknowledged(ack.written);
-                }
-                if same && !ack.stop {
-                    return Ok(());
-                }
-                // The taker stopped, or another one has the ticket now: whatever this one did
-                // not write is stored, and so is the rest.
-                tracing::info!(
-                    "payload {} leaves the live path: taker {} {}",
-                    self.id,
-                    ack.taker,
-                    if ack.stop { "stopped" } else { "took over" }
-                );
+            Step::Leave(why) => {
+                self.say_leaving(&why);
                 self.store_live().await
             }
-            Route::Stored | Route::StoredOnly => Ok(()),
         }
     }
 
-    /// Whether a taker's word is its own. A taker that got a key on the ticket proves its
-    /// first word, and from then on every word with its token must prove itself under the key
-    /// that word agreed; a taker without keys (a client of an older protocol) is believed as
-    /// it is. Words from other tokens are believed: they mean the ticket went elsewhere, and
-    /// what that costs is only storing the rest (docs/protocol.md, "The live path").
-    fn believes(&mut self, ack: &pipe::LiveAck) -> bool {
-        match (&self.live.route, &self.live.proven) {
-            (Route::Live(taker), Some(key)) if *taker == ack.taker => key.proves(ack),
-            (Route::Live(taker), None) if *taker == ack.taker => true,
-            (Route::Stored, _) if !ack.stop => {
-                let (Some(half), Some(proof)) = (&self.live.half, &ack.proof) else {
-                    return true;
-                };
-                match half.with_taker(&proof.key) {
-                    Some(key) if key.proves(ack) => {
-                        self.live.proven = Some(key);
-                        true
-                    }
-                    _ => false,
-                }
+    /// The first taker asked: live chunks may be bigger.
+    fn went_live(&mut self) {
+        if let crate::rules::live::Route::Live(taker) = self.live.path.route() {
+            tracing::info!("payload {} goes live to taker {taker}", self.id);
+        }
+        self.live.written.touch();
+        if let Some(size) = &self.input_chunk {
+            size.set(self.session.live_chunk_size);
+        }
+    }
+
+    /// Says why the payload leaves the live path (before it does).
+    fn say_leaving(&self, why: &Leave) {
+        let taker = match self.live.path.route() {
+            crate::rules::live::Route::Live(t) => t.as_str(),
+            _ => "",
+        };
+        match why {
+            Leave::Quiet => {
+                tracing::info!("the live taker of payload {} went quiet", self.id)
             }
-            _ => true,
-        }
-    }
-
-    /// A listener's word: how far it wrote, or that it stops.
-    fn on_listener(&mut self, ack: pipe::LiveAck) {
-        if ack.stop {
-            self.live.listeners.remove(&ack.taker);
-            self.live.left_behind.insert(ack.taker);
-            return;
-        }
-        if self.live.left_behind.contains(&ack.taker) {
-            return;
-        }
-        let l = self
-            .live
-            .listeners
-            .entry(ack.taker)
-            .or_insert_with(|| Listener {
-                written: ack.written,
-                moved: Instant::now(),
-            });
-        if ack.written > l.written {
-            l.written = ack.written;
-            l.moved = Instant::now();
-        }
-    }
-
-    /// When the listeners this chunk would be too far ahead of stop being waited for (the
-    /// soonest), after leaving behind those whose time is up; `None` when none holds it back.
-    fn listeners_due(&mut self) -> Option<Instant> {
-        let chunk = self.chunk;
-        let behind = |l: &Listener| chunk >= l.written + LISTENER_SLACK_CHUNKS;
-        let left: Vec<String> = self
-            .live
-            .listeners
-            .iter()
-            .filter(|(_, l)| behind(l) && l.moved.elapsed() >= LISTENER_QUIET)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for token in left {
-            tracing::info!(
-                "a listener of payload {} fell behind; not waiting for it",
+            // No taker wrote chunks that were never sent: the word is forged (or garbled).
+            // Trusting it would drop chunks nobody wrote; the payload leaves the live path
+            // with what the taker really acknowledged.
+            Leave::Forged { written, published } => tracing::info!(
+                "payload {} leaves the live path: an acknowledgement of {written} chunks, \
+                 but {published} were sent",
+                self.id,
+            ),
+            // The taker stopped, or another one has the ticket now: whatever this one did
+            // not write is stored, and so is the rest.
+            Leave::Stopped => tracing::info!(
+                "payload {} leaves the live path: taker {taker} stopped",
                 self.id
-            );
-            self.live.listeners.remove(&token);
-            self.live.left_behind.insert(token);
-        }
-        self.live
-            .listeners
-            .values()
-            .filter(|l| behind(l))
-            .map(|l| l.moved + LISTENER_QUIET)
-            .min()
-    }
-
-    /// The live taker wrote chunks `0..written`: they need keeping no longer.
-    fn acknowledged(&mut self, written: u64) {
-        self.live.acked = self.live.acked.max(written);
-        let mut moved = false;
-        while let Some(c) = self.live.unacked.pop_front() {
-            if c.at.chunk >= written {
-                self.live.unacked.push_front(c);
-                break;
-            }
-            self.live.unacked_bytes -= c.data.len();
-            self.stored.add(c.plain_len);
-            self.live.written.add(c.plain_len);
-            moved = true;
-        }
-        if moved || self.live.unacked.is_empty() {
-            self.live.heard = Instant::now();
+            ),
+            Leave::TookOver(other) => tracing::info!(
+                "payload {} leaves the live path: taker {other} took over",
+                self.id
+            ),
+            Leave::Closed => {}
         }
     }
 
     /// Leaves the live path: every live chunk not acknowledged is stored, in order, and so is
     /// every chunk after it.
     async fn store_live(&mut self) -> anyhow::Result<()> {
-        if self.live.route == Route::StoredOnly {
+        if self.live.path.is_live() {
+            // The purge must know where each stored chunk is.
+            while !self.window.is_empty() {
+                self.await_oldest().await?;
+            }
+            if let Some(purge) = self.live.path.purge() {
+                self.forget_written(purge).await?;
+            }
+        }
+        let Some(unacked) = self.live.path.leave() else {
             return Ok(());
-        }
-        if matches!(self.live.route, Route::Live(_)) {
-            self.forget_written().await?;
-        }
-        self.live.route = Route::StoredOnly;
+        };
         if let Some(size) = &self.input_chunk {
             size.set(self.session.chunk_size);
         }
-        self.live.unacked_bytes = 0;
-        let unacked = std::mem::take(&mut self.live.unacked);
-        if let Some(first) = unacked.front() {
+        if let Some(first) = unacked.first() {
             tracing::info!(
                 "storing payload {} from chunk {} on ({} chunks not acknowledged live)",
                 self.id,
@@ -537,7 +369,7 @@ impl<'a> Sender<'a> {
             );
         }
         for c in unacked {
-            self.store(c.at, c.headers, c.data, c.plain_len).await?;
+            self.store(c).await?;
         }
         Ok(())
     }
@@ -546,20 +378,11 @@ impl<'a> Sender<'a> {
     /// live), so that what is stored of the payload is again exactly what no taker wrote: a
     /// taker that died may have written them without removing them, and the next one must
     /// not start there and find the live chunks after them missing.
-    async fn forget_written(&mut self) -> anyhow::Result<()> {
-        while !self.window.is_empty() {
-            self.await_oldest().await?;
-        }
-        let acked = self.live.acked;
-        let stored_at = std::mem::take(&mut self.live.stored_at);
-        if !stored_at.iter().any(|(chunk, _)| *chunk < acked) {
-            return Ok(());
-        }
-        let bound = stored_at
-            .iter()
-            .find(|(chunk, _)| *chunk >= acked)
-            .map(|(_, seq)| *seq);
-        tracing::debug!("removing the stored chunks below chunk {acked}, which the taker wrote");
+    async fn forget_written(&mut self, purge: Purge) -> anyhow::Result<()> {
+        tracing::debug!(
+            "removing the stored chunks below chunk {}, which the taker wrote",
+            self.live.path.acked()
+        );
         // A server between leaders (a cluster node died) may not answer at once: ask again
         // for as long as a publish would be retried, then go on (a living taker drops those
         // chunks as written anyway).
@@ -568,9 +391,10 @@ impl<'a> Sender<'a> {
             .session
             .js
             .get_stream_no_info(self.session.layout.data_stream())
-            .await?;
+            .await
+            .context("cannot reach the data stream")?;
         loop {
-            match crate::transfer::recv::purge(&data, &self.subject, bound).await {
+            match crate::transfer::recv::purge(&data, &self.subject, purge.bound()).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!("cannot remove chunks the live taker wrote yet: {e}");
@@ -587,59 +411,47 @@ impl<'a> Sender<'a> {
     /// Waits until every live chunk is acknowledged, or stored.
     async fn settle_live(&mut self) -> anyhow::Result<()> {
         self.hear_live().await?;
-        while self.live.waiting() {
+        while self.live.path.waiting() {
             let heard = self.live.next().await;
             self.on_heard(heard).await?;
         }
         Ok(())
     }
 
-    /// Sends a chunk live, waiting while the taker has a window's worth unacknowledged; when
-    /// the live path ends meanwhile, stores it instead.
-    async fn send_live(
-        &mut self,
-        at: Place,
-        headers: async_nats::HeaderMap,
-        data: Bytes,
-        plain_len: u64,
-    ) -> anyhow::Result<()> {
-        // Room in the taker's window, and no listener too far behind.
-        while matches!(self.live.route, Route::Live(_)) {
-            let full =
-                self.live.waiting() && self.live.unacked_bytes + data.len() > LIVE_WINDOW_BYTES;
-            let listeners = self.listeners_due();
-            let taker = self.live.heard + LIVE_QUIET;
-            let until = match (full, listeners) {
-                (false, None) => break,
-                (true, None) => taker,
-                (true, Some(l)) => taker.min(l),
-                (false, Some(l)) => l,
+    /// Sends a chunk live, waiting while the taker has a window's worth unacknowledged or a
+    /// listener is too far behind; when the live path ends meanwhile, stores it instead.
+    async fn send_live(&mut self, c: Chunk) -> anyhow::Result<()> {
+        while self.live.path.is_live() {
+            let now = Instant::now();
+            let (room, left) = self.live.path.room(self.chunk, c.data.len(), now);
+            for _ in 0..left {
+                tracing::info!(
+                    "a listener of payload {} fell behind; not waiting for it",
+                    self.id
+                );
+            }
+            let Room::Wait { until, taker } = room else {
+                break;
             };
             match self.live.next_by(until).await {
-                // A listener's time ran out: it is left behind above.
-                Heard::Quiet if !(full && Instant::now() >= taker) => {}
+                // A listener's time ran out: the next look at the room leaves it behind.
+                Heard::Quiet if !taker => {}
                 heard => self.on_heard(heard).await?,
             }
         }
-        if !matches!(self.live.route, Route::Live(_)) {
-            return self.store(at, headers, data, plain_len).await;
+        if !self.live.path.is_live() {
+            return self.store(c).await;
         }
-        if self.live.unacked.is_empty() {
-            // The quiet clock runs only while the taker owes an acknowledgement.
-            self.live.heard = Instant::now();
-        }
+        let (headers, data) = (c.headers.clone(), c.data.clone());
+        let (chunk, len, plain) = (c.at.chunk, c.data.len(), c.plain_len);
+        self.live
+            .path
+            .sent_live(chunk, len, plain, c, Instant::now());
         let sent = self
             .session
             .client
-            .publish_with_headers(self.live.subject.clone(), headers.clone(), data.clone())
+            .publish_with_headers(self.live.subject.clone(), headers, data)
             .await;
-        self.live.unacked_bytes += data.len();
-        self.live.unacked.push_back(LiveChunk {
-            at,
-            headers,
-            data,
-            plain_len,
-        });
         if let Err(e) = sent {
             tracing::debug!("live publish failed ({e}): storing instead");
             self.store_live().await?;
@@ -647,31 +459,30 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
-    /// Stores chunk `chunk` through the window of outstanding acks.
-    async fn store(
-        &mut self,
-        at: Place,
-        headers: async_nats::HeaderMap,
-        data: Bytes,
-        plain_len: u64,
-    ) -> anyhow::Result<()> {
-        self.owed_since.get_or_insert_with(Instant::now);
-        let len = data.len();
-        while self.window.len() >= WINDOW_CHUNKS
-            || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
-        {
+    /// Waits for the oldest acks until the window of stored chunks has room for `len` bytes.
+    async fn make_room(&mut self, len: usize) -> anyhow::Result<()> {
+        while !window_has_room(self.window.len(), self.window_bytes, len) {
             self.await_oldest().await?;
         }
-        let ack = self.publish_once(&headers, &data).await?;
+        Ok(())
+    }
+
+    /// Stores a chunk through the window of outstanding acks.
+    async fn store(&mut self, c: Chunk) -> anyhow::Result<()> {
+        self.owed_since.get_or_insert_with(Instant::now);
+        self.make_room(c.data.len()).await?;
+        let ack = self.publish_once(&c.headers, &c.data).await?;
+        self.push_in_flight(ack, c);
+        Ok(())
+    }
+
+    /// A chunk is published: its ack is awaited in the window.
+    fn push_in_flight(&mut self, ack: PublishAckFuture, chunk: Chunk) {
+        self.window_bytes += chunk.data.len();
         self.window.push_back(InFlight {
             ack: Some(ack),
-            at,
-            headers,
-            data,
-            plain_len,
+            chunk,
         });
-        self.window_bytes += len;
-        Ok(())
     }
 
     /// Publishes the ticket (carrying `inline`, as [`Self::ticket_message`] does) and waits
@@ -827,12 +638,7 @@ impl<'a> Sender<'a> {
                     &self.id,
                     self.ttl,
                     self.size,
-                    self.live
-                        .half
-                        .as_ref()
-                        .filter(|_| self.live.route == Route::Stored)
-                        .map(Half::public)
-                        .as_ref(),
+                    self.live.path.ticket_key().as_ref(),
                 ),
                 Bytes::new(),
             ),
@@ -848,6 +654,28 @@ impl<'a> Sender<'a> {
     /// rides in the ticket as well, so its receiver needs no request for it.
     async fn publish(&mut self, data: Bytes, end: Option<End>) -> anyhow::Result<()> {
         self.owed_since.get_or_insert_with(Instant::now);
+        let (meta, chunk, crc) = self.cut(data, end)?;
+        let plain_len = chunk.plain_len;
+        if self.ticket_sent {
+            self.publish_next(meta.end.is_some(), chunk).await?;
+        } else {
+            self.publish_first(&meta, chunk).await?;
+        }
+        // The running CRC counts the chunk in once it is handed on: a chunk that fails
+        // before leaves the sender's place in the payload where it was.
+        self.crc = crc;
+        self.chunk += 1;
+        self.offset += plain_len;
+        Ok(())
+    }
+
+    /// The next chunk, ready to publish: its meta (the end's CRC filled in), the chunk as
+    /// published (sealed when sealing), and the running CRC with its body counted in.
+    fn cut(
+        &self,
+        data: Bytes,
+        end: Option<End>,
+    ) -> anyhow::Result<(ChunkMeta, Chunk, crc32fast::Hasher)> {
         let mut meta = ChunkMeta {
             id: self.id.clone(),
             chunk: self.chunk,
@@ -866,46 +694,50 @@ impl<'a> Sender<'a> {
             Some(sealer) => sealer.seal(&meta, &data)?,
             None => data,
         };
-        // The running CRC counts the chunk in once it is handed on: a chunk that fails
-        // before leaves the sender's place in the payload where it was.
         let mut crc = self.crc.clone();
         crc.update(&body);
         if let Some(End::Eof(totals) | End::Abort { totals, .. }) = &mut meta.end {
             totals.crc = crc.clone().finalize();
         }
-        let mut headers = pipe::chunk_headers(&meta, self.ttl);
-        if self.ticket_sent {
-            // Between the first chunk and the last, a taker that asked gets them live; the
-            // last one is stored after every live chunk is acknowledged (or stored).
-            self.hear_live().await?;
-            if meta.end.is_some() {
-                self.settle_live().await?;
-                // Nobody can have finished the payload before its end is stored: a ticket
-                // gone now was dropped, and the end would be stored for no one.
-                self.check_ticket(true).await?;
-            } else {
-                self.check_ticket(false).await?;
-            }
-            if meta.end.is_none() && matches!(self.live.route, Route::Live(_)) {
-                self.send_live(at, headers, body, plain_len).await?;
-            } else {
-                self.store(at, headers, body, plain_len).await?;
-            }
-            self.crc = crc;
-            self.chunk += 1;
-            self.offset += plain_len;
-            return Ok(());
+        let headers = pipe::chunk_headers(&meta, self.ttl);
+        let chunk = Chunk {
+            at,
+            headers,
+            data: body,
+            plain_len,
+        };
+        Ok((meta, chunk, crc))
+    }
+
+    /// A chunk after the ticket's: between the first chunk and the last, a taker that asked
+    /// gets them live; the last one is stored after every live chunk is acknowledged (or
+    /// stored).
+    async fn publish_next(&mut self, last: bool, chunk: Chunk) -> anyhow::Result<()> {
+        self.hear_live().await?;
+        if last {
+            self.settle_live().await?;
+            // Nobody can have finished the payload before its end is stored: a ticket gone
+            // now was dropped, and the end would be stored for no one.
+            self.check_ticket(true).await?;
+        } else {
+            self.check_ticket(false).await?;
         }
+        if !last && self.live.path.is_live() {
+            self.send_live(chunk).await
+        } else {
+            self.store(chunk).await
+        }
+    }
+
+    /// The first chunk, right behind its ticket (in it too, when the payload is one small
+    /// chunk); when the ticket is refused, the careful path stores the ticket and the chunk
+    /// goes again after it.
+    async fn publish_first(&mut self, meta: &ChunkMeta, mut chunk: Chunk) -> anyhow::Result<()> {
         let whole = self.chunk == 0 && matches!(meta.end, Some(End::Eof(_)));
-        let inline = (whole && body.len() <= pipe::INLINE_MAX).then_some((&meta, &body));
+        let inline = (whole && chunk.data.len() <= pipe::INLINE_MAX).then_some((meta, &chunk.data));
         let ticket = self.publish_ticket(inline).await;
-        let len = body.len();
-        while self.window.len() >= WINDOW_CHUNKS
-            || (self.window_bytes + len > WINDOW_BYTES && !self.window.is_empty())
-        {
-            self.await_oldest().await?;
-        }
-        let mut ack = self.publish_once(&headers, &body).await?;
+        self.make_room(chunk.data.len()).await?;
+        let mut ack = self.publish_once(&chunk.headers, &chunk.data).await?;
         let stored = match ticket {
             Ok(ticket_ack) => match self.bounded(ticket_ack).await? {
                 Ok(ack) => {
@@ -928,20 +760,10 @@ impl<'a> Sender<'a> {
                 self.forget_unannounced().await;
                 return Err(e);
             }
-            headers = pipe::chunk_headers(&meta, self.ttl);
-            ack = self.publish_once(&headers, &body).await?;
+            chunk.headers = pipe::chunk_headers(meta, self.ttl);
+            ack = self.publish_once(&chunk.headers, &chunk.data).await?;
         }
-        self.window.push_back(InFlight {
-            ack: Some(ack),
-            at,
-            headers,
-            data: body,
-            plain_len,
-        });
-        self.window_bytes += len;
-        self.crc = crc;
-        self.chunk += 1;
-        self.offset += plain_len;
+        self.push_in_flight(ack, chunk);
         Ok(())
     }
 
@@ -1028,15 +850,18 @@ impl<'a> Sender<'a> {
                     tracing::debug!("{e}");
                     self.pause(Duration::from_millis(250)).await?;
                 }
-                Err(e) => {
-                    return Err(anyhow!(
-                        "lost the server at {} for {} ({e}); the payload is incomplete",
-                        self.session.url,
-                        self.session.conn.retry.shown()
-                    ))
-                }
+                Err(e) => return Err(self.lost(e)),
             }
         }
+    }
+
+    /// The server stayed away for as long as the retry policy allows.
+    fn lost(&self, e: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+        anyhow::Error::new(e).context(format!(
+            "lost the server at {} for {}; the payload is incomplete",
+            self.session.url,
+            self.session.conn.retry.shown()
+        ))
     }
 
     /// Waits for the oldest chunk's ack. A chunk whose ack never came (the server restarted,
@@ -1065,30 +890,10 @@ impl<'a> Sender<'a> {
         loop {
             let ack = match f.ack.take() {
                 Some(ack) => ack,
-                None => self.publish_once(&f.headers, &f.data).await?,
+                None => self.publish_once(&f.chunk.headers, &f.chunk.data).await?,
             };
             let err = match self.bounded(ack).await? {
-                Ok(ack) => {
-                    if self.live.route != Route::StoredOnly {
-                        self.live.stored_at.push((f.at.chunk, ack.sequence));
-                    }
-                    // The server answered: the clock of --timeout starts again.
-                    self.owed_since = (!self.window.is_empty()).then(Instant::now);
-                    self.window_bytes -= f.data.len();
-                    self.stored.add(f.plain_len);
-                    // Later chunks taken back after a refusal go again now, in order, before
-                    // any new one.
-                    let mut window = std::mem::take(&mut self.window);
-                    let again = async {
-                        for later in window.iter_mut().filter(|l| l.ack.is_none()) {
-                            later.ack = Some(self.publish_once(&later.headers, &later.data).await?);
-                        }
-                        anyhow::Ok(())
-                    }
-                    .await;
-                    self.window = window;
-                    return again;
-                }
+                Ok(ack) => return self.stored_oldest(&f.chunk, ack.sequence).await,
                 Err(e) => e,
             };
             if errors::refusal(&err).is_some() {
@@ -1108,13 +913,9 @@ impl<'a> Sender<'a> {
                 // A refusal by JetStream itself. "No stream answered" is not one here: the
                 // streams exist (the ticket was stored), so it is a stream between leaders
                 // (a cluster node died), and the chunk goes again like a lost ack.
-                return Err(anyhow!("a chunk was not stored: {err}"));
+                return Err(anyhow::Error::new(err).context("a chunk was not stored"));
             } else if started.elapsed() >= self.session.conn.retry.give_up_after {
-                return Err(anyhow!(
-                    "lost the server at {} for {} ({err}); the payload is incomplete",
-                    self.session.url,
-                    self.session.conn.retry.shown()
-                ));
+                return Err(self.lost(err));
             } else {
                 // The ack never came: the server restarted or the connection dropped. A
                 // fresh connection, and every unacknowledged chunk published again (the
@@ -1122,15 +923,39 @@ impl<'a> Sender<'a> {
                 tracing::debug!("{err}; reconnecting and publishing again");
                 self.reconnect().await?;
                 for later in self.window.iter_mut() {
-                    later.ack = Some(
-                        self.session
-                            .js_publish(&self.subject, &later.headers, &later.data)
-                            .await?,
-                    );
+                    later.ack = None;
                 }
+                self.publish_taken_back().await?;
             }
-            f.ack = Some(self.publish_once(&f.headers, &f.data).await?);
+            f.ack = Some(self.publish_once(&f.chunk.headers, &f.chunk.data).await?);
         }
+    }
+
+    /// The oldest chunk of the window is stored, at stream sequence `seq`.
+    async fn stored_oldest(&mut self, chunk: &Chunk, seq: u64) -> anyhow::Result<()> {
+        self.live.path.stored(chunk.at.chunk, seq);
+        // The server answered: the clock of --timeout starts again.
+        self.owed_since = (!self.window.is_empty()).then(Instant::now);
+        self.window_bytes -= chunk.data.len();
+        self.stored.add(chunk.plain_len);
+        // Later chunks taken back after a refusal go again now, in order, before any new one.
+        self.publish_taken_back().await
+    }
+
+    /// Publishes again, in order, every chunk of the window whose ack was given up on or
+    /// taken back (after a refusal, or on a connection that was replaced).
+    async fn publish_taken_back(&mut self) -> anyhow::Result<()> {
+        let mut window = std::mem::take(&mut self.window);
+        let again = async {
+            for later in window.iter_mut().filter(|l| l.ack.is_none()) {
+                let c = &later.chunk;
+                later.ack = Some(self.publish_once(&c.headers, &c.data).await?);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        self.window = window;
+        again
     }
 
     /// The oldest chunk of the window was refused as full, and the later ones were published
@@ -1156,9 +981,10 @@ impl<'a> Sender<'a> {
                 }
             }
             // Published again later, so under another id: the server remembers the old one.
-            if let Some(id) = later.headers.get(pipe::H_NATS_MSG_ID) {
+            let headers = &mut later.chunk.headers;
+            if let Some(id) = headers.get(pipe::H_NATS_MSG_ID) {
                 let again = format!("{}+", id.as_str());
-                later.headers.insert(pipe::H_NATS_MSG_ID, again.as_str());
+                headers.insert(pipe::H_NATS_MSG_ID, again.as_str());
             }
         }
         self.window = window;
@@ -1226,7 +1052,7 @@ impl<'a> Sender<'a> {
         }
         // Stdin is cut before the server's message size is known: a server with a small
         // max_payload gets more, smaller chunks. Live chunks may be bigger.
-        let max = if matches!(self.live.route, Route::Live(_)) {
+        let max = if self.live.path.is_live() {
             self.session.live_chunk_size
         } else {
             self.session.chunk_size
@@ -1245,11 +1071,6 @@ impl<'a> Sender<'a> {
         self.publish(data, end).await
     }
 
-    /// When the ticket is due to be checked next.
-    fn ticket_check_due(&self) -> Instant {
-        self.ticket_checked + TICKET_CHECK_EVERY
-    }
-
     /// Stops the send when the payload's ticket left the pipe before the payload's end was
     /// stored: nobody can ever take the rest. That is `skypipe rm` dropping it, a taker that
     /// took it and stopped reading (its output closed), a taker that removed it as corrupt,
@@ -1259,10 +1080,9 @@ impl<'a> Sender<'a> {
         let Some(seq) = self.ticket_seq else {
             return Ok(());
         };
-        if !now && self.ticket_checked.elapsed() < TICKET_CHECK_EVERY {
+        if !self.ticket_check.check(Instant::now(), now) {
             return Ok(());
         }
-        self.ticket_checked = Instant::now();
         // A login without the permission sends as before, unchecked.
         self.session.denied.tolerate_ticket_check();
         if self.session.denied.ticket_check_refused() {
@@ -1307,9 +1127,7 @@ impl<'a> Sender<'a> {
             }
         })
         .await;
-        self.live.unacked.clear();
-        self.live.unacked_bytes = 0;
-        self.live.route = Route::StoredOnly;
+        self.live.path.drop_all();
         self.forget_unannounced().await;
         presence::track(&self.active, self.id.as_str(), false);
         Failure::Dropped(format!(
@@ -1352,39 +1170,10 @@ impl<'a> Sender<'a> {
             offset: self.offset,
             prior_crc: self.crc.clone().finalize(),
         };
-        if let Some(c) = self.live.unacked.front() {
+        if let Some(c) = self.live.path.first_unacked() {
             place = c.at;
         }
-        // The chunks in flight, oldest first: the first one not stored is where the payload
-        // ends. One whose ack was given up on is published again (its Nats-Msg-Id keeps it
-        // from being stored twice) to learn which it is.
-        let window = std::mem::take(&mut self.window);
-        self.window_bytes = 0;
-        for mut f in window {
-            if f.at.chunk >= place.chunk {
-                break;
-            }
-            let ack = match f.ack.take() {
-                Some(ack) => Ok(ack),
-                None => {
-                    self.session
-                        .js
-                        .publish_with_headers(self.subject.clone(), f.headers, f.data)
-                        .await
-                }
-            };
-            let stored = match ack {
-                Ok(ack) => matches!(
-                    tokio::time::timeout_at(deadline.into(), ack).await,
-                    Ok(Ok(_))
-                ),
-                Err(_) => false,
-            };
-            if !stored {
-                place = f.at;
-                break;
-            }
-        }
+        let place = self.first_not_stored(place, deadline).await;
         let refused = match self.store_marker(place, reason, false, deadline).await {
             Ok(()) => return Ok(()),
             Err(e) if errors::is(&*e, Refusal::Full) => e,
@@ -1406,21 +1195,58 @@ impl<'a> Sender<'a> {
         self.store_marker(start, reason, true, deadline).await
     }
 
+    /// The chunks in flight, oldest first, below `place`: the first one not stored (by
+    /// `deadline`) is where the payload ends, else `place`. One whose ack was given up on is
+    /// published again (its Nats-Msg-Id keeps it from being stored twice) to learn which it is.
+    async fn first_not_stored(&mut self, place: Place, deadline: Instant) -> Place {
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        for f in window {
+            let c = f.chunk;
+            if c.at.chunk >= place.chunk {
+                break;
+            }
+            let ack = match f.ack {
+                Some(ack) => Ok(ack),
+                None => {
+                    let subject = self.subject.clone();
+                    self.session
+                        .js
+                        .publish_with_headers(subject, c.headers, c.data)
+                        .await
+                }
+            };
+            let stored = match ack {
+                Ok(ack) => matches!(
+                    tokio::time::timeout_at(deadline.into(), ack).await,
+                    Ok(Ok(_))
+                ),
+                Err(_) => false,
+            };
+            if !stored {
+                return c.at;
+            }
+        }
+        place
+    }
+
     /// Lets the live taker acknowledge what it wrote of the chunks sent live (until it is
     /// quiet, or `deadline`): those need no marker after them.
     async fn quiet_live(&mut self, deadline: Instant) {
-        while self.live.waiting() && Instant::now() < deadline {
-            let until = deadline.min(self.live.heard + LIVE_QUIET);
+        while self.live.path.waiting() && Instant::now() < deadline {
+            let until = deadline.min(self.live.path.quiet_at());
             let Heard::Ack(m) = self.live.next_by(until).await else {
                 return;
             };
             let Ok(ack) = pipe::parse_live_ack(m.headers.as_ref()) else {
                 continue;
             };
-            let taker = matches!(&self.live.route, Route::Live(t) if *t == ack.taker);
-            if ack.id == self.id && !ack.listener && taker && ack.written <= self.chunk {
-                self.acknowledged(ack.written);
-            }
+            let written = self
+                .live
+                .path
+                .on_word_aborting(&ack, self.chunk, Instant::now());
+            self.stored.add(written);
+            self.live.written.add(written);
         }
     }
 
@@ -1586,8 +1412,8 @@ async fn send_pieces(
     loop {
         // While stdin pauses, the live taker's word (or silence) is still acted on: a taker
         // that went away must not hold the chunks it did not write.
-        let waiting = s.live.waiting();
-        let check = tokio::time::Instant::from_std(s.ticket_check_due());
+        let waiting = s.live.path.waiting();
+        let check = tokio::time::Instant::from_std(s.ticket_check.due());
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
