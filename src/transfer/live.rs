@@ -75,17 +75,7 @@ impl Acker {
             loop {
                 let written = m.chunks();
                 if told.is_none_or(|t| written > t) {
-                    let mut ack = pipe::LiveAck {
-                        id: i.clone(),
-                        taker: t.clone(),
-                        written,
-                        stop: false,
-                        listener,
-                        proof: None,
-                    };
-                    if let Some(p) = &p {
-                        p.sign(&mut ack);
-                    }
+                    let ack = word(&i, &t, written, false, listener, p.as_ref());
                     tell(&c, &s, &ack).await;
                     told = Some(written);
                 }
@@ -107,19 +97,34 @@ impl Acker {
     /// Tells the sender this writer stops (a taker: what it did not write goes stored; a
     /// listener: the sender no longer waits for it).
     pub(crate) async fn stop(&self) {
-        let mut ack = pipe::LiveAck {
-            id: self.id.clone(),
-            taker: self.token.clone(),
-            written: self.mark.chunks(),
-            stop: true,
-            listener: self.listener,
-            proof: None,
-        };
-        if let Some(p) = &self.prover {
-            p.sign(&mut ack);
-        }
+        let written = self.mark.chunks();
+        let (id, token, prover) = (&self.id, &self.token, self.prover.as_ref());
+        let ack = word(id, token, written, true, self.listener, prover);
         tell(&self.client, &self.subject, &ack).await;
     }
+}
+
+/// One word of a writer (`stop`: its last), proven when it has a key.
+fn word(
+    id: &PayloadId,
+    token: &str,
+    written: u64,
+    stop: bool,
+    listener: bool,
+    prover: Option<&Prover>,
+) -> pipe::LiveAck {
+    let mut ack = pipe::LiveAck {
+        id: id.clone(),
+        taker: token.to_string(),
+        written,
+        stop,
+        listener,
+        proof: None,
+    };
+    if let Some(p) = prover {
+        p.sign(&mut ack);
+    }
+    ack
 }
 
 /// Publishes one acknowledgement (headers only) on a payload's acknowledgement subject.

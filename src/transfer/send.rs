@@ -535,7 +535,7 @@ impl<'a> Sender<'a> {
                     self.ttl = None;
                 }
                 Err(e) => {
-                    return Err(anyhow!(e)).with_context(|| {
+                    return Err(anyhow::Error::new(e)).with_context(|| {
                         format!(
                             "cannot queue a payload on pipe {} at {}",
                             self.settings.pipe, self.session.url
@@ -1460,9 +1460,8 @@ async fn send_pieces(
             Some(Some(Err(e))) => {
                 let reason = format!("the sender could not read its input: {e}");
                 abort_within(s, &reason).await;
-                return Err(anyhow!(
-                    "cannot read stdin: {e}; the payload was marked aborted"
-                ));
+                return Err(anyhow::Error::new(e)
+                    .context("cannot read stdin; the payload was marked aborted"));
             }
             Some(None) => {
                 abort_within(s, "the sender's input reader stopped").await;
