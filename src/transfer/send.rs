@@ -15,8 +15,10 @@
 //! the chunks between the first and the last go to it over core NATS instead of the data
 //! stream, each kept here until the taker says it wrote it; when the taker stops, goes quiet
 //! or another takes its place, every chunk not acknowledged is stored after all and the rest
-//! goes stored ([`Live`]). With a secret, every chunk is sealed before it leaves
-//! ([`crate::protocol::crypto`]).
+//! goes stored. What to do at each word or silence is decided by
+//! [`crate::rules::live::LivePath`] (each rule of docs/protocol.md's section a test there);
+//! this file carries its steps out ([`Live`]). With a secret, every chunk is sealed before it
+//! leaves ([`crate::protocol::crypto`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
