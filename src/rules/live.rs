@@ -705,6 +705,23 @@ mod tests {
         assert!(path.stored_at.is_empty());
     }
 
+    /// Step 5: the last chunk waits until every live chunk is acknowledged (or the payload
+    /// leaves the live path); the sender's `settle_live` loops on this.
+    #[test]
+    fn step5_the_last_chunk_waits_for_every_live_chunk() {
+        let t0 = Instant::now();
+        let (id, mut path) = live(t0, 2);
+        assert!(path.waiting());
+        path.on_word(word(&id, TAKER, 2), 3, t0);
+        assert!(path.waiting(), "chunk 2 is not written yet");
+        path.on_word(word(&id, TAKER, 3), 3, t0);
+        assert!(!path.waiting());
+        // Nor does a payload off the live path wait.
+        let (_, mut path) = live(t0, 2);
+        path.leave();
+        assert!(!path.waiting());
+    }
+
     #[test]
     fn proven_the_first_go_binds_the_taker_to_its_key() {
         let t0 = Instant::now();
