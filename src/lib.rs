@@ -52,13 +52,13 @@ mod cli;
 mod client;
 mod config;
 mod console;
-mod rules;
 mod diag;
 mod error;
 mod manage;
 mod monitor;
 mod paths;
 mod protocol;
+mod rules;
 mod transfer;
 
 use std::sync::atomic::AtomicBool;

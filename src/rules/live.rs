@@ -300,11 +300,14 @@ impl<T> LivePath<T> {
     }
 
     /// A word heard while the payload is being aborted: only the live taker's count of what
-    /// it wrote matters, so that no marker goes before a chunk it wrote. Returns the payload
-    /// bytes it acknowledged.
+    /// it wrote matters (proven as any of its words), so that no marker goes before a chunk it
+    /// wrote. Returns the payload bytes it acknowledged.
     pub(crate) fn on_word_aborting(&mut self, ack: &LiveAck, published: u64, now: Instant) -> u64 {
         let taker = matches!(&self.route, Route::Live(t) if *t == ack.taker);
-        if ack.id == self.id && !ack.listener && taker && ack.written <= published {
+        let counts = ack.id == self.id && !ack.listener && taker && ack.written <= published;
+        // A word with the taker's token proves itself here as anywhere (a forged count would
+        // put the marker after chunks nobody wrote).
+        if counts && self.believes(ack) {
             return self.acknowledged(ack.written, now);
         }
         0
@@ -753,6 +756,35 @@ mod tests {
             path.on_word(proven(stop(&id, TAKER, 2)), 2, t0).written,
             100
         );
+    }
+
+    #[test]
+    fn proven_a_word_heard_while_aborting_proves_itself_too() {
+        let t0 = Instant::now();
+        let (id, mut path, sender) = offered(t0);
+        let mine = Half::new();
+        let key = mine.with_sender(&sender).expect("a key");
+        let proven = |mut ack: LiveAck| {
+            ack.proof = None;
+            let mac = key.mac(&ack);
+            ack.proof = Some(LiveProof {
+                key: mine.public(),
+                mac,
+            });
+            ack
+        };
+        path.on_word(proven(word(&id, TAKER, 0)), 1, t0);
+        for chunk in 1..4 {
+            path.sent_live(chunk, MIB, 100, chunk, t0);
+        }
+        // A forged count with the taker's token moves no abort marker past unwritten chunks.
+        assert_eq!(path.on_word_aborting(&word(&id, TAKER, 3), 4, t0), 0);
+        assert_eq!(path.first_unacked(), Some(&1));
+        assert_eq!(
+            path.on_word_aborting(&proven(word(&id, TAKER, 3)), 4, t0),
+            200
+        );
+        assert_eq!(path.first_unacked(), Some(&3));
     }
 
     #[test]
