@@ -52,13 +52,13 @@ mod cli;
 mod client;
 mod config;
 mod console;
-mod rules;
 mod diag;
 mod error;
 mod manage;
 mod monitor;
 mod paths;
 mod protocol;
+mod rules;
 mod transfer;
 
 use std::sync::atomic::AtomicBool;
@@ -66,7 +66,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{completions, deploy, invite, join, local, setup};
+use crate::admin::machines::{invite, join};
+use crate::admin::server::{deploy, local};
+use crate::admin::{completions, setup};
 use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
 use crate::config::{Mode, PipeSettings};
