@@ -19,7 +19,7 @@ use crate::client::session::{self, Session};
 use crate::client::{budget, errors};
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
-use crate::protocol::pipe::{self, PipeName};
+use crate::protocol::pipe::{self, PayloadId, PipeName};
 use crate::transfer::input::Piece;
 use crate::transfer::progress::human_bytes;
 
@@ -424,6 +424,32 @@ async fn check_probe(r: &mut Report, session: &Session, conn: &Conn) {
 
 async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usize> {
     let pipe = PipeName::new(name)?;
+    let body = Bytes::from(format!("skypipe check probe {name}\n"));
+    let cancel = CancellationToken::new();
+    let id = send_probe(session, conn, &pipe, body.clone(), &cancel).await?;
+    let mut consumer = session.queue_consumer(&pipe).await?;
+    let taken = take_probe(session, &pipe, &mut consumer, &id, &body, &cancel).await;
+    // The probe pipe's consumer would otherwise linger for a day.
+    if let Ok(queue) = session
+        .js
+        .get_stream_no_info(session.layout.queue_stream())
+        .await
+    {
+        let _ = queue
+            .delete_consumer(&session.layout.queue_consumer(&pipe))
+            .await;
+    }
+    taken.map(|()| body.len())
+}
+
+/// Sends `body` on the probe pipe as a sender does; the payload's id.
+async fn send_probe(
+    session: &Session,
+    conn: &Conn,
+    pipe: &PipeName,
+    body: Bytes,
+    cancel: &CancellationToken,
+) -> anyhow::Result<PayloadId> {
     let settings = config::PipeSettings {
         pipe: pipe.clone(),
         mode: config::Mode::Send,
@@ -437,16 +463,13 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
         conn: conn.clone(),
         crypto: Default::default(),
     };
-    let body = Bytes::from(format!("skypipe check probe {name}\n"));
-
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(Ok(Piece {
-        data: body.clone(),
+        data: body,
         eof: true,
     }))
     .await
     .map_err(|_| anyhow!("the probe's input closed"))?;
-    let cancel = CancellationToken::new();
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let input = crate::transfer::send::Input {
         pieces: rx,
@@ -454,69 +477,58 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     };
     let sent =
         crate::transfer::send::send(session, &settings, input, cancel.clone(), flag, None).await?;
-    let id = sent
-        .id
-        .ok_or_else(|| anyhow!("the probe payload was not queued"))?;
+    sent.id
+        .ok_or_else(|| anyhow!("the probe payload was not queued"))
+}
 
-    let mut consumer = session.queue_consumer(&pipe).await?;
-    let taken = async {
-        let ticket = crate::transfer::recv::take_ticket(
-            session,
-            &pipe,
-            &mut consumer,
-            Some(CHECK_TIMEOUT),
-            &cancel,
-        )
-        .await?
-        .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
-        let got = pipe::parse_ticket(ticket.headers.as_ref())?;
-        if got != id {
-            return Err(anyhow!("a ticket for another payload ({got}) arrived"));
-        }
-        let data = session
-            .js
-            .get_stream_no_info(session.layout.data_stream())
-            .await?;
-        let subject = session.layout.payload_subject(&pipe, &id);
-        let reader = data
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = reader.messages().await?;
-        let msg = messages
-            .next()
-            .await
-            .ok_or_else(|| anyhow!("its data did not arrive"))??;
-        if msg.message.payload != body {
-            return Err(anyhow!("the bytes that came back differ from those sent"));
-        }
-        drop(messages);
-        data.purge()
-            .filter(&subject)
-            .await
-            .context("cannot remove taken chunks")?;
-        ticket
-            .double_ack()
-            .await
-            .map_err(anyhow::Error::from_boxed)
-            .context("cannot ack the ticket")?;
-        Ok(body.len())
+/// Takes the probe payload `id` as a receiver does: its ticket from the pipe's work-queue
+/// consumer, its chunk through an ordered consumer, which must be `body`; then purge and ack.
+async fn take_probe(
+    session: &Session,
+    pipe: &PipeName,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    id: &PayloadId,
+    body: &Bytes,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let ticket =
+        crate::transfer::recv::take_ticket(session, pipe, consumer, Some(CHECK_TIMEOUT), cancel)
+            .await?
+            .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
+    let got = pipe::parse_ticket(ticket.headers.as_ref())?;
+    if got != *id {
+        return Err(anyhow!("a ticket for another payload ({got}) arrived"));
     }
-    .await;
-    // The probe pipe's consumer would otherwise linger for a day.
-    if let Ok(queue) = session
+    let data = session
         .js
-        .get_stream_no_info(session.layout.queue_stream())
+        .get_stream_no_info(session.layout.data_stream())
+        .await?;
+    let subject = session.layout.payload_subject(pipe, id);
+    let reader = data
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let msg = messages
+        .next()
         .await
-    {
-        let _ = queue
-            .delete_consumer(&session.layout.queue_consumer(&pipe))
-            .await;
+        .ok_or_else(|| anyhow!("its data did not arrive"))??;
+    if msg.message.payload != *body {
+        return Err(anyhow!("the bytes that came back differ from those sent"));
     }
-    taken
+    drop(messages);
+    data.purge()
+        .filter(&subject)
+        .await
+        .context("cannot remove taken chunks")?;
+    ticket
+        .double_ack()
+        .await
+        .map_err(anyhow::Error::from_boxed)
+        .context("cannot ack the ticket")
 }
 
 fn check_storage(r: &mut Report, budget: &budget::Budget) {

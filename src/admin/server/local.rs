@@ -45,6 +45,38 @@ fn show(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// What [`autostart`] found at the default address.
+enum Found {
+    Started(Running),
+    /// This user's local server, started by an older skypipe without authentication.
+    Open(Running),
+    Other,
+}
+
+/// Starts the local server unless something answers at 127.0.0.1:`port`; readies an open
+/// one of this user's for its next start. Blocking.
+fn find_or_start(local: anyhow::Result<Local>, port: u16) -> anyhow::Result<Found> {
+    if let Some(info) = skypipe_nats::server_info(port, PROBE_WAIT) {
+        if auth_required(&info) {
+            return Ok(Found::Other);
+        }
+        let ours = local.ok().and_then(|l| {
+            // A public one lets strangers in only to knock at an invite.
+            let r = l
+                .running()
+                .filter(|r| r.port == port && r.public.is_none())?;
+            // Ready for its next start; the warning says how to get there now.
+            let _ = l.prepare_upgrade(port);
+            Some(r)
+        });
+        return Ok(ours.map_or(Found::Other, Found::Open));
+    }
+    match local?.start(false, false)? {
+        Start::Started(r) | Start::Restarted { running: r, .. } => Ok(Found::Started(r)),
+        Start::AlreadyRunning(_) => Ok(Found::Other),
+    }
+}
+
 /// Before a pipe command: when nothing names a server and nothing answers at the default
 /// address, start the local server and say so in one line on stderr. That line is printed
 /// even with `--quiet`: a server left running is something the user must hear about.
@@ -61,41 +93,15 @@ pub(crate) async fn autostart(
     // Only needed when nothing answers, or an open server answers: a server that runs needs
     // no HOME.
     let local = Local::new(env, port, conn.local_max_store);
-    enum Found {
-        Started(Running),
-        /// This user's local server, started by an older skypipe without authentication.
-        Open(Running),
-        Other,
-    }
-    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Found> {
-        if let Some(info) = skypipe_nats::server_info(port, PROBE_WAIT) {
-            if auth_required(&info) {
-                return Ok(Found::Other);
-            }
-            let ours = local.ok().and_then(|l| {
-                // A public one lets strangers in only to knock at an invite.
-                let r = l
-                    .running()
-                    .filter(|r| r.port == port && r.public.is_none())?;
-                // Ready for its next start; the warning below says how to get there now.
-                let _ = l.prepare_upgrade(port);
-                Some(r)
-            });
-            return Ok(ours.map_or(Found::Other, Found::Open));
-        }
-        match local?.start(false, false)? {
-            Start::Started(r) | Start::Restarted { running: r, .. } => Ok(Found::Started(r)),
-            Start::AlreadyRunning(_) => Ok(Found::Other),
-        }
-    })
-    .await
-    .context("the local server's starter failed")?
-    .map_err(|e| {
-        anyhow!(
-            "no NATS server answers at nats://127.0.0.1:{port} and skypipe could not start its \
-             local one: {e:#}"
-        )
-    })?;
+    let found = tokio::task::spawn_blocking(move || find_or_start(local, port))
+        .await
+        .context("the local server's starter failed")?
+        .with_context(|| {
+            format!(
+                "no NATS server answers at nats://127.0.0.1:{port} and skypipe could not start \
+                 its local one"
+            )
+        })?;
     let started = match found {
         Found::Started(r) => Some(r),
         Found::Open(r) => {
@@ -447,6 +453,18 @@ pub(crate) async fn cmd_status(
         say_what_skypipe_uses(conn);
         return Ok(NOT_RUNNING);
     };
+    say_running(&local, &r, info.as_deref());
+    println!(
+        "  pipes:    {}",
+        pipes_stored(&local.client_conn(conn, &r)).await
+    );
+    say_what_skypipe_uses(conn);
+    Ok(code::OK)
+}
+
+/// The lines of `skypipe server status` about a server that runs, from what it recorded and
+/// its INFO line (`None`: it did not answer).
+fn say_running(local: &Local, r: &Running, info: Option<&str>) {
     println!("local server: running");
     println!("  url:      {}", r.url());
     println!("  pid:      {}", r.pid);
@@ -458,7 +476,7 @@ pub(crate) async fn cmd_status(
         let up = std::time::Duration::from_secs(up.as_secs());
         println!("  up:       {}", humantime::format_duration(up));
     }
-    let version = info.as_deref().and_then(version_of);
+    let version = info.and_then(version_of);
     println!(
         "  version:  {}",
         version.map_or("(not answering)".to_string(), |v| format!(
@@ -489,7 +507,7 @@ pub(crate) async fn cmd_status(
     if let Some(max) = r.max_store {
         println!("  store:    at most {} on disk", human_bytes(max));
     }
-    match info.as_deref() {
+    match info {
         Some(_) if r.public.is_some() => println!(
             "  auth:     required; skypipe logs in with the key in {}, joined machines with \
              theirs, anyone else may only knock at an invite",
@@ -505,12 +523,6 @@ pub(crate) async fn cmd_status(
         ),
         None => {}
     }
-    println!(
-        "  pipes:    {}",
-        pipes_stored(&local.client_conn(conn, &r)).await
-    );
-    say_what_skypipe_uses(conn);
-    Ok(code::OK)
 }
 
 fn say_what_skypipe_uses(conn: &Conn) {
