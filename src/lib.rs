@@ -66,7 +66,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{completions, deploy, invite, join, local, setup};
+use crate::admin::machines::{invite, join};
+use crate::admin::server::{deploy, local};
+use crate::admin::{completions, setup};
 use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
 use crate::config::{Mode, PipeSettings};

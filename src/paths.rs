@@ -41,6 +41,18 @@ pub(crate) fn nats_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<Pa
         .map(|h| PathBuf::from(h).join(".config").join("nats"))
 }
 
+/// Where contexts go and where skypipe's config goes: the natscli's config directory and
+/// skypipe's, or why they cannot be told.
+pub(crate) fn context_dirs(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let nats_dir = nats_config_dir(env)
+        .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
+    let skypipe_dir = skypipe_config_dir(env)
+        .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
+    Ok((nats_dir, skypipe_dir))
+}
+
 /// Makes a directory (and its parents) that only its owner may enter.
 pub(crate) fn private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 
+use anyhow::Context as _;
 use clap::CommandFactory as _;
 
 use crate::cli::Cli;
@@ -14,7 +15,7 @@ fn emit(text: &[u8]) -> anyhow::Result<i32> {
     match out.write_all(text).and_then(|_| out.flush()) {
         Ok(()) => Ok(code::OK),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(code::OK),
-        Err(e) => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 
@@ -142,12 +143,12 @@ pub(crate) fn man() -> anyhow::Result<i32> {
     let cmd = Cli::command();
     let page = clap_mangen::Man::new(cmd.clone());
     let mut text = Vec::new();
-    let failed = |e: std::io::Error| anyhow::anyhow!("cannot render the man page: {e}");
-    page.render_title(&mut text).map_err(failed)?;
-    page.render_name_section(&mut text).map_err(failed)?;
-    page.render_synopsis_section(&mut text).map_err(failed)?;
-    page.render_description_section(&mut text).map_err(failed)?;
-    page.render_options_section(&mut text).map_err(failed)?;
+    let failed = "cannot render the man page";
+    page.render_title(&mut text).context(failed)?;
+    page.render_name_section(&mut text).context(failed)?;
+    page.render_synopsis_section(&mut text).context(failed)?;
+    page.render_description_section(&mut text).context(failed)?;
+    page.render_options_section(&mut text).context(failed)?;
     let commands = cmd.get_subcommands().map(|sub| {
         let usage = format!("skypipe {}", sub.get_name());
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
@@ -155,7 +156,7 @@ pub(crate) fn man() -> anyhow::Result<i32> {
     });
     text.extend_from_slice(section("COMMANDS", commands).as_bytes());
     text.extend_from_slice(b".PP\nEach command's flags: skypipe COMMAND \\-\\-help.\n");
-    page.render_extra_section(&mut text).map_err(failed)?;
+    page.render_extra_section(&mut text).context(failed)?;
     let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
         list.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -163,7 +164,7 @@ pub(crate) fn man() -> anyhow::Result<i32> {
     };
     text.extend_from_slice(section("ENVIRONMENT", pairs(ENVIRONMENT)).as_bytes());
     text.extend_from_slice(section("FILES", pairs(FILES)).as_bytes());
-    page.render_version_section(&mut text).map_err(failed)?;
+    page.render_version_section(&mut text).context(failed)?;
     emit(&text)
 }
 

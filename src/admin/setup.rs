@@ -5,7 +5,8 @@ use std::fmt::Display;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context as _};
+use async_nats::jetstream::account::Account;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -18,7 +19,7 @@ use crate::client::session::{self, Session};
 use crate::client::{budget, errors};
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
-use crate::protocol::pipe::{self, PipeName};
+use crate::protocol::pipe::{self, PayloadId, PipeName};
 use crate::transfer::input::Piece;
 use crate::transfer::progress::human_bytes;
 
@@ -113,9 +114,39 @@ pub(crate) fn transport(conn: &Conn, server_requires_tls: bool) -> String {
 /// Checks the server in `conn`. Returns the session when every check passed.
 async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     let mut r = Report::default();
-    let shown = conn.display_urls();
+    let Some(session) = check_connection(&mut r, conn).await else {
+        return (r, None);
+    };
+    let Some(account) = check_jetstream(&mut r, &session).await else {
+        return (r, None);
+    };
 
-    // Connection.
+    // Streams.
+    let stream_replicas = check_streams(&mut r, &session, conn).await;
+
+    // A probe payload through the real send path and the receiver's consumers.
+    if stream_replicas.is_some() {
+        check_probe(&mut r, &session, conn).await;
+    }
+
+    // Storage, as it is now that the streams exist.
+    let account = step(&session, async {
+        session::query_account(&session.js).await
+    })
+    .await
+    .unwrap_or(account);
+    let replicas = stream_replicas.unwrap_or(session.replicas);
+    check_storage(&mut r, &budget::budget(&account, replicas));
+    check_consumers(&mut r, &account, replicas);
+
+    let ok = r.failed.is_empty();
+    (r, ok.then_some(session))
+}
+
+/// Connects, and reports how, to which server version, and whether it has JetStream (its
+/// own, or a domain's reached through it). The session when it does.
+async fn check_connection(r: &mut Report, conn: &Conn) -> Option<Session> {
+    let shown = conn.display_urls();
     let started = Instant::now();
     let connected = match session::connect_client(conn).await {
         Ok(c) => c,
@@ -130,7 +161,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
                 String::new()
             };
             r.fail("connect", format!("{e:#}{hint}"));
-            return (r, None);
+            return None;
         }
     };
     r.ok(
@@ -143,23 +174,7 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     );
     let info = connected.client.server_info();
     r.ok("transport", transport(conn, info.tls_required));
-
-    // Version and what it lacks.
-    if session::version_at_least(&info.version, 2, 11) {
-        r.ok("version", format!("nats-server {}", info.version));
-    } else {
-        r.warn(
-            "version",
-            format!(
-                "nats-server {} has no per-message TTL (2.11 and later do): --ttl is ignored \
-                 and payloads expire after {} whatever it says; upgrade the server to fix",
-                info.version,
-                humantime::format_duration(config::DEFAULT_TTL)
-            ),
-        );
-    }
-
-    // JetStream: the server's own, or a domain's reached through it.
+    check_version(r, &info.version);
     if !info.jetstream && conn.js_domain.is_none() {
         r.fail(
             "jetstream",
@@ -169,25 +184,42 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
                  or, on a leaf node, name the hub's JetStream domain with --js-domain"
             ),
         );
-        return (r, None);
+        return None;
     }
-    let session = match Session::new(conn, connected, domain::Wait::Once).await {
-        Ok(s) => s,
+    match Session::new(conn, connected, domain::Wait::Once).await {
+        Ok(s) => Some(s),
         Err(e) => {
             r.fail("jetstream", format!("{e:#}"));
-            return (r, None);
+            None
         }
-    };
+    }
+}
+
+/// The server's version, and what it lacks.
+fn check_version(r: &mut Report, version: &str) {
+    if session::version_at_least(version, 2, 11) {
+        r.ok("version", format!("nats-server {version}"));
+    } else {
+        r.warn(
+            "version",
+            format!(
+                "nats-server {version} has no per-message TTL (2.11 and later do): --ttl is \
+                 ignored and payloads expire after {} whatever it says; upgrade the server to fix",
+                humantime::format_duration(config::DEFAULT_TTL)
+            ),
+        );
+    }
+}
+
+/// Whether JetStream answers for this account, and in how long: the account's info when it
+/// does.
+async fn check_jetstream(r: &mut Report, session: &Session) -> Option<Account> {
     let t = Instant::now();
-    let account = match step(&session, async {
-        session::query_account(&session.js).await
-    })
-    .await
-    {
+    let account = match step(session, session::query_account(&session.js)).await {
         Ok(a) => a,
         Err(e) => {
             let text = format!("{e:#}");
-            if crate::client::errors::is(&*e, crate::client::errors::Refusal::NoJetStream) {
+            if errors::is(&*e, errors::Refusal::NoJetStream) {
                 r.fail(
                     "jetstream",
                     format!(
@@ -198,11 +230,11 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
             } else {
                 r.fail("jetstream", format!("cannot ask for account info: {text}"));
             }
-            return (r, None);
+            return None;
         }
     };
     let first = t.elapsed();
-    let through = if info.jetstream {
+    let through = if session.client.server_info().jetstream {
         ""
     } else {
         ", reached through this server, which has none of its own"
@@ -219,17 +251,19 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
                 .unwrap_or_default(),
         ),
     );
+    check_round_trip(r, session, first).await;
+    Some(account)
+}
 
-    // Round trip: the median of a few JetStream API requests (the smallest request every
-    // skypipe user may make; a core PING is not timed by the client).
+/// Round trip: the median of a few JetStream API requests (the smallest request every
+/// skypipe user may make; a core PING is not timed by the client), `first` among them.
+async fn check_round_trip(r: &mut Report, session: &Session, first: Duration) {
     let mut rtts = vec![first];
     for _ in 0..4 {
         let t = Instant::now();
-        if step(&session, async {
-            session::query_account(&session.js).await
-        })
-        .await
-        .is_ok()
+        if step(session, session::query_account(&session.js))
+            .await
+            .is_ok()
         {
             rtts.push(t.elapsed());
         }
@@ -238,33 +272,6 @@ async fn run_checks(conn: &Conn) -> (Report, Option<Session>) {
     if let Some(d) = rtts.get(rtts.len() / 2) {
         r.ok("round trip", ms(*d));
     }
-
-    // Streams.
-    let stream_replicas = check_streams(&mut r, &session, conn).await;
-
-    // A probe payload through the real send path and the receiver's consumers.
-    if stream_replicas.is_some() {
-        check_probe(&mut r, &session, conn).await;
-    }
-
-    // Storage, as it is now that the streams exist.
-    let account = step(&session, async {
-        session::query_account(&session.js).await
-    })
-    .await
-    .unwrap_or(account);
-    check_storage(
-        &mut r,
-        &budget::budget(&account, stream_replicas.unwrap_or(session.replicas)),
-    );
-    check_consumers(
-        &mut r,
-        &account,
-        stream_replicas.unwrap_or(session.replicas),
-    );
-
-    let ok = r.failed.is_empty();
-    (r, ok.then_some(session))
 }
 
 /// Which JetStream domain holds the prefix's pipes, when domains are in play: this session's
@@ -417,6 +424,32 @@ async fn check_probe(r: &mut Report, session: &Session, conn: &Conn) {
 
 async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usize> {
     let pipe = PipeName::new(name)?;
+    let body = Bytes::from(format!("skypipe check probe {name}\n"));
+    let cancel = CancellationToken::new();
+    let id = send_probe(session, conn, &pipe, body.clone(), &cancel).await?;
+    let mut consumer = session.queue_consumer(&pipe).await?;
+    let taken = take_probe(session, &pipe, &mut consumer, &id, &body, &cancel).await;
+    // The probe pipe's consumer would otherwise linger for a day.
+    if let Ok(queue) = session
+        .js
+        .get_stream_no_info(session.layout.queue_stream())
+        .await
+    {
+        let _ = queue
+            .delete_consumer(&session.layout.queue_consumer(&pipe))
+            .await;
+    }
+    taken.map(|()| body.len())
+}
+
+/// Sends `body` on the probe pipe as a sender does; the payload's id.
+async fn send_probe(
+    session: &Session,
+    conn: &Conn,
+    pipe: &PipeName,
+    body: Bytes,
+    cancel: &CancellationToken,
+) -> anyhow::Result<PayloadId> {
     let settings = config::PipeSettings {
         pipe: pipe.clone(),
         mode: config::Mode::Send,
@@ -430,16 +463,13 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
         conn: conn.clone(),
         crypto: Default::default(),
     };
-    let body = Bytes::from(format!("skypipe check probe {name}\n"));
-
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(Ok(Piece {
-        data: body.clone(),
+        data: body,
         eof: true,
     }))
     .await
     .map_err(|_| anyhow!("the probe's input closed"))?;
-    let cancel = CancellationToken::new();
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let input = crate::transfer::send::Input {
         pieces: rx,
@@ -447,68 +477,58 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
     };
     let sent =
         crate::transfer::send::send(session, &settings, input, cancel.clone(), flag, None).await?;
-    let id = sent
-        .id
-        .ok_or_else(|| anyhow!("the probe payload was not queued"))?;
+    sent.id
+        .ok_or_else(|| anyhow!("the probe payload was not queued"))
+}
 
-    let mut consumer = session.queue_consumer(&pipe).await?;
-    let taken = async {
-        let ticket = crate::transfer::recv::take_ticket(
-            session,
-            &pipe,
-            &mut consumer,
-            Some(CHECK_TIMEOUT),
-            &cancel,
-        )
-        .await?
-        .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
-        let got = pipe::parse_ticket(ticket.headers.as_ref())?;
-        if got != id {
-            return Err(anyhow!("a ticket for another payload ({got}) arrived"));
-        }
-        let data = session
-            .js
-            .get_stream_no_info(session.layout.data_stream())
-            .await?;
-        let subject = session.layout.payload_subject(&pipe, &id);
-        let reader = data
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = reader.messages().await?;
-        let msg = messages
-            .next()
-            .await
-            .ok_or_else(|| anyhow!("its data did not arrive"))??;
-        if msg.message.payload != body {
-            return Err(anyhow!("the bytes that came back differ from those sent"));
-        }
-        drop(messages);
-        data.purge()
-            .filter(&subject)
-            .await
-            .map_err(|e| anyhow!("cannot remove taken chunks: {e}"))?;
-        ticket
-            .double_ack()
-            .await
-            .map_err(|e| anyhow!("cannot ack the ticket: {e}"))?;
-        Ok(body.len())
+/// Takes the probe payload `id` as a receiver does: its ticket from the pipe's work-queue
+/// consumer, its chunk through an ordered consumer, which must be `body`; then purge and ack.
+async fn take_probe(
+    session: &Session,
+    pipe: &PipeName,
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    id: &PayloadId,
+    body: &Bytes,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let ticket =
+        crate::transfer::recv::take_ticket(session, pipe, consumer, Some(CHECK_TIMEOUT), cancel)
+            .await?
+            .ok_or_else(|| anyhow!("its ticket did not arrive"))?;
+    let got = pipe::parse_ticket(ticket.headers.as_ref())?;
+    if got != *id {
+        return Err(anyhow!("a ticket for another payload ({got}) arrived"));
     }
-    .await;
-    // The probe pipe's consumer would otherwise linger for a day.
-    if let Ok(queue) = session
+    let data = session
         .js
-        .get_stream_no_info(session.layout.queue_stream())
+        .get_stream_no_info(session.layout.data_stream())
+        .await?;
+    let subject = session.layout.payload_subject(pipe, id);
+    let reader = data
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let msg = messages
+        .next()
         .await
-    {
-        let _ = queue
-            .delete_consumer(&session.layout.queue_consumer(&pipe))
-            .await;
+        .ok_or_else(|| anyhow!("its data did not arrive"))??;
+    if msg.message.payload != *body {
+        return Err(anyhow!("the bytes that came back differ from those sent"));
     }
-    taken
+    drop(messages);
+    data.purge()
+        .filter(&subject)
+        .await
+        .context("cannot remove taken chunks")?;
+    ticket
+        .double_ack()
+        .await
+        .map_err(anyhow::Error::from_boxed)
+        .context("cannot ack the ticket")
 }
 
 fn check_storage(r: &mut Report, budget: &budget::Budget) {
@@ -566,11 +586,7 @@ fn check_storage(r: &mut Report, budget: &budget::Budget) {
 /// The account's consumers against its limit: the top-level one, or with limits per replica
 /// tier, the tier of skypipe's streams. A limit reached is no failure: skypipe removes its own
 /// idle consumers to make room (docs/protocol.md, "Consumers").
-fn check_consumers(
-    r: &mut Report,
-    account: &async_nats::jetstream::account::Account,
-    replicas: usize,
-) {
+fn check_consumers(r: &mut Report, account: &Account, replicas: usize) {
     // With tiers, the top-level limits are all 0: the tier holds them.
     let (used, max) = match (
         account.limits.max_consumers,
@@ -638,10 +654,7 @@ pub(crate) async fn cmd_setup(
         ))
         .into());
     }
-    let nats_dir = crate::paths::nats_config_dir(env)
-        .ok_or_else(|| anyhow!("cannot tell where contexts go: set HOME or XDG_CONFIG_HOME"))?;
-    let skypipe_dir = crate::paths::skypipe_config_dir(env)
-        .ok_or_else(|| anyhow!("cannot tell where skypipe's config goes: set HOME"))?;
+    let (nats_dir, skypipe_dir) = crate::paths::context_dirs(env)?;
 
     let (report, session) = run_checks(conn).await;
     let Some(session) = session else {

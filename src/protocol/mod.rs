@@ -3,5 +3,6 @@
 
 pub(crate) mod crypto;
 pub(crate) mod join;
+pub(crate) mod permissions;
 pub(crate) mod pipe;
 pub(crate) mod proof;

@@ -314,6 +314,37 @@ pub(super) fn prefix_user(user: &str, password: &str, prefix: &str) -> String {
     )
 }
 
+/// The quoted subjects of a permissions block, from its publish list to the end of its
+/// subscribe list.
+fn quoted_subjects(block: &str) -> Vec<String> {
+    let from = block.find("publish: { allow: [").expect("a publish list");
+    let block = &block[from..];
+    let subscribe = block
+        .find("subscribe: { allow: [")
+        .expect("a subscribe list");
+    let end = subscribe + block[subscribe..].find(']').expect("its end");
+    block[..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_prefix_user_here_has_the_permissions_readme_gives() {
+    // README's list is held to the one skypipe writes for joined machines by a unit test
+    // (`protocol::permissions`); this holds the tests' copy to README's.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Permissions for a prefix")
+        .nth(1)
+        .expect("README has \"Permissions for a prefix\"");
+    let ours = prefix_user("ann", "a long secret", "teama");
+    assert_eq!(quoted_subjects(&ours), quoted_subjects(section));
+}
+
 /// The permissions README.md gave before the live path (no `P.live.>`).
 fn prefix_user_before_live(user: &str, password: &str, prefix: &str) -> String {
     prefix_user(user, password, prefix).replace(&format!(", \"{prefix}.live.>\""), "")

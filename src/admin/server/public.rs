@@ -1,6 +1,6 @@
-//! The public server: its settings (`public.json` in the data directory), the machines that
-//! joined it (`machines.json`), and the part of the server's config they make: TLS, the
-//! logins and what each may do.
+//! The public server: its settings (`public.json` in the data directory) and the part of the
+//! server's config they and the machines that joined make: TLS, the logins and what each may
+//! do (the lists themselves are `crate::protocol::permissions`).
 //!
 //! Who gets in: the owner (the local credential, everything), each joined machine (its own
 //! nkey, its prefix only, replies under an inbox prefix of its own), and anyone else as the
@@ -13,14 +13,15 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::tls::{self, ServerTls};
-use crate::protocol::join::{JOIN_INBOX, JOIN_ROOT};
+use crate::admin::machines::store::Machines;
+use crate::admin::server::tls::{self, ServerTls};
+use crate::protocol::permissions::{self, Permissions};
+use crate::protocol::pipe::Layout;
 
 const PUBLIC_FILE: &str = "public.json";
-const MACHINES_FILE: &str = "machines.json";
 /// The login of whoever connects without one.
 pub(crate) const JOIN_USER: &str = "skypipe-join";
 
@@ -55,7 +56,7 @@ impl Public {
                 .map(Some)
                 .with_context(|| format!("{} is not skypipe's", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
@@ -67,11 +68,11 @@ impl Public {
     }
 
     pub(crate) fn forget(dir: &Path) -> anyhow::Result<()> {
-        match std::fs::remove_file(dir.join(PUBLIC_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow!(
-                "cannot remove {}: {e}",
-                dir.join(PUBLIC_FILE).display()
-            )),
+        let path = dir.join(PUBLIC_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", path.display()))
+            }
             _ => Ok(()),
         }
     }
@@ -137,104 +138,6 @@ impl Public {
     }
 }
 
-/// A machine that joined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Machine {
-    pub(crate) name: String,
-    /// Its public nkey.
-    pub(crate) nkey: String,
-    pub(crate) prefix: String,
-    /// When it joined, seconds since 1970.
-    pub(crate) joined: u64,
-    #[serde(default)]
-    pub(crate) version: String,
-    /// When skypipe last saw it connected, seconds since 1970.
-    #[serde(default)]
-    pub(crate) last_seen: Option<u64>,
-}
-
-impl Machine {
-    /// The inbox prefix its replies come under, apart from everyone else's.
-    pub(crate) fn inbox_prefix(&self) -> String {
-        inbox_prefix(&self.name)
-    }
-}
-
-pub(crate) fn inbox_prefix(name: &str) -> String {
-    format!("_INBOX_{name}")
-}
-
-/// A name for a machine: letters, digits, '-' and '_' (others become '-'), at most 32.
-pub(crate) fn machine_name(wanted: &str) -> String {
-    let first = wanted.split('.').next().unwrap_or_default();
-    let name: String = first
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(32)
-        .collect();
-    let name = name.trim_matches('-').to_string();
-    if name.is_empty() {
-        "machine".into()
-    } else {
-        name
-    }
-}
-
-pub(crate) fn load_machines(dir: &Path) -> anyhow::Result<Vec<Machine>> {
-    let path = dir.join(MACHINES_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not skypipe's list of machines", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-pub(crate) fn save_machines(dir: &Path, machines: &[Machine]) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(machines)?;
-    let path = dir.join(MACHINES_FILE);
-    skypipe_nats::write_private(&path, &text)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// What a user of prefix `p` may publish (README, "Permissions for a prefix").
-pub(crate) fn prefix_publish(p: &str) -> Vec<String> {
-    let mut allow = vec![format!("{p}.>"), "$JS.API.INFO".to_string()];
-    for s in ["data", "queue"] {
-        allow.push(format!("$JS.API.STREAM.CREATE.{p}-{s}"));
-        allow.push(format!("$JS.API.STREAM.INFO.{p}-{s}"));
-    }
-    allow.push(format!("$JS.API.STREAM.PURGE.{p}-data"));
-    allow.push(format!("$JS.API.STREAM.MSG.GET.{p}-data"));
-    allow.push(format!("$JS.API.STREAM.MSG.GET.{p}-queue"));
-    allow.push(format!("$JS.API.STREAM.MSG.DELETE.{p}-queue"));
-    for s in ["data", "queue"] {
-        allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}"));
-        allow.push(format!("$JS.API.CONSUMER.*.{p}-{s}.>"));
-        allow.push(format!("$JS.API.CONSUMER.MSG.NEXT.{p}-{s}.>"));
-        allow.push(format!("$JS.ACK.{p}-{s}.>"));
-    }
-    allow.push(format!("$JS.FC.{p}-data.>"));
-    allow
-}
-
-/// What a user of prefix `p` whose replies come under `inbox` may subscribe to: its replies,
-/// the senders' signs of life, the tickets a listener watches, and the live path.
-pub(crate) fn prefix_subscribe(p: &str, inbox: &str) -> Vec<String> {
-    vec![
-        format!("{inbox}.>"),
-        format!("{p}.presence.>"),
-        format!("{p}.q.>"),
-        format!("{p}.live.>"),
-    ]
-}
-
 fn quoted(list: &[String]) -> String {
     list.iter()
         .map(|s| format!("\"{s}\""))
@@ -244,25 +147,40 @@ fn quoted(list: &[String]) -> String {
 
 /// The server config's logins: the owner, each machine, and the rendezvous user that anyone
 /// without a login is (`join_password` is random and never used: nobody logs in as it).
-pub(crate) fn render_auth(owner: &str, machines: &[Machine], join_password: &str) -> String {
+pub(crate) fn render_auth(
+    owner: &str,
+    machines: &Machines,
+    join_password: &str,
+) -> anyhow::Result<String> {
     let mut c = String::from("authorization {\n  users = [\n");
     let _ = writeln!(c, "    {{ nkey: \"{owner}\" }}");
-    for m in machines {
+    for m in &machines.list {
+        let layout = Layout::new(&m.prefix)
+            .with_context(|| format!("the machine {:?} has a bad prefix", m.name))?;
         let _ = writeln!(
             c,
-            "    {{ nkey: \"{}\", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}",
+            "    {{ nkey: \"{}\", {} }}",
             m.nkey,
-            quoted(&prefix_publish(&m.prefix)),
-            quoted(&prefix_subscribe(&m.prefix, &m.inbox_prefix())),
+            render_permissions(&permissions::for_prefix(&layout, &m.inbox_prefix()))
         );
     }
     let _ = writeln!(
         c,
-        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", permissions: {{ publish: {{ allow: [\"{JOIN_ROOT}.>\"] }}, subscribe: {{ allow: [\"{JOIN_INBOX}.*.*\"] }} }} }}"
+        "    {{ user: \"{JOIN_USER}\", password: \"{join_password}\", {} }}",
+        render_permissions(&permissions::rendezvous())
     );
     c.push_str("  ]\n}\n");
     let _ = writeln!(c, "no_auth_user: \"{JOIN_USER}\"");
-    c
+    Ok(c)
+}
+
+/// A login's `permissions` as the server config writes them.
+fn render_permissions(p: &Permissions) -> String {
+    format!(
+        "permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }}",
+        quoted(&p.publish),
+        quoted(&p.subscribe)
+    )
 }
 
 /// Seconds a client has for its TLS handshake, from the moment it connects. nats-server
@@ -309,6 +227,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_config_lets_in_the_owner_each_machine_to_its_prefix_and_strangers_to_knock() {
+        let machines = Machines {
+            list: vec![crate::admin::machines::store::Machine {
+                name: "box".into(),
+                nkey: "UBOX".into(),
+                prefix: "teamb".into(),
+                joined: 0,
+                version: String::new(),
+                last_seen: None,
+            }],
+        };
+        let auth = render_auth("UOWNER", &machines, "pw").expect("rendered");
+        let lines: Vec<&str> = auth.lines().collect();
+        assert_eq!(lines[2], "    { nkey: \"UOWNER\" }");
+        let teamb = permissions::for_prefix(&Layout::new("teamb").expect("prefix"), "_INBOX_box");
+        assert_eq!(
+            lines[3],
+            format!("    {{ nkey: \"UBOX\", {} }}", render_permissions(&teamb))
+        );
+        assert!(lines[3].contains("subscribe: { allow: [\"_INBOX_box.>\", \"teamb.presence.>\""));
+        assert_eq!(
+            lines[4],
+            "    { user: \"skypipe-join\", password: \"pw\", permissions: { publish: { allow: \
+             [\"_SKYPIPE_JOIN.>\"] }, subscribe: { allow: [\"_SKYPIPE_JOIN_INBOX.*.*\"] } } }"
+        );
+        assert_eq!(lines.last(), Some(&"no_auth_user: \"skypipe-join\""));
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             parse_listen("0.0.0.0"),
@@ -320,12 +267,5 @@ mod tests {
         );
         assert_eq!(parse_listen("[::]:4222").map(|l| l.1), Ok(Some(4222)));
         assert!(parse_listen("example.org").is_err());
-    }
-
-    #[test]
-    fn machine_names() {
-        assert_eq!(machine_name("Laptop.example.org"), "laptop");
-        assert_eq!(machine_name("my box!"), "my-box");
-        assert_eq!(machine_name("..."), "machine");
     }
 }

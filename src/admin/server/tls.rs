@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use async_nats::rustls::pki_types::pem::PemObject as _;
 use async_nats::rustls::pki_types::CertificateDer;
 use rcgen::{
@@ -34,7 +34,7 @@ impl ServerTls {
     /// SHA-256 (hex) of the first certificate in the server's chain: what a client is shown.
     pub(crate) fn cert_sha256(&self) -> anyhow::Result<String> {
         let der = CertificateDer::from_pem_file(&self.cert)
-            .map_err(|e| anyhow!("cannot read the certificate {}: {e}", self.cert.display()))?;
+            .with_context(|| format!("cannot read the certificate {}", self.cert.display()))?;
         Ok(sha256_hex(der.as_ref()))
     }
 
@@ -57,11 +57,11 @@ pub(crate) fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> 
     let ca_key_path = dir.join("ca-key.pem");
     let ca_name_path = dir.join("ca-name");
     if !tls.ca.exists() || !ca_key_path.exists() {
-        let key = KeyPair::generate().map_err(|e| anyhow!("cannot make a CA key: {e}"))?;
+        let key = KeyPair::generate().context("cannot make a CA key")?;
         let name = format!("skypipe CA {}", &sha256_hex(key.public_key_raw())[..12]);
         let cert = ca_params(&name)?
             .self_signed(&key)
-            .map_err(|e| anyhow!("cannot make the CA: {e}"))?;
+            .context("cannot make the CA")?;
         write(&ca_key_path, &key.serialize_pem())?;
         write(&ca_name_path, &name)?;
         write(&tls.ca, &cert.pem())?;
@@ -82,11 +82,11 @@ pub(crate) fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> 
         return Ok(tls);
     }
     let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)
-        .map_err(|e| anyhow!("cannot read the CA key {}: {e}", ca_key_path.display()))?;
+        .with_context(|| format!("cannot read the CA key {}", ca_key_path.display()))?;
     let ca_name = read(&ca_name_path)?;
     let issuer = Issuer::new(ca_params(ca_name.trim())?, ca_key);
     let mut params = CertificateParams::new(names.to_vec())
-        .map_err(|e| anyhow!("cannot put these names in a certificate ({wanted:?}): {e}"))?;
+        .with_context(|| format!("cannot put these names in a certificate ({wanted:?})"))?;
     let mut dn = DistinguishedName::new();
     dn.push(
         DnType::CommonName,
@@ -99,10 +99,10 @@ pub(crate) fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<ServerTls> 
     let now = time_now();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(CERT_DAYS);
-    let key = KeyPair::generate().map_err(|e| anyhow!("cannot make a server key: {e}"))?;
+    let key = KeyPair::generate().context("cannot make a server key")?;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|e| anyhow!("cannot sign the server certificate: {e}"))?;
+        .context("cannot sign the server certificate")?;
     write(&tls.key, &key.serialize_pem())?;
     write(&tls.cert, &cert.pem())?;
     write(&names_path, &wanted)?;
@@ -114,8 +114,7 @@ fn time_now() -> time::OffsetDateTime {
 }
 
 fn ca_params(name: &str) -> anyhow::Result<CertificateParams> {
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| anyhow!("cannot make the CA: {e}"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("cannot make the CA")?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
