@@ -546,6 +546,21 @@ mod tests {
         (id, path, public)
     }
 
+    /// A taker's proof of its words under the key it shares with `sender`.
+    fn prover(sender: &[u8; KEY_LEN]) -> impl Fn(LiveAck) -> LiveAck {
+        let mine = Half::new();
+        let key = mine.with_sender(sender).expect("a key");
+        move |mut ack: LiveAck| {
+            ack.proof = None;
+            let mac = key.mac(&ack);
+            ack.proof = Some(LiveProof {
+                key: mine.public(),
+                mac,
+            });
+            ack
+        }
+    }
+
     /// Gone live to [`TAKER`] at `t0`, with live chunks `1..=n` of 1 MiB (100 payload bytes
     /// each) sent.
     fn live(t0: Instant, n: u64) -> (PayloadId, LivePath<u64>) {
@@ -729,17 +744,7 @@ mod tests {
     fn proven_the_first_go_binds_the_taker_to_its_key() {
         let t0 = Instant::now();
         let (id, mut path, sender) = offered(t0);
-        let mine = Half::new();
-        let key = mine.with_sender(&sender).expect("a key");
-        let proven = |mut ack: LiveAck| {
-            ack.proof = None;
-            let mac = key.mac(&ack);
-            ack.proof = Some(LiveProof {
-                key: mine.public(),
-                mac,
-            });
-            ack
-        };
+        let proven = prover(&sender);
         // A go whose proof fails is not believed; one that proves itself is.
         let mut bad = proven(word(&id, TAKER, 0));
         bad.written = 1;
@@ -762,17 +767,7 @@ mod tests {
     fn proven_a_word_heard_while_aborting_proves_itself_too() {
         let t0 = Instant::now();
         let (id, mut path, sender) = offered(t0);
-        let mine = Half::new();
-        let key = mine.with_sender(&sender).expect("a key");
-        let proven = |mut ack: LiveAck| {
-            ack.proof = None;
-            let mac = key.mac(&ack);
-            ack.proof = Some(LiveProof {
-                key: mine.public(),
-                mac,
-            });
-            ack
-        };
+        let proven = prover(&sender);
         path.on_word(proven(word(&id, TAKER, 0)), 1, t0);
         for chunk in 1..4 {
             path.sent_live(chunk, MIB, 100, chunk, t0);

@@ -389,12 +389,7 @@ impl<'a> Sender<'a> {
         // for as long as a publish would be retried, then go on (a living taker drops those
         // chunks as written anyway).
         let deadline = Instant::now() + self.session.conn.retry.give_up_after;
-        let data = self
-            .session
-            .js
-            .get_stream_no_info(self.session.layout.data_stream())
-            .await
-            .context("cannot reach the data stream")?;
+        let data = self.data_stream().await?;
         loop {
             match crate::transfer::recv::purge(&data, &self.subject, purge.bound()).await {
                 Ok(()) => return Ok(()),
@@ -769,6 +764,15 @@ impl<'a> Sender<'a> {
         Ok(())
     }
 
+    /// The data stream, for taking chunks out of it.
+    async fn data_stream(&self) -> anyhow::Result<async_nats::jetstream::stream::Stream<()>> {
+        self.session
+            .js
+            .get_stream_no_info(self.session.layout.data_stream())
+            .await
+            .context("cannot reach the data stream")
+    }
+
     /// Waits for the server's answer: with `--timeout`, for at most that long (a server that
     /// stopped answering, SIGSTOP or a hung host, keeps the connection open and says nothing).
     /// Ctrl-C or SIGTERM ends the wait at once.
@@ -998,12 +1002,7 @@ impl<'a> Sender<'a> {
             "{} later chunks were stored ahead of a refused one: taking them out",
             stored.len()
         );
-        let data = self
-            .session
-            .js
-            .get_stream_no_info(self.session.layout.data_stream())
-            .await
-            .context("cannot reach the data stream")?;
+        let data = self.data_stream().await?;
         for seq in stored {
             if let Err(e) = self.bounded(data.delete_message(seq)).await? {
                 tracing::debug!("cannot take out the chunk at stream sequence {seq}: {e}");
@@ -1145,12 +1144,7 @@ impl<'a> Sender<'a> {
     /// its ticket could not be, or what was stored of a payload dropped while it was sent.
     /// No receiver would ever take it.
     async fn forget_unannounced(&self) {
-        if let Ok(data) = self
-            .session
-            .js
-            .get_stream_no_info(self.session.layout.data_stream())
-            .await
-        {
+        if let Ok(data) = self.data_stream().await {
             let _ = data.purge().filter(self.subject.clone()).await;
         }
     }
