@@ -3,3 +3,7 @@
 //! connection, no clock, no task: `transfer/` runs the loops that feed them and carries out
 //! their steps, and the rules docs/protocol.md states are unit tests here, with explicit
 //! instants.
+
+pub(crate) mod follow;
+pub(crate) mod listen;
+pub(crate) mod take;
