@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::anyhow;
 use bytes::Bytes;
 
 use crate::protocol::crypto::{OpenError, Opener};
 use crate::protocol::pipe::{ChunkMeta, End, PayloadId};
+pub(crate) use crate::rules::take::Start;
 use crate::transfer::output::{Mark, WriteEnd, Writer, Written};
 
 /// More chunks than this arriving ahead of a missing one means it is lost.
@@ -80,15 +80,6 @@ pub(crate) struct Removed(pub(crate) anyhow::Error);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; it was left in the pipe")]
 pub(crate) struct Newer(pub(crate) String);
-
-/// How a payload may start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// At chunk 0; later chunks arriving first wait for it.
-    AtZero,
-    /// At the first chunk seen: a resumed payload, or a listener joining late.
-    AtFirstSeen,
-}
 
 /// What accepting a chunk led to.
 #[derive(Debug)]
@@ -394,8 +385,8 @@ pub(crate) fn bad_headers(
 }
 
 /// An error for a message whose JetStream metadata cannot be read.
-pub(crate) fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("a message without JetStream metadata: {e}")
+pub(crate) fn no_info(e: async_nats::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e).context("a message without JetStream metadata")
 }
 
 #[cfg(test)]
