@@ -31,7 +31,7 @@ use crate::error::Failure;
 use crate::protocol::pipe::{self, ChunkMeta, End, Layout, PayloadId, PipeName};
 use crate::rules::listen::{self, After, Book, Carried, LiveFeed, Missed, OnTicket};
 use crate::transfer::live::Acker;
-use crate::transfer::output::{WriteEnd, Writer};
+use crate::transfer::output::Writer;
 use crate::transfer::payload::{self, Reader, Step, NOT_STORED};
 use crate::transfer::presence::{self, Role, Watch};
 use crate::transfer::reception::Reception;
@@ -408,10 +408,7 @@ impl Listener<'_> {
     ) -> Option<anyhow::Result<()>> {
         match step {
             Ok(Step::More) => None,
-            Ok(Step::Stopped(WriteEnd::Closed)) => Some(Ok(())),
-            Ok(Step::Stopped(WriteEnd::Interrupted)) => Some(Err(Failure::Interrupted.into())),
-            Ok(Step::Stopped(WriteEnd::Failed(m))) => Some(Err(anyhow!(m))),
-            Ok(Step::Stopped(WriteEnd::Ok)) => Some(Err(anyhow!("the stdout writer stopped"))),
+            Ok(Step::Stopped(end)) => Some(end.ending()),
             Ok(Step::End(end)) => self.ended(id, end),
             // A payload this listener fell behind on: said, and the others go on.
             Err(e) if payload::is_payload_fault(&e) => match self.book.on_fault(&id) {

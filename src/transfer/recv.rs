@@ -880,12 +880,8 @@ impl Taker<'_> {
         match read {
             Err(e) if stopped == Stopped::Fault => Err(payload::Removed(e).into()),
             Err(e) => Err(e),
-            Ok(ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted)) => {
-                Err(Failure::Interrupted.into())
-            }
-            Ok(ReadEnd::Stopped(WriteEnd::Closed)) => Ok(Taken::StdoutClosed),
-            Ok(ReadEnd::Stopped(WriteEnd::Failed(m))) => Err(anyhow!(m)),
-            Ok(ReadEnd::Stopped(WriteEnd::Ok)) => Err(anyhow!("the stdout writer stopped")),
+            Ok(ReadEnd::Cancelled) => Err(Failure::Interrupted.into()),
+            Ok(ReadEnd::Stopped(end)) => end.ending().map(|()| Taken::StdoutClosed),
             Ok(ReadEnd::Done(end)) => {
                 let chunks = take.reader.chunks();
                 tracing::info!("payload {id} taken: {chunks} chunks, {bytes} bytes");
