@@ -437,7 +437,7 @@ impl Take<'_> {
             // The account's consumer limit: skypipe's idle queue consumers make room.
             Err(e) if errors::is(&e, Refusal::ConsumerLimit) => {
                 if self.session.make_room().await == 0 {
-                    return Err(anyhow!(e).context(self.session.no_room()));
+                    return Err(anyhow::Error::new(e).context(self.session.no_room()));
                 }
                 self.data.create_consumer(config).await?
             }
