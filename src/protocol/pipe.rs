@@ -185,7 +185,12 @@ impl Layout {
 
     /// Where a payload's taker asks for its chunks live and acknowledges what it wrote.
     pub(crate) fn live_ack_subject(&self, pipe: &PipeName, id: &PayloadId) -> String {
-        format!("{}.live.{}.{}.ack", self.prefix, pipe, id)
+        Self::ack_subject_of(&self.live_subject(pipe, id))
+    }
+
+    /// The acknowledgement subject of the payload whose live chunks came on `live_subject`.
+    pub(crate) fn ack_subject_of(live_subject: &str) -> String {
+        format!("{live_subject}.ack")
     }
 
     /// Where running skypipes announce themselves (core NATS, not stored).

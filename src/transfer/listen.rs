@@ -9,35 +9,40 @@
 //! tickets, so a payload sent and taken whole before the listener could read any of it is
 //! reported too, never silently skipped. With `--follow`, lines stay whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
+use crate::client::errors::{self, Refusal};
 use crate::client::session::Session;
 use crate::config::PipeSettings;
 use crate::error::Failure;
-use crate::protocol::pipe::{self, End, PayloadId};
+use crate::protocol::pipe::{self, ChunkMeta, End, Layout, PayloadId, PipeName};
+use crate::rules::listen::{self, After, Book, Carried, LiveFeed, Missed, OnTicket};
 use crate::transfer::live::Acker;
-use crate::transfer::output::WriteEnd;
-use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
-use crate::transfer::presence::{self, Role};
+use crate::transfer::output::Writer;
+use crate::transfer::payload::{self, Reader, Step, NOT_STORED};
+use crate::transfer::presence::{self, Role, Watch};
 use crate::transfer::reception::Reception;
 
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
 const LISTEN_BATCH: i64 = 64;
-/// Bytes of live chunks held for a listener whose stdout is slower than the pipe's taker;
-/// more are dropped (and reported as missed), so a slow listener's memory stays bounded.
-const LIVE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
-/// A payload that sent nothing to a listener for this long, while its sender no longer
-/// announces itself, has ended out of the listener's sight.
-const LISTEN_STALL: Duration = Duration::from_secs(5);
+
+/// A chunk to write: its headers, its body, and its stream sequence ([`NOT_STORED`] when it
+/// came live or in a ticket).
+type Chunk = (ChunkMeta, Bytes, u64);
 
 /// Listens on the pipe until the first payload ends (or forever with `--follow`).
 pub(crate) async fn listen(
@@ -46,7 +51,58 @@ pub(crate) async fn listen(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipe = &settings.pipe;
+    let (data, consumer_name, messages) = open_consumer(session, pipe).await?;
+    // This listener's token in its acknowledgements of live chunks.
+    let token = format!("{:016x}", rand::random::<u64>());
+    // Chunks sent live to a taker (docs/protocol.md, "The live path"), subscribed to before
+    // the tickets below: every payload announced from then on reaches this listener stored or
+    // live.
+    let held = Arc::new(AtomicUsize::new(0));
+    let (_live_feed, live) = subscribe_live(session, pipe, &token, held.clone()).await;
+    // Tickets published from now on: their chunks are published after the consumer above
+    // exists, so each of them must reach this listener, or be reported as missed.
+    let tickets = session
+        .client
+        .subscribe(session.layout.queue_subject(pipe))
+        .await
+        .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    tracing::info!("listening on pipe {pipe}");
+    let reception = Reception::start(session, settings, Role::Listen, cancel.clone()).await?;
     let follow = settings.mode.keeps_going();
+    let mut listener = Listener {
+        session,
+        settings,
+        out: &reception.out,
+        senders: &reception.senders,
+        book: Book::new(
+            Instant::now(),
+            follow,
+            settings.timeout,
+            presence::STALE,
+            reception.out.counter().get(),
+        ),
+        follow,
+        readers: HashMap::new(),
+        ackers: HashMap::new(),
+        token,
+        held,
+    };
+    let result = listener.run(&cancel, messages, tickets, live).await;
+    let _ = reception.out.flush().await;
+    reception.finish();
+    // Senders still pacing themselves to this listener need not any more.
+    let _ = tokio::time::timeout(Duration::from_secs(2), listener.stop_ackers()).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), data.delete_consumer(&consumer_name)).await;
+    result
+}
+
+/// The listener's ephemeral ordered consumer on the pipe's data subjects, from new chunks on:
+/// the data stream, the consumer's name and its messages.
+async fn open_consumer(
+    session: &Session,
+    pipe: &PipeName,
+) -> anyhow::Result<(stream::Stream<()>, String, pull::Ordered)> {
     let data = session
         .js
         .get_stream_no_info(session.layout.data_stream())
@@ -59,307 +115,346 @@ pub(crate) async fn listen(
     };
     let consumer = match data.create_consumer(config.clone()).await {
         Ok(c) => c,
-        Err(e) if crate::client::errors::is(&e, crate::client::errors::Refusal::NoStream) => {
+        Err(e) if errors::is(&e, Refusal::NoStream) => {
             session.ensure_streams().await?;
             data.create_consumer(config).await?
         }
-        Err(e)
-            if crate::client::errors::is(&e, crate::client::errors::Refusal::ConsumerLimit)
-                && session.make_room().await > 0 =>
-        {
+        Err(e) if errors::is(&e, Refusal::ConsumerLimit) && session.make_room().await > 0 => {
             data.create_consumer(config).await?
         }
         Err(e) => {
-            return Err(anyhow!(e))
+            return Err(e)
                 .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))
         }
     };
-    let consumer_name = consumer.cached_info().name.clone();
-    let mut messages = consumer
+    let name = consumer.cached_info().name.clone();
+    let messages = consumer
         .messages()
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
-    // Chunks sent live to a taker (docs/protocol.md, "The live path"), subscribed to before
-    // the tickets below: every payload announced from then on reaches this listener stored or
-    // live.
-    let (live_tx, mut live) = tokio::sync::mpsc::unbounded_channel::<async_nats::Message>();
-    // This listener's token in its acknowledgements of live chunks.
-    let token = format!("{:016x}", rand::random::<u64>());
-    let held = Arc::new(AtomicUsize::new(0));
-    let _live_feed = match session
+    Ok((data, name, messages))
+}
+
+/// Subscribes to the live chunks of every payload of the pipe; they come through the
+/// returned channel, `held` counting their bytes until they are taken out of it. No task
+/// (and a channel that never brings anything) when the server does not allow the subject.
+async fn subscribe_live(
+    session: &Session,
+    pipe: &PipeName,
+    token: &str,
+    held: Arc<AtomicUsize>,
+) -> (
+    Option<AbortOnDropHandle<()>>,
+    mpsc::UnboundedReceiver<async_nats::Message>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    match session
         .client
         .subscribe(session.layout.pipe_live_wildcard(pipe))
         .await
     {
-        Ok(mut sub) => {
-            let held = held.clone();
-            let (client, token) = (session.client.clone(), token.clone());
-            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                async move {
-                    let mut told = HashSet::new();
-                    while let Some(m) = sub.next().await {
-                        if !crate::client::published_by_a_client(&m) {
-                            continue;
-                        }
-                        // The sender hears of this listener at its first live chunk, before
-                        // the listener gets to it (opening a sealed payload takes a while).
-                        if let Ok(meta) = pipe::parse_chunk(m.headers.as_ref()) {
-                            if told.insert(meta.id.clone()) {
-                                let ack = pipe::LiveAck {
-                                    id: meta.id,
-                                    taker: token.clone(),
-                                    written: 0,
-                                    stop: false,
-                                    listener: true,
-                                    proof: None,
-                                };
-                                let subject = format!("{}.ack", m.subject);
-                                crate::transfer::live::tell(&client, &subject, &ack).await;
-                            }
-                        }
-                        let len = m.payload.len();
-                        if held.load(Ordering::Relaxed) + len > LIVE_BUFFER_BYTES {
-                            tracing::debug!("a live chunk dropped: this listener is behind");
-                            continue;
-                        }
-                        held.fetch_add(len, Ordering::Relaxed);
-                        if live_tx.send(m).is_err() {
-                            return;
-                        }
-                    }
-                },
-            )))
+        Ok(sub) => {
+            let feed = feed_live(sub, session.client.clone(), token.to_string(), held, tx);
+            (Some(AbortOnDropHandle::new(tokio::spawn(feed))), rx)
         }
         Err(e) => {
             tracing::debug!("no live chunks for this listener: {e}");
-            None
+            (None, rx)
         }
-    };
-    // Tickets published from now on: their chunks are published after the consumer above
-    // exists, so each of them must reach this listener, or be reported as missed.
-    let mut tickets = session
-        .client
-        .subscribe(session.layout.queue_subject(pipe))
-        .await
-        .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
-    tracing::info!("listening on pipe {pipe}");
-    let reception = Reception::start(session, settings, Role::Listen, cancel.clone()).await?;
-    let Reception { out, senders, .. } = &reception;
-    let mut payloads: HashMap<PayloadId, (Reader, Instant)> = HashMap::new();
-    // The live payloads' acknowledgements.
-    let mut ackers: HashMap<PayloadId, Acker> = HashMap::new();
-    // Payloads announced by a ticket and not seen yet, with when the ticket came.
-    let mut announced: HashMap<PayloadId, Instant> = HashMap::new();
-    // Payloads ended, or given up on (missed), whose late chunks are ignored.
-    let mut done: HashSet<PayloadId> = HashSet::new();
-    let mut last_activity = Instant::now();
-    let mut last_bytes = out.counter().get();
-    // Whether the last chunk read was the last one stored: only then can silence be judged
-    // (a listener held up by a slow stdout has chunks waiting for it).
-    let mut caught_up = true;
-    let mut caught_up_since = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let result = loop {
-        // A chunk to write: from the data stream, or the one an inline ticket carries.
-        let (meta, chunk, seq) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
-            _ = tick.tick() => {
-                // Bytes written are activity too: a write that waited on stdout is no silence.
-                let bytes = out.counter().get();
-                if bytes != last_bytes || out.busy() {
-                    last_bytes = bytes;
-                    last_activity = Instant::now();
-                }
-                let sender_gone = |id: &PayloadId| {
-                    senders
-                        .sender_seen(id.as_str())
-                        .is_none_or(|t| t.elapsed() >= presence::STALE)
-                };
-                let settled = caught_up && caught_up_since.elapsed() >= LISTEN_STALL;
-                let gone = payloads
-                    .iter()
-                    .find(|(id, (_, last))| settled && last.elapsed() >= LISTEN_STALL && sender_gone(id));
-                let mut missed: Option<anyhow::Error> = None;
-                if let Some((id, (reader, _))) = gone {
-                    let (id, bytes) = (id.clone(), reader.offset);
-                    payloads.remove(&id);
-                    ackers.remove(&id);
-                    done.insert(id.clone());
-                    missed = Some(payload::MissedEnd { id, bytes }.into());
-                } else if let Some(id) = announced
-                    .iter()
-                    .find(|(id, at)| settled && at.elapsed() >= LISTEN_STALL && sender_gone(id))
-                    .map(|(id, _)| id.clone())
-                {
-                    announced.remove(&id);
-                    done.insert(id.clone());
-                    missed = Some(payload::MissedWhole { id }.into());
-                }
-                if let Some(e) = missed {
-                    if follow {
-                        eprintln!("skypipe: {e}");
-                    } else {
-                        break Err(e);
-                    }
-                }
-                if let Some(t) = settings.timeout {
-                    if last_activity.elapsed() >= t {
-                        let what = if follow { "nothing arrived" } else { "no payload ended" };
-                        break Err(Failure::TimedOut(format!(
-                            "{what} on pipe {pipe} within {}",
-                            humantime::format_duration(t)
-                        )).into());
-                    }
-                }
-                continue;
-            }
-            Some(ticket) = tickets.next() => {
-                if !crate::client::published_by_a_client(&ticket) {
-                    continue;
-                }
-                let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) else { continue };
-                if done.contains(&id) || payloads.contains_key(&id) {
-                    continue;
-                }
-                // A small payload rides whole in its ticket: written from there, it cannot be
-                // taken and removed before this listener reads its stored copy.
-                if pipe::ticket_is_inline(ticket.headers.as_ref()) {
-                    if let Ok(meta) = pipe::parse_chunk(ticket.headers.as_ref()) {
-                        if meta.id == id {
-                            last_activity = Instant::now();
-                            announced.remove(&id);
-                            (meta, ticket.payload.clone(), 0)
-                        } else {
-                            continue;
-                        }
-                    } else {
-                        announced.entry(id).or_insert_with(Instant::now);
-                        continue;
-                    }
-                } else {
-                    announced.entry(id).or_insert_with(Instant::now);
-                    continue;
-                }
-            }
-            // Stored chunks first: live ones that follow them wait for them.
-            msg = messages.next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => break Err(anyhow!(e)).with_context(|| {
-                        format!("lost the connection while listening on pipe {pipe} at {}", session.url)
-                    }),
-                    None => break Err(anyhow!("the server ended the listen on pipe {pipe}")),
-                };
-                last_activity = Instant::now();
-                let (seq, pending) = msg
-                    .info()
-                    .map(|i| (i.stream_sequence, i.pending))
-                    .map_err(payload::no_info)?;
-                let was_caught_up = std::mem::replace(&mut caught_up, pending == 0);
-                if caught_up && !was_caught_up {
-                    caught_up_since = Instant::now();
-                }
-                let meta = match pipe::parse_chunk(msg.headers.as_ref()) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
-                        continue;
-                    }
-                };
-                (meta, msg.message.payload.clone(), seq)
-            }
-            Some(msg) = live.recv() => {
-                held.fetch_sub(msg.payload.len(), Ordering::Relaxed);
-                last_activity = Instant::now();
-                match pipe::parse_chunk(msg.headers.as_ref()) {
-                    Ok(meta) => (meta, msg.payload, NOT_STORED),
-                    Err(e) => {
-                        eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
-                        continue;
-                    }
-                }
-            }
-        };
-        let id = meta.id.clone();
-        if done.contains(&id) {
+    }
+}
+
+/// Passes live chunks on, at most [`listen::LIVE_BUFFER_BYTES`] of them not taken yet (more
+/// are dropped, and the payload reported as missed). The sender hears of this listener at
+/// its first live chunk, before the listener gets to it (opening a sealed payload takes a
+/// while).
+async fn feed_live(
+    mut sub: async_nats::Subscriber,
+    client: async_nats::Client,
+    token: String,
+    held: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<async_nats::Message>,
+) {
+    let mut feed = LiveFeed::default();
+    while let Some(m) = sub.next().await {
+        if !crate::client::published_by_a_client(&m) {
             continue;
         }
-        // A payload whose ticket this listener saw starts at chunk 0: its first chunks may be
-        // stored ones that reach the consumer after live ones that follow them.
-        let start = if announced.remove(&id).is_some() {
-            Start::AtZero
-        } else {
-            Start::AtFirstSeen
+        if let Ok(meta) = pipe::parse_chunk(m.headers.as_ref()) {
+            if feed.on_chunk(&meta.id) {
+                let ack = pipe::LiveAck {
+                    id: meta.id,
+                    taker: token.clone(),
+                    written: 0,
+                    stop: false,
+                    listener: true,
+                    proof: None,
+                };
+                let subject = Layout::ack_subject_of(&m.subject);
+                crate::transfer::live::tell(&client, &subject, &ack).await;
+            }
+        }
+        let len = m.payload.len();
+        if !listen::live_chunk_fits(held.load(Ordering::Relaxed), len) {
+            tracing::debug!("a live chunk dropped: this listener is behind");
+            continue;
+        }
+        held.fetch_add(len, Ordering::Relaxed);
+        if tx.send(m).is_err() {
+            return;
+        }
+    }
+}
+
+/// One listener: its book and the payloads it writes.
+struct Listener<'a> {
+    session: &'a Session,
+    settings: &'a PipeSettings,
+    out: &'a Writer,
+    senders: &'a Watch,
+    book: Book,
+    follow: bool,
+    readers: HashMap<PayloadId, Reader>,
+    /// The live payloads' acknowledgements.
+    ackers: HashMap<PayloadId, Acker>,
+    /// This listener's token in its acknowledgements.
+    token: String,
+    /// Bytes of live chunks passed on and not taken yet.
+    held: Arc<AtomicUsize>,
+}
+
+impl Listener<'_> {
+    /// Writes what comes until the listener ends.
+    async fn run(
+        &mut self,
+        cancel: &CancellationToken,
+        mut messages: pull::Ordered,
+        mut tickets: async_nats::Subscriber,
+        mut live: mpsc::UnboundedReceiver<async_nats::Message>,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            // A chunk to write: from the data stream, live, or the one an inline ticket carries.
+            let chunk = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Failure::Interrupted.into()),
+                _ = tick.tick() => {
+                    self.on_tick()?;
+                    None
+                }
+                Some(ticket) = tickets.next() => self.on_ticket(&ticket),
+                // Stored chunks first: live ones that follow them wait for them.
+                msg = messages.next() => self.on_stored(msg)?,
+                Some(msg) = live.recv() => self.on_live(msg),
+            };
+            if let Some(chunk) = chunk {
+                if let Some(end) = self.write(chunk).await {
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// The periodic check: payloads missed, and the `--timeout`.
+    fn on_tick(&mut self) -> anyhow::Result<()> {
+        let senders = self.senders;
+        let tick = self.book.on_tick(
+            Instant::now(),
+            self.out.counter().get(),
+            self.out.busy(),
+            |id| senders.sender_seen(id.as_str()),
+        );
+        if let Some(missed) = tick.missed {
+            let e = match missed {
+                Missed::End(id) => {
+                    let bytes = self.readers.remove(&id).map_or(0, |r| r.offset);
+                    self.ackers.remove(&id);
+                    payload::MissedEnd { id, bytes }.into()
+                }
+                Missed::Whole(id) => payload::MissedWhole { id }.into(),
+            };
+            self.report(e)?;
+        }
+        match tick.timed_out {
+            Some(t) => {
+                let what = if self.follow {
+                    "nothing arrived"
+                } else {
+                    "no payload ended"
+                };
+                Err(Failure::TimedOut(format!(
+                    "{what} on pipe {} within {}",
+                    self.settings.pipe,
+                    humantime::format_duration(t)
+                ))
+                .into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Says a payload's fault and goes on (`--follow`), or ends with it.
+    fn report(&self, e: anyhow::Error) -> anyhow::Result<()> {
+        match self.book.report() {
+            After::Fail => Err(e),
+            _ => {
+                eprintln!("skypipe: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// A ticket published on the pipe: the chunk it carries, when that is to be written.
+    fn on_ticket(&mut self, ticket: &async_nats::Message) -> Option<Chunk> {
+        if !crate::client::published_by_a_client(ticket) {
+            return None;
+        }
+        let h = ticket.headers.as_ref();
+        let id = pipe::parse_ticket(h).ok()?;
+        let inline = pipe::ticket_is_inline(h)
+            .then(|| pipe::parse_chunk(h).ok())
+            .flatten();
+        let carried = match &inline {
+            None => Carried::Nothing,
+            Some(meta) if meta.id == id => Carried::Its,
+            Some(_) => Carried::Another,
         };
-        let (reader, last) = payloads.entry(id.clone()).or_insert_with(|| {
-            let reader = Reader::new(id.clone(), start, true)
+        match self.book.on_ticket(id, carried, Instant::now()) {
+            OnTicket::Write => inline.map(|meta| (meta, ticket.payload.clone(), NOT_STORED)),
+            OnTicket::Announced | OnTicket::Ignore => None,
+        }
+    }
+
+    /// What the consumer delivered: a stored chunk, or the end of the listen.
+    fn on_stored(
+        &mut self,
+        msg: Option<Result<async_nats::jetstream::Message, pull::OrderedError>>,
+    ) -> anyhow::Result<Option<Chunk>> {
+        let pipe = &self.settings.pipe;
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "lost the connection while listening on pipe {pipe} at {}",
+                        self.session.url
+                    )
+                })
+            }
+            None => return Err(anyhow!("the server ended the listen on pipe {pipe}")),
+        };
+        let (seq, pending) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .map_err(payload::no_info)?;
+        self.book.on_stored(pending, Instant::now());
+        let meta = self.parse(msg.headers.as_ref());
+        Ok(meta.map(|meta| (meta, msg.message.payload.clone(), seq)))
+    }
+
+    /// A chunk that came live.
+    fn on_live(&mut self, msg: async_nats::Message) -> Option<Chunk> {
+        self.held.fetch_sub(msg.payload.len(), Ordering::Relaxed);
+        self.book.on_live(Instant::now());
+        let meta = self.parse(msg.headers.as_ref())?;
+        Some((meta, msg.payload, NOT_STORED))
+    }
+
+    fn parse(&self, headers: Option<&HeaderMap>) -> Option<ChunkMeta> {
+        match pipe::parse_chunk(headers) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                let pipe = &self.settings.pipe;
+                eprintln!("skypipe: ignoring a malformed message on pipe {pipe}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes a chunk of its payload; `Some` when the listener ends with it.
+    async fn write(&mut self, (meta, chunk, seq): Chunk) -> Option<anyhow::Result<()>> {
+        let id = meta.id.clone();
+        let start = self.book.on_chunk(&id, Instant::now())?;
+        let (session, pipe) = (self.session, &self.settings.pipe);
+        let reader = self.readers.entry(id.clone()).or_insert_with(|| {
+            Reader::new(id.clone(), start, true)
                 .opening(session.opener(pipe))
-                .whole_lines(follow);
-            (reader, Instant::now())
+                .whole_lines(self.follow)
         });
         // A payload that came live: its sender paces itself to what this listener wrote.
-        if seq == NOT_STORED && !ackers.contains_key(&id) {
+        if seq == NOT_STORED && !self.ackers.contains_key(&id) {
             let acker = Acker::start(
                 session.client.clone(),
                 session.layout.live_ack_subject(pipe, &id),
                 id.clone(),
-                token.clone(),
+                self.token.clone(),
                 true,
                 reader.mark.clone(),
                 None,
             );
-            ackers.insert(id.clone(), acker);
+            self.ackers.insert(id.clone(), acker);
         }
-        let step = reader.accept(meta, chunk, seq, out).await;
+        let step = reader.accept(meta, chunk, seq, self.out).await;
         // After the write: time spent waiting on stdout is not the sender's silence.
-        *last = Instant::now();
+        self.book.on_written(&id, Instant::now());
+        self.after(id, step).await
+    }
+
+    /// What a written chunk led to; `Some` when the listener ends with it.
+    async fn after(
+        &mut self,
+        id: PayloadId,
+        step: anyhow::Result<Step>,
+    ) -> Option<anyhow::Result<()>> {
         match step {
-            Ok(Step::More) => {}
-            Ok(Step::Stopped(WriteEnd::Closed)) => break Ok(()),
-            Ok(Step::Stopped(WriteEnd::Interrupted)) => break Err(Failure::Interrupted.into()),
-            Ok(Step::Stopped(WriteEnd::Failed(m))) => break Err(anyhow!(m)),
-            Ok(Step::Stopped(WriteEnd::Ok)) => break Err(anyhow!("the stdout writer stopped")),
-            Ok(Step::End(end)) => {
-                payloads.remove(&id);
-                ackers.remove(&id);
-                done.insert(id.clone());
-                match end {
-                    End::Eof(_) if follow => {}
-                    End::Eof(_) => break Ok(()),
-                    End::Abort { reason, .. } => {
-                        let m = payload::aborted_message(&id, pipe.as_str(), &reason, None);
-                        if follow {
-                            eprintln!("skypipe: {m}");
-                        } else {
-                            break Err(Failure::Aborted(m).into());
-                        }
-                    }
-                }
-            }
+            Ok(Step::More) => None,
+            Ok(Step::Stopped(end)) => Some(end.ending()),
+            Ok(Step::End(end)) => self.ended(id, end),
             // A payload this listener fell behind on: said, and the others go on.
-            Err(e) if follow && payload::is_payload_fault(&e) => {
-                payloads.remove(&id);
-                if let Some(acker) = ackers.remove(&id) {
-                    acker.stop().await;
+            Err(e) if payload::is_payload_fault(&e) => match self.book.on_fault(&id) {
+                After::Fail => Some(Err(e)),
+                _ => {
+                    self.readers.remove(&id);
+                    if let Some(acker) = self.ackers.remove(&id) {
+                        acker.stop().await;
+                    }
+                    eprintln!("skypipe: {e}");
+                    None
                 }
-                done.insert(id);
-                eprintln!("skypipe: {e}");
-            }
-            Err(e) => break Err(e),
+            },
+            Err(e) => Some(Err(e)),
         }
-    };
-    let _ = out.flush().await;
-    reception.finish();
-    // Senders still pacing themselves to this listener need not any more.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        for acker in ackers.values() {
+    }
+
+    /// A payload's end reached the listener.
+    fn ended(&mut self, id: PayloadId, end: End) -> Option<anyhow::Result<()>> {
+        self.readers.remove(&id);
+        self.ackers.remove(&id);
+        let aborted = match &end {
+            End::Eof(_) => None,
+            End::Abort { reason, .. } => Some(payload::aborted_message(
+                &id,
+                self.settings.pipe.as_str(),
+                reason,
+                None,
+            )),
+        };
+        match (self.book.on_end(&id, aborted.is_some()), aborted) {
+            (After::Exit, _) => Some(Ok(())),
+            (After::Fail, Some(m)) => Some(Err(Failure::Aborted(m).into())),
+            (After::Say, Some(m)) => {
+                eprintln!("skypipe: {m}");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells the senders still pacing themselves to this listener that they need not.
+    async fn stop_ackers(&self) {
+        for acker in self.ackers.values() {
             acker.stop().await;
         }
-        let _ = session.client.flush().await;
-    })
-    .await;
-    let _ =
-        tokio::time::timeout(Duration::from_secs(2), data.delete_consumer(&consumer_name)).await;
-    result
+        let _ = self.session.client.flush().await;
+    }
 }

@@ -28,6 +28,18 @@ pub(crate) enum WriteEnd {
     Interrupted,
 }
 
+impl WriteEnd {
+    /// How a receiver ends when its writes stopped so: a closed stdout is a normal end.
+    pub(crate) fn ending(self) -> anyhow::Result<()> {
+        match self {
+            WriteEnd::Closed => Ok(()),
+            WriteEnd::Interrupted => Err(crate::error::Failure::Interrupted.into()),
+            WriteEnd::Failed(m) => Err(anyhow::anyhow!(m)),
+            WriteEnd::Ok => Err(anyhow::anyhow!("the stdout writer stopped")),
+        }
+    }
+}
+
 /// How far one payload's writes got: the purge bound given with its last written chunk, and
 /// how many of its chunks are written (for a live sender's acknowledgements).
 #[derive(Debug, Clone, Default)]

@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::anyhow;
 use bytes::Bytes;
 
 use crate::protocol::crypto::{OpenError, Opener};
 use crate::protocol::pipe::{ChunkMeta, End, PayloadId};
+pub(crate) use crate::rules::take::Start;
 use crate::transfer::output::{Mark, WriteEnd, Writer, Written};
 
 /// More chunks than this arriving ahead of a missing one means it is lost.
@@ -80,15 +80,6 @@ pub(crate) struct Removed(pub(crate) anyhow::Error);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; it was left in the pipe")]
 pub(crate) struct Newer(pub(crate) String);
-
-/// How a payload may start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
-    /// At chunk 0; later chunks arriving first wait for it.
-    AtZero,
-    /// At the first chunk seen: a resumed payload, or a listener joining late.
-    AtFirstSeen,
-}
 
 /// What accepting a chunk led to.
 #[derive(Debug)]
@@ -222,22 +213,42 @@ impl Reader {
             )));
         }
         self.max_seen = self.max_seen.max(stream_seq);
+        let next = self.begin(&meta);
+        if meta.chunk < next {
+            return Ok(Step::More); // a duplicate of a chunk already written
+        }
+        self.check_ahead(meta.chunk, stream_seq, next)?;
+        self.pending.insert(meta.chunk, (meta, data, stream_seq));
+        if self.pending.len() > MAX_OUT_OF_ORDER {
+            return Err(self.corrupt(format!(
+                "chunk {next} never arrived while {} later chunks did",
+                self.pending.len()
+            )));
+        }
+        self.write_in_order(out).await
+    }
+
+    /// The chunk expected next, decided at the first chunk seen: chunk 0, or that chunk when
+    /// the payload starts at the first chunk seen (its running checksum from there on).
+    fn begin(&mut self, first: &ChunkMeta) -> u64 {
         if self.next.is_none() {
-            if meta.chunk != 0 && self.start == Start::AtFirstSeen {
-                self.next = Some(meta.chunk);
-                self.offset = meta.offset;
-                self.crc = crc32fast::Hasher::new_with_initial_len(meta.prior_crc, meta.offset);
-                self.started_at = Some(meta.offset);
+            if first.chunk != 0 && self.start == Start::AtFirstSeen {
+                self.next = Some(first.chunk);
+                self.offset = first.offset;
+                self.crc = crc32fast::Hasher::new_with_initial_len(first.prior_crc, first.offset);
+                self.started_at = Some(first.offset);
             } else {
                 self.next = Some(0);
             }
         }
-        let next = self.next.unwrap_or(0);
-        if meta.chunk < next {
-            return Ok(Step::More); // a duplicate of a chunk already written
-        }
-        // A live chunk ahead of the stored ones before it may wait for them a little, and
-        // once chunks come live, a stored one ahead of live ones not read yet.
+        self.next.unwrap_or(0)
+    }
+
+    /// A chunk beyond the `next` one expected: with listeners, chunks removed before they
+    /// were read ([`Missed`]), unless it may wait. A live chunk ahead of the stored ones
+    /// before it may wait for them a little, and once chunks come live, a stored one ahead of
+    /// live ones not read yet.
+    fn check_ahead(&mut self, chunk: u64, stream_seq: u64, next: u64) -> anyhow::Result<()> {
         self.live_seen |= stream_seq == NOT_STORED;
         let may_wait = self.live_seen
             && self.pending.len() < LIVE_AHEAD
@@ -247,39 +258,21 @@ impl Reader {
                 .map(|(_, b, _)| b.len())
                 .sum::<usize>()
                 < LIVE_AHEAD_BYTES;
-        if meta.chunk > next && self.gaps_are_losses && !may_wait {
-            let first = self.pending.keys().next().copied().unwrap_or(meta.chunk);
+        if chunk > next && self.gaps_are_losses && !may_wait {
+            let first = self.pending.keys().next().copied().unwrap_or(chunk);
             return Err(Missed {
                 id: self.id.clone(),
-                chunks: first.min(meta.chunk) - next,
+                chunks: first.min(chunk) - next,
             }
             .into());
         }
-        self.pending.insert(meta.chunk, (meta, data, stream_seq));
-        if self.pending.len() > MAX_OUT_OF_ORDER {
-            return Err(self.corrupt(format!(
-                "chunk {next} never arrived while {} later chunks did",
-                self.pending.len()
-            )));
-        }
+        Ok(())
+    }
+
+    /// Writes the chunks now in order, up to the end or a stop of the writer.
+    async fn write_in_order(&mut self, out: &Writer) -> anyhow::Result<Step> {
         while let Some((meta, data, _)) = self.pending.remove(&self.next.unwrap_or(0)) {
-            let before = self.crc.clone().finalize();
-            if meta.offset != self.offset || meta.prior_crc != before {
-                return Err(self.corrupt(format!(
-                    "chunk {} says {} bytes with checksum {:08x} came before it, \
-                     but {} bytes with checksum {:08x} did",
-                    meta.chunk, meta.offset, meta.prior_crc, self.offset, before
-                )));
-            }
-            // Nothing is written before it is opened: a refused or forged chunk writes nothing.
-            let plain = match self.opener.open(&meta, data.clone()).await {
-                Ok(plain) => plain,
-                Err(OpenError::Refused(r)) => return Err(r.into()),
-                Err(OpenError::Bad(what)) => return Err(self.corrupt(what)),
-                Err(OpenError::Failed(e)) => return Err(e),
-            };
-            self.crc.update(&data);
-            self.offset += plain.len() as u64;
+            let plain = self.open(&meta, data).await?;
             self.next = Some(meta.chunk + 1);
             let ready = if self.whole_lines {
                 self.hold(plain, meta.end.is_some())
@@ -302,6 +295,28 @@ impl Reader {
             }
         }
         Ok(Step::More)
+    }
+
+    /// Checks that the chunk fits after what came before it and opens it, counting it in.
+    /// Nothing is written before it is opened: a refused or forged chunk writes nothing.
+    async fn open(&mut self, meta: &ChunkMeta, data: Bytes) -> anyhow::Result<Bytes> {
+        let before = self.crc.clone().finalize();
+        if meta.offset != self.offset || meta.prior_crc != before {
+            return Err(self.corrupt(format!(
+                "chunk {} says {} bytes with checksum {:08x} came before it, \
+                 but {} bytes with checksum {:08x} did",
+                meta.chunk, meta.offset, meta.prior_crc, self.offset, before
+            )));
+        }
+        let plain = match self.opener.open(meta, data.clone()).await {
+            Ok(plain) => plain,
+            Err(OpenError::Refused(r)) => return Err(r.into()),
+            Err(OpenError::Bad(what)) => return Err(self.corrupt(what)),
+            Err(OpenError::Failed(e)) => return Err(e),
+        };
+        self.crc.update(&data);
+        self.offset += plain.len() as u64;
+        Ok(plain)
     }
 
     /// Adds an opened chunk to what is held back, and returns what may be written now: all of
@@ -394,8 +409,8 @@ pub(crate) fn bad_headers(
 }
 
 /// An error for a message whose JetStream metadata cannot be read.
-pub(crate) fn no_info(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("a message without JetStream metadata: {e}")
+pub(crate) fn no_info(e: async_nats::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e).context("a message without JetStream metadata")
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::session::Session;
@@ -38,7 +38,7 @@ impl Reception {
         let out = Arc::new(Writer::stdout(cancel.clone()).context("cannot open stdout")?);
         let senders = Watch::start(&session.client, &session.layout, pipe)
             .await
-            .map_err(|e| anyhow!("cannot watch the pipe's senders: {e}"))?;
+            .context("cannot watch the pipe's senders")?;
         let active = Payloads::default();
         let presence = Presence::start(
             session.client.clone(),

@@ -28,10 +28,13 @@ use crate::error::Failure;
 use crate::protocol::crypto;
 use crate::protocol::pipe::{self, End, PayloadId, PipeName};
 use crate::protocol::proof::KEY_LEN;
+use crate::rules::follow::{self, Idle, Place, FOLLOW_MAX_ACTIVE, FOLLOW_TICKET_BATCH};
+use crate::rules::take::{self, Hold, OnClose, Purge, Start, Stopped, Ticket};
+use crate::rules::take::{GIVE_BACK_WITHIN, PURGE_EVERY, SETTLE_WITHIN};
 use crate::transfer::live::{Acker, Prover};
 use crate::transfer::liveness::{Liveness, Verdict};
 use crate::transfer::output::{Mark, WriteEnd, Writer};
-use crate::transfer::payload::{self, Reader, Start, Step, NOT_STORED};
+use crate::transfer::payload::{self, Reader, Step, NOT_STORED};
 use crate::transfer::presence::{self, Payloads, Role, Watch};
 use crate::transfer::reception::Reception;
 
@@ -43,21 +46,10 @@ const READ_BATCH: i64 = 16;
 /// connection, and their sum must stay well under the server's per-connection buffer (64 MiB)
 /// or the server cuts the follower off as a slow consumer.
 const FOLLOW_READ_BATCH: i64 = 2;
-/// How often written chunks are removed from the server.
-const PURGE_EVERY: Duration = Duration::from_millis(500);
 /// How often a taker checks on its sender and its server while reading.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How long a server may take to answer the question "are you there?".
 const SERVER_ANSWER: Duration = Duration::from_secs(2);
-/// How long a taker that stops waits for the server to take back what it did not write (a
-/// server that does not answer then gets the ticket back after its ack wait).
-const GIVE_BACK_WITHIN: Duration = Duration::from_secs(2);
-/// How long an interrupted taker waits for a write in progress on a stuck stdout.
-const SETTLE_WITHIN: Duration = Duration::from_millis(500);
-/// Payloads a follower takes at once.
-const FOLLOW_MAX_ACTIVE: usize = 1000;
-/// Tickets a follower asks for in one pull request.
-const FOLLOW_TICKET_BATCH: usize = 64;
 
 /// How one taken payload ended.
 #[derive(Debug)]
@@ -79,15 +71,6 @@ pub(crate) enum Taken {
         at: u64,
         bytes: u64,
     },
-}
-
-/// What a taker does with a payload when its stdout closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnClose {
-    /// The reader went away on purpose (`skypipe x | head`): the payload is taken.
-    Take,
-    /// Keep the unwritten rest for the next taker.
-    GiveBack,
 }
 
 /// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out. A pull that
@@ -152,7 +135,10 @@ async fn renew(
         biased;
         _ = cancel.cancelled() => Err(Failure::Interrupted.into()),
         made = tokio::time::timeout(SERVER_ANSWER, session.queue_consumer(pipe)) => {
-            match made.unwrap_or_else(|_| Err(anyhow!("no answer within {SERVER_ANSWER:?}"))) {
+            let made = made
+                .with_context(|| format!("no answer within {SERVER_ANSWER:?}"))
+                .and_then(|made| made);
+            match made {
                 Ok(c) => *consumer = c,
                 Err(e) => tracing::debug!("cannot make the queue consumer of pipe {pipe} again: {e:#}"),
             }
@@ -172,27 +158,26 @@ pub(crate) async fn purge(
         Some(seq) => req.sequence(seq).await.map(|_| ()),
         None => req.await.map(|_| ()),
     }
-    .map_err(|e| anyhow!("cannot remove taken chunks of {subject}: {e}"))
+    .with_context(|| format!("cannot remove taken chunks of {subject}"))
 }
 
 /// While a payload is read, keeps its ticket (a progress ack every [`TICKET_PROGRESS`]) and
-/// removes written chunks from the server (every [`PURGE_EVERY`]), except until `hold` (if
-/// set): on the live path, the few chunks stored before the sender went live stay a little
-/// longer, for listeners that read them later than the taker. It runs on its own task so
-/// that a write waiting on a slow stdout stops neither: a living taker never loses its
-/// ticket, and one killed while it waits has removed what it wrote.
+/// removes written chunks from the server as [`Purge`] says (every [`PURGE_EVERY`], except
+/// while the [`Hold`] holds). It runs on its own task so that a write waiting on a slow stdout
+/// stops neither: a living taker never loses its ticket, and one killed while it waits has
+/// removed what it wrote.
 fn keep(
     ticket: jetstream::Message,
     data: stream::Stream<()>,
     subject: String,
     mark: Mark,
-    hold: Hold,
+    hold: SharedHold,
 ) -> AbortOnDropHandle<()> {
     AbortOnDropHandle::new(tokio::spawn(async move {
         let mut progress = tokio::time::interval(TICKET_PROGRESS);
         progress.tick().await;
         let mut purge_tick = tokio::time::interval(PURGE_EVERY);
-        let mut purged = 0u64;
+        let mut purged = Purge::default();
         loop {
             tokio::select! {
                 _ = progress.tick() => {
@@ -200,18 +185,33 @@ fn keep(
                     let _ = ticket.ack_with(AckKind::Progress).await;
                 }
                 _ = purge_tick.tick() => {
-                    let mark = mark.get();
-                    if mark > purged && !hold.holds() {
-                        tracing::trace!("purging {subject} below stream sequence {mark}");
-                        purged = mark;
-                        if let Err(e) = purge(&data, &subject, Some(mark)).await {
-                            tracing::debug!("{e}");
+                    if let Some(bound) = purged.on_tick(mark.get(), &hold.get(), Instant::now()) {
+                        tracing::trace!("purging {subject} below stream sequence {bound}");
+                        if let Err(e) = purge(&data, &subject, Some(bound)).await {
+                            tracing::debug!("{e:#}");
                         }
                     }
                 }
             }
         }
     }))
+}
+
+/// A taker's [`Hold`], shared with the task that purges (see [`keep`]).
+#[derive(Clone, Default)]
+struct SharedHold(Arc<std::sync::Mutex<Hold>>);
+
+impl SharedHold {
+    fn get(&self) -> Hold {
+        self.0.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Tells the hold of an event, now.
+    fn on(&self, event: impl FnOnce(&mut Hold, Instant)) {
+        if let Ok(mut h) = self.0.lock() {
+            event(&mut h, Instant::now());
+        }
+    }
 }
 
 /// The live path of a payload being taken (docs/protocol.md, "The live path"): its chunks
@@ -278,38 +278,6 @@ async fn next_live(live: &mut Option<LiveIn>) -> Option<async_nats::Message> {
             }
         },
         None => std::future::pending().await,
-    }
-}
-
-/// How long a taker leaves the chunks stored before its payload went live (see [`keep`]).
-const LIVE_PREFIX_HOLD: Duration = Duration::from_secs(2);
-
-/// Until when purging waits, if it does.
-#[derive(Clone, Default)]
-struct Hold(Arc<std::sync::Mutex<Option<Instant>>>);
-
-impl Hold {
-    fn holds(&self) -> bool {
-        self.0
-            .lock()
-            .map(|h| h.is_some_and(|t| Instant::now() < t))
-            .unwrap_or(false)
-    }
-
-    /// Holds purging back for [`LIVE_PREFIX_HOLD`] from now (unless released).
-    fn start(&self) {
-        if let Ok(mut h) = self.0.lock() {
-            let until = Instant::now() + LIVE_PREFIX_HOLD;
-            if h.is_none_or(|t| t > Instant::now()) {
-                *h = Some(until);
-            }
-        }
-    }
-
-    fn release(&self) {
-        if let Ok(mut h) = self.0.lock() {
-            *h = Some(Instant::now());
-        }
     }
 }
 
@@ -385,11 +353,11 @@ struct Take<'a> {
     offers_live: bool,
     live: Option<LiveIn>,
     /// Holds purging back when the payload goes live (see [`keep`]).
-    purge_hold: Hold,
+    purge_hold: SharedHold,
+    /// Where this payload stands in a follower's order.
+    place: Place,
     /// Whether stored chunks wait to be written (a follower's idle clock).
     behind: Behind,
-    /// Chunks stored after the start of the last reader opened, when it was opened.
-    stored_ahead: u64,
 }
 
 enum ReadEnd {
@@ -398,9 +366,37 @@ enum ReadEnd {
     Cancelled,
 }
 
+impl ReadEnd {
+    /// How accepting a chunk ends the read, if it does.
+    fn of(step: Step) -> Option<ReadEnd> {
+        match step {
+            Step::More => None,
+            Step::End(end) => Some(ReadEnd::Done(end)),
+            Step::Stopped(WriteEnd::Interrupted) => Some(ReadEnd::Cancelled),
+            Step::Stopped(end) => Some(ReadEnd::Stopped(end)),
+        }
+    }
+}
+
+/// The ordered consumer reading a payload's stored chunks.
+struct Stored {
+    name: String,
+    messages: pull::Ordered,
+    /// Since when reading it fails.
+    lost_since: Option<Instant>,
+}
+
+/// What one step of reading led to: `Some` when the read ended.
+type Flow = anyhow::Result<Option<ReadEnd>>;
+
 impl Take<'_> {
-    /// Lets the next payload of a follower write (see [`Turn`]).
-    fn pass_turn(&mut self) {
+    /// Lets the next payload of a follower write (see [`Turn`]), once [`Place`] says so; keeps
+    /// the follower's backlog in step with it.
+    fn follow_place(&mut self, pass: bool) {
+        self.behind.set(self.place.behind());
+        if !pass {
+            return;
+        }
         if let Some(next) = self.turn.take() {
             tracing::debug!("payload {} is live: the next one may write", self.reader.id);
             let _ = next.send(());
@@ -415,15 +411,14 @@ impl Take<'_> {
     }
 
     /// Whether the payload's sender announced itself lately.
-    fn sender_alive(&self, id: &PayloadId) -> bool {
-        self.senders
-            .sender_seen(id.as_str())
-            .is_some_and(|t| t.elapsed() < presence::STALE)
+    fn sender_gone(&self) -> bool {
+        let seen = self.senders.sender_seen(self.reader.id.as_str());
+        take::sender_gone(seen, Instant::now(), presence::STALE)
     }
 
     /// An ordered consumer on the payload's subject from the stream sequence after `after`
-    /// (from the start when 0), and its messages.
-    async fn open_reader(&mut self, after: u64) -> anyhow::Result<(String, pull::Ordered)> {
+    /// (from the start when 0), and the number of chunks stored after its start.
+    async fn open_reader(&mut self, after: u64) -> anyhow::Result<(Stored, u64)> {
         let deliver_policy = match after {
             0 => DeliverPolicy::All,
             seq => DeliverPolicy::ByStartSequence {
@@ -442,15 +437,21 @@ impl Take<'_> {
             // The account's consumer limit: skypipe's idle queue consumers make room.
             Err(e) if errors::is(&e, Refusal::ConsumerLimit) => {
                 if self.session.make_room().await == 0 {
-                    return Err(anyhow!(e).context(self.session.no_room()));
+                    return Err(anyhow::Error::new(e).context(self.session.no_room()));
                 }
                 self.data.create_consumer(config).await?
             }
             made => made?,
         };
         let name = consumer.cached_info().name.clone();
-        self.stored_ahead = consumer.cached_info().num_pending;
-        Ok((name, consumer.messages().await?))
+        let ahead = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await?;
+        let stored = Stored {
+            name,
+            messages,
+            lost_since: None,
+        };
+        Ok((stored, ahead))
     }
 
     /// The first stored chunk, fetched with one request: a small payload (a trigger, a
@@ -468,64 +469,78 @@ impl Take<'_> {
         };
         let meta = pipe::parse_chunk(Some(&msg.headers))
             .map_err(|e| payload::bad_headers(&self.reader.id, msg.sequence, e))?;
-        Ok(
-            match self
-                .reader
-                .accept(meta, msg.payload, msg.sequence, out)
-                .await?
-            {
-                Step::More => Err(msg.sequence),
-                Step::End(end) => Ok(ReadEnd::Done(end)),
-                Step::Stopped(end) => Ok(ReadEnd::Stopped(end)),
-            },
+        let step = self
+            .reader
+            .accept(meta, msg.payload, msg.sequence, out)
+            .await?;
+        Ok(ReadEnd::of(step).ok_or(msg.sequence))
+    }
+
+    /// Writes the chunk the ticket carried. Should it not be the whole payload after all, the
+    /// stored chunks follow (the stored copy of this one is then skipped as a duplicate).
+    async fn read_inline(&mut self, out: &Writer) -> Flow {
+        match self.inline.take() {
+            Some((meta, body)) => Ok(ReadEnd::of(self.reader.accept(meta, body, 0, out).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Asks the sender for the payload live, when its ticket offers it.
+    async fn ask_live(&mut self) {
+        if !self.offers_live || self.live.is_some() {
+            return;
+        }
+        self.live = LiveIn::ask(
+            self.session,
+            &self.pipe,
+            &self.reader.id,
+            self.reader.mark.clone(),
+            pipe::ticket_live_key(self.ticket.headers.as_ref()),
         )
+        .await;
+        if self.live.is_some() {
+            self.purge_hold.on(Hold::on_asked);
+        }
     }
 
     /// Reads the payload to `out` until its end, a stop of stdout, or cancellation.
     async fn read(&mut self, out: &Writer, cancel: &CancellationToken) -> anyhow::Result<ReadEnd> {
-        let id = self.reader.id.clone();
-        if let Some((meta, body)) = self.inline.take() {
-            // Should it not be the whole payload after all, the stored chunks follow (the
-            // stored copy of this one is then skipped as a duplicate).
-            match self.reader.accept(meta, body, 0, out).await? {
-                Step::End(end) => return Ok(ReadEnd::Done(end)),
-                Step::Stopped(end) => return Ok(ReadEnd::Stopped(end)),
-                Step::More => {}
-            }
+        if let Some(end) = self.read_inline(out).await? {
+            return Ok(end);
         }
-        if self.offers_live && self.live.is_none() {
-            self.live = LiveIn::ask(
-                self.session,
-                &self.pipe,
-                &id,
-                self.reader.mark.clone(),
-                pipe::ticket_live_key(self.ticket.headers.as_ref()),
-            )
-            .await;
-            if self.live.is_some() {
-                self.purge_hold.start();
-            }
-        }
-        // The highest chunk number that came live: a stored chunk after it means the sender
-        // left the live path, and what it stores is purged as it is written again.
-        let mut live_max: Option<u64> = None;
+        self.ask_live().await;
         let after = match self.read_first(out).await? {
             Ok(end) => return Ok(end),
             Err(after) => after,
         };
         if after == 0 {
-            // Nothing stored yet: a live payload, which must not hold back the next one.
-            self.pass_turn();
-            self.behind.set(false);
+            let pass = self.place.on_nothing_stored();
+            self.follow_place(pass);
         }
-        let (mut consumer_name, mut messages) = self
+        let id = self.reader.id.clone();
+        let (mut stored, ahead) = self
             .open_reader(after)
             .await
             .with_context(|| format!("cannot read payload {id} from {}", self.session.url))?;
-        tracing::debug!("reading payload {id} after stream sequence {after} ({consumer_name})");
-        // Whether more is stored than was written so far (the consumer counted it).
-        self.behind.set(self.stored_ahead > 0);
-        let mut lost_since: Option<Instant> = None;
+        tracing::debug!(
+            "reading payload {id} after stream sequence {after} ({})",
+            stored.name
+        );
+        self.place.on_opened(ahead);
+        self.follow_place(false);
+        let end = self.read_on(&mut stored, out, cancel).await?;
+        self.consumer = Some(stored.name);
+        Ok(end)
+    }
+
+    /// The loop of [`Take::read`] once the stored chunks are being read: live and stored
+    /// chunks as they come, the sender's and the server's liveness, a gap's judgement.
+    async fn read_on(
+        &mut self,
+        stored: &mut Stored,
+        out: &Writer,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<ReadEnd> {
         let mut watch = tokio::time::interval(WATCH_EVERY);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watch.tick().await;
@@ -534,143 +549,169 @@ impl Take<'_> {
             self.sender_timeout,
             self.session.conn.retry.give_up_after,
         );
-        let end = loop {
+        loop {
             let gap_due = clocks.gap_due();
-            tokio::select! {
+            let flow = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break ReadEnd::Cancelled,
+                _ = cancel.cancelled() => Ok(Some(ReadEnd::Cancelled)),
                 _ = tokio::time::sleep_until(
                     tokio::time::Instant::from_std(gap_due.unwrap_or_else(Instant::now))
-                ), if gap_due.is_some() => {
-                    clocks.gap_judged();
-                    // The sender, if it lives, may still publish the missing chunk again.
-                    if !self.sender_alive(&id) {
-                        self.reader.nothing_more_stored()?;
-                    }
-                }
-                _ = watch.tick() => {
-                    let connected = self.session.client.connection_state()
-                        == async_nats::connection::State::Connected;
-                    let verdict =
-                        clocks.on_tick(Instant::now(), connected, self.senders.sender_seen(id.as_str()));
-                    if verdict == Verdict::ServerLost {
-                        return Err(anyhow!(
-                            "lost the server at {} for {} while reading payload {id}; \
-                             the payload is incomplete",
-                            self.session.url,
-                            self.session.conn.retry.shown()
-                        ));
-                    }
-                    if verdict == Verdict::AskServer {
-                        let answers = tokio::select! {
-                            biased;
-                            _ = cancel.cancelled() => break ReadEnd::Cancelled,
-                            a = self.server_answers() => a,
-                        };
-                        if !clocks.on_server_answer(answers) {
-                            continue;
-                        }
-                        // A gap below a stored end is said as such.
-                        self.reader.nothing_more_stored()?;
-                        if let Some(missing) = self.reader.missing() {
-                            return Err(self.reader.corrupt(format!(
-                                "chunk {missing} never arrived (later chunks did)"
-                            )));
-                        }
-                        return Err(payload::Vanished {
-                            id: id.clone(),
-                            waited: humantime::format_duration(self.sender_timeout).to_string(),
-                            bytes: self.reader.offset,
-                        }
-                        .into());
-                    }
-                }
-                Some(msg) = next_live(&mut self.live) => {
-                    let meta = pipe::parse_chunk(msg.headers.as_ref())
-                        .map_err(|e| payload::bad_headers(&id, NOT_STORED, e))?;
-                    if live_max.is_none() {
-                        // Longer, from the first live chunk on.
-                        self.purge_hold.start();
-                    }
-                    live_max = live_max.max(Some(meta.chunk));
-                    let step = self.reader.accept(meta, msg.payload, NOT_STORED, out).await?;
-                    clocks.on_chunk(Instant::now());
-                    if self.reader.missing().is_none() {
-                        // Everything before this live chunk is written: the payload is live.
-                        self.pass_turn();
-                        self.behind.set(false);
-                    }
-                    match step {
-                        Step::More => {}
-                        Step::End(end) => break ReadEnd::Done(end),
-                        Step::Stopped(WriteEnd::Interrupted) => break ReadEnd::Cancelled,
-                        Step::Stopped(end) => break ReadEnd::Stopped(end),
-                    }
-                }
-                msg = messages.next() => {
-                    let msg = match msg {
-                        Some(Ok(m)) => m,
-                        failed => {
-                            // A cluster node that died can take the ordered consumer (one
-                            // replica) with it, and the client does not always make a new
-                            // one: read on after the last chunk seen, for a while.
-                            let since = *lost_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > self.session.conn.retry.give_up_after {
-                                return match failed {
-                                    Some(Err(e)) => Err(anyhow!(e)).with_context(|| {
-                                        format!(
-                                            "lost the connection while reading payload {id} from {}",
-                                            self.session.url
-                                        )
-                                    }),
-                                    _ => Err(anyhow!("the server ended the read of payload {id}")),
-                                };
-                            }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            if let Ok((name, m)) = self.open_reader(self.reader.max_seen).await {
-                                let old = std::mem::replace(&mut consumer_name, name);
-                                let data = self.data.clone();
-                                tokio::spawn(async move { data.delete_consumer(&old).await });
-                                messages = m;
-                            }
-                            continue;
-                        }
-                    };
-                    lost_since = None;
-                    let (seq, last) = msg
-                        .info()
-                        .map(|i| (i.stream_sequence, i.pending == 0))
-                        .map_err(payload::no_info)?;
-                    let meta = pipe::parse_chunk(msg.headers.as_ref())
-                        .map_err(|e| payload::bad_headers(&id, seq, e))?;
-                    if live_max.is_some_and(|m| meta.chunk > m) {
-                        self.purge_hold.release();
-                    }
-                    let bytes = msg.message.payload.clone();
-                    // More stored after this one: it waits for this taker.
-                    self.behind.set(!last);
-                    let step = self.reader.accept(meta, bytes, seq, out).await?;
-                    clocks.on_chunk(Instant::now());
-                    if last {
-                        // Everything stored is written: the payload is live from here on.
-                        self.pass_turn();
-                    }
-                    match step {
-                        // The end is stored, nothing more is, and a chunk before it is
-                        // missing: corrupt, unless a living sender may still publish it again.
-                        Step::More if last && self.reader.missing().is_some() => {
-                            clocks.on_gap(Instant::now());
-                        }
-                        Step::More => {}
-                        Step::End(end) => break ReadEnd::Done(end),
-                        Step::Stopped(WriteEnd::Interrupted) => break ReadEnd::Cancelled,
-                        Step::Stopped(end) => break ReadEnd::Stopped(end),
-                    }
-                }
+                ), if gap_due.is_some() => self.on_gap_due(&mut clocks).map(|()| None),
+                _ = watch.tick() => self.on_watch(&mut clocks, cancel).await,
+                Some(msg) = next_live(&mut self.live) => self.on_live(msg, &mut clocks, out).await,
+                msg = stored.messages.next() => self.on_stored(msg, stored, &mut clocks, out).await,
+            };
+            if let Some(end) = flow? {
+                return Ok(end);
             }
+        }
+    }
+
+    /// A gap below a stored end waited a stale time: the sender, if it lives, may still
+    /// publish the missing chunk again.
+    fn on_gap_due(&mut self, clocks: &mut Liveness) -> anyhow::Result<()> {
+        clocks.gap_judged();
+        if self.sender_gone() {
+            self.reader.nothing_more_stored()?;
+        }
+        Ok(())
+    }
+
+    /// The periodic look at the sender and the server.
+    async fn on_watch(&mut self, clocks: &mut Liveness, cancel: &CancellationToken) -> Flow {
+        let id = &self.reader.id;
+        let connected =
+            self.session.client.connection_state() == async_nats::connection::State::Connected;
+        let seen = self.senders.sender_seen(id.as_str());
+        match clocks.on_tick(Instant::now(), connected, seen) {
+            Verdict::Wait => Ok(None),
+            Verdict::ServerLost => Err(anyhow!(
+                "lost the server at {} for {} while reading payload {id}; the payload is \
+                 incomplete",
+                self.session.url,
+                self.session.conn.retry.shown()
+            )),
+            Verdict::AskServer => {
+                let answers = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(Some(ReadEnd::Cancelled)),
+                    a = self.server_answers() => a,
+                };
+                if !clocks.on_server_answer(answers) {
+                    return Ok(None);
+                }
+                Err(self.vanished())
+            }
+        }
+    }
+
+    /// What a taker says of a payload whose sender went silent and is gone: a gap below a
+    /// stored end is said as such.
+    fn vanished(&self) -> anyhow::Error {
+        if let Err(e) = self.reader.nothing_more_stored() {
+            return e;
+        }
+        if let Some(missing) = self.reader.missing() {
+            return self
+                .reader
+                .corrupt(format!("chunk {missing} never arrived (later chunks did)"));
+        }
+        payload::Vanished {
+            id: self.reader.id.clone(),
+            waited: humantime::format_duration(self.sender_timeout).to_string(),
+            bytes: self.reader.offset,
+        }
+        .into()
+    }
+
+    /// A chunk that came live.
+    async fn on_live(
+        &mut self,
+        msg: async_nats::Message,
+        clocks: &mut Liveness,
+        out: &Writer,
+    ) -> Flow {
+        let meta = pipe::parse_chunk(msg.headers.as_ref())
+            .map_err(|e| payload::bad_headers(&self.reader.id, NOT_STORED, e))?;
+        let chunk = meta.chunk;
+        self.purge_hold.on(|h, now| h.on_live_chunk(now, chunk));
+        let step = self
+            .reader
+            .accept(meta, msg.payload, NOT_STORED, out)
+            .await?;
+        clocks.on_chunk(Instant::now());
+        // Everything before this live chunk written: the payload is live.
+        let pass = self.place.on_live_written(self.reader.missing().is_none());
+        self.follow_place(pass);
+        Ok(ReadEnd::of(step))
+    }
+
+    /// What the ordered consumer delivered: a stored chunk, or a failure to read on from.
+    async fn on_stored(
+        &mut self,
+        msg: Option<Result<jetstream::Message, pull::OrderedError>>,
+        stored: &mut Stored,
+        clocks: &mut Liveness,
+        out: &Writer,
+    ) -> Flow {
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            failed => return self.read_again(failed, stored).await.map(|()| None),
         };
-        self.consumer = Some(consumer_name);
-        Ok(end)
+        stored.lost_since = None;
+        let (seq, last) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.pending == 0))
+            .map_err(payload::no_info)?;
+        let meta = pipe::parse_chunk(msg.headers.as_ref())
+            .map_err(|e| payload::bad_headers(&self.reader.id, seq, e))?;
+        let chunk = meta.chunk;
+        self.purge_hold.on(|h, now| h.on_stored_chunk(now, chunk));
+        // More stored after this one: it waits for this taker.
+        self.place.on_stored(last);
+        self.follow_place(false);
+        let bytes = msg.message.payload.clone();
+        let step = self.reader.accept(meta, bytes, seq, out).await?;
+        clocks.on_chunk(Instant::now());
+        // Everything stored is written: the payload is live from here on.
+        let pass = self.place.on_stored_written(last);
+        self.follow_place(pass);
+        // The end is stored, nothing more is, and a chunk before it is missing: corrupt,
+        // unless a living sender may still publish it again.
+        if matches!(step, Step::More) && last && self.reader.missing().is_some() {
+            clocks.on_gap(Instant::now());
+        }
+        Ok(ReadEnd::of(step))
+    }
+
+    /// A cluster node that died can take the ordered consumer (one replica) with it, and the
+    /// client does not always make a new one: read on after the last chunk seen, for a while.
+    async fn read_again(
+        &mut self,
+        failed: Option<Result<jetstream::Message, pull::OrderedError>>,
+        stored: &mut Stored,
+    ) -> anyhow::Result<()> {
+        let since = *stored.lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > self.session.conn.retry.give_up_after {
+            let id = &self.reader.id;
+            return match failed {
+                Some(Err(e)) => Err(e).with_context(|| {
+                    format!(
+                        "lost the connection while reading payload {id} from {}",
+                        self.session.url
+                    )
+                }),
+                _ => Err(anyhow!("the server ended the read of payload {id}")),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok((again, _)) = self.open_reader(self.reader.max_seen).await {
+            let old = std::mem::replace(&mut stored.name, again.name);
+            let data = self.data.clone();
+            tokio::spawn(async move { data.delete_consumer(&old).await });
+            stored.messages = again.messages;
+        }
+        Ok(())
     }
 
     /// Removes the payload's consumer, if it had one.
@@ -695,7 +736,9 @@ impl Take<'_> {
             purge(&self.data, &self.subject, None),
             self.drop_consumer()
         );
-        acked.map_err(|e| anyhow!("cannot confirm payload {} as taken: {e}", self.reader.id))?;
+        acked
+            .map_err(anyhow::Error::from_boxed)
+            .with_context(|| format!("cannot confirm payload {} as taken", self.reader.id))?;
         purged
     }
 
@@ -713,18 +756,32 @@ impl Take<'_> {
         } else {
             let _ = out.flush().await;
         }
-        let mark = self.reader.mark.get();
+        let written = Purge::on_give_back(self.reader.mark.get());
         let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
             // Before the ticket goes back: the sender stores what was not written first.
             self.stop_live().await;
-            if mark > 0 {
-                let _ = purge(&self.data, &self.subject, Some(mark)).await;
+            if let Some(bound) = written {
+                let _ = purge(&self.data, &self.subject, Some(bound)).await;
             }
             let _ = self.ticket.ack_with(AckKind::Nak(None)).await;
             self.drop_consumer().await;
             let _ = self.session.client.flush().await;
         })
         .await;
+    }
+
+    /// Carries out what becomes of the ticket.
+    async fn leave(&self, ticket: Ticket, out: &Writer) -> anyhow::Result<()> {
+        match ticket {
+            Ticket::Ack => self.finish(AckKind::Ack).await?,
+            Ticket::Term => {
+                let _ = out.flush().await;
+                let _ = tokio::time::timeout(GIVE_BACK_WITHIN, self.finish(AckKind::Term)).await;
+            }
+            Ticket::GiveBack { cancelled } => self.give_back(out, cancelled).await,
+            Ticket::Leave => {}
+        }
+        Ok(())
     }
 }
 
@@ -796,57 +853,7 @@ impl Taker<'_> {
         id: PayloadId,
         mut turn: Turn,
     ) -> anyhow::Result<Taken> {
-        let (session, out, cancel, quiet) = (self.session, self.out, self.cancel, self.quiet);
-        let delivered = ticket.info().map(|i| i.delivered).unwrap_or(1);
-        let redelivered = delivered > 1;
-        tracing::info!(
-            "took payload {id} of pipe {} (delivery {delivered})",
-            self.pipe
-        );
-        let start = if redelivered {
-            Start::AtFirstSeen
-        } else {
-            Start::AtZero
-        };
-        // A resumed payload writes only its rest: a share of the whole would mislead.
-        if let (Some(progress), false) = (self.progress, redelivered) {
-            progress.announce(pipe::ticket_size(ticket.headers.as_ref()));
-        }
-        let data = session
-            .js
-            .get_stream_no_info(session.layout.data_stream())
-            .await?;
-        // A ticket given out before may have had its payload written by the taker that lost
-        // it: only the stored chunks say where to resume, so its inline copy is not used.
-        let inline = if redelivered || !pipe::ticket_is_inline(ticket.headers.as_ref()) {
-            None
-        } else {
-            pipe::parse_chunk(ticket.headers.as_ref())
-                .ok()
-                .map(|meta| (meta, ticket.payload.clone()))
-        };
-        let offers_live = pipe::ticket_offers_live(ticket.headers.as_ref());
-        let mut take = Take {
-            senders: self.senders.clone(),
-            sender_timeout: self.sender_timeout,
-            session,
-            subject: session.layout.payload_subject(self.pipe, &id),
-            reader: Reader::new(id.clone(), start, false)
-                .opening(session.opener(self.pipe))
-                .whole_lines(self.whole_lines),
-            ticket,
-            data,
-            consumer: None,
-            batch: self.batch,
-            inline,
-            turn: turn.pass.take(),
-            pipe: self.pipe.clone(),
-            offers_live,
-            live: None,
-            purge_hold: Hold::default(),
-            behind: self.backlog.map(Backlog::enter).unwrap_or_default(),
-            stored_ahead: 0,
-        };
+        let mut take = self.open(ticket, &id, turn.pass.take()).await?;
         // The ticket is kept from now until the payload is finished or given back, however
         // long stdout makes the writes (and the final flush) wait.
         let _keeper = keep(
@@ -856,73 +863,28 @@ impl Taker<'_> {
             take.reader.mark.clone(),
             take.purge_hold.clone(),
         );
-        let read = async {
-            if let Some(wait) = turn.wait.take() {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Ok(ReadEnd::Cancelled),
-                    // A payload before this one that ended, however, closes its side.
-                    _ = wait => {}
-                }
-            }
-            take.read(out, cancel).await
-        };
-        let end = match read.await {
-            Ok(end) => end,
-            Err(e) if payload::is_payload_fault(&e) => {
-                let _ = out.flush().await;
-                let _ = tokio::time::timeout(GIVE_BACK_WITHIN, take.finish(AckKind::Term)).await;
-                return Err(payload::Removed(e).into());
-            }
-            // Not for this receiver (no secret, another secret, or plain; or a newer skypipe's
-            // payload): left in the pipe for another one.
-            Err(e) if crypto::is_refused(&e) || e.downcast_ref::<payload::Newer>().is_some() => {
-                take.give_back(out, false).await;
-                return Err(e);
-            }
-            // Connection trouble: the ticket comes back to some taker after its ack wait.
-            Err(e) => return Err(e),
-        };
+        let read = self.read_in_turn(&mut take, turn.wait.take()).await;
         let resumed = take.reader.started_at;
-        let complete = matches!(end, ReadEnd::Done(End::Eof(_)));
-        if let (Some(at), false, false) = (resumed, quiet, complete) {
+        let complete = matches!(read, Ok(ReadEnd::Done(End::Eof(_))));
+        if let (Some(at), false, false, true) = (resumed, self.quiet, complete, read.is_ok()) {
             eprintln!("skypipe: {}", resumed_note(&id, at));
         }
-        match end {
-            ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted) => {
-                take.give_back(out, true).await;
-                Err(Failure::Interrupted.into())
-            }
-            ReadEnd::Stopped(WriteEnd::Closed) => {
-                match self.on_close {
-                    OnClose::Take => take.finish(AckKind::Ack).await?,
-                    OnClose::GiveBack => take.give_back(out, false).await,
-                }
-                Ok(Taken::StdoutClosed)
-            }
-            ReadEnd::Stopped(WriteEnd::Failed(m)) => {
-                take.give_back(out, false).await;
-                Err(anyhow!(m))
-            }
-            ReadEnd::Stopped(WriteEnd::Ok) => Err(anyhow!("the stdout writer stopped")),
-            ReadEnd::Done(end) => {
-                match out.flush().await {
-                    WriteEnd::Failed(m) => {
-                        take.give_back(out, false).await;
-                        return Err(anyhow!(m));
-                    }
-                    WriteEnd::Interrupted => {
-                        take.give_back(out, true).await;
-                        return Err(Failure::Interrupted.into());
-                    }
-                    WriteEnd::Ok | WriteEnd::Closed => {}
-                }
-                take.finish(AckKind::Ack).await?;
-                let bytes = take.reader.offset;
-                tracing::info!(
-                    "payload {id} taken: {} chunks, {bytes} bytes",
-                    take.reader.chunks()
-                );
+        let read = match read {
+            Ok(ReadEnd::Done(end)) => flushed(self.out, end).await,
+            read => read,
+        };
+        let stopped = stopped(&read);
+        take.leave(take::ticket_after(stopped, self.on_close), self.out)
+            .await?;
+        let bytes = take.reader.offset;
+        match read {
+            Err(e) if stopped == Stopped::Fault => Err(payload::Removed(e).into()),
+            Err(e) => Err(e),
+            Ok(ReadEnd::Cancelled) => Err(Failure::Interrupted.into()),
+            Ok(ReadEnd::Stopped(end)) => end.ending().map(|()| Taken::StdoutClosed),
+            Ok(ReadEnd::Done(end)) => {
+                let chunks = take.reader.chunks();
+                tracing::info!("payload {id} taken: {chunks} chunks, {bytes} bytes");
                 Ok(match (end, resumed) {
                     (End::Eof(_), None) => Taken::Complete,
                     (End::Eof(_), Some(at)) => Taken::Resumed { id, at, bytes },
@@ -931,8 +893,108 @@ impl Taker<'_> {
             }
         }
     }
+
+    /// The payload a ticket announces, ready to be read.
+    async fn open(
+        &self,
+        ticket: jetstream::Message,
+        id: &PayloadId,
+        turn: Option<oneshot::Sender<()>>,
+    ) -> anyhow::Result<Take<'_>> {
+        let session = self.session;
+        let delivered = ticket.info().map(|i| i.delivered).unwrap_or(1);
+        tracing::info!(
+            "took payload {id} of pipe {} (delivery {delivered})",
+            self.pipe
+        );
+        let start = Start::of_ticket(delivered);
+        // A resumed payload writes only its rest: a share of the whole would mislead.
+        if let (Some(progress), Start::AtZero) = (self.progress, start) {
+            progress.announce(pipe::ticket_size(ticket.headers.as_ref()));
+        }
+        let data = session
+            .js
+            .get_stream_no_info(session.layout.data_stream())
+            .await?;
+        // A ticket given out before may have had its payload written by the taker that lost
+        // it: only the stored chunks say where to resume, so its inline copy is not used.
+        let inline = if start != Start::AtZero || !pipe::ticket_is_inline(ticket.headers.as_ref()) {
+            None
+        } else {
+            pipe::parse_chunk(ticket.headers.as_ref())
+                .ok()
+                .map(|meta| (meta, ticket.payload.clone()))
+        };
+        Ok(Take {
+            senders: self.senders.clone(),
+            sender_timeout: self.sender_timeout,
+            session,
+            subject: session.layout.payload_subject(self.pipe, id),
+            reader: Reader::new(id.clone(), start, false)
+                .opening(session.opener(self.pipe))
+                .whole_lines(self.whole_lines),
+            offers_live: pipe::ticket_offers_live(ticket.headers.as_ref()),
+            ticket,
+            data,
+            consumer: None,
+            batch: self.batch,
+            inline,
+            turn,
+            pipe: self.pipe.clone(),
+            live: None,
+            purge_hold: SharedHold::default(),
+            place: Place::default(),
+            behind: self.backlog.map(Backlog::enter).unwrap_or_default(),
+        })
+    }
+
+    /// Waits for the payload's turn (a payload before this one that ended, however, closes
+    /// its side), then reads it.
+    async fn read_in_turn(
+        &self,
+        take: &mut Take<'_>,
+        wait: Option<oneshot::Receiver<()>>,
+    ) -> anyhow::Result<ReadEnd> {
+        if let Some(wait) = wait {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok(ReadEnd::Cancelled),
+                _ = wait => {}
+            }
+        }
+        take.read(self.out, self.cancel).await
+    }
 }
 
+/// A read that came to the payload's end, once what it wrote is flushed: stopped after all
+/// when the flush failed or was interrupted.
+async fn flushed(out: &Writer, end: End) -> anyhow::Result<ReadEnd> {
+    Ok(match out.flush().await {
+        WriteEnd::Interrupted => ReadEnd::Cancelled,
+        failed @ WriteEnd::Failed(_) => ReadEnd::Stopped(failed),
+        WriteEnd::Ok | WriteEnd::Closed => ReadEnd::Done(end),
+    })
+}
+
+/// How a read stopped, for what becomes of its ticket (see [`take::ticket_after`]).
+fn stopped(read: &anyhow::Result<ReadEnd>) -> Stopped {
+    match read {
+        Ok(ReadEnd::Done(_)) => Stopped::Done,
+        Ok(ReadEnd::Cancelled | ReadEnd::Stopped(WriteEnd::Interrupted)) => Stopped::Interrupted,
+        Ok(ReadEnd::Stopped(WriteEnd::Closed)) => Stopped::Closed,
+        Ok(ReadEnd::Stopped(WriteEnd::Failed(_))) => Stopped::WriteFailed,
+        // Not a way a writer stops: nothing is decided on the ticket.
+        Ok(ReadEnd::Stopped(WriteEnd::Ok)) => Stopped::Lost,
+        Err(e) if payload::is_payload_fault(e) => Stopped::Fault,
+        // Not for this receiver (no secret, another secret, or plain; or a newer skypipe's
+        // payload): left in the pipe for another one.
+        Err(e) if crypto::is_refused(e) || e.downcast_ref::<payload::Newer>().is_some() => {
+            Stopped::NotOurs
+        }
+        // Connection trouble: the ticket comes back to some taker after its ack wait.
+        Err(_) => Stopped::Lost,
+    }
+}
 /// Takes the oldest payload of the pipe and writes it to stdout.
 pub(crate) async fn recv(
     session: &Session,
@@ -1051,7 +1113,8 @@ async fn fetch_tickets(
             p = room.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let mut permits = vec![first];
-        while permits.len() < FOLLOW_TICKET_BATCH {
+        let want = follow::tickets_to_ask(1 + room.available_permits());
+        while permits.len() < want {
             match room.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
                 Err(_) => break,
@@ -1115,12 +1178,6 @@ pub(crate) async fn follow(
     // Payload tasks stop on this: Ctrl-C, or the follower ending for another reason.
     let stop = cancel.child_token();
     let reception = Reception::start(session, settings, Role::Follow, stop.clone()).await?;
-    let Reception {
-        out,
-        active,
-        senders,
-        ..
-    } = &reception;
     let room = Arc::new(Semaphore::new(FOLLOW_MAX_ACTIVE));
     let (tx, mut tickets) = mpsc::channel(FOLLOW_TICKET_BATCH);
     let stop_fetch = CancellationToken::new();
@@ -1132,88 +1189,34 @@ pub(crate) async fn follow(
         tx,
         stop_fetch.clone(),
     )));
-    // Each payload waits for the one before it (see `Turn`).
-    let mut previous: Option<oneshot::Receiver<()>> = None;
-    let mut tasks: JoinSet<anyhow::Result<Taken>> = JoinSet::new();
-    let backlog = Backlog::default();
-    let mut last_activity = Instant::now();
-    let mut last_bytes = out.counter().get();
+    let mut follower = Follower {
+        session,
+        settings,
+        reception: &reception,
+        stop,
+        previous: None,
+        tasks: JoinSet::new(),
+        backlog: Backlog::default(),
+        idle: Idle::new(
+            Instant::now(),
+            settings.timeout,
+            reception.out.counter().get(),
+        ),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let result: anyhow::Result<()> = loop {
-        tokio::select! {
+        let ended = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Err(Failure::Interrupted.into()),
+            _ = cancel.cancelled() => Some(Err(Failure::Interrupted.into())),
             Some((ticket, permit)) = tickets.recv() => {
-                last_activity = Instant::now();
-                let (session, pipe, out, stop, active, senders) = (
-                    session.clone(),
-                    pipe.clone(),
-                    out.clone(),
-                    stop.clone(),
-                    active.clone(),
-                    senders.clone(),
-                );
-                let (quiet, sender_timeout) = (settings.quiet, settings.sender_timeout);
-                let backlog = backlog.clone();
-                let (pass, next) = oneshot::channel();
-                let turn = Turn { wait: previous.replace(next), pass: Some(pass) };
-                tasks.spawn(async move {
-                    let taker = Taker {
-                        session: &session,
-                        pipe: &pipe,
-                        out: &out,
-                        cancel: &stop,
-                        on_close: OnClose::GiveBack,
-                        quiet,
-                        active: &active,
-                        senders: &senders,
-                        sender_timeout,
-                        batch: FOLLOW_READ_BATCH,
-                        whole_lines: true,
-                        progress: None,
-                        backlog: Some(&backlog),
-                    };
-                    let taken = taker.take(ticket, turn).await;
-                    drop(permit);
-                    taken
-                });
+                follower.spawn(ticket, permit);
+                None
             }
-            Some(joined) = tasks.join_next() => {
-                last_activity = Instant::now();
-                match joined {
-                    Ok(Ok(Taken::Complete)) => {}
-                    Ok(Ok(Taken::Resumed { id, at, .. })) => {
-                        if !settings.quiet {
-                            eprintln!("skypipe: {}", resumed_note(&id, at));
-                        }
-                    }
-                    Ok(Ok(Taken::Aborted { id, reason, bytes })) => {
-                        eprintln!("skypipe: {}", payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes)));
-                    }
-                    Ok(Ok(Taken::Skipped(m))) => eprintln!("skypipe: {m}"),
-                    Ok(Ok(Taken::StdoutClosed)) => break Ok(()),
-                    Ok(Err(e)) if payload::is_payload_fault(&e) => eprintln!("skypipe: {e:#}"),
-                    Ok(Err(e)) if e.downcast_ref::<Failure>().is_some() => {}
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(anyhow!("a payload task failed: {e}")),
-                }
-            }
-            _ = tick.tick() => {
-                let bytes = out.counter().get();
-                // Data waiting to be written is not idleness, however slowly it comes.
-                if bytes != last_bytes || out.busy() || backlog.waiting() {
-                    last_bytes = bytes;
-                    last_activity = Instant::now();
-                }
-                if let Some(t) = settings.timeout {
-                    if last_activity.elapsed() >= t {
-                        break Err(Failure::TimedOut(format!(
-                            "nothing arrived on pipe {pipe} for {}",
-                            humantime::format_duration(t)
-                        )).into());
-                    }
-                }
-            }
+            Some(joined) = follower.tasks.join_next() => follower.on_joined(joined),
+            _ = tick.tick() => follower.on_tick(),
+        };
+        if let Some(result) = ended {
+            break result;
         }
     };
     // Stop taking; give back whatever is in progress or handed over but not started. Each
@@ -1221,27 +1224,7 @@ pub(crate) async fn follow(
     // keep the follower from ending when it should.
     stop_fetch.cancel();
     let _ = tokio::time::timeout(GIVE_BACK_WITHIN, fetcher).await;
-    stop.cancel();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(Taken::Aborted { id, reason, bytes })) => eprintln!(
-                "skypipe: {}",
-                payload::aborted_message(&id, pipe.as_str(), &reason, Some(bytes))
-            ),
-            Ok(Ok(Taken::Resumed { id, at, .. })) if !settings.quiet => {
-                eprintln!("skypipe: {}", resumed_note(&id, at));
-            }
-            _ => {}
-        }
-    }
-    tickets.close();
-    let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
-        while let Some((ticket, _permit)) = tickets.recv().await {
-            let _ = ticket.ack_with(AckKind::Nak(None)).await;
-        }
-        let _ = session.client.flush().await;
-    })
-    .await;
+    follower.wind_down(tickets).await;
     reception.finish();
     // As a plain taker does: its pipe's queue consumer goes when nothing is in flight on it
     // (payloads given back keep it).
@@ -1249,4 +1232,139 @@ pub(crate) async fn follow(
         session.leave_pipe(&pipe).await;
     }
     result
+}
+
+/// The tickets a follower hands over with the permit that holds their room.
+type Tickets = mpsc::Receiver<(jetstream::Message, OwnedSemaphorePermit)>;
+
+/// A follower's payloads in progress.
+struct Follower<'a> {
+    session: &'a Session,
+    settings: &'a PipeSettings,
+    reception: &'a Reception,
+    /// Stops the payload tasks.
+    stop: CancellationToken,
+    /// The turn of the payload handed over last: the next one waits for it (see [`Turn`]).
+    previous: Option<oneshot::Receiver<()>>,
+    tasks: JoinSet<anyhow::Result<Taken>>,
+    backlog: Backlog,
+    idle: Idle,
+}
+
+impl Follower<'_> {
+    /// Takes the payload of a ticket on a task of its own, in its turn.
+    fn spawn(&mut self, ticket: jetstream::Message, permit: OwnedSemaphorePermit) {
+        self.idle.on_activity(Instant::now());
+        let session = self.session.clone();
+        let pipe = self.settings.pipe.clone();
+        let Reception {
+            out,
+            active,
+            senders,
+            ..
+        } = self.reception;
+        let (out, active, senders) = (out.clone(), active.clone(), senders.clone());
+        let (stop, backlog) = (self.stop.clone(), self.backlog.clone());
+        let (quiet, sender_timeout) = (self.settings.quiet, self.settings.sender_timeout);
+        let (pass, next) = oneshot::channel();
+        let turn = Turn {
+            wait: self.previous.replace(next),
+            pass: Some(pass),
+        };
+        self.tasks.spawn(async move {
+            let taker = Taker {
+                session: &session,
+                pipe: &pipe,
+                out: &out,
+                cancel: &stop,
+                on_close: OnClose::GiveBack,
+                quiet,
+                active: &active,
+                senders: &senders,
+                sender_timeout,
+                batch: FOLLOW_READ_BATCH,
+                whole_lines: true,
+                progress: None,
+                backlog: Some(&backlog),
+            };
+            let taken = taker.take(ticket, turn).await;
+            drop(permit);
+            taken
+        });
+    }
+
+    /// A payload task ended: `Some` when the follower ends with it.
+    fn on_joined(
+        &mut self,
+        joined: Result<anyhow::Result<Taken>, tokio::task::JoinError>,
+    ) -> Option<anyhow::Result<()>> {
+        self.idle.on_activity(Instant::now());
+        match joined {
+            Ok(Ok(Taken::StdoutClosed)) => Some(Ok(())),
+            Ok(Ok(Taken::Skipped(m))) => {
+                eprintln!("skypipe: {m}");
+                None
+            }
+            Ok(Ok(taken)) => {
+                self.say(&taken);
+                None
+            }
+            Ok(Err(e)) if payload::is_payload_fault(&e) => {
+                eprintln!("skypipe: {e:#}");
+                None
+            }
+            Ok(Err(e)) if e.downcast_ref::<Failure>().is_some() => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(anyhow::Error::new(e).context("a payload task failed"))),
+        }
+    }
+
+    /// The periodic check of the follower's `--timeout`: `Some` when it ran out.
+    fn on_tick(&mut self) -> Option<anyhow::Result<()>> {
+        let out = &self.reception.out;
+        let busy = out.busy() || self.backlog.waiting();
+        let t = self
+            .idle
+            .on_tick(Instant::now(), out.counter().get(), busy)?;
+        Some(Err(Failure::TimedOut(format!(
+            "nothing arrived on pipe {} for {}",
+            self.settings.pipe,
+            humantime::format_duration(t)
+        ))
+        .into()))
+    }
+
+    /// What a follower says of a payload taken: aborted, or resumed (unless quiet).
+    fn say(&self, taken: &Taken) {
+        let pipe = self.settings.pipe.as_str();
+        match taken {
+            Taken::Aborted { id, reason, bytes } => eprintln!(
+                "skypipe: {}",
+                payload::aborted_message(id, pipe, reason, Some(*bytes))
+            ),
+            Taken::Resumed { id, at, .. } if !self.settings.quiet => {
+                eprintln!("skypipe: {}", resumed_note(id, *at));
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the payloads in progress (they give themselves back) and gives back the tickets
+    /// handed over but not started.
+    async fn wind_down(&mut self, mut tickets: Tickets) {
+        self.stop.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(Ok(taken)) = joined {
+                self.say(&taken);
+            }
+        }
+        tickets.close();
+        let _ = tokio::time::timeout(GIVE_BACK_WITHIN, async {
+            while let Some((ticket, _permit)) = tickets.recv().await {
+                let _ = ticket.ack_with(AckKind::Nak(None)).await;
+            }
+            let _ = self.session.client.flush().await;
+        })
+        .await;
+    }
 }
