@@ -26,6 +26,9 @@ pub(crate) fn live_chunk_fits(held: usize, len: usize) -> bool {
 pub(crate) enum Carried {
     /// Nothing usable: its chunks are stored.
     Nothing,
+    /// Nothing usable, and the ticket offers the live path: its chunks are stored or come
+    /// live, in no fixed order between them.
+    LiveOffer,
     /// The payload's only chunk.
     Its,
     /// A chunk of another payload: the ticket is ignored.
@@ -85,6 +88,8 @@ pub(crate) struct Book {
     announced: HashMap<PayloadId, Instant>,
     /// Payloads ended, or given up on (missed), whose late chunks are ignored.
     done: HashSet<PayloadId>,
+    /// Payloads announced by a ticket that offered the live path, not opened yet.
+    live_offered: HashSet<PayloadId>,
     /// Whether the last chunk read was the last one stored: only then can silence be judged
     /// (a listener held up by a slow stdout has chunks waiting for it).
     caught_up: bool,
@@ -107,6 +112,7 @@ impl Book {
             opened: HashMap::new(),
             announced: HashMap::new(),
             done: HashSet::new(),
+            live_offered: HashSet::new(),
             caught_up: true,
             caught_up_since: now,
             idle: Idle::new(now, timeout, bytes),
@@ -127,7 +133,10 @@ impl Book {
                 OnTicket::Write
             }
             Carried::Another => OnTicket::Ignore,
-            Carried::Nothing => {
+            Carried::Nothing | Carried::LiveOffer => {
+                if carried == Carried::LiveOffer {
+                    self.live_offered.insert(id.clone());
+                }
                 self.announced.entry(id).or_insert(now);
                 OnTicket::Announced
             }
@@ -163,6 +172,14 @@ impl Book {
         };
         self.opened.entry(id.clone()).or_insert(now);
         Some(start)
+    }
+
+    /// Whether the chunks of payload `id`, being opened, may come live: its ticket offered
+    /// the live path. Then a chunk ahead of the next one expected waits for it from the
+    /// start, as it does once a live chunk came: the last chunk, stored, may reach this
+    /// listener before the live chunks published ahead of it.
+    pub(crate) fn may_come_live(&mut self, id: &PayloadId) -> bool {
+        self.live_offered.remove(id)
     }
 
     /// A chunk of payload `id` was written (time spent waiting on stdout is not the sender's
@@ -249,6 +266,7 @@ impl Book {
     }
 
     fn close(&mut self, id: &PayloadId) {
+        self.live_offered.remove(id);
         self.opened.remove(id);
         self.done.insert(id.clone());
     }
@@ -284,6 +302,20 @@ mod tests {
     }
 
     const GONE: fn(&PayloadId) -> Option<Instant> = |_| None;
+
+    #[test]
+    fn a_payload_whose_ticket_offered_the_live_path_may_come_live_from_its_first_chunk() {
+        let t0 = Instant::now();
+        let mut b = book(t0, true);
+        b.on_ticket(id("a1"), Carried::LiveOffer, t0);
+        b.on_ticket(id("b2"), Carried::Nothing, t0);
+        assert_eq!(b.on_chunk(&id("a1"), t0), Some(Start::AtZero));
+        assert!(b.may_come_live(&id("a1")));
+        assert_eq!(b.on_chunk(&id("b2"), t0), Some(Start::AtZero));
+        assert!(!b.may_come_live(&id("b2")));
+        // A payload whose ticket this listener did not see: only its live chunks tell.
+        assert!(!b.may_come_live(&id("c3")));
+    }
 
     #[test]
     fn a_payload_whose_ticket_was_seen_starts_at_zero_a_late_one_at_its_first_chunk() {

@@ -19,7 +19,8 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::stream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::Peekable;
+use futures::{FutureExt as _, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -39,6 +40,10 @@ use crate::transfer::reception::Reception;
 /// Chunks asked for per pull request. Larger than a taker's, so a listener reading as fast
 /// as the takers has the chunks in hand before they are removed.
 const LISTEN_BATCH: i64 = 64;
+/// How long a listener waits for the server to hold its first pull request before it says it
+/// listens anyway, and how often it asks meanwhile.
+const PULL_IN_PLACE_WITHIN: Duration = Duration::from_secs(5);
+const PULL_IN_PLACE_POLL: Duration = Duration::from_millis(5);
 
 /// A chunk to write: its headers, its body, and its stream sequence ([`NOT_STORED`] when it
 /// came live or in a ticket).
@@ -66,6 +71,8 @@ pub(crate) async fn listen(
         .subscribe(session.layout.queue_subject(pipe))
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
+    let mut messages = messages.peekable();
+    pull_in_place(&data, &consumer_name, &mut messages).await;
     tracing::info!("listening on pipe {pipe}");
     let reception = Reception::start(session, settings, Role::Listen, cancel.clone()).await?;
     let follow = settings.mode.keeps_going();
@@ -133,6 +140,30 @@ async fn open_consumer(
         .await
         .with_context(|| format!("cannot listen on pipe {pipe} at {}", session.url))?;
     Ok((data, name, messages))
+}
+
+/// Starts the listener's pull and waits until the server holds it (at most
+/// [`PULL_IN_PLACE_WITHIN`]): only then is every chunk stored from now on delivered to this
+/// listener before a taker can remove it, and, the server reading a connection in order, the
+/// subscriptions made before are in place too. So the readiness line that follows is true.
+async fn pull_in_place(
+    data: &stream::Stream<()>,
+    consumer: &str,
+    messages: &mut Peekable<pull::Ordered>,
+) {
+    // The first poll starts the pull; a chunk already there stays for the loop.
+    let _ = std::pin::Pin::new(&mut *messages).peek().now_or_never();
+    let deadline = Instant::now() + PULL_IN_PLACE_WITHIN;
+    while Instant::now() < deadline {
+        match data.consumer_info(consumer).await {
+            Ok(info) if info.num_waiting > 0 || info.delivered.stream_sequence > 0 => return,
+            Ok(_) => tokio::time::sleep(PULL_IN_PLACE_POLL).await,
+            Err(e) => {
+                tracing::debug!("cannot tell whether the listener's pull is in place: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Subscribes to the live chunks of every payload of the pipe; they come through the
@@ -228,7 +259,7 @@ impl Listener<'_> {
     async fn run(
         &mut self,
         cancel: &CancellationToken,
-        mut messages: pull::Ordered,
+        mut messages: Peekable<pull::Ordered>,
         mut tickets: async_nats::Subscriber,
         mut live: mpsc::UnboundedReceiver<async_nats::Message>,
     ) -> anyhow::Result<()> {
@@ -315,6 +346,7 @@ impl Listener<'_> {
             .then(|| pipe::parse_chunk(h).ok())
             .flatten();
         let carried = match &inline {
+            None if pipe::ticket_offers_live(h) => Carried::LiveOffer,
             None => Carried::Nothing,
             Some(meta) if meta.id == id => Carried::Its,
             Some(_) => Carried::Another,
@@ -376,10 +408,12 @@ impl Listener<'_> {
         let id = meta.id.clone();
         let start = self.book.on_chunk(&id, Instant::now())?;
         let (session, pipe) = (self.session, &self.settings.pipe);
+        let book = &mut self.book;
         let reader = self.readers.entry(id.clone()).or_insert_with(|| {
             Reader::new(id.clone(), start, true)
                 .opening(session.opener(pipe))
                 .whole_lines(self.follow)
+                .may_come_live(book.may_come_live(&id))
         });
         // A payload that came live: its sender paces itself to what this listener wrote.
         if seq == NOT_STORED && !self.ackers.contains_key(&id) {

@@ -141,6 +141,14 @@ impl Reader {
     /// Writes only whole lines (up to [`MAX_HELD_LINE`] bytes), for outputs that several
     /// payloads share. A chunk held back is not written, so it is not purged either: a taker
     /// that stops gives it back with the rest.
+    /// Chunks of this payload may come live (its ticket offered the live path): a chunk
+    /// ahead of the next one expected waits for it from the first chunk on, as it does once
+    /// a live chunk came.
+    pub(crate) fn may_come_live(mut self, may: bool) -> Self {
+        self.live_seen |= may;
+        self
+    }
+
     pub(crate) fn whole_lines(mut self, on: bool) -> Self {
         self.whole_lines = on;
         self
