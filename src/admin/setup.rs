@@ -284,7 +284,7 @@ async fn check_home(r: &mut Report, session: &Session) -> bool {
             return false;
         }
     };
-    if let Some(text) = domain::refusal(session, &meant, &verdict) {
+    if let Some(text) = domain::refusal(&session.layout, &meant, &verdict) {
         r.fail("domain", text);
         return false;
     }

@@ -1,9 +1,11 @@
 //! Talking to the server: connecting, skypipe's streams and consumers, and the JetStream
 //! error codes skypipe acts on.
 
+pub(crate) mod account;
 pub(crate) mod budget;
 pub(crate) mod domain;
 pub(crate) mod errors;
+mod home;
 pub(crate) mod retry;
 pub(crate) mod session;
 

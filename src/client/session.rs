@@ -10,6 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use futures::StreamExt as _;
 
+pub(crate) use crate::client::account::query_account;
 use crate::client::budget;
 use crate::client::domain;
 use crate::client::errors::{self, Refusal};
@@ -538,34 +539,6 @@ impl Session {
     }
 }
 
-/// The account's JetStream usage and limits (`$JS.API.INFO`). Servers before 2.10 leave out
-/// the reserved sizes, which async-nats' `query_account` requires, so missing ones count as 0.
-pub(crate) async fn query_account(
-    js: &jetstream::Context,
-) -> anyhow::Result<jetstream::account::Account> {
-    use jetstream::response::Response;
-    let response: Response<serde_json::Value> = js.request("INFO", b"").await?;
-    match response {
-        Response::Err { error } => Err(anyhow!(error)),
-        Response::Ok(mut value) => {
-            if let Some(fields) = value.as_object_mut() {
-                for name in ["reserved_memory", "reserved_storage"] {
-                    fields.entry(name).or_insert(serde_json::Value::from(0));
-                }
-                // The same in each replica tier.
-                if let Some(tiers) = fields.get_mut("tiers").and_then(|t| t.as_object_mut()) {
-                    for tier in tiers.values_mut().filter_map(|t| t.as_object_mut()) {
-                        for name in ["reserved_memory", "reserved_storage"] {
-                            tier.entry(name).or_insert(serde_json::Value::from(0));
-                        }
-                    }
-                }
-            }
-            serde_json::from_value(value).context("cannot read the server's account info")
-        }
-    }
-}
-
 impl Session {
     /// Where a pipe's payloads belong, as sealed chunks bind it.
     pub(crate) fn place(&self, pipe: &PipeName) -> Place {
@@ -683,7 +656,7 @@ impl Session {
         let meant = self.meant_domain().await.filter(|d| !d.is_empty());
         if let Some(meant) = meant {
             let verdict = self.home_verdict(&meant).await?;
-            if let Some(text) = domain::refusal(self, &meant, &verdict) {
+            if let Some(text) = domain::refusal(&self.layout, &meant, &verdict) {
                 return Err(anyhow!(text));
             }
         }
