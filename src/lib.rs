@@ -48,17 +48,16 @@ macro_rules! eprint {
 }
 
 mod admin;
-mod cli;
 mod client;
 mod config;
 mod console;
-mod rules;
 mod diag;
 mod error;
 mod manage;
 mod monitor;
 mod paths;
 mod protocol;
+mod rules;
 mod transfer;
 
 use std::sync::atomic::AtomicBool;
@@ -67,10 +66,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{completions, deploy, invite, join, local, setup};
-use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
+use crate::config::cli::{self, Cli, Command, ServerAction};
 use crate::config::{Mode, PipeSettings};
-use crate::error::code;
+use crate::error::{code, Failure};
 use crate::protocol::pipe;
 use crate::transfer::{input, listen, output, recv, send};
 
@@ -153,8 +152,9 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(request) = config::PipeRequest::from_cli(&cli)? {
-        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)?;
+    if let Some(request) = config::PipeRequest::from_cli(&cli).map_err(Failure::from)? {
+        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)
+            .map_err(Failure::from)?;
         let cancel = CancellationToken::new();
         let interrupted = watch_signals(cancel.clone());
         return run_pipe(&settings, cancel, interrupted).await;
@@ -176,7 +176,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
 
 async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> {
     use std::io::IsTerminal;
-    let conn = config::resolve_conn(&cli.conn, &env_var)?;
+    let conn = config::resolve_conn(&cli.conn, &env_var).map_err(Failure::from)?;
     let session = session::connect(&conn).await?;
     let url = session.url.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
@@ -242,7 +242,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
 /// The subcommands: pipe management, the local server, setup and check, completions and the
 /// man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
-    let conn = || config::resolve_conn(&cli.conn, &env_var);
+    let conn = || config::resolve_conn(&cli.conn, &env_var).map_err(Failure::from);
     match command {
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man => completions::man(),
@@ -265,7 +265,7 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         Command::Ls(args) => manage::ls(&session::connect(&conn()?).await?, args.json).await,
         Command::Peek(args) => {
             let pipe = pipe::PipeName::new(args.name.as_deref().unwrap_or(pipe::DEFAULT_PIPE))
-                .map_err(config::ConfigError::from)?;
+                .map_err(|e| Failure::from(config::ConfigError::from(e)))?;
             let conn = conn()?;
             let mut session = session::connect(&conn).await?;
             session.crypto = config::resolve_crypto(
@@ -273,7 +273,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
                 args.allow_plaintext,
                 &env_var,
                 conn.secret_file.as_deref(),
-            )?;
+            )
+            .map_err(Failure::from)?;
             let cancel = CancellationToken::new();
             let _ = watch_signals(cancel.clone());
             session
@@ -281,7 +282,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
                 .await
         }
         Command::Rm(args) => {
-            let pipe = pipe::PipeName::new(&args.name).map_err(config::ConfigError::from)?;
+            let pipe = pipe::PipeName::new(&args.name)
+                .map_err(|e| Failure::from(config::ConfigError::from(e)))?;
             let session = session::connect(&conn()?).await?;
             session
                 .unless_denied(manage::rm(&session, &pipe, args.yes))

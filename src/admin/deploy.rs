@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context as _};
 use crate::admin::join;
 use crate::admin::public::machine_name;
 use crate::admin::tls::host_name;
-use crate::cli::DeployArgs;
+use crate::config::cli::DeployArgs;
 use crate::config::{self, Conn};
 use crate::error::code;
 use crate::protocol::join::Welcome;

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom as _;
 
 use crate::admin::local::{Local, Running};
 use crate::admin::public::{self, Machine, Public};
-use crate::cli::{InviteAction, InviteArgs};
+use crate::config::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
 use crate::error::{code, Failure};
 use crate::paths::{open_lock, SECRET_FILE};

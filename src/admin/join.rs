@@ -17,7 +17,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::admin::setup;
 use crate::admin::tls::host_name;
-use crate::cli::JoinArgs;
+use crate::config::cli::JoinArgs;
 use crate::config::{Conn, Source};
 use crate::error::{code, Failure};
 use crate::protocol::join::{

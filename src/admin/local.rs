@@ -21,7 +21,7 @@ use nix::fcntl::{Flock, FlockArg};
 use skypipe_nats::ServerConfig;
 
 use crate::admin::public::{self, Public};
-use crate::cli::LocalServerArgs;
+use crate::config::cli::LocalServerArgs;
 use crate::config::{Conn, Source, LOCAL_PORT_ENV};
 use crate::error::code;
 use crate::paths::{

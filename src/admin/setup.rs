@@ -12,10 +12,10 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::SetupArgs;
 use crate::client::domain;
 use crate::client::session::{self, Session};
 use crate::client::{budget, errors};
+use crate::config::cli::SetupArgs;
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
 use crate::protocol::pipe::{self, PipeName};
@@ -425,7 +425,7 @@ async fn probe(session: &Session, conn: &Conn, name: &str) -> anyhow::Result<usi
         ttl_given: true,
         timeout: None,
         sender_timeout: Duration::from_secs(60),
-        progress: crate::transfer::progress::ProgressMode::Off,
+        progress: crate::config::ProgressMode::Off,
         quiet: true,
         conn: conn.clone(),
         crypto: Default::default(),

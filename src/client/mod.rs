@@ -6,7 +6,6 @@ pub(crate) mod budget;
 pub(crate) mod domain;
 pub(crate) mod errors;
 mod home;
-pub(crate) mod retry;
 pub(crate) mod session;
 
 /// Whether a message that reached one of skypipe's core NATS subscriptions (tickets for

@@ -642,7 +642,8 @@ impl Session {
         let b = budget::budget(&account, self.replicas);
         b.limits.max_bytes_required.then(|| {
             budget::split(
-                b.default_share(self.replicas).max(budget::MIN_MAX_BYTES),
+                b.default_share(self.replicas)
+                    .max(crate::config::MIN_MAX_BYTES),
                 b.limits.storage_max_stream_bytes,
             )
         })
