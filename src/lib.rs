@@ -182,12 +182,12 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancel = CancellationToken::new();
     let interactive = !(args.once || args.json) && std::io::stdout().is_terminal();
-    let mode = if interactive {
-        monitor::Mode::Live
+    let sampling = if interactive {
+        monitor::Sampling::Live
     } else {
-        monitor::Mode::Once
+        monitor::Sampling::Once
     };
-    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone(), mode));
+    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone(), sampling));
     if !(interactive || args.once || args.json) {
         eprintln!("skypipe: stdout is not a terminal: printing the table once (--json for JSON)");
     }

@@ -77,9 +77,10 @@ pub(crate) enum ConfigError {
     EmptySecret(String),
     #[error("{LOCAL_PORT_ENV}={value:?} is not a port number from 1 to 65535")]
     LocalPort { value: String },
-    /// What to do cannot be told, or a flag does not apply to what the command does.
+    /// Which side a pipe command takes (sending or receiving, and how) cannot be told, or a
+    /// flag is for another side than the command's.
     #[error("{0}")]
-    Mode(String),
+    Side(String),
     #[error("{LOCAL_MAX_STORE_ENV}: {0}")]
     LocalMaxStore(String),
     #[error("bad replica count {value:?} (from {from}): give a number from 1 to {MAX_REPLICAS}")]

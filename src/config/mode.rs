@@ -76,7 +76,7 @@ impl PipeRequest {
         };
         let forced = match (cli.send, cli.recv) {
             (true, true) => {
-                return Err(ConfigError::Mode(
+                return Err(ConfigError::Side(
                     "--send and --recv contradict each other: give one".into(),
                 ))
             }
@@ -87,12 +87,12 @@ impl PipeRequest {
         Ok(Some(match verb {
             Some((asked, asked_as, name, flags)) => {
                 if let Some((_, flag)) = forced {
-                    return Err(ConfigError::Mode(format!(
+                    return Err(ConfigError::Side(format!(
                         "{flag} is not for `{asked_as}`, which already says what it does"
                     )));
                 }
                 if let Some(before) = &cli.name {
-                    return Err(ConfigError::Mode(format!(
+                    return Err(ConfigError::Side(format!(
                         "the pipe name goes after the verb: `{asked_as} {before}`"
                     )));
                 }
@@ -129,7 +129,7 @@ impl PipeRequest {
     pub(crate) fn mode(&self, io: Streams) -> Result<(Mode, bool), ConfigError> {
         let decided = self.side(io)?;
         if matches!(decided.0, Mode::Listen { .. }) && self.flags.sender_timeout.is_some() {
-            return Err(ConfigError::Mode(
+            return Err(ConfigError::Side(
                 "--sender-timeout is for takers, and --listen takes nothing".into(),
             ));
         }
@@ -148,7 +148,7 @@ impl PipeRequest {
         .find_map(|(given, flag)| given.then_some(flag));
         let sender_flag = f.ttl.is_some().then_some("--ttl");
         let receive = Mode::receiving(f.listen, f.follow);
-        let refuse = |text: String| Err(ConfigError::Mode(text));
+        let refuse = |text: String| Err(ConfigError::Side(text));
         match self.asked {
             Asked::Send => match receiver_flag {
                 Some(flag) => refuse(format!(

@@ -282,7 +282,7 @@ fn chunk_headers(layout: &pipe::Layout) -> pull::OrderedConfig {
 
 /// How long the collector runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub(crate) enum Sampling {
     /// A sample at once (its rates not known yet), then every second, and the connection's
     /// state in between, until cancelled.
     Live,
@@ -315,12 +315,12 @@ async fn watch_state(
     }
 }
 
-/// Samples the server and sends updates, as `mode` says, until `cancel` or the receiver goes.
+/// Samples the server and sends updates, as `sampling` says, until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,
     tx: mpsc::Sender<Update>,
     cancel: CancellationToken,
-    mode: Mode,
+    sampling: Sampling,
 ) -> anyhow::Result<()> {
     let clock = Clock::new();
     let layout = session.layout.clone();
@@ -344,7 +344,7 @@ pub(crate) async fn collect(
         agg.live_from(clock.at());
     }
     let mut chunks = consumer.messages().await?;
-    let state_watch = (mode == Mode::Live).then(|| {
+    let state_watch = (sampling == Sampling::Live).then(|| {
         tokio::spawn(watch_state(
             session.client.clone(),
             clock,
@@ -356,9 +356,9 @@ pub(crate) async fn collect(
     // Live: a sample as soon as the stored chunks were read, then every second. Once: from a
     // second on, until the rates are known. Rates do not depend on when samples are taken,
     // so a coarse timer does.
-    let mut due = match mode {
-        Mode::Live => Duration::ZERO,
-        Mode::Once => SAMPLE_EVERY,
+    let mut due = match sampling {
+        Sampling::Live => Duration::ZERO,
+        Sampling::Once => SAMPLE_EVERY,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -389,7 +389,7 @@ pub(crate) async fn collect(
                     .pipes
                     .iter()
                     .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
-                if mode == Mode::Once && !known && gathered.at < ONCE_LIMIT {
+                if sampling == Sampling::Once && !known && gathered.at < ONCE_LIMIT {
                     tracing::debug!(
                         "monitor: at {:?} rates not known yet: {:?}",
                         gathered.at,
@@ -402,7 +402,7 @@ pub(crate) async fn collect(
                     );
                     continue;
                 }
-                if tx.send(Update::Sample(snapshot)).await.is_err() || mode == Mode::Once {
+                if tx.send(Update::Sample(snapshot)).await.is_err() || sampling == Sampling::Once {
                     break Ok(());
                 }
                 due = gathered.at + SAMPLE_EVERY;
