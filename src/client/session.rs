@@ -2,6 +2,7 @@
 //! configured credentials, turning connect failures into one clear line, and creating
 //! skypipe's two streams when they are missing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -251,70 +252,106 @@ pub(crate) struct Connected {
 pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
     let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
-    let live_refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let live_flag = live_refused.clone();
+    let live_refused = Arc::new(AtomicBool::new(false));
     let ticket_check = Arc::new(TicketCheck::default());
-    let check_flags = ticket_check.clone();
-    let mut opts = ConnectOptions::new()
+    let watch = Refusals {
+        denied: denied_tx,
+        live_refused: live_refused.clone(),
+        ticket_check: ticket_check.clone(),
+    };
+    let opts = ConnectOptions::new()
         .name("skypipe")
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(Duration::from_secs(10)))
         .event_callback(move |event| {
-            let tx = denied_tx.clone();
-            let live_flag = live_flag.clone();
-            let check_flags = check_flags.clone();
-            async move {
-                tracing::debug!("connection event: {event}");
-                let text = match event {
-                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
-                        if text.to_ascii_lowercase().contains("permissions violation") =>
-                    {
-                        Some(text)
-                    }
-                    // A reconnect turned down: the login was revoked (or changed) meanwhile.
-                    async_nats::Event::ServerError(
-                        async_nats::ServerError::AuthorizationViolation,
-                    ) => Some(LOGIN_REFUSED.to_string()),
-                    async_nats::Event::ClientError(e)
-                        if e.to_string().contains("authorization violation") =>
-                    {
-                        Some(LOGIN_REFUSED.to_string())
-                    }
-                    _ => None,
-                };
-                if text.as_deref().is_some_and(about_live_path) {
-                    live_flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                if check_flags.on.load(std::sync::atomic::Ordering::Relaxed)
-                    && text.as_deref().is_some_and(about_queue_get)
-                {
-                    check_flags
-                        .refused
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                if let Some(text) = text {
-                    tx.send_if_modified(|slot| {
-                        slot.is_none().then(|| *slot = Some(text)).is_some()
-                    });
-                }
-            }
+            let watch = watch.clone();
+            async move { watch.on_event(event) }
         });
-    if conn.urls.len() == 1 {
-        // With one server, name it: the client then dials at once instead of after a timer
-        // tick (a zero-length sleep, up to a millisecond). Reconnects keep their back-off
-        // (`delay: None`), and a pool that grew by discovery gets the usual choice.
-        opts = opts.reconnect_to_server_callback(|servers, _info| async move {
-            match servers.as_slice() {
-                [only] => Some(async_nats::ReconnectToServer {
-                    addr: only.addr.clone(),
-                    delay: None,
-                }),
-                _ => None,
+    let (opts, sent_local_key) = with_login(one_server_at_once(opts, conn), conn).await?;
+    let urls: Vec<async_nats::ServerAddr> = conn
+        .urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Usage(format!("bad server URL {shown}: {e}")))?;
+    let client = match opts.connect(urls).await {
+        Ok(c) => c,
+        Err(e) => return Err(connect_failure(&e, conn, &shown, sent_local_key)),
+    };
+    Ok(Connected {
+        client,
+        denied: Denied(denied_rx, live_refused, ticket_check),
+        shown,
+    })
+}
+
+/// Where the connection's events put the server's refusals: the first one that fails the
+/// command, and the two that only turn something off (the live path, the ticket check).
+#[derive(Clone)]
+struct Refusals {
+    denied: tokio::sync::watch::Sender<Option<String>>,
+    live_refused: Arc<AtomicBool>,
+    ticket_check: Arc<TicketCheck>,
+}
+
+impl Refusals {
+    fn on_event(&self, event: async_nats::Event) {
+        tracing::debug!("connection event: {event}");
+        let text = match event {
+            async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                if text.to_ascii_lowercase().contains("permissions violation") =>
+            {
+                Some(text)
             }
-        });
+            // A reconnect turned down: the login was revoked (or changed) meanwhile.
+            async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                Some(LOGIN_REFUSED.to_string())
+            }
+            // The client passes a failed reconnect's kind on as the kind's own words.
+            async_nats::Event::ClientError(async_nats::ClientError::Other(kind))
+                if kind == ConnectErrorKind::AuthorizationViolation.to_string() =>
+            {
+                Some(LOGIN_REFUSED.to_string())
+            }
+            _ => None,
+        };
+        let Some(text) = text else {
+            return;
+        };
+        if about_live_path(&text) {
+            self.live_refused.store(true, Ordering::Relaxed);
+        } else if self.ticket_check.on.load(Ordering::Relaxed) && about_queue_get(&text) {
+            self.ticket_check.refused.store(true, Ordering::Relaxed);
+        } else {
+            self.denied
+                .send_if_modified(|slot| slot.is_none().then(|| *slot = Some(text)).is_some());
+        }
     }
+}
+
+/// With one server, name it: the client then dials at once instead of after a timer tick (a
+/// zero-length sleep, up to a millisecond). Reconnects keep their back-off (`delay: None`),
+/// and a pool that grew by discovery gets the usual choice.
+fn one_server_at_once(opts: ConnectOptions, conn: &Conn) -> ConnectOptions {
+    if conn.urls.len() != 1 {
+        return opts;
+    }
+    opts.reconnect_to_server_callback(|servers, _info| async move {
+        match servers.as_slice() {
+            [only] => Some(async_nats::ReconnectToServer {
+                addr: only.addr.clone(),
+                delay: None,
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// The login and TLS of `conn`; also whether the local server's key is sent.
+async fn with_login(
+    mut opts: ConnectOptions,
+    conn: &Conn,
+) -> anyhow::Result<(ConnectOptions, bool)> {
     if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     } else if let Some(u) = &conn.user {
@@ -360,78 +397,62 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     if let Some(p) = &conn.inbox_prefix {
         opts = opts.custom_inbox_prefix(p);
     }
-    let urls: Vec<async_nats::ServerAddr> = conn
-        .urls
-        .iter()
-        .map(|u| u.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| Failure::Usage(format!("bad server URL {shown}: {e}")))?;
-    let client = match opts.connect(urls).await {
-        Ok(c) => c,
-        Err(e) => {
-            let tls = tls_failure(&e);
-            let msg = match e.kind() {
-                ConnectErrorKind::AuthorizationViolation if conn.source == Source::Default => {
-                    return Err(
-                        Refused(default_refused(&shown, sent_local_key, conn.local_port)).into(),
-                    );
-                }
-                ConnectErrorKind::AuthorizationViolation => {
-                    return Err(Refused(format!(
-                        "the server at {shown} refused the credentials (authorization violation)"
-                    ))
-                    .into());
-                }
-                ConnectErrorKind::Authentication => {
-                    format!("could not authenticate to {shown}: {e}")
-                }
-                ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
-                // Over wss:// the TLS handshake happens inside the WebSocket dial, and its
-                // failures arrive as IO errors.
-                _ if tls.is_some() => {
-                    let tls = tls.unwrap_or_default();
-                    match tls_hint(&tls) {
-                        Some(hint) => format!("TLS with {shown} failed: {tls}; {hint}"),
-                        None => format!("TLS with {shown} failed: {tls}"),
-                    }
-                }
-                ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => {
-                    format!(
-                        "{} (no answer within {CONNECT_TIMEOUT:?}; \
-                         a WebSocket port needs a ws:// or wss:// URL)",
-                        hint_unreachable(&shown)
-                    )
-                }
-                // async-nats reports certificates refused on either side as IO errors.
-                _ if tls_hint(&e.to_string()).is_some() => format!(
-                    "TLS with {shown} failed: {e}; {}",
-                    tls_hint(&e.to_string()).unwrap_or_default()
-                ),
-                ConnectErrorKind::TimedOut => {
-                    format!(
-                        "{} (no answer within {CONNECT_TIMEOUT:?})",
-                        hint_unreachable(&shown)
-                    )
-                }
-                ConnectErrorKind::Io
-                    if conn.urls.iter().all(|u| is_websocket(u)) && !has_io_error(&e) =>
-                {
-                    format!(
-                        "the server at {shown} did not accept a NATS WebSocket connection ({e}); \
-                         a ws:// or wss:// URL needs the port of the server's websocket block \
-                         (wss:// when that has TLS), a client port needs nats://"
-                    )
-                }
-                _ => format!("{} ({e})", hint_unreachable(&shown)),
-            };
-            return Err(anyhow!(msg));
+    Ok((opts, sent_local_key))
+}
+
+/// A failed connection as one line that names the server and says what to do.
+fn connect_failure(
+    e: &async_nats::ConnectError,
+    conn: &Conn,
+    shown: &str,
+    sent_local_key: bool,
+) -> anyhow::Error {
+    let tls = tls_failure(e);
+    let msg = match e.kind() {
+        ConnectErrorKind::AuthorizationViolation if conn.source == Source::Default => {
+            return Refused(default_refused(shown, sent_local_key, conn.local_port)).into();
         }
+        ConnectErrorKind::AuthorizationViolation => {
+            return Refused(format!(
+                "the server at {shown} refused the credentials (authorization violation)"
+            ))
+            .into();
+        }
+        ConnectErrorKind::Authentication => format!("could not authenticate to {shown}: {e}"),
+        ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
+        // Over wss:// the TLS handshake happens inside the WebSocket dial, and its failures
+        // arrive as IO errors.
+        _ if tls.is_some() => {
+            let tls = tls.unwrap_or_default();
+            match tls_hint(&tls) {
+                Some(hint) => format!("TLS with {shown} failed: {tls}; {hint}"),
+                None => format!("TLS with {shown} failed: {tls}"),
+            }
+        }
+        ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => format!(
+            "{} (no answer within {CONNECT_TIMEOUT:?}; a WebSocket port needs a ws:// or \
+             wss:// URL)",
+            hint_unreachable(shown)
+        ),
+        // async-nats reports certificates refused on either side as IO errors.
+        _ if tls_hint(&e.to_string()).is_some() => format!(
+            "TLS with {shown} failed: {e}; {}",
+            tls_hint(&e.to_string()).unwrap_or_default()
+        ),
+        ConnectErrorKind::TimedOut => format!(
+            "{} (no answer within {CONNECT_TIMEOUT:?})",
+            hint_unreachable(shown)
+        ),
+        ConnectErrorKind::Io if conn.urls.iter().all(|u| is_websocket(u)) && !has_io_error(e) => {
+            format!(
+                "the server at {shown} did not accept a NATS WebSocket connection ({e}); a \
+                 ws:// or wss:// URL needs the port of the server's websocket block (wss:// \
+                 when that has TLS), a client port needs nats://"
+            )
+        }
+        _ => format!("{} ({e})", hint_unreachable(shown)),
     };
-    Ok(Connected {
-        client,
-        denied: Denied(denied_rx, live_refused, ticket_check),
-        shown,
-    })
+    anyhow!(msg)
 }
 
 /// What to do about a TLS failure, judged from rustls' words for it.
