@@ -315,6 +315,51 @@ async fn watch_state(
     }
 }
 
+/// Whether a sample may be taken now: the connection is up (else the state watch says why
+/// the numbers stopped), and the first sample waits for the stored chunks to be read (a
+/// little), so it does not show a full pipe as empty.
+fn may_sample(session: &Session, agg: &Aggregator, clock: &Clock) -> bool {
+    session.client.connection_state() == async_nats::connection::State::Connected
+        && (agg.is_live() || clock.at() >= BACKLOG_WAIT)
+}
+
+/// The snapshot of a sample, unless a one-time sample waits for its rates to be known.
+fn worth_sending(
+    agg: &mut Aggregator,
+    gathered: &Gathered,
+    sampling: Sampling,
+) -> Option<Snapshot> {
+    let snapshot = agg.snapshot(gathered);
+    let known = snapshot
+        .pipes
+        .iter()
+        .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
+    if sampling == Sampling::Once && !known && gathered.at < ONCE_LIMIT {
+        tracing::debug!(
+            "monitor: at {:?} rates not known yet: {:?}",
+            gathered.at,
+            snapshot
+                .pipes
+                .iter()
+                .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
+                .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
+                .collect::<Vec<_>>()
+        );
+        return None;
+    }
+    Some(snapshot)
+}
+
+/// A chunk read from the data stream; once the stored ones are read, the aggregate is live.
+fn on_chunk(agg: &mut Aggregator, m: &async_nats::jetstream::Message, at: Duration) {
+    if let Some(chunk) = chunk_of(m) {
+        agg.chunk(chunk, at);
+    }
+    if !agg.is_live() && m.info().map_or(true, |i| i.pending == 0) {
+        agg.live_from(at);
+    }
+}
+
 /// Samples the server and sends updates, as `sampling` says, until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,
@@ -367,16 +412,7 @@ pub(crate) async fn collect(
             biased;
             _ = cancel.cancelled() => break Ok(()),
             _ = tick.tick() => {
-                if clock.at() < due {
-                    continue;
-                }
-                if session.client.connection_state() != async_nats::connection::State::Connected {
-                    // Nothing to ask; the state watch says why the numbers stopped.
-                    continue;
-                }
-                // The first sample waits for the stored chunks to be read (a little), so it
-                // does not show a full pipe as empty.
-                if !agg.is_live() && clock.at() < BACKLOG_WAIT {
+                if clock.at() < due || !may_sample(&session, &agg, &clock) {
                     continue;
                 }
                 let Ok(gathered) =
@@ -384,44 +420,20 @@ pub(crate) async fn collect(
                 else {
                     continue;
                 };
-                let snapshot = agg.snapshot(&gathered);
-                let known = snapshot
-                    .pipes
-                    .iter()
-                    .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
-                if sampling == Sampling::Once && !known && gathered.at < ONCE_LIMIT {
-                    tracing::debug!(
-                        "monitor: at {:?} rates not known yet: {:?}",
-                        gathered.at,
-                        snapshot
-                            .pipes
-                            .iter()
-                            .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
-                            .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
-                            .collect::<Vec<_>>()
-                    );
+                let Some(snapshot) = worth_sending(&mut agg, &gathered, sampling) else {
                     continue;
-                }
+                };
                 if tx.send(Update::Sample(snapshot)).await.is_err() || sampling == Sampling::Once {
                     break Ok(());
                 }
                 due = gathered.at + SAMPLE_EVERY;
             }
             Some(msg) = presence.next() => heard(&mut agg, &msg, clock.at()),
-            msg = chunks.next() => {
-                match msg {
-                    Some(Ok(m)) => {
-                        if let Some(chunk) = chunk_of(&m) {
-                            agg.chunk(chunk, clock.at());
-                        }
-                        if !agg.is_live() && m.info().map_or(true, |i| i.pending == 0) {
-                            agg.live_from(clock.at());
-                        }
-                    }
-                    Some(Err(e)) => tracing::debug!("monitor: {e}"),
-                    None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
-                }
-            }
+            msg = chunks.next() => match msg {
+                Some(Ok(m)) => on_chunk(&mut agg, &m, clock.at()),
+                Some(Err(e)) => tracing::debug!("monitor: {e}"),
+                None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
+            },
         }
     };
     if let Some(watch) = state_watch {
