@@ -63,6 +63,7 @@ mod transfer;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{completions, deploy, invite, join, local, setup};
@@ -194,7 +195,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     let result = if interactive {
         skypipe_tui::run(rx, skypipe_tui::App::new())
             .await
-            .map_err(|e| anyhow::anyhow!("the terminal failed: {e}"))
+            .context("the terminal failed")
     } else {
         // One sample, taken once every rate is known (about a second). Scripts get every
         // pipe, idle ones too.
@@ -232,7 +233,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     cancel.cancel();
     let collected = match tokio::time::timeout(std::time::Duration::from_secs(2), collector).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(anyhow::anyhow!("the monitor's collector failed: {e}")),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("the monitor's collector failed")),
         Err(_) => Ok(()),
     };
     result?;

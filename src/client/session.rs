@@ -648,7 +648,7 @@ impl Session {
         self.js
             .publish_with_headers(subject.to_string(), headers.clone(), data.clone())
             .await
-            .map_err(|e| anyhow!("cannot publish to {}: {e}", self.url))
+            .with_context(|| format!("cannot publish to {}", self.url))
     }
 
     /// The byte limits (data stream, queue stream) for streams this session creates:

@@ -140,7 +140,9 @@ pub(crate) fn merge_json(
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+        }
     };
     change(&mut map);
     let mut text = serde_json::to_string_pretty(&Value::Object(map))?;

@@ -257,7 +257,9 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
                     }
                     caught_up = m.info().map_or(true, |i| i.pending == 0);
                 }
-                Some(Err(e)) => return Err(anyhow::anyhow!("cannot read the pipes' chunks: {e}")),
+                Some(Err(e)) => {
+                    return Err(anyhow::Error::new(e).context("cannot read the pipes' chunks"))
+                }
                 None => caught_up = true,
             },
         }
