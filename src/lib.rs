@@ -1,22 +1,31 @@
 //! skypipe: named pipes in the sky, on NATS JetStream. The library is the program; `main.rs`
 //! only calls [`main`]. Nothing here is an API: every module is private to the crate.
 //!
-//! How a command flows through the modules:
-//! - [`cli`] parses the command line; [`config`] validates it into settings (flags, `NATS_*`
-//!   variables, natscli contexts) and decides the mode.
-//! - [`client`] connects and makes skypipe's streams and consumers.
-//! - [`transfer`] moves the bytes: `input` cuts stdin into chunks and `send` publishes them;
-//!   `recv` takes the oldest payload (or follows every one), `listen` taps a pipe; `payload`
-//!   puts a payload's chunks back together and `output` writes them to stdout; `progress` and
-//!   `presence` report on the side.
-//! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
-//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it) and for `ls`.
-//! - [`manage`] is `ls`, `peek` and `rm`: looking at pipes and clearing them.
-//! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
-//! - [`diag`] is `-v`: diagnostics through `tracing`.
-//! - [`error`] holds the failures with their own exit codes, mapped in one place.
-//! - [`console`] writes reports and messages; the crate's `println!`, `print!`, `eprintln!`
-//!   and `eprint!` go through it, so a closed stdout or stderr never panics.
+//! The modules in layers, low to high; a module imports from its own layer or lower only,
+//! and no two files import each other:
+//! 1. Ground, importing nothing else of the crate: [`console`] writes reports and messages
+//!    (the crate's `println!`, `print!`, `eprintln!` and `eprint!` go through it, so a closed
+//!    stdout or stderr never panics); [`diag`] is `-v`, diagnostics through `tracing`;
+//!    [`error`] holds the failures with their own exit codes, mapped in one place; [`paths`]
+//!    the data and config directories and the local server's files.
+//! 2. [`protocol`]: the wire without IO: names, subjects, headers, sealing, proofs, the join
+//!    handshake and the permissions a prefix needs.
+//! 3. [`rules`]: the transfer's decisions without IO, events and `now` in, steps out: the
+//!    sender's route and window, the taker's hold and purge, the listener's book, the
+//!    follower's order.
+//! 4. [`config`]: the command line's grammar (`config::cli`) and the settings validated from
+//!    it, the `NATS_*` variables and natscli contexts, read once: the connection, the mode,
+//!    the pipe settings.
+//! 5. [`client`]: connecting, skypipe's streams and consumers, the home of a prefix's streams
+//!    among JetStream domains, and the server's refusals as types.
+//! 6. [`transfer`] moves the bytes: `input` cuts stdin into chunks and `send` publishes them;
+//!    `recv` takes the oldest payload (or follows every one), `listen` taps a pipe; `payload`
+//!    puts a payload's chunks back together and `output` writes them to stdout; `progress` and
+//!    `presence` report on the side. [`monitor`] samples the server for the dashboard
+//!    (`skypipe-tui` draws it) and for `ls`.
+//! 7. The commands: [`manage`] is `ls`, `peek` and `rm`; [`admin`] is the server (local,
+//!    public, TLS, deploy), the machines (invite, join), setup and completions.
+//! 8. `run()` here dispatches a parsed command line to them.
 
 // Defined before the modules, so that these shadow the standard macros in all of them.
 macro_rules! println {
