@@ -21,7 +21,6 @@ use crate::protocol::crypto::{Crypto, Opener, Place};
 use crate::protocol::pipe::{self, Layout, PipeName};
 
 /// What [`Denied`] holds when the server turned a reconnect's login down.
-const LOGIN_REFUSED: &str = "authorization violation";
 /// How long an unreachable server may take to say so.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a taken ticket stays with its receiver without a progress ack.
@@ -125,10 +124,19 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
 /// the request behind it would only time out; this lets a command fail at once instead.
 #[derive(Clone)]
 pub(crate) struct Denied(
-    tokio::sync::watch::Receiver<Option<String>>,
+    tokio::sync::watch::Receiver<Option<Denial>>,
     Arc<std::sync::atomic::AtomicBool>,
     Arc<TicketCheck>,
 );
+
+/// What the server turned down on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denial {
+    /// A publish or subscription outside the login's permissions: the server's words.
+    Permission(String),
+    /// A reconnect turned down: the login was revoked (or changed) meanwhile.
+    Login,
+}
 
 /// A sender's check that its ticket is still in the pipe (`STREAM.MSG.GET` on the queue
 /// stream, which pipes alone do not need: README, "Permissions for a prefix"): on a
@@ -169,19 +177,19 @@ impl Denied {
         self.2.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits until the server reports a permission violation, and returns its text.
-    pub(crate) async fn wait(&self) -> String {
+    /// Waits until the server reports a permission violation, and returns it.
+    pub(crate) async fn wait(&self) -> Denial {
         let mut rx = self.0.clone();
         let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
         match seen {
-            Ok(v) => v.unwrap_or_default(),
+            Ok(Some(v)) => v,
             // The client is gone; nothing more will be reported.
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 
     /// The violation reported so far, if any.
-    pub(crate) fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<Denial> {
         self.0.borrow().clone()
     }
 }
@@ -251,7 +259,7 @@ pub(crate) struct Connected {
 /// Connects, mapping failures to one line that names the server.
 pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
-    let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
+    let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<Denial>);
     let live_refused = Arc::new(AtomicBool::new(false));
     let ticket_check = Arc::new(TicketCheck::default());
     let watch = Refusals {
@@ -289,7 +297,7 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
 /// command, and the two that only turn something off (the live path, the ticket check).
 #[derive(Clone)]
 struct Refusals {
-    denied: tokio::sync::watch::Sender<Option<String>>,
+    denied: tokio::sync::watch::Sender<Option<Denial>>,
     live_refused: Arc<AtomicBool>,
     ticket_check: Arc<TicketCheck>,
 }
@@ -297,34 +305,38 @@ struct Refusals {
 impl Refusals {
     fn on_event(&self, event: async_nats::Event) {
         tracing::debug!("connection event: {event}");
-        let text = match event {
+        let denial = match event {
+            // The server names a permission violation only in its `-ERR` line's words.
             async_nats::Event::ServerError(async_nats::ServerError::Other(text))
                 if text.to_ascii_lowercase().contains("permissions violation") =>
             {
-                Some(text)
+                Denial::Permission(text)
             }
-            // A reconnect turned down: the login was revoked (or changed) meanwhile.
             async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
-                Some(LOGIN_REFUSED.to_string())
+                Denial::Login
             }
             // The client passes a failed reconnect's kind on as the kind's own words.
             async_nats::Event::ClientError(async_nats::ClientError::Other(kind))
                 if kind == ConnectErrorKind::AuthorizationViolation.to_string() =>
             {
-                Some(LOGIN_REFUSED.to_string())
+                Denial::Login
             }
-            _ => None,
+            _ => return,
         };
-        let Some(text) = text else {
-            return;
-        };
-        if about_live_path(&text) {
-            self.live_refused.store(true, Ordering::Relaxed);
-        } else if self.ticket_check.on.load(Ordering::Relaxed) && about_queue_get(&text) {
-            self.ticket_check.refused.store(true, Ordering::Relaxed);
-        } else {
-            self.denied
-                .send_if_modified(|slot| slot.is_none().then(|| *slot = Some(text)).is_some());
+        match &denial {
+            Denial::Permission(text) if about_live_path(text) => {
+                self.live_refused.store(true, Ordering::Relaxed);
+            }
+            Denial::Permission(text)
+                if self.ticket_check.on.load(Ordering::Relaxed) && about_queue_get(text) =>
+            {
+                self.ticket_check.refused.store(true, Ordering::Relaxed);
+            }
+            _ => {
+                self.denied.send_if_modified(|slot| {
+                    slot.is_none().then(|| *slot = Some(denial)).is_some()
+                });
+            }
         }
     }
 }
@@ -470,13 +482,16 @@ fn tls_hint(text: &str) -> Option<&'static str> {
 }
 
 /// The error for a permission violation, naming the prefix the user may be missing.
-pub(crate) fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
-    if text == LOGIN_REFUSED {
-        return anyhow!(
-            "the server at {url} no longer lets this login in (authorization violation): it was \
-             revoked (`skypipe invite revoke`) or changed"
-        );
-    }
+pub(crate) fn denied_error(denial: &Denial, url: &str, layout: &Layout) -> anyhow::Error {
+    let text = match denial {
+        Denial::Login => {
+            return anyhow!(
+                "the server at {url} no longer lets this login in (authorization violation): it \
+                 was revoked (`skypipe invite revoke`) or changed"
+            )
+        }
+        Denial::Permission(text) => text,
+    };
     anyhow!(
         "permission denied by the server at {url}: {text}; the user needs the permissions for \
          prefix {:?} (see \"Permissions\" in the README), or another --prefix",
@@ -583,10 +598,10 @@ impl Session {
         tokio::select! {
             r = work => match (r, self.denied.get()) {
                 // A request that failed after a violation failed because of it.
-                (Err(_), Some(text)) => Err(denied_error(&text, &self.url, &self.layout)),
+                (Err(_), Some(denial)) => Err(denied_error(&denial, &self.url, &self.layout)),
                 (r, _) => r,
             },
-            text = self.denied.wait() => Err(denied_error(&text, &self.url, &self.layout)),
+            denial = self.denied.wait() => Err(denied_error(&denial, &self.url, &self.layout)),
         }
     }
 
@@ -908,6 +923,62 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusals() -> (Refusals, Denied) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let live = Arc::new(AtomicBool::new(false));
+        let check = Arc::new(TicketCheck::default());
+        let watch = Refusals {
+            denied: tx,
+            live_refused: live.clone(),
+            ticket_check: check.clone(),
+        };
+        (watch, Denied(rx, live, check))
+    }
+
+    fn violation(subject: &str) -> async_nats::Event {
+        async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
+            "Permissions Violation for Publish to \"{subject}\""
+        )))
+    }
+
+    #[test]
+    fn events_are_read_by_their_kind() {
+        let (watch, denied) = refusals();
+        watch.on_event(violation("p.live.x.y"));
+        assert!(denied.live_refused());
+        assert_eq!(denied.get(), None, "a live-path refusal only turns it off");
+        watch.on_event(async_nats::Event::ClientError(
+            async_nats::ClientError::Other(ConnectErrorKind::AuthorizationViolation.to_string()),
+        ));
+        assert_eq!(denied.get(), Some(Denial::Login));
+        watch.on_event(violation("p.q.x"));
+        assert_eq!(denied.get(), Some(Denial::Login), "the first denial stays");
+        let text = denied_error(
+            &Denial::Login,
+            "nats://h:4222",
+            &Layout::new("p").expect("ok"),
+        );
+        assert!(
+            text.to_string().contains("no longer lets this login in"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_permission_denial_names_the_prefix() {
+        let (watch, denied) = refusals();
+        watch.on_event(async_nats::Event::ClientError(
+            async_nats::ClientError::MaxReconnects,
+        ));
+        assert_eq!(denied.get(), None);
+        watch.on_event(violation("p.q.x"));
+        let Some(denial @ Denial::Permission(_)) = denied.get() else {
+            panic!("a permission denial");
+        };
+        let text = denied_error(&denial, "nats://h:4222", &Layout::new("p").expect("ok"));
+        assert!(text.to_string().contains("prefix \"p\""), "{text}");
+    }
 
     #[test]
     fn only_live_path_refusals_are_told_apart() {
