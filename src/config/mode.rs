@@ -67,7 +67,7 @@ impl PipeRequest {
     /// The pipe command of a command line: the bare form, or the verbs `send` and `recv`
     /// (pipe flags before the verb count as given after it). `None` for other subcommands.
     pub(crate) fn from_cli(cli: &Cli) -> Result<Option<PipeRequest>, ConfigError> {
-        use crate::cli::Command;
+        use crate::config::cli::Command;
         let verb = match &cli.command {
             None => None,
             Some(Command::Send(a)) => Some((Asked::Send, "skypipe send", &a.name, &a.pipe)),

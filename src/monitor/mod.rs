@@ -122,7 +122,7 @@ impl Gatherer {
         let rtt = client.flush().await.ok().map(|_| t.elapsed());
         let state = conn_state(client.connection_state());
         let (storage_used, storage_available) =
-            match crate::client::session::query_account(&session.js).await {
+            match crate::client::account::query_account(&session.js).await {
                 Ok(a) => {
                     // The replica tier skypipe's streams use, when the account has tiers.
                     let budget = crate::client::budget::budget(&a, session.replicas);
