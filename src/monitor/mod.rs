@@ -21,7 +21,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, DeliverPolicy},
+};
 use futures::StreamExt;
 use skypipe_tui::{ServerStatus, Snapshot, Update};
 use tokio::sync::mpsc;
@@ -29,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::aggregate::{conn_state, Aggregator, Chunk, Gathered, Queue};
 use crate::client::session::Session;
-use crate::protocol::pipe::{self, H_END, H_OFFSET};
+use crate::protocol::pipe::{self, Layout, H_END, H_OFFSET};
 use crate::transfer::presence::Announce;
 
 /// How often the server is sampled.
@@ -133,69 +136,10 @@ impl Gatherer {
         let layout = &session.layout;
         let mut queues: HashMap<String, Queue> = HashMap::new();
         if let Ok(queue) = session.js.get_stream_no_info(layout.queue_stream()).await {
-            // Work-queue consumers: one per pipe that was ever received from.
-            let mut consumers = queue.consumers();
-            while let Some(Ok(info)) = consumers.next().await {
-                let last = info.delivered.last_active.unwrap_or(info.created);
-                queues.insert(
-                    info.name.clone(),
-                    Queue {
-                        ack_pending: info.num_ack_pending as u64,
-                        waiting_pulls: info.num_waiting as u64,
-                        last_active: Some(SystemTime::from(last)),
-                        ..Queue::default()
-                    },
-                );
-            }
-            // Tickets stored per pipe. A pipe nobody ever received from has no consumer yet.
-            if let Ok(mut subjects) = queue.info_with_subjects(layout.queue_wildcard()).await {
-                while let Some(Ok((subject, count))) = subjects.next().await {
-                    if let Some(name) = subject.rsplit('.').next() {
-                        queues.entry(name.to_string()).or_default().tickets = count as u64;
-                    }
-                }
-            }
-            // The oldest ticket of pipes with payloads waiting, a bounded number per sample.
-            let mut waiting: Vec<String> = queues
-                .iter()
-                .filter(|(_, q)| q.tickets > q.ack_pending)
-                .map(|(name, _)| name.clone())
-                .collect();
-            waiting.sort();
-            self.oldest.retain(|name, _| waiting.contains(name));
-            let n = waiting.len();
-            for i in 0..n.min(OLDEST_LOOKUPS) {
-                let name = &waiting[(self.oldest_cursor + i) % n];
-                let Ok(pipe) = pipe::PipeName::new(name) else {
-                    continue;
-                };
-                if let Ok(msg) = queue
-                    .get_first_raw_message_by_subject(layout.queue_subject(&pipe), 0)
-                    .await
-                {
-                    self.oldest.insert(name.clone(), SystemTime::from(msg.time));
-                }
-            }
-            self.oldest_cursor = self.oldest_cursor.wrapping_add(OLDEST_LOOKUPS);
-            for (name, q) in &mut queues {
-                q.oldest = self.oldest.get(name).copied();
-            }
+            queues = queues_of(&queue, layout).await;
+            self.look_up_oldest(&queue, layout, &mut queues).await;
         }
-        // Chunks still stored, per payload subject.
-        let mut stored_chunks = HashMap::new();
-        if let Ok(data) = session.js.get_stream_no_info(layout.data_stream()).await {
-            if let Ok(mut subjects) = data.info_with_subjects(layout.data_wildcard()).await {
-                while let Some(Ok((subject, count))) = subjects.next().await {
-                    let mut parts = subject.rsplitn(3, '.');
-                    if let (Some(id), Some(pipe)) = (parts.next(), parts.next()) {
-                        // Only a payload's own subject: P.data.PIPE.ID, nothing deeper.
-                        if layout.payload_subject_of(pipe, id) == subject {
-                            stored_chunks.insert((pipe.to_string(), id.to_string()), count);
-                        }
-                    }
-                }
-            }
-        }
+        let stored_chunks = stored_chunks(session).await;
         let at = clock.at();
         Gathered {
             at,
@@ -212,6 +156,91 @@ impl Gatherer {
             stored_chunks,
         }
     }
+
+    /// The oldest ticket of pipes with payloads waiting, a bounded number per sample.
+    async fn look_up_oldest(
+        &mut self,
+        queue: &jetstream::stream::Stream<()>,
+        layout: &Layout,
+        queues: &mut HashMap<String, Queue>,
+    ) {
+        let mut waiting: Vec<String> = queues
+            .iter()
+            .filter(|(_, q)| q.tickets > q.ack_pending)
+            .map(|(name, _)| name.clone())
+            .collect();
+        waiting.sort();
+        self.oldest.retain(|name, _| waiting.contains(name));
+        let n = waiting.len();
+        for i in 0..n.min(OLDEST_LOOKUPS) {
+            let name = &waiting[(self.oldest_cursor + i) % n];
+            let Ok(pipe) = pipe::PipeName::new(name) else {
+                continue;
+            };
+            if let Ok(msg) = queue
+                .get_first_raw_message_by_subject(layout.queue_subject(&pipe), 0)
+                .await
+            {
+                self.oldest.insert(name.clone(), SystemTime::from(msg.time));
+            }
+        }
+        self.oldest_cursor = self.oldest_cursor.wrapping_add(OLDEST_LOOKUPS);
+        for (name, q) in queues.iter_mut() {
+            q.oldest = self.oldest.get(name).copied();
+        }
+    }
+}
+
+/// The work queue of each pipe: its consumer's state and the tickets stored.
+async fn queues_of(
+    queue: &jetstream::stream::Stream<()>,
+    layout: &Layout,
+) -> HashMap<String, Queue> {
+    let mut queues: HashMap<String, Queue> = HashMap::new();
+    // Work-queue consumers: one per pipe that was ever received from.
+    let mut consumers = queue.consumers();
+    while let Some(Ok(info)) = consumers.next().await {
+        let last = info.delivered.last_active.unwrap_or(info.created);
+        queues.insert(
+            info.name.clone(),
+            Queue {
+                ack_pending: info.num_ack_pending as u64,
+                waiting_pulls: info.num_waiting as u64,
+                last_active: Some(SystemTime::from(last)),
+                ..Queue::default()
+            },
+        );
+    }
+    // Tickets stored per pipe. A pipe nobody ever received from has no consumer yet.
+    if let Ok(mut subjects) = queue.info_with_subjects(layout.queue_wildcard()).await {
+        while let Some(Ok((subject, count))) = subjects.next().await {
+            if let Some(name) = subject.rsplit('.').next() {
+                queues.entry(name.to_string()).or_default().tickets = count as u64;
+            }
+        }
+    }
+    queues
+}
+
+/// Chunks still stored, per payload subject.
+async fn stored_chunks(session: &Session) -> HashMap<(String, String), usize> {
+    let layout = &session.layout;
+    let mut stored = HashMap::new();
+    let Ok(data) = session.js.get_stream_no_info(layout.data_stream()).await else {
+        return stored;
+    };
+    if let Ok(mut subjects) = data.info_with_subjects(layout.data_wildcard()).await {
+        while let Some(Ok((subject, count))) = subjects.next().await {
+            let mut parts = subject.rsplitn(3, '.');
+            if let (Some(id), Some(pipe)) = (parts.next(), parts.next()) {
+                // Only a payload's own subject: P.data.PIPE.ID, nothing deeper.
+                if layout.payload_subject_of(pipe, id) == subject {
+                    stored.insert((pipe.to_string(), id.to_string()), count);
+                }
+            }
+        }
+    }
+    stored
 }
 
 /// One snapshot, for `skypipe ls`: every chunk header stored is read first, and presence
