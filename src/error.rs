@@ -34,6 +34,10 @@ pub(crate) enum Failure {
     /// `--timeout` ran out: exit 124.
     #[error("{0}")]
     TimedOut(String),
+    /// A setting that cannot be used (flags, variables or a context that do not go
+    /// together): exit 2, said as the setting's own error says it.
+    #[error(transparent)]
+    Setting(Box<dyn std::error::Error + Send + Sync>),
     /// Ctrl-C (or SIGTERM): exit 130.
     #[error("interrupted")]
     Interrupted,
@@ -44,16 +48,13 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return match f {
-                Failure::Usage(_) => code::USAGE,
+                Failure::Usage(_) | Failure::Setting(_) => code::USAGE,
                 Failure::Aborted(_) => code::ABORTED,
                 Failure::Resumed(_) => code::RESUMED,
                 Failure::TimedOut(_) => code::TIMEOUT,
                 Failure::Dropped(_) => code::DROPPED,
                 Failure::Interrupted => code::INTERRUPTED,
             };
-        }
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
-            return code::USAGE;
         }
     }
     code::RUNTIME

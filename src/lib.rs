@@ -1,22 +1,31 @@
 //! skypipe: named pipes in the sky, on NATS JetStream. The library is the program; `main.rs`
 //! only calls [`main`]. Nothing here is an API: every module is private to the crate.
 //!
-//! How a command flows through the modules:
-//! - [`cli`] parses the command line; [`config`] validates it into settings (flags, `NATS_*`
-//!   variables, natscli contexts) and decides the mode.
-//! - [`client`] connects and makes skypipe's streams and consumers.
-//! - [`transfer`] moves the bytes: `input` cuts stdin into chunks and `send` publishes them;
-//!   `recv` takes the oldest payload (or follows every one), `listen` taps a pipe; `payload`
-//!   puts a payload's chunks back together and `output` writes them to stdout; `progress` and
-//!   `presence` report on the side.
-//! - [`protocol`] is the wire format without IO: names, subjects, headers, sealing.
-//! - [`monitor`] samples the server for the dashboard (`skypipe-tui` draws it) and for `ls`.
-//! - [`manage`] is `ls`, `peek` and `rm`: looking at pipes and clearing them.
-//! - [`admin`] runs skypipe's local server, `check`, `setup`, completions and the man page.
-//! - [`diag`] is `-v`: diagnostics through `tracing`.
-//! - [`error`] holds the failures with their own exit codes, mapped in one place.
-//! - [`console`] writes reports and messages; the crate's `println!`, `print!`, `eprintln!`
-//!   and `eprint!` go through it, so a closed stdout or stderr never panics.
+//! The modules in layers, low to high; a module imports from its own layer or lower only,
+//! and no two files import each other:
+//! 1. Ground, importing nothing else of the crate: [`console`] writes reports and messages
+//!    (the crate's `println!`, `print!`, `eprintln!` and `eprint!` go through it, so a closed
+//!    stdout or stderr never panics); [`diag`] is `-v`, diagnostics through `tracing`;
+//!    [`error`] holds the failures with their own exit codes, mapped in one place; [`paths`]
+//!    the data and config directories and the local server's files.
+//! 2. [`protocol`]: the wire without IO: names, subjects, headers, sealing, proofs, the join
+//!    handshake and the permissions a prefix needs.
+//! 3. [`rules`]: the transfer's decisions without IO, events and `now` in, steps out: the
+//!    sender's route and window, the taker's hold and purge, the listener's book, the
+//!    follower's order.
+//! 4. [`config`]: the command line's grammar (`config::cli`) and the settings validated from
+//!    it, the `NATS_*` variables and natscli contexts, read once: the connection, the mode,
+//!    the pipe settings.
+//! 5. [`client`]: connecting, skypipe's streams and consumers, the home of a prefix's streams
+//!    among JetStream domains, and the server's refusals as types.
+//! 6. [`transfer`] moves the bytes: `input` cuts stdin into chunks and `send` publishes them;
+//!    `recv` takes the oldest payload (or follows every one), `listen` taps a pipe; `payload`
+//!    puts a payload's chunks back together and `output` writes them to stdout; `progress` and
+//!    `presence` report on the side. [`monitor`] samples the server for the dashboard
+//!    (`skypipe-tui` draws it) and for `ls`.
+//! 7. The commands: [`manage`] is `ls`, `peek` and `rm`; [`admin`] is the server (local,
+//!    public, TLS, deploy), the machines (invite, join), setup and completions.
+//! 8. `run()` here dispatches a parsed command line to them.
 
 // Defined before the modules, so that these shadow the standard macros in all of them.
 macro_rules! println {
@@ -48,7 +57,6 @@ macro_rules! eprint {
 }
 
 mod admin;
-mod cli;
 mod client;
 mod config;
 mod console;
@@ -64,15 +72,16 @@ mod transfer;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::machines::{invite, join};
 use crate::admin::server::{deploy, local};
 use crate::admin::{completions, setup};
-use crate::cli::{Cli, Command, ServerAction};
 use crate::client::session;
+use crate::config::cli::{self, Cli, Command, ServerAction};
 use crate::config::{Mode, PipeSettings};
-use crate::error::code;
+use crate::error::{code, Failure};
 use crate::protocol::pipe;
 use crate::transfer::{input, listen, output, recv, send};
 
@@ -155,8 +164,9 @@ fn watch_signals(cancel: CancellationToken) -> Arc<AtomicBool> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
-    if let Some(request) = config::PipeRequest::from_cli(&cli)? {
-        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)?;
+    if let Some(request) = config::PipeRequest::from_cli(&cli).map_err(Failure::from)? {
+        let settings = config::pipe_settings(&request, &cli, config::Streams::observe(), &env_var)
+            .map_err(Failure::from)?;
         let cancel = CancellationToken::new();
         let interrupted = watch_signals(cancel.clone());
         return run_pipe(&settings, cancel, interrupted).await;
@@ -178,25 +188,25 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
 
 async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> {
     use std::io::IsTerminal;
-    let conn = config::resolve_conn(&cli.conn, &env_var)?;
+    let conn = config::resolve_conn(&cli.conn, &env_var).map_err(Failure::from)?;
     let session = session::connect(&conn).await?;
     let url = session.url.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let cancel = CancellationToken::new();
     let interactive = !(args.once || args.json) && std::io::stdout().is_terminal();
-    let mode = if interactive {
-        monitor::Mode::Live
+    let sampling = if interactive {
+        monitor::Sampling::Live
     } else {
-        monitor::Mode::Once
+        monitor::Sampling::Once
     };
-    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone(), mode));
+    let collector = tokio::spawn(monitor::collect(session, tx, cancel.clone(), sampling));
     if !(interactive || args.once || args.json) {
         eprintln!("skypipe: stdout is not a terminal: printing the table once (--json for JSON)");
     }
     let result = if interactive {
         skypipe_tui::run(rx, skypipe_tui::App::new())
             .await
-            .map_err(|e| anyhow::anyhow!("the terminal failed: {e}"))
+            .context("the terminal failed")
     } else {
         // One sample, taken once every rate is known (about a second). Scripts get every
         // pipe, idle ones too.
@@ -234,7 +244,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
     cancel.cancel();
     let collected = match tokio::time::timeout(std::time::Duration::from_secs(2), collector).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(anyhow::anyhow!("the monitor's collector failed: {e}")),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context("the monitor's collector failed")),
         Err(_) => Ok(()),
     };
     result?;
@@ -244,7 +254,7 @@ async fn run_monitor(cli: &Cli, args: &cli::MonitorArgs) -> anyhow::Result<i32> 
 /// The subcommands: pipe management, the local server, setup and check, completions and the
 /// man page.
 async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
-    let conn = || config::resolve_conn(&cli.conn, &env_var);
+    let conn = || config::resolve_conn(&cli.conn, &env_var).map_err(Failure::from);
     match command {
         Command::Completions { shell } => completions::completions(*shell),
         Command::Man => completions::man(),
@@ -267,7 +277,7 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
         Command::Ls(args) => manage::ls(&session::connect(&conn()?).await?, args.json).await,
         Command::Peek(args) => {
             let pipe = pipe::PipeName::new(args.name.as_deref().unwrap_or(pipe::DEFAULT_PIPE))
-                .map_err(config::ConfigError::from)?;
+                .map_err(|e| Failure::from(config::ConfigError::from(e)))?;
             let conn = conn()?;
             let mut session = session::connect(&conn).await?;
             session.crypto = config::resolve_crypto(
@@ -275,7 +285,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
                 args.allow_plaintext,
                 &env_var,
                 conn.secret_file.as_deref(),
-            )?;
+            )
+            .map_err(Failure::from)?;
             let cancel = CancellationToken::new();
             let _ = watch_signals(cancel.clone());
             session
@@ -283,7 +294,8 @@ async fn run_command(command: &Command, cli: &Cli) -> anyhow::Result<i32> {
                 .await
         }
         Command::Rm(args) => {
-            let pipe = pipe::PipeName::new(&args.name).map_err(config::ConfigError::from)?;
+            let pipe = pipe::PipeName::new(&args.name)
+                .map_err(|e| Failure::from(config::ConfigError::from(e)))?;
             let session = session::connect(&conn()?).await?;
             session
                 .unless_denied(manage::rm(&session, &pipe, args.yes))

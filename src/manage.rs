@@ -41,7 +41,7 @@ async fn next_stored(
     match stream.get_first_raw_message_by_subject(subject, seq).await {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(anyhow!("cannot read {subject}: {e}")),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {subject}"))),
     }
 }
 
@@ -215,7 +215,7 @@ pub(crate) async fn rm(session: &Session, pipe: &PipeName, yes: bool) -> anyhow:
             std::io::stdin().read_line(&mut answer).map(|_| answer)
         })
         .await
-        .map_err(|e| anyhow!("cannot read the answer: {e}"))?;
+        .context("cannot read the answer")?;
         let answer = read.context("cannot read the answer")?;
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
             return Err(anyhow!("nothing was dropped: not confirmed"));
@@ -266,7 +266,7 @@ async fn drop_waiting(
                 .max_messages((n - dropped).min(RM_BATCH))
                 .messages()
                 .await
-                .map_err(|e| anyhow!("cannot take the tickets of pipe {pipe}: {e}"))?;
+                .with_context(|| format!("cannot take the tickets of pipe {pipe}"))?;
             let (mut got, mut past) = (0, false);
             loop {
                 // A server that stopped answering does not end a pull request.
@@ -291,7 +291,8 @@ async fn drop_waiting(
                 let (seq, delivered) = ticket
                     .info()
                     .map(|i| (i.stream_sequence, i.delivered))
-                    .map_err(|e| anyhow!("a ticket of pipe {pipe} without its info: {e}"))?;
+                    .map_err(anyhow::Error::from_boxed)
+                    .with_context(|| format!("a ticket of pipe {pipe} without its info"))?;
                 if delivered > 1 || seq > upto {
                     past |= seq > upto;
                     kept_aside.push(ticket);
@@ -301,12 +302,13 @@ async fn drop_waiting(
                 ticket
                     .double_ack_with(AckKind::Term)
                     .await
-                    .map_err(|e| anyhow!("cannot drop a payload of pipe {pipe}: {e}"))?;
+                    .map_err(anyhow::Error::from_boxed)
+                    .with_context(|| format!("cannot drop a payload of pipe {pipe}"))?;
                 if let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) {
                     data.purge()
                         .filter(layout.payload_subject(pipe, &id))
                         .await
-                        .map_err(|e| anyhow!("cannot drop payload {id} of pipe {pipe}: {e}"))?;
+                        .with_context(|| format!("cannot drop payload {id} of pipe {pipe}"))?;
                 }
                 dropped += 1;
             }

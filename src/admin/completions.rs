@@ -6,7 +6,7 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use clap::CommandFactory as _;
 
-use crate::cli::Cli;
+use crate::config::cli::Cli;
 use crate::error::code;
 
 /// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
@@ -182,7 +182,7 @@ mod tests {
             crate::config::LOCAL_PORT_ENV,
             crate::config::LOCAL_MAX_STORE_ENV,
             crate::diag::LOG_ENV,
-            crate::client::retry::ENV,
+            crate::config::retry::ENV,
             crate::config::JS_DOMAIN_ENV,
             skypipe_nats::SERVER_ENV,
         ] {

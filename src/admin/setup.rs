@@ -13,10 +13,10 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::SetupArgs;
 use crate::client::domain;
 use crate::client::session::{self, Session};
 use crate::client::{budget, errors};
+use crate::config::cli::SetupArgs;
 use crate::config::{self, merge_json, write_context, write_private, Conn, Source, LOCAL_PORT_ENV};
 use crate::error::{code, Failure};
 use crate::protocol::pipe::{self, PayloadId, PipeName};
@@ -291,7 +291,7 @@ async fn check_home(r: &mut Report, session: &Session) -> bool {
             return false;
         }
     };
-    if let Some(text) = domain::refusal(session, &meant, &verdict) {
+    if let Some(text) = domain::refusal(&session.layout, &meant, &verdict) {
         r.fail("domain", text);
         return false;
     }
@@ -458,7 +458,7 @@ async fn send_probe(
         ttl_given: true,
         timeout: None,
         sender_timeout: Duration::from_secs(60),
-        progress: crate::transfer::progress::ProgressMode::Off,
+        progress: crate::config::ProgressMode::Off,
         quiet: true,
         conn: conn.clone(),
         crypto: Default::default(),

@@ -5,8 +5,6 @@
 
 use async_nats::jetstream::account::{Account, Limits};
 
-/// The smallest byte limit skypipe gives its two streams together.
-pub(crate) const MIN_MAX_BYTES: u64 = 1 << 20;
 /// The pair's byte limit when the account requires one and sets no storage limit to take a
 /// share of.
 const UNLIMITED_SHARE: u64 = 1 << 30;

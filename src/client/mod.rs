@@ -1,10 +1,20 @@
 //! Talking to the server: connecting, skypipe's streams and consumers, and the JetStream
 //! error codes skypipe acts on.
+//!
+//! - `session`: connecting ([`session::connect`]), the [`session::Session`] every command
+//!   uses, skypipe's two streams and the queue's consumers, and the server's word that a
+//!   login may not do something.
+//! - `account`: the account's JetStream usage and limits; `budget`: the byte limit skypipe
+//!   gives its streams from them.
+//! - `domain`: JetStream domains, judged by their own answer, and the verdict on where a
+//!   prefix's streams live; `home`: the probe that finds out, on a session.
+//! - `errors`: the server's refusals ([`errors::Refusal`]) read from its error codes.
 
+pub(crate) mod account;
 pub(crate) mod budget;
 pub(crate) mod domain;
 pub(crate) mod errors;
-pub(crate) mod retry;
+mod home;
 pub(crate) mod session;
 
 /// Whether a message that reached one of skypipe's core NATS subscriptions (tickets for

@@ -2,6 +2,7 @@
 //! configured credentials, turning connect failures into one clear line, and creating
 //! skypipe's two streams when they are missing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use futures::StreamExt as _;
 
+pub(crate) use crate::client::account::query_account;
 use crate::client::budget;
 use crate::client::domain;
 use crate::client::errors::{self, Refusal};
@@ -19,7 +21,6 @@ use crate::protocol::crypto::{Crypto, Opener, Place};
 use crate::protocol::pipe::{self, Layout, PipeName};
 
 /// What [`Denied`] holds when the server turned a reconnect's login down.
-const LOGIN_REFUSED: &str = "authorization violation";
 /// How long an unreachable server may take to say so.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a taken ticket stays with its receiver without a progress ack.
@@ -123,10 +124,19 @@ fn has_io_error(err: &(dyn std::error::Error + 'static)) -> bool {
 /// the request behind it would only time out; this lets a command fail at once instead.
 #[derive(Clone)]
 pub(crate) struct Denied(
-    tokio::sync::watch::Receiver<Option<String>>,
+    tokio::sync::watch::Receiver<Option<Denial>>,
     Arc<std::sync::atomic::AtomicBool>,
     Arc<TicketCheck>,
 );
+
+/// What the server turned down on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denial {
+    /// A publish or subscription outside the login's permissions: the server's words.
+    Permission(String),
+    /// A reconnect turned down: the login was revoked (or changed) meanwhile.
+    Login,
+}
 
 /// A sender's check that its ticket is still in the pipe (`STREAM.MSG.GET` on the queue
 /// stream, which pipes alone do not need: README, "Permissions for a prefix"): on a
@@ -167,19 +177,19 @@ impl Denied {
         self.2.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits until the server reports a permission violation, and returns its text.
-    pub(crate) async fn wait(&self) -> String {
+    /// Waits until the server reports a permission violation, and returns it.
+    pub(crate) async fn wait(&self) -> Denial {
         let mut rx = self.0.clone();
         let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
         match seen {
-            Ok(v) => v.unwrap_or_default(),
+            Ok(Some(v)) => v,
             // The client is gone; nothing more will be reported.
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 
     /// The violation reported so far, if any.
-    pub(crate) fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<Denial> {
         self.0.borrow().clone()
     }
 }
@@ -249,71 +259,111 @@ pub(crate) struct Connected {
 /// Connects, mapping failures to one line that names the server.
 pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     let shown = conn.display_urls();
-    let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<String>);
-    let live_refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let live_flag = live_refused.clone();
+    let (denied_tx, denied_rx) = tokio::sync::watch::channel(None::<Denial>);
+    let live_refused = Arc::new(AtomicBool::new(false));
     let ticket_check = Arc::new(TicketCheck::default());
-    let check_flags = ticket_check.clone();
-    let mut opts = ConnectOptions::new()
+    let watch = Refusals {
+        denied: denied_tx,
+        live_refused: live_refused.clone(),
+        ticket_check: ticket_check.clone(),
+    };
+    let opts = ConnectOptions::new()
         .name("skypipe")
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(Duration::from_secs(10)))
         .event_callback(move |event| {
-            let tx = denied_tx.clone();
-            let live_flag = live_flag.clone();
-            let check_flags = check_flags.clone();
-            async move {
-                tracing::debug!("connection event: {event}");
-                let text = match event {
-                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
-                        if text.to_ascii_lowercase().contains("permissions violation") =>
-                    {
-                        Some(text)
-                    }
-                    // A reconnect turned down: the login was revoked (or changed) meanwhile.
-                    async_nats::Event::ServerError(
-                        async_nats::ServerError::AuthorizationViolation,
-                    ) => Some(LOGIN_REFUSED.to_string()),
-                    async_nats::Event::ClientError(e)
-                        if e.to_string().contains("authorization violation") =>
-                    {
-                        Some(LOGIN_REFUSED.to_string())
-                    }
-                    _ => None,
-                };
-                if text.as_deref().is_some_and(about_live_path) {
-                    live_flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                if check_flags.on.load(std::sync::atomic::Ordering::Relaxed)
-                    && text.as_deref().is_some_and(about_queue_get)
-                {
-                    check_flags
-                        .refused
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-                if let Some(text) = text {
-                    tx.send_if_modified(|slot| {
-                        slot.is_none().then(|| *slot = Some(text)).is_some()
-                    });
-                }
-            }
+            let watch = watch.clone();
+            async move { watch.on_event(event) }
         });
-    if conn.urls.len() == 1 {
-        // With one server, name it: the client then dials at once instead of after a timer
-        // tick (a zero-length sleep, up to a millisecond). Reconnects keep their back-off
-        // (`delay: None`), and a pool that grew by discovery gets the usual choice.
-        opts = opts.reconnect_to_server_callback(|servers, _info| async move {
-            match servers.as_slice() {
-                [only] => Some(async_nats::ReconnectToServer {
-                    addr: only.addr.clone(),
-                    delay: None,
-                }),
-                _ => None,
+    let (opts, sent_local_key) = with_login(one_server_at_once(opts, conn), conn).await?;
+    let urls: Vec<async_nats::ServerAddr> = conn
+        .urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Usage(format!("bad server URL {shown}: {e}")))?;
+    let client = match opts.connect(urls).await {
+        Ok(c) => c,
+        Err(e) => return Err(connect_failure(&e, conn, &shown, sent_local_key)),
+    };
+    Ok(Connected {
+        client,
+        denied: Denied(denied_rx, live_refused, ticket_check),
+        shown,
+    })
+}
+
+/// Where the connection's events put the server's refusals: the first one that fails the
+/// command, and the two that only turn something off (the live path, the ticket check).
+#[derive(Clone)]
+struct Refusals {
+    denied: tokio::sync::watch::Sender<Option<Denial>>,
+    live_refused: Arc<AtomicBool>,
+    ticket_check: Arc<TicketCheck>,
+}
+
+impl Refusals {
+    fn on_event(&self, event: async_nats::Event) {
+        tracing::debug!("connection event: {event}");
+        let denial = match event {
+            // The server names a permission violation only in its `-ERR` line's words.
+            async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                if text.to_ascii_lowercase().contains("permissions violation") =>
+            {
+                Denial::Permission(text)
             }
-        });
+            async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                Denial::Login
+            }
+            // The client passes a failed reconnect's kind on as the kind's own words.
+            async_nats::Event::ClientError(async_nats::ClientError::Other(kind))
+                if kind == ConnectErrorKind::AuthorizationViolation.to_string() =>
+            {
+                Denial::Login
+            }
+            _ => return,
+        };
+        match &denial {
+            Denial::Permission(text) if about_live_path(text) => {
+                self.live_refused.store(true, Ordering::Relaxed);
+            }
+            Denial::Permission(text)
+                if self.ticket_check.on.load(Ordering::Relaxed) && about_queue_get(text) =>
+            {
+                self.ticket_check.refused.store(true, Ordering::Relaxed);
+            }
+            _ => {
+                self.denied.send_if_modified(|slot| {
+                    slot.is_none().then(|| *slot = Some(denial)).is_some()
+                });
+            }
+        }
     }
+}
+
+/// With one server, name it: the client then dials at once instead of after a timer tick (a
+/// zero-length sleep, up to a millisecond). Reconnects keep their back-off (`delay: None`),
+/// and a pool that grew by discovery gets the usual choice.
+fn one_server_at_once(opts: ConnectOptions, conn: &Conn) -> ConnectOptions {
+    if conn.urls.len() != 1 {
+        return opts;
+    }
+    opts.reconnect_to_server_callback(|servers, _info| async move {
+        match servers.as_slice() {
+            [only] => Some(async_nats::ReconnectToServer {
+                addr: only.addr.clone(),
+                delay: None,
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// The login and TLS of `conn`; also whether the local server's key is sent.
+async fn with_login(
+    mut opts: ConnectOptions,
+    conn: &Conn,
+) -> anyhow::Result<(ConnectOptions, bool)> {
     if let (Some(u), Some(p)) = (&conn.user, &conn.password) {
         opts = opts.user_and_password(u.clone(), p.clone());
     } else if let Some(u) = &conn.user {
@@ -359,78 +409,62 @@ pub(crate) async fn connect_client(conn: &Conn) -> anyhow::Result<Connected> {
     if let Some(p) = &conn.inbox_prefix {
         opts = opts.custom_inbox_prefix(p);
     }
-    let urls: Vec<async_nats::ServerAddr> = conn
-        .urls
-        .iter()
-        .map(|u| u.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| Failure::Usage(format!("bad server URL {shown}: {e}")))?;
-    let client = match opts.connect(urls).await {
-        Ok(c) => c,
-        Err(e) => {
-            let tls = tls_failure(&e);
-            let msg = match e.kind() {
-                ConnectErrorKind::AuthorizationViolation if conn.source == Source::Default => {
-                    return Err(
-                        Refused(default_refused(&shown, sent_local_key, conn.local_port)).into(),
-                    );
-                }
-                ConnectErrorKind::AuthorizationViolation => {
-                    return Err(Refused(format!(
-                        "the server at {shown} refused the credentials (authorization violation)"
-                    ))
-                    .into());
-                }
-                ConnectErrorKind::Authentication => {
-                    format!("could not authenticate to {shown}: {e}")
-                }
-                ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
-                // Over wss:// the TLS handshake happens inside the WebSocket dial, and its
-                // failures arrive as IO errors.
-                _ if tls.is_some() => {
-                    let tls = tls.unwrap_or_default();
-                    match tls_hint(&tls) {
-                        Some(hint) => format!("TLS with {shown} failed: {tls}; {hint}"),
-                        None => format!("TLS with {shown} failed: {tls}"),
-                    }
-                }
-                ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => {
-                    format!(
-                        "{} (no answer within {CONNECT_TIMEOUT:?}; \
-                         a WebSocket port needs a ws:// or wss:// URL)",
-                        hint_unreachable(&shown)
-                    )
-                }
-                // async-nats reports certificates refused on either side as IO errors.
-                _ if tls_hint(&e.to_string()).is_some() => format!(
-                    "TLS with {shown} failed: {e}; {}",
-                    tls_hint(&e.to_string()).unwrap_or_default()
-                ),
-                ConnectErrorKind::TimedOut => {
-                    format!(
-                        "{} (no answer within {CONNECT_TIMEOUT:?})",
-                        hint_unreachable(&shown)
-                    )
-                }
-                ConnectErrorKind::Io
-                    if conn.urls.iter().all(|u| is_websocket(u)) && !has_io_error(&e) =>
-                {
-                    format!(
-                        "the server at {shown} did not accept a NATS WebSocket connection ({e}); \
-                         a ws:// or wss:// URL needs the port of the server's websocket block \
-                         (wss:// when that has TLS), a client port needs nats://"
-                    )
-                }
-                _ => format!("{} ({e})", hint_unreachable(&shown)),
-            };
-            return Err(anyhow!(msg));
+    Ok((opts, sent_local_key))
+}
+
+/// A failed connection as one line that names the server and says what to do.
+fn connect_failure(
+    e: &async_nats::ConnectError,
+    conn: &Conn,
+    shown: &str,
+    sent_local_key: bool,
+) -> anyhow::Error {
+    let tls = tls_failure(e);
+    let msg = match e.kind() {
+        ConnectErrorKind::AuthorizationViolation if conn.source == Source::Default => {
+            return Refused(default_refused(shown, sent_local_key, conn.local_port)).into();
         }
+        ConnectErrorKind::AuthorizationViolation => {
+            return Refused(format!(
+                "the server at {shown} refused the credentials (authorization violation)"
+            ))
+            .into();
+        }
+        ConnectErrorKind::Authentication => format!("could not authenticate to {shown}: {e}"),
+        ConnectErrorKind::Tls => format!("TLS with {shown} failed: {e}"),
+        // Over wss:// the TLS handshake happens inside the WebSocket dial, and its failures
+        // arrive as IO errors.
+        _ if tls.is_some() => {
+            let tls = tls.unwrap_or_default();
+            match tls_hint(&tls) {
+                Some(hint) => format!("TLS with {shown} failed: {tls}; {hint}"),
+                None => format!("TLS with {shown} failed: {tls}"),
+            }
+        }
+        ConnectErrorKind::TimedOut if !conn.urls.iter().any(|u| is_websocket(u)) => format!(
+            "{} (no answer within {CONNECT_TIMEOUT:?}; a WebSocket port needs a ws:// or \
+             wss:// URL)",
+            hint_unreachable(shown)
+        ),
+        // async-nats reports certificates refused on either side as IO errors.
+        _ if tls_hint(&e.to_string()).is_some() => format!(
+            "TLS with {shown} failed: {e}; {}",
+            tls_hint(&e.to_string()).unwrap_or_default()
+        ),
+        ConnectErrorKind::TimedOut => format!(
+            "{} (no answer within {CONNECT_TIMEOUT:?})",
+            hint_unreachable(shown)
+        ),
+        ConnectErrorKind::Io if conn.urls.iter().all(|u| is_websocket(u)) && !has_io_error(e) => {
+            format!(
+                "the server at {shown} did not accept a NATS WebSocket connection ({e}); a \
+                 ws:// or wss:// URL needs the port of the server's websocket block (wss:// \
+                 when that has TLS), a client port needs nats://"
+            )
+        }
+        _ => format!("{} ({e})", hint_unreachable(shown)),
     };
-    Ok(Connected {
-        client,
-        denied: Denied(denied_rx, live_refused, ticket_check),
-        shown,
-    })
+    anyhow!(msg)
 }
 
 /// What to do about a TLS failure, judged from rustls' words for it.
@@ -448,13 +482,16 @@ fn tls_hint(text: &str) -> Option<&'static str> {
 }
 
 /// The error for a permission violation, naming the prefix the user may be missing.
-pub(crate) fn denied_error(text: &str, url: &str, layout: &Layout) -> anyhow::Error {
-    if text == LOGIN_REFUSED {
-        return anyhow!(
-            "the server at {url} no longer lets this login in (authorization violation): it was \
-             revoked (`skypipe invite revoke`) or changed"
-        );
-    }
+pub(crate) fn denied_error(denial: &Denial, url: &str, layout: &Layout) -> anyhow::Error {
+    let text = match denial {
+        Denial::Login => {
+            return anyhow!(
+                "the server at {url} no longer lets this login in (authorization violation): it \
+                 was revoked (`skypipe invite revoke`) or changed"
+            )
+        }
+        Denial::Permission(text) => text,
+    };
     anyhow!(
         "permission denied by the server at {url}: {text}; the user needs the permissions for \
          prefix {:?} (see \"Permissions\" in the README), or another --prefix",
@@ -538,34 +575,6 @@ impl Session {
     }
 }
 
-/// The account's JetStream usage and limits (`$JS.API.INFO`). Servers before 2.10 leave out
-/// the reserved sizes, which async-nats' `query_account` requires, so missing ones count as 0.
-pub(crate) async fn query_account(
-    js: &jetstream::Context,
-) -> anyhow::Result<jetstream::account::Account> {
-    use jetstream::response::Response;
-    let response: Response<serde_json::Value> = js.request("INFO", b"").await?;
-    match response {
-        Response::Err { error } => Err(anyhow!(error)),
-        Response::Ok(mut value) => {
-            if let Some(fields) = value.as_object_mut() {
-                for name in ["reserved_memory", "reserved_storage"] {
-                    fields.entry(name).or_insert(serde_json::Value::from(0));
-                }
-                // The same in each replica tier.
-                if let Some(tiers) = fields.get_mut("tiers").and_then(|t| t.as_object_mut()) {
-                    for tier in tiers.values_mut().filter_map(|t| t.as_object_mut()) {
-                        for name in ["reserved_memory", "reserved_storage"] {
-                            tier.entry(name).or_insert(serde_json::Value::from(0));
-                        }
-                    }
-                }
-            }
-            serde_json::from_value(value).context("cannot read the server's account info")
-        }
-    }
-}
-
 impl Session {
     /// Where a pipe's payloads belong, as sealed chunks bind it.
     pub(crate) fn place(&self, pipe: &PipeName) -> Place {
@@ -589,10 +598,10 @@ impl Session {
         tokio::select! {
             r = work => match (r, self.denied.get()) {
                 // A request that failed after a violation failed because of it.
-                (Err(_), Some(text)) => Err(denied_error(&text, &self.url, &self.layout)),
+                (Err(_), Some(denial)) => Err(denied_error(&denial, &self.url, &self.layout)),
                 (r, _) => r,
             },
-            text = self.denied.wait() => Err(denied_error(&text, &self.url, &self.layout)),
+            denial = self.denied.wait() => Err(denied_error(&denial, &self.url, &self.layout)),
         }
     }
 
@@ -654,7 +663,7 @@ impl Session {
         self.js
             .publish_with_headers(subject.to_string(), headers.clone(), data.clone())
             .await
-            .map_err(|e| anyhow!("cannot publish to {}: {e}", self.url))
+            .with_context(|| format!("cannot publish to {}", self.url))
     }
 
     /// The byte limits (data stream, queue stream) for streams this session creates:
@@ -669,7 +678,8 @@ impl Session {
         let b = budget::budget(&account, self.replicas);
         b.limits.max_bytes_required.then(|| {
             budget::split(
-                b.default_share(self.replicas).max(budget::MIN_MAX_BYTES),
+                b.default_share(self.replicas)
+                    .max(crate::config::MIN_MAX_BYTES),
                 b.limits.storage_max_stream_bytes,
             )
         })
@@ -683,7 +693,7 @@ impl Session {
         let meant = self.meant_domain().await.filter(|d| !d.is_empty());
         if let Some(meant) = meant {
             let verdict = self.home_verdict(&meant).await?;
-            if let Some(text) = domain::refusal(self, &meant, &verdict) {
+            if let Some(text) = domain::refusal(&self.layout, &meant, &verdict) {
                 return Err(anyhow!(text));
             }
         }
@@ -913,6 +923,62 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusals() -> (Refusals, Denied) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let live = Arc::new(AtomicBool::new(false));
+        let check = Arc::new(TicketCheck::default());
+        let watch = Refusals {
+            denied: tx,
+            live_refused: live.clone(),
+            ticket_check: check.clone(),
+        };
+        (watch, Denied(rx, live, check))
+    }
+
+    fn violation(subject: &str) -> async_nats::Event {
+        async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
+            "Permissions Violation for Publish to \"{subject}\""
+        )))
+    }
+
+    #[test]
+    fn events_are_read_by_their_kind() {
+        let (watch, denied) = refusals();
+        watch.on_event(violation("p.live.x.y"));
+        assert!(denied.live_refused());
+        assert_eq!(denied.get(), None, "a live-path refusal only turns it off");
+        watch.on_event(async_nats::Event::ClientError(
+            async_nats::ClientError::Other(ConnectErrorKind::AuthorizationViolation.to_string()),
+        ));
+        assert_eq!(denied.get(), Some(Denial::Login));
+        watch.on_event(violation("p.q.x"));
+        assert_eq!(denied.get(), Some(Denial::Login), "the first denial stays");
+        let text = denied_error(
+            &Denial::Login,
+            "nats://h:4222",
+            &Layout::new("p").expect("ok"),
+        );
+        assert!(
+            text.to_string().contains("no longer lets this login in"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_permission_denial_names_the_prefix() {
+        let (watch, denied) = refusals();
+        watch.on_event(async_nats::Event::ClientError(
+            async_nats::ClientError::MaxReconnects,
+        ));
+        assert_eq!(denied.get(), None);
+        watch.on_event(violation("p.q.x"));
+        let Some(denial @ Denial::Permission(_)) = denied.get() else {
+            panic!("a permission denial");
+        };
+        let text = denied_error(&denial, "nats://h:4222", &Layout::new("p").expect("ok"));
+        assert!(text.to_string().contains("prefix \"p\""), "{text}");
+    }
 
     #[test]
     fn only_live_path_refusals_are_told_apart() {

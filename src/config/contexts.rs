@@ -3,13 +3,13 @@
 //! the context skypipe uses without changing the natscli's selection.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, Context as _};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{io_reason, nonempty, ConfigError, Conn};
+use crate::config::{io_reason, nonempty, ConfigError};
 use crate::paths::{nats_config_dir, skypipe_config_dir};
 
 /// The natscli's context file, the fields skypipe uses. Unknown fields are ignored, as the
@@ -124,56 +124,6 @@ pub(crate) fn load_context(
     Ok(Some((name, ctx)))
 }
 
-fn absolute(path: &Path) -> String {
-    std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
-}
-
-/// Writes the natscli context, keeping fields of an existing file that skypipe does not
-/// set (a description, the natscli's other options).
-pub(crate) fn write_context(path: &Path, conn: &Conn, replicas: usize) -> anyhow::Result<()> {
-    let text = |v: &Option<String>| Value::String(v.clone().unwrap_or_default());
-    let file = |v: &Option<PathBuf>| Value::String(v.as_deref().map(absolute).unwrap_or_default());
-    merge_json(path, |m| {
-        m.entry("description")
-            .or_insert_with(|| Value::String("skypipe: saved by skypipe (setup or join)".into()));
-        m.insert("url".into(), Value::String(conn.urls.join(",")));
-        m.insert("user".into(), text(&conn.user));
-        m.insert("password".into(), text(&conn.password));
-        m.insert("token".into(), text(&conn.token));
-        m.insert("creds".into(), file(&conn.creds));
-        m.insert("nkey".into(), file(&conn.nkey));
-        m.insert("cert".into(), file(&conn.cert));
-        m.insert("key".into(), file(&conn.key));
-        m.insert("ca".into(), file(&conn.ca));
-        m.insert("tls_first".into(), Value::Bool(conn.tls_first));
-        m.insert(
-            "skypipe_prefix".into(),
-            Value::String(conn.layout.prefix().to_string()),
-        );
-        m.insert("skypipe_replicas".into(), Value::from(replicas));
-        m.insert(
-            "inbox_prefix".into(),
-            Value::String(conn.inbox_prefix.clone().unwrap_or_default()),
-        );
-        if let Some(domain) = &conn.js_domain {
-            m.insert("jetstream_domain".into(), Value::String(domain.clone()));
-        }
-        match conn.max_bytes {
-            Some(n) => m.insert("skypipe_max_bytes".into(), Value::from(n)),
-            None => m.remove("skypipe_max_bytes"),
-        };
-        if let Some(secret) = &conn.secret_file {
-            m.insert(
-                "skypipe_secret_file".into(),
-                Value::String(absolute(secret)),
-            );
-        }
-    })
-}
-
 /// Reads a JSON object (or starts an empty one), changes it, writes it back privately.
 pub(crate) fn merge_json(
     path: &Path,
@@ -190,7 +140,9 @@ pub(crate) fn merge_json(
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-        Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+        }
     };
     change(&mut map);
     let mut text = serde_json::to_string_pretty(&Value::Object(map))?;

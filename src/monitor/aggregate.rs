@@ -218,7 +218,32 @@ impl Aggregator {
     pub(crate) fn snapshot(&mut self, g: &Gathered) -> Snapshot {
         let now = g.at;
         let horizon = now.saturating_sub(RATE_WINDOW);
-        // Gone: not heard for STALE. Kept: the window and the announcement before it.
+        self.forget(now, horizon);
+        let in_span = self.live_since.and_then(|since| {
+            let span = now.saturating_sub(since.max(horizon));
+            (now.saturating_sub(since) >= MIN_WATCHED).then_some(span)
+        });
+        let heard_enough = self
+            .heard_since
+            .is_some_and(|since| now.saturating_sub(since) >= HEARD_ENOUGH);
+        let mut names: HashSet<String> = self.pipes.keys().cloned().collect();
+        names.extend(g.queues.keys().cloned());
+        names.extend(self.presence.keys().map(|(p, _)| p.clone()));
+        let mut pipes: Vec<PipeSample> = names
+            .into_iter()
+            .map(|name| self.pipe_sample(g, name, horizon, in_span, heard_enough))
+            .collect();
+        pipes.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            at: now,
+            wall: g.wall,
+            server: g.server.clone(),
+            pipes,
+        }
+    }
+
+    /// Gone: not heard for STALE. Kept: the window and the announcement before it.
+    fn forget(&mut self, now: Duration, horizon: Duration) {
         self.presence
             .retain(|_, h| now.saturating_sub(h.last_at()) < STALE);
         for heard in self.presence.values_mut() {
@@ -228,170 +253,196 @@ impl Aggregator {
                 heard.history.pop_front();
             }
         }
-        let in_span = self.live_since.and_then(|since| {
-            let span = now.saturating_sub(since.max(horizon));
-            (now.saturating_sub(since) >= MIN_WATCHED).then_some(span)
-        });
-        let heard_enough = self
-            .heard_since
-            .is_some_and(|since| now.saturating_sub(since) >= HEARD_ENOUGH);
+    }
 
-        let mut names: HashSet<String> = self.pipes.keys().cloned().collect();
-        names.extend(g.queues.keys().cloned());
-        names.extend(self.presence.keys().map(|(p, _)| p.clone()));
-        let mut pipes = Vec::new();
-        for name in names {
-            let queue = g.queues.get(&name).cloned().unwrap_or_default();
-            let waiting = queue.tickets.saturating_sub(queue.ack_pending);
-            let (mut senders, mut takers, mut listeners) = (0u32, 0u32, 0u32);
-            let mut taking: HashSet<&str> = HashSet::new();
-            // Payload id to its sender's instance and bytes sent (a sender sends one payload).
-            let mut sending: HashMap<&str, (&str, u64)> = HashMap::new();
-            let mut rate_out = Some(0.0);
-            let mut rate_live = Some(0.0);
-            let mut heard_takers = 0u64;
-            for ((p, instance), heard) in &self.presence {
-                if *p != name {
-                    continue;
-                }
-                match heard.announce.role {
-                    Role::Send => {
-                        senders += 1;
-                        for id in &heard.announce.payloads {
-                            sending.insert(id, (instance, heard.announce.bytes));
-                        }
-                        if heard.announce.live.is_some() {
-                            rate_live = match (rate_live, heard.live_rate()) {
-                                (Some(sum), Some(r)) => Some(sum + r),
-                                _ => None,
-                            };
-                        }
+    /// What the clients of pipe `name` announce, summed.
+    fn heard_on(&self, name: &str) -> OnPipe<'_> {
+        let mut on = OnPipe {
+            rate_out: Some(0.0),
+            rate_live: Some(0.0),
+            ..OnPipe::default()
+        };
+        for ((p, instance), heard) in &self.presence {
+            if p != name {
+                continue;
+            }
+            match heard.announce.role {
+                Role::Send => {
+                    on.senders += 1;
+                    for id in &heard.announce.payloads {
+                        on.sending.insert(id, (instance, heard.announce.bytes));
                     }
-                    Role::Take | Role::Follow => {
-                        takers += 1;
-                        heard_takers += 1;
-                        taking.extend(heard.announce.payloads.iter().map(String::as_str));
-                        rate_out = match (rate_out, heard.rate()) {
-                            (Some(sum), Some(r)) => Some(sum + r),
-                            _ => None,
-                        };
+                    if heard.announce.live.is_some() {
+                        on.rate_live = sum(on.rate_live, heard.live_rate());
                     }
-                    Role::Listen => listeners += 1,
                 }
-            }
-            // A payload being taken by someone not heard from yet: its rate is not known.
-            if !heard_enough || queue.ack_pending > heard_takers {
-                rate_out = None;
-            }
-            // Takers are the processes heard announcing themselves: one killed leaves the count
-            // within STALE, though the ticket it held stays out until the server's ack wait.
-            // With none heard, the pull requests waiting stand for clients that do not announce.
-            let takers = if takers > 0 {
-                takers
-            } else {
-                u32::try_from(queue.waiting_pulls).unwrap_or(u32::MAX)
-            };
-            let track = self.pipes.entry(name.clone()).or_default();
-            while track.arrivals.front().is_some_and(|&(t, _)| t <= horizon) {
-                track.arrivals.pop_front();
-            }
-            let rate_stored = in_span.map(|span| {
-                let bytes: u64 = track.arrivals.iter().map(|&(_, b)| b).sum();
-                if span.is_zero() {
-                    0.0
-                } else {
-                    bytes as f64 / span.as_secs_f64()
+                Role::Take | Role::Follow => {
+                    on.takers += 1;
+                    on.taking
+                        .extend(heard.announce.payloads.iter().map(String::as_str));
+                    on.rate_out = sum(on.rate_out, heard.rate());
                 }
-            });
-            let rate_in = rate_stored.zip(rate_live).map(|(s, l)| s + l);
-            let mut bytes_stored = 0u64;
-            let mut payloads = Vec::new();
-            track.payloads.retain(|id, p| {
-                let count = g
-                    .stored_chunks
-                    .get(&(name.clone(), id.clone()))
-                    .copied()
-                    .unwrap_or(0);
-                let stored = if count == 0 {
-                    0
-                } else {
-                    let first = p.offsets.len().saturating_sub(count);
-                    p.total
-                        .saturating_sub(p.offsets.get(first).copied().unwrap_or(0))
-                };
-                bytes_stored = bytes_stored.saturating_add(stored);
-                let sent = sending.get(id.as_str());
-                let sender = sent.map(|(s, _)| s.to_string());
-                let state = if taking.contains(id.as_str()) {
-                    PayloadState::Taking
-                } else if sender.is_some() || !p.ended {
-                    PayloadState::Sending
-                } else {
-                    PayloadState::Waiting
-                };
-                let alive = count > 0
-                    || sender.is_some()
-                    || taking.contains(id.as_str())
-                    || p.last_seen.is_some_and(|t| now.saturating_sub(t) < STALE);
-                if alive {
-                    payloads.push(PayloadSample {
-                        id: id.clone(),
-                        // Chunks sent live are never stored: the sender's count has them.
-                        bytes: p.total.max(sent.map_or(0, |&(_, b)| b)),
-                        age: p
-                            .first_published
-                            .and_then(|t| g.wall.duration_since(t).ok())
-                            .unwrap_or_default(),
-                        sender,
-                        state,
-                    });
-                }
-                alive
-            });
-            payloads.sort_by(|a, b| b.age.cmp(&a.age).then_with(|| a.id.cmp(&b.id)));
-            let seen_ago = track.last_activity.map(|t| now.saturating_sub(t));
-            let delivered_ago = queue
-                .last_active
-                .map(|t| g.wall.duration_since(t).unwrap_or_default());
-            let published_ago = track
-                .last_published
-                .map(|t| g.wall.duration_since(t).unwrap_or_default());
-            let idle_for = [seen_ago, delivered_ago, published_ago]
-                .into_iter()
-                .flatten()
-                .min();
-            let oldest_waiting = if waiting > 0 {
-                queue
-                    .oldest
-                    .map(|t| g.wall.duration_since(t).unwrap_or_default())
-            } else {
-                None
-            };
-            pipes.push(PipeSample {
-                name,
-                bytes_in: track.bytes_in,
-                bytes_out: track.bytes_out,
-                rate_in,
-                rate_out,
-                payloads_stored: queue.tickets,
-                payloads_waiting: waiting,
-                bytes_stored,
-                oldest_waiting,
-                senders,
-                takers,
-                listeners,
-                idle_for,
-                payloads,
-            });
+                Role::Listen => on.listeners += 1,
+            }
         }
-        pipes.sort_by(|a, b| a.name.cmp(&b.name));
-        Snapshot {
-            at: now,
-            wall: g.wall,
-            server: g.server.clone(),
-            pipes,
+        on
+    }
+
+    /// The sample of pipe `name`.
+    fn pipe_sample(
+        &mut self,
+        g: &Gathered,
+        name: String,
+        horizon: Duration,
+        in_span: Option<Duration>,
+        heard_enough: bool,
+    ) -> PipeSample {
+        let queue = g.queues.get(&name).cloned().unwrap_or_default();
+        let waiting = queue.tickets.saturating_sub(queue.ack_pending);
+        let on = self.heard_on(&name);
+        // A payload being taken by someone not heard from yet: its rate is not known.
+        let rate_out = if !heard_enough || queue.ack_pending > u64::from(on.takers) {
+            None
+        } else {
+            on.rate_out
+        };
+        // Takers are the processes heard announcing themselves: one killed leaves the count
+        // within STALE, though the ticket it held stays out until the server's ack wait.
+        // With none heard, the pull requests waiting stand for clients that do not announce.
+        let takers = if on.takers > 0 {
+            on.takers
+        } else {
+            u32::try_from(queue.waiting_pulls).unwrap_or(u32::MAX)
+        };
+        let (senders, listeners, rate_live) = (on.senders, on.listeners, on.rate_live);
+        let sending: HashMap<String, (String, u64)> = on
+            .sending
+            .iter()
+            .map(|(id, (s, b))| (id.to_string(), (s.to_string(), *b)))
+            .collect();
+        let taking: HashSet<String> = on.taking.iter().map(|t| t.to_string()).collect();
+        let track = self.pipes.entry(name.clone()).or_default();
+        while track.arrivals.front().is_some_and(|&(t, _)| t <= horizon) {
+            track.arrivals.pop_front();
+        }
+        let rate_stored = in_span.map(|span| {
+            let bytes: u64 = track.arrivals.iter().map(|&(_, b)| b).sum();
+            if span.is_zero() {
+                0.0
+            } else {
+                bytes as f64 / span.as_secs_f64()
+            }
+        });
+        let (payloads, bytes_stored) = payload_samples(track, g, &name, &sending, &taking);
+        PipeSample {
+            bytes_in: track.bytes_in,
+            bytes_out: track.bytes_out,
+            rate_in: rate_stored.zip(rate_live).map(|(s, l)| s + l),
+            rate_out,
+            payloads_stored: queue.tickets,
+            payloads_waiting: waiting,
+            bytes_stored,
+            oldest_waiting: (waiting > 0)
+                .then(|| queue.oldest.map(|t| since(g, t)))
+                .flatten(),
+            senders,
+            takers,
+            listeners,
+            idle_for: idle_for(track, &queue, g),
+            payloads,
+            name,
         }
     }
+}
+
+/// What the clients of one pipe announce, summed.
+#[derive(Default)]
+struct OnPipe<'a> {
+    senders: u32,
+    takers: u32,
+    listeners: u32,
+    /// Payloads being taken.
+    taking: HashSet<&'a str>,
+    /// Payload id to its sender's instance and bytes sent (a sender sends one payload).
+    sending: HashMap<&'a str, (&'a str, u64)>,
+    rate_out: Option<f64>,
+    rate_live: Option<f64>,
+}
+
+/// A sum of rates, unknown when one of them is.
+fn sum(total: Option<f64>, rate: Option<f64>) -> Option<f64> {
+    total.zip(rate).map(|(t, r)| t + r)
+}
+
+/// How long ago a wall-clock time was, at the sample.
+fn since(g: &Gathered, t: std::time::SystemTime) -> Duration {
+    g.wall.duration_since(t).unwrap_or_default()
+}
+
+/// How long a pipe has been idle: since the last thing anyone did on it.
+fn idle_for(track: &PipeTrack, queue: &Queue, g: &Gathered) -> Option<Duration> {
+    let seen_ago = track.last_activity.map(|t| g.at.saturating_sub(t));
+    let delivered_ago = queue.last_active.map(|t| since(g, t));
+    let published_ago = track.last_published.map(|t| since(g, t));
+    [seen_ago, delivered_ago, published_ago]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// The payloads of a pipe still alive (stored, being sent or taken, or seen within STALE),
+/// oldest first, and the bytes the stream holds of them; forgets the others.
+fn payload_samples(
+    track: &mut PipeTrack,
+    g: &Gathered,
+    name: &str,
+    sending: &HashMap<String, (String, u64)>,
+    taking: &HashSet<String>,
+) -> (Vec<PayloadSample>, u64) {
+    let now = g.at;
+    let mut bytes_stored = 0u64;
+    let mut payloads = Vec::new();
+    track.payloads.retain(|id, p| {
+        let count = g
+            .stored_chunks
+            .get(&(name.to_string(), id.clone()))
+            .copied()
+            .unwrap_or(0);
+        let stored = if count == 0 {
+            0
+        } else {
+            let first = p.offsets.len().saturating_sub(count);
+            p.total
+                .saturating_sub(p.offsets.get(first).copied().unwrap_or(0))
+        };
+        bytes_stored = bytes_stored.saturating_add(stored);
+        let sent = sending.get(id.as_str());
+        let sender = sent.map(|(s, _)| s.to_string());
+        let state = if taking.contains(id.as_str()) {
+            PayloadState::Taking
+        } else if sender.is_some() || !p.ended {
+            PayloadState::Sending
+        } else {
+            PayloadState::Waiting
+        };
+        let alive = count > 0
+            || sender.is_some()
+            || taking.contains(id.as_str())
+            || p.last_seen.is_some_and(|t| now.saturating_sub(t) < STALE);
+        if alive {
+            payloads.push(PayloadSample {
+                id: id.clone(),
+                // Chunks sent live are never stored: the sender's count has them.
+                bytes: p.total.max(sent.map_or(0, |&(_, b)| b)),
+                age: p.first_published.map(|t| since(g, t)).unwrap_or_default(),
+                sender,
+                state,
+            });
+        }
+        alive
+    });
+    payloads.sort_by(|a, b| b.age.cmp(&a.age).then_with(|| a.id.cmp(&b.id)));
+    (payloads, bytes_stored)
 }
 
 /// The state of a connection as the dashboard names it. The client never gives up (it has

@@ -21,7 +21,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, DeliverPolicy},
+};
 use futures::StreamExt;
 use skypipe_tui::{ServerStatus, Snapshot, Update};
 use tokio::sync::mpsc;
@@ -29,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::aggregate::{conn_state, Aggregator, Chunk, Gathered, Queue};
 use crate::client::session::Session;
-use crate::protocol::pipe::{self, H_END, H_OFFSET};
+use crate::protocol::pipe::{self, Layout, H_END, H_OFFSET};
 use crate::transfer::presence::Announce;
 
 /// How often the server is sampled.
@@ -122,7 +125,7 @@ impl Gatherer {
         let rtt = client.flush().await.ok().map(|_| t.elapsed());
         let state = conn_state(client.connection_state());
         let (storage_used, storage_available) =
-            match crate::client::session::query_account(&session.js).await {
+            match crate::client::account::query_account(&session.js).await {
                 Ok(a) => {
                     // The replica tier skypipe's streams use, when the account has tiers.
                     let budget = crate::client::budget::budget(&a, session.replicas);
@@ -133,69 +136,10 @@ impl Gatherer {
         let layout = &session.layout;
         let mut queues: HashMap<String, Queue> = HashMap::new();
         if let Ok(queue) = session.js.get_stream_no_info(layout.queue_stream()).await {
-            // Work-queue consumers: one per pipe that was ever received from.
-            let mut consumers = queue.consumers();
-            while let Some(Ok(info)) = consumers.next().await {
-                let last = info.delivered.last_active.unwrap_or(info.created);
-                queues.insert(
-                    info.name.clone(),
-                    Queue {
-                        ack_pending: info.num_ack_pending as u64,
-                        waiting_pulls: info.num_waiting as u64,
-                        last_active: Some(SystemTime::from(last)),
-                        ..Queue::default()
-                    },
-                );
-            }
-            // Tickets stored per pipe. A pipe nobody ever received from has no consumer yet.
-            if let Ok(mut subjects) = queue.info_with_subjects(layout.queue_wildcard()).await {
-                while let Some(Ok((subject, count))) = subjects.next().await {
-                    if let Some(name) = subject.rsplit('.').next() {
-                        queues.entry(name.to_string()).or_default().tickets = count as u64;
-                    }
-                }
-            }
-            // The oldest ticket of pipes with payloads waiting, a bounded number per sample.
-            let mut waiting: Vec<String> = queues
-                .iter()
-                .filter(|(_, q)| q.tickets > q.ack_pending)
-                .map(|(name, _)| name.clone())
-                .collect();
-            waiting.sort();
-            self.oldest.retain(|name, _| waiting.contains(name));
-            let n = waiting.len();
-            for i in 0..n.min(OLDEST_LOOKUPS) {
-                let name = &waiting[(self.oldest_cursor + i) % n];
-                let Ok(pipe) = pipe::PipeName::new(name) else {
-                    continue;
-                };
-                if let Ok(msg) = queue
-                    .get_first_raw_message_by_subject(layout.queue_subject(&pipe), 0)
-                    .await
-                {
-                    self.oldest.insert(name.clone(), SystemTime::from(msg.time));
-                }
-            }
-            self.oldest_cursor = self.oldest_cursor.wrapping_add(OLDEST_LOOKUPS);
-            for (name, q) in &mut queues {
-                q.oldest = self.oldest.get(name).copied();
-            }
+            queues = queues_of(&queue, layout).await;
+            self.look_up_oldest(&queue, layout, &mut queues).await;
         }
-        // Chunks still stored, per payload subject.
-        let mut stored_chunks = HashMap::new();
-        if let Ok(data) = session.js.get_stream_no_info(layout.data_stream()).await {
-            if let Ok(mut subjects) = data.info_with_subjects(layout.data_wildcard()).await {
-                while let Some(Ok((subject, count))) = subjects.next().await {
-                    let mut parts = subject.rsplitn(3, '.');
-                    if let (Some(id), Some(pipe)) = (parts.next(), parts.next()) {
-                        // Only a payload's own subject: P.data.PIPE.ID, nothing deeper.
-                        if layout.payload_subject_of(pipe, id) == subject {
-                            stored_chunks.insert((pipe.to_string(), id.to_string()), count);
-                        }
-                    }
-                }
-            }
-        }
+        let stored_chunks = stored_chunks(session).await;
         let at = clock.at();
         Gathered {
             at,
@@ -212,6 +156,91 @@ impl Gatherer {
             stored_chunks,
         }
     }
+
+    /// The oldest ticket of pipes with payloads waiting, a bounded number per sample.
+    async fn look_up_oldest(
+        &mut self,
+        queue: &jetstream::stream::Stream<()>,
+        layout: &Layout,
+        queues: &mut HashMap<String, Queue>,
+    ) {
+        let mut waiting: Vec<String> = queues
+            .iter()
+            .filter(|(_, q)| q.tickets > q.ack_pending)
+            .map(|(name, _)| name.clone())
+            .collect();
+        waiting.sort();
+        self.oldest.retain(|name, _| waiting.contains(name));
+        let n = waiting.len();
+        for i in 0..n.min(OLDEST_LOOKUPS) {
+            let name = &waiting[(self.oldest_cursor + i) % n];
+            let Ok(pipe) = pipe::PipeName::new(name) else {
+                continue;
+            };
+            if let Ok(msg) = queue
+                .get_first_raw_message_by_subject(layout.queue_subject(&pipe), 0)
+                .await
+            {
+                self.oldest.insert(name.clone(), SystemTime::from(msg.time));
+            }
+        }
+        self.oldest_cursor = self.oldest_cursor.wrapping_add(OLDEST_LOOKUPS);
+        for (name, q) in queues.iter_mut() {
+            q.oldest = self.oldest.get(name).copied();
+        }
+    }
+}
+
+/// The work queue of each pipe: its consumer's state and the tickets stored.
+async fn queues_of(
+    queue: &jetstream::stream::Stream<()>,
+    layout: &Layout,
+) -> HashMap<String, Queue> {
+    let mut queues: HashMap<String, Queue> = HashMap::new();
+    // Work-queue consumers: one per pipe that was ever received from.
+    let mut consumers = queue.consumers();
+    while let Some(Ok(info)) = consumers.next().await {
+        let last = info.delivered.last_active.unwrap_or(info.created);
+        queues.insert(
+            info.name.clone(),
+            Queue {
+                ack_pending: info.num_ack_pending as u64,
+                waiting_pulls: info.num_waiting as u64,
+                last_active: Some(SystemTime::from(last)),
+                ..Queue::default()
+            },
+        );
+    }
+    // Tickets stored per pipe. A pipe nobody ever received from has no consumer yet.
+    if let Ok(mut subjects) = queue.info_with_subjects(layout.queue_wildcard()).await {
+        while let Some(Ok((subject, count))) = subjects.next().await {
+            if let Some(name) = subject.rsplit('.').next() {
+                queues.entry(name.to_string()).or_default().tickets = count as u64;
+            }
+        }
+    }
+    queues
+}
+
+/// Chunks still stored, per payload subject.
+async fn stored_chunks(session: &Session) -> HashMap<(String, String), usize> {
+    let layout = &session.layout;
+    let mut stored = HashMap::new();
+    let Ok(data) = session.js.get_stream_no_info(layout.data_stream()).await else {
+        return stored;
+    };
+    if let Ok(mut subjects) = data.info_with_subjects(layout.data_wildcard()).await {
+        while let Some(Ok((subject, count))) = subjects.next().await {
+            let mut parts = subject.rsplitn(3, '.');
+            if let (Some(id), Some(pipe)) = (parts.next(), parts.next()) {
+                // Only a payload's own subject: P.data.PIPE.ID, nothing deeper.
+                if layout.payload_subject_of(pipe, id) == subject {
+                    stored.insert((pipe.to_string(), id.to_string()), count);
+                }
+            }
+        }
+    }
+    stored
 }
 
 /// One snapshot, for `skypipe ls`: every chunk header stored is read first, and presence
@@ -257,7 +286,9 @@ pub(crate) async fn once(session: &Session) -> anyhow::Result<Snapshot> {
                     }
                     caught_up = m.info().map_or(true, |i| i.pending == 0);
                 }
-                Some(Err(e)) => return Err(anyhow::anyhow!("cannot read the pipes' chunks: {e}")),
+                Some(Err(e)) => {
+                    return Err(anyhow::Error::new(e).context("cannot read the pipes' chunks"))
+                }
                 None => caught_up = true,
             },
         }
@@ -282,7 +313,7 @@ fn chunk_headers(layout: &pipe::Layout) -> pull::OrderedConfig {
 
 /// How long the collector runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub(crate) enum Sampling {
     /// A sample at once (its rates not known yet), then every second, and the connection's
     /// state in between, until cancelled.
     Live,
@@ -315,12 +346,57 @@ async fn watch_state(
     }
 }
 
-/// Samples the server and sends updates, as `mode` says, until `cancel` or the receiver goes.
+/// Whether a sample may be taken now: the connection is up (else the state watch says why
+/// the numbers stopped), and the first sample waits for the stored chunks to be read (a
+/// little), so it does not show a full pipe as empty.
+fn may_sample(session: &Session, agg: &Aggregator, clock: &Clock) -> bool {
+    session.client.connection_state() == async_nats::connection::State::Connected
+        && (agg.is_live() || clock.at() >= BACKLOG_WAIT)
+}
+
+/// The snapshot of a sample, unless a one-time sample waits for its rates to be known.
+fn worth_sending(
+    agg: &mut Aggregator,
+    gathered: &Gathered,
+    sampling: Sampling,
+) -> Option<Snapshot> {
+    let snapshot = agg.snapshot(gathered);
+    let known = snapshot
+        .pipes
+        .iter()
+        .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
+    if sampling == Sampling::Once && !known && gathered.at < ONCE_LIMIT {
+        tracing::debug!(
+            "monitor: at {:?} rates not known yet: {:?}",
+            gathered.at,
+            snapshot
+                .pipes
+                .iter()
+                .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
+                .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
+                .collect::<Vec<_>>()
+        );
+        return None;
+    }
+    Some(snapshot)
+}
+
+/// A chunk read from the data stream; once the stored ones are read, the aggregate is live.
+fn on_chunk(agg: &mut Aggregator, m: &async_nats::jetstream::Message, at: Duration) {
+    if let Some(chunk) = chunk_of(m) {
+        agg.chunk(chunk, at);
+    }
+    if !agg.is_live() && m.info().map_or(true, |i| i.pending == 0) {
+        agg.live_from(at);
+    }
+}
+
+/// Samples the server and sends updates, as `sampling` says, until `cancel` or the receiver goes.
 pub(crate) async fn collect(
     session: Session,
     tx: mpsc::Sender<Update>,
     cancel: CancellationToken,
-    mode: Mode,
+    sampling: Sampling,
 ) -> anyhow::Result<()> {
     let clock = Clock::new();
     let layout = session.layout.clone();
@@ -344,7 +420,7 @@ pub(crate) async fn collect(
         agg.live_from(clock.at());
     }
     let mut chunks = consumer.messages().await?;
-    let state_watch = (mode == Mode::Live).then(|| {
+    let state_watch = (sampling == Sampling::Live).then(|| {
         tokio::spawn(watch_state(
             session.client.clone(),
             clock,
@@ -356,9 +432,9 @@ pub(crate) async fn collect(
     // Live: a sample as soon as the stored chunks were read, then every second. Once: from a
     // second on, until the rates are known. Rates do not depend on when samples are taken,
     // so a coarse timer does.
-    let mut due = match mode {
-        Mode::Live => Duration::ZERO,
-        Mode::Once => SAMPLE_EVERY,
+    let mut due = match sampling {
+        Sampling::Live => Duration::ZERO,
+        Sampling::Once => SAMPLE_EVERY,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -367,16 +443,7 @@ pub(crate) async fn collect(
             biased;
             _ = cancel.cancelled() => break Ok(()),
             _ = tick.tick() => {
-                if clock.at() < due {
-                    continue;
-                }
-                if session.client.connection_state() != async_nats::connection::State::Connected {
-                    // Nothing to ask; the state watch says why the numbers stopped.
-                    continue;
-                }
-                // The first sample waits for the stored chunks to be read (a little), so it
-                // does not show a full pipe as empty.
-                if !agg.is_live() && clock.at() < BACKLOG_WAIT {
+                if clock.at() < due || !may_sample(&session, &agg, &clock) {
                     continue;
                 }
                 let Ok(gathered) =
@@ -384,44 +451,20 @@ pub(crate) async fn collect(
                 else {
                     continue;
                 };
-                let snapshot = agg.snapshot(&gathered);
-                let known = snapshot
-                    .pipes
-                    .iter()
-                    .all(|p| p.rate_in.is_some() && p.rate_out.is_some());
-                if mode == Mode::Once && !known && gathered.at < ONCE_LIMIT {
-                    tracing::debug!(
-                        "monitor: at {:?} rates not known yet: {:?}",
-                        gathered.at,
-                        snapshot
-                            .pipes
-                            .iter()
-                            .filter(|p| p.rate_in.is_none() || p.rate_out.is_none())
-                            .map(|p| (&p.name, p.rate_in.is_some(), p.rate_out.is_some()))
-                            .collect::<Vec<_>>()
-                    );
+                let Some(snapshot) = worth_sending(&mut agg, &gathered, sampling) else {
                     continue;
-                }
-                if tx.send(Update::Sample(snapshot)).await.is_err() || mode == Mode::Once {
+                };
+                if tx.send(Update::Sample(snapshot)).await.is_err() || sampling == Sampling::Once {
                     break Ok(());
                 }
                 due = gathered.at + SAMPLE_EVERY;
             }
             Some(msg) = presence.next() => heard(&mut agg, &msg, clock.at()),
-            msg = chunks.next() => {
-                match msg {
-                    Some(Ok(m)) => {
-                        if let Some(chunk) = chunk_of(&m) {
-                            agg.chunk(chunk, clock.at());
-                        }
-                        if !agg.is_live() && m.info().map_or(true, |i| i.pending == 0) {
-                            agg.live_from(clock.at());
-                        }
-                    }
-                    Some(Err(e)) => tracing::debug!("monitor: {e}"),
-                    None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
-                }
-            }
+            msg = chunks.next() => match msg {
+                Some(Ok(m)) => on_chunk(&mut agg, &m, clock.at()),
+                Some(Err(e)) => tracing::debug!("monitor: {e}"),
+                None => break Err(anyhow::anyhow!("the server ended the monitor's watch")),
+            },
         }
     };
     if let Some(watch) = state_watch {

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 
-use crate::protocol::proof::KEY_LEN;
-
 /// The highest protocol version this skypipe understands (`Skypipe-Version`).
 pub(crate) const VERSION: u32 = 2;
 /// The version tickets and plain chunks carry: version-1 receivers read them.
@@ -456,6 +454,10 @@ pub(crate) fn parse_chunk(h: Option<&HeaderMap>) -> Result<ChunkMeta, HeaderErro
         seal,
     })
 }
+
+/// Length of a public key and of a MAC in a ticket or an acknowledgement, in bytes (the keys
+/// and MACs of `protocol::proof`).
+pub(crate) const KEY_LEN: usize = 32;
 
 /// The TTL header value: whole seconds, at least one.
 pub(crate) fn ttl_value(ttl: Duration) -> String {

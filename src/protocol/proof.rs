@@ -9,9 +9,8 @@ use sha2::{Digest as _, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::protocol::pipe::LiveAck;
-
-/// Length of a public key and of a MAC, in bytes.
-pub(crate) const KEY_LEN: usize = 32;
+/// Length of a public key and of a MAC, in bytes: the wire's (see `pipe`).
+pub(crate) use crate::protocol::pipe::KEY_LEN;
 
 /// One side's key pair, new for each payload (sender) or each taking (taker).
 pub(crate) struct Half {

@@ -12,11 +12,3 @@ pub(crate) mod progress;
 pub(crate) mod reception;
 pub(crate) mod recv;
 pub(crate) mod send;
-
-/// Turns the live path off: `SKYPIPE_LIVE=off` (docs/protocol.md, "The live path").
-pub(crate) const LIVE_ENV: &str = "SKYPIPE_LIVE";
-
-/// Whether this skypipe offers (sending) and asks for (taking) the live path.
-pub(crate) fn live_path_on() -> bool {
-    std::env::var(LIVE_ENV).map_or(true, |v| v.trim() != "off")
-}

@@ -7,29 +7,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::config::ProgressMode;
 use crate::transfer::output::Counter;
-
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProgressMode {
-    Off,
-    /// A bar redrawn in place (stderr is a terminal).
-    Bar,
-    /// A plain line every few seconds and one at the end (`--progress` without a terminal).
-    Lines,
-}
-
-impl ProgressMode {
-    /// The mode for the flags and what stderr is.
-    pub(crate) fn choose(quiet: bool, forced: bool, stderr_is_terminal: bool) -> Self {
-        match (quiet, forced, stderr_is_terminal) {
-            (true, _, _) => ProgressMode::Off,
-            (false, _, true) => ProgressMode::Bar,
-            (false, true, false) => ProgressMode::Lines,
-            (false, false, false) => ProgressMode::Off,
-        }
-    }
-}
 
 /// A running progress display; [`Progress::finish`] ends it with a summary line,
 /// [`Progress::clear`] without one (Ctrl-C, a failure).
@@ -241,17 +220,6 @@ fn line(verb: &str, bytes: u64, elapsed: Duration, total: Option<u64>) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes() {
-        assert_eq!(ProgressMode::choose(true, true, true), ProgressMode::Off);
-        assert_eq!(ProgressMode::choose(false, false, true), ProgressMode::Bar);
-        assert_eq!(
-            ProgressMode::choose(false, true, false),
-            ProgressMode::Lines
-        );
-        assert_eq!(ProgressMode::choose(false, false, false), ProgressMode::Off);
-    }
 
     #[test]
     fn the_summary_says_bytes_time_and_rate() {

@@ -233,7 +233,7 @@ impl LiveIn {
         mark: Mark,
         sender_key: Option<[u8; KEY_LEN]>,
     ) -> Option<Self> {
-        if session.denied.live_refused() || !crate::transfer::live_path_on() {
+        if session.denied.live_refused() || !session.conn.live {
             return None;
         }
         let chunks = match session

@@ -231,7 +231,7 @@ impl<'a> Sender<'a> {
 
     /// Offers the live path: listens for a taker that asks for it before the ticket says so.
     async fn offer_live(&mut self) {
-        if !crate::transfer::live_path_on() {
+        if !self.session.conn.live {
             return;
         }
         let subject = self

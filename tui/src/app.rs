@@ -672,7 +672,7 @@ impl App {
             MouseEventKind::ScrollDown => self.move_selection(WHEEL_ROWS),
             MouseEventKind::ScrollUp => self.move_selection(-WHEEL_ROWS),
             MouseEventKind::Down(MouseButton::Left) => {
-                let rows_area = crate::ui::table_rows_area(self, self.area);
+                let rows_area = crate::layout::table_rows_area(self.chart_shown(), self.area);
                 let inside = mouse.row >= rows_area.y
                     && mouse.row < rows_area.bottom()
                     && mouse.column >= rows_area.x
@@ -715,7 +715,7 @@ impl App {
 
     /// Rows a page key moves: the rows on screen, less one to keep the context.
     fn page(&self) -> isize {
-        let visible = crate::ui::table_rows_area(self, self.area).height;
+        let visible = crate::layout::table_rows_area(self.chart_shown(), self.area).height;
         let rows = match usize::from(visible) {
             0 => PAGE_DEFAULT,
             n => n.saturating_sub(1).max(1),
@@ -789,7 +789,8 @@ impl App {
     /// Scrolls as little as needed to keep the selection on screen, and no further than the
     /// last row.
     fn fix_scroll(&mut self) {
-        let visible = usize::from(crate::ui::table_rows_area(self, self.area).height);
+        let visible =
+            usize::from(crate::layout::table_rows_area(self.chart_shown(), self.area).height);
         let rows = self.rows();
         let selected = self.selected_index(&rows);
         self.offset = scroll(self.offset, selected, rows.len(), visible);
@@ -1089,7 +1090,8 @@ mod tests {
     fn scrolling_follows_the_selection_by_as_little_as_needed() {
         // 80x24: 12 rows of the table show below the chart.
         let mut app = sized(fixtures::many_pipes(), 80, 24);
-        let visible = usize::from(crate::ui::table_rows_area(&app, app.area).height);
+        let visible =
+            usize::from(crate::layout::table_rows_area(app.chart_shown(), app.area).height);
         assert_eq!(visible, 12);
         assert_eq!(app.offset(), 0);
         for _ in 0..12 {
@@ -1116,7 +1118,10 @@ mod tests {
         // Without the chart, the table gets its rows.
         press(&mut app, KeyCode::Char('c'));
         assert!(!app.chart_shown());
-        assert_eq!(crate::ui::table_rows_area(&app, app.area).height, 19);
+        assert_eq!(
+            crate::layout::table_rows_area(app.chart_shown(), app.area).height,
+            19
+        );
     }
 
     fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) {
@@ -1131,7 +1136,7 @@ mod tests {
     #[test]
     fn the_wheel_scrolls_and_a_click_selects() {
         let mut app = sized(fixtures::many_pipes(), 80, 24);
-        let rows = crate::ui::table_rows_area(&app, app.area);
+        let rows = crate::layout::table_rows_area(app.chart_shown(), app.area);
         mouse(&mut app, MouseEventKind::ScrollDown, 10, 5);
         assert_eq!(app.selected_row, 3);
         mouse(&mut app, MouseEventKind::ScrollUp, 10, 5);

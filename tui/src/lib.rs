@@ -24,6 +24,7 @@
 //! ```
 
 pub mod app;
+mod layout;
 pub mod snapshot;
 pub mod term;
 pub mod text;

@@ -15,6 +15,7 @@ use ratatui::widgets::{
 };
 
 use crate::app::{scroll, App, Pipe, Point, Total, View, HISTORY_LEN};
+use crate::layout::{self, Screen};
 use crate::snapshot::{ConnState, PayloadState};
 use crate::units::{Age, Bytes, Rtt};
 
@@ -25,57 +26,10 @@ const KEY_STYLE: Style = Style::new().add_modifier(Modifier::REVERSED);
 const STALE_STYLE: Style = Style::new().add_modifier(Modifier::DIM);
 const IN_COLOR: Color = Color::Cyan;
 const OUT_COLOR: Color = Color::Magenta;
-/// The server chart comes when the body has this many rows.
-const CHART_FROM: u16 = 16;
 /// The name cell starts with the selection and stall markers.
 const MARKS: u16 = 2;
 /// Column gaps in the pipe table.
 const GAP: u16 = 1;
-
-/// Where the parts of the screen go.
-struct Screen {
-    header: Rect,
-    chart: Rect,
-    table: Rect,
-    footer: Rect,
-}
-
-fn screen(app: &App, area: Rect) -> Screen {
-    // The two header lines share with the body on a very short terminal: the body
-    // (the point of the screen) gets what is left, down to nothing.
-    let header_height = if area.height >= 8 { 2 } else { 1 };
-    let [header, body, footer] = Layout::vertical([
-        Constraint::Length(header_height),
-        Constraint::Fill(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    // The chart is a luxury: a short screen keeps the table.
-    let chart_height = if app.chart_shown() && body.height >= CHART_FROM {
-        (body.height / 3).clamp(6, 12)
-    } else {
-        0
-    };
-    let [chart, table] =
-        Layout::vertical([Constraint::Length(chart_height), Constraint::Fill(1)]).areas(body);
-    Screen {
-        header,
-        chart,
-        table,
-        footer,
-    }
-}
-
-/// Where the pipe table's rows go on a screen of `area` (between its header and total
-/// rows), whether or not there are rows to fill it.
-pub(crate) fn table_rows_area(app: &App, area: Rect) -> Rect {
-    let table = screen(app, area).table;
-    Rect {
-        y: table.y.saturating_add(1),
-        height: table.height.saturating_sub(2),
-        ..table
-    }
-}
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
@@ -84,7 +38,7 @@ impl Widget for &App {
             chart,
             table,
             footer,
-        } = screen(self, area);
+        } = layout::screen(self.chart_shown(), area);
         render_header(self, header, buf);
         match self.view() {
             View::Table => {
@@ -415,7 +369,7 @@ fn position(app: &App, area: Rect) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
-    let visible = usize::from(table_rows_area(app, area).height);
+    let visible = usize::from(layout::table_rows_area(app.chart_shown(), area).height);
     let offset = scroll(app.offset(), app.selected_index(&rows), rows.len(), visible);
     let last = (offset + visible).min(rows.len());
     Some(format!(" {}-{last} of {} ", offset + 1, rows.len()))
@@ -991,7 +945,7 @@ mod tests {
         assert!(!text.contains("rtt 1.2ms"), "no current round trip: {text}");
         let mut buf = Buffer::empty(Rect::new(0, 0, 120, 35));
         (&app).render(buf.area, &mut buf);
-        let first_row = table_rows_area(&app, buf.area).y;
+        let first_row = layout::table_rows_area(app.chart_shown(), buf.area).y;
         assert!(
             buf[(4, first_row)].modifier.contains(Modifier::DIM),
             "stale rows are dim"

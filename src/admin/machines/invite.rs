@@ -19,7 +19,7 @@ use crate::admin::machines::store::{machine_name, Machine};
 use crate::admin::server::instance::{Local, Running};
 use crate::admin::server::public::Public;
 use crate::admin::server::tls::ServerTls;
-use crate::cli::{InviteAction, InviteArgs};
+use crate::config::cli::{InviteAction, InviteArgs};
 use crate::config::Conn;
 use crate::error::{code, Failure};
 use crate::paths::{open_lock, SECRET_FILE};

@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::admin::machines::errors::JoinError;
 use crate::admin::server::tls::host_name;
 use crate::admin::setup;
-use crate::cli::JoinArgs;
+use crate::config::cli::JoinArgs;
 use crate::config::{Conn, Source};
 use crate::error::{code, Failure};
 use crate::protocol::join::{

@@ -18,7 +18,7 @@ use crate::admin::machines::store::machine_name;
 use crate::admin::server::instance::LAYOUT;
 use crate::admin::server::ssh::{last_line, sh_quote, Input, Ssh};
 use crate::admin::server::tls::host_name;
-use crate::cli::DeployArgs;
+use crate::config::cli::DeployArgs;
 use crate::config::{self, Conn};
 use crate::error::code;
 use crate::protocol::join::Welcome;

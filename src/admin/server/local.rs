@@ -13,7 +13,7 @@ use crate::admin::server::instance::{
     LOG_SIZE_LIMIT, PROBE_WAIT,
 };
 use crate::admin::server::public::{self, Public};
-use crate::cli::LocalServerArgs;
+use crate::config::cli::LocalServerArgs;
 use crate::config::{Conn, Source};
 use crate::error::code;
 use crate::paths::{data_dir, owner_route};

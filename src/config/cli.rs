@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::config::sizes;
+
 const AFTER_HELP: &str = "\
 Examples:
   skypipe | gzip -c > out.gz          wait for a payload on the default pipe
@@ -390,7 +392,7 @@ pub(crate) struct LocalServerArgs {
     /// The most disk the server's store may use, e.g. 500MiB, 10GiB, 1TiB (units of 1024;
     /// default 10GiB, at least 1MiB). A full store makes senders wait for takers
     /// [env: SKYPIPE_LOCAL_MAX_STORE]
-    #[arg(long, value_name = "SIZE", value_parser = parse_max_store)]
+    #[arg(long, value_name = "SIZE", value_parser = sizes::parse_max_store)]
     pub(crate) max_store: Option<u64>,
 
     /// Listen beyond loopback, for other machines (`skypipe invite`, `skypipe join`): always
@@ -599,9 +601,9 @@ pub(crate) struct ConnArgs {
     pub(crate) max_bytes: Option<u64>,
 }
 
-/// A `--max-bytes` size (see [`crate::config::parse_max_bytes`]).
+/// A `--max-bytes` size (see [`sizes::parse_max_bytes`]).
 fn parse_max_bytes(s: &str) -> Result<u64, String> {
-    crate::config::parse_max_bytes(s, "--max-bytes").map_err(|e| e.to_string())
+    sizes::parse_max_bytes(s, "--max-bytes").map_err(|e| e.to_string())
 }
 
 /// A humantime duration that is not zero.
@@ -614,64 +616,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// A size in bytes: a number, optionally with a fraction, then optionally a unit: B, K, M,
-/// G or T, each with or without `B` or `iB` after it, all powers of 1024 (as nats-server
-/// reads sizes), in any case: `10GiB`, `500m`, `1.5G`, `1048576`.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{s:?} is not a size (try 500MiB, 10GiB or 1TiB)")),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 500MiB, 10GiB or 1TiB)"))?;
-    let bytes = (value * (1u64 << shift) as f64).round();
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
-    }
-    Ok(bytes as u64)
-}
-
-/// The least `--max-store`: JetStream needs room for a few chunks at least.
-pub(crate) const MIN_MAX_STORE: u64 = 1 << 20;
-
-/// A `--max-store` size: [`parse_size`], at least [`MIN_MAX_STORE`].
-pub(crate) fn parse_max_store(s: &str) -> Result<u64, String> {
-    let bytes = parse_size(s)?;
-    if bytes < MIN_MAX_STORE {
-        return Err(format!("{s:?} is less than the least store size, 1MiB"));
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
-        assert_eq!(parse_size("10 gb"), Ok(10 << 30));
-        assert_eq!(parse_size("500m"), Ok(500 << 20));
-        assert_eq!(parse_size("1.5K"), Ok(1536));
-        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
-        for bad in ["", "lots", "10XB", "-1G", "1.2.3G", "99999999999T"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-        assert!(parse_max_store("1000").is_err());
-        assert_eq!(parse_max_store("1MiB"), Ok(1 << 20));
-    }
 
     #[test]
     fn clap_definition_is_consistent() {
