@@ -60,6 +60,24 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> i32 {
     code::RUNTIME
 }
 
+/// An error and its causes on one line, each cause after a `: `, as `{:#}` writes them, but a
+/// cause whose text ends the line already is not said twice (many errors print their source
+/// in their own message and give it as their source too).
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +91,46 @@ mod tests {
         assert_eq!(exit_code(&anyhow::anyhow!("boom")), code::RUNTIME);
         let dropped: anyhow::Error = Failure::Dropped("x".into()).into();
         assert_eq!(exit_code(&dropped.context("while sending")), 141);
+    }
+
+    #[derive(Debug)]
+    struct Says {
+        text: &'static str,
+        source: Option<std::io::Error>,
+    }
+
+    impl std::fmt::Display for Says {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.text)
+        }
+    }
+
+    impl std::error::Error for Says {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_cause_its_error_already_said_is_not_said_twice() {
+        let io = || std::io::Error::other("timed out");
+        let e = anyhow::Error::new(Says {
+            text: "request failed: timed out",
+            source: Some(io()),
+        })
+        .context("cannot reach the server");
+        assert_eq!(
+            one_line(&e),
+            "cannot reach the server: request failed: timed out"
+        );
+        let e = anyhow::Error::new(Says {
+            text: "request failed",
+            source: Some(io()),
+        })
+        .context("cannot reach the server");
+        assert_eq!(
+            one_line(&e),
+            "cannot reach the server: request failed: timed out"
+        );
     }
 }

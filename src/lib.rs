@@ -120,7 +120,7 @@ fn run(cli: Cli) -> i32 {
         Err(err) => {
             let code = error::exit_code(&err);
             if code != code::INTERRUPTED {
-                eprintln!("skypipe: {err:#}");
+                eprintln!("skypipe: {}", crate::error::one_line(&err));
             }
             code
         }

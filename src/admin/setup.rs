@@ -160,7 +160,7 @@ async fn check_connection(r: &mut Report, conn: &Conn) -> Option<Session> {
             } else {
                 String::new()
             };
-            r.fail("connect", format!("{e:#}{hint}"));
+            r.fail("connect", format!("{}{hint}", crate::error::one_line(&e)));
             return None;
         }
     };
@@ -189,7 +189,7 @@ async fn check_connection(r: &mut Report, conn: &Conn) -> Option<Session> {
     match Session::new(conn, connected, domain::Wait::Once).await {
         Ok(s) => Some(s),
         Err(e) => {
-            r.fail("jetstream", format!("{e:#}"));
+            r.fail("jetstream", crate::error::one_line(&e));
             None
         }
     }
@@ -218,7 +218,7 @@ async fn check_jetstream(r: &mut Report, session: &Session) -> Option<Account> {
     let account = match step(session, session::query_account(&session.js)).await {
         Ok(a) => a,
         Err(e) => {
-            let text = format!("{e:#}");
+            let text = crate::error::one_line(&e);
             if errors::is(&*e, errors::Refusal::NoJetStream) {
                 r.fail(
                     "jetstream",
@@ -286,7 +286,10 @@ async fn check_home(r: &mut Report, session: &Session) -> bool {
         Err(e) => {
             r.fail(
                 "domain",
-                format!("cannot tell which domain holds the pipes: {e:#}"),
+                format!(
+                    "cannot tell which domain holds the pipes: {}",
+                    crate::error::one_line(&e)
+                ),
             );
             return false;
         }
@@ -334,7 +337,13 @@ async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> Option
         } else {
             String::new()
         };
-        r.fail("streams", format!("cannot create {names}: {e:#}{hint}"));
+        r.fail(
+            "streams",
+            format!(
+                "cannot create {names}: {}{hint}",
+                crate::error::one_line(&e)
+            ),
+        );
         return None;
     }
     let info = step(session, async {
@@ -349,7 +358,10 @@ async fn check_streams(r: &mut Report, session: &Session, conn: &Conn) -> Option
     let (config, queue_max_bytes) = match info {
         Ok(c) => c,
         Err(e) => {
-            r.fail("streams", format!("cannot read {names}: {e:#}"));
+            r.fail(
+                "streams",
+                format!("cannot read {names}: {}", crate::error::one_line(&e)),
+            );
             return None;
         }
     };
@@ -417,7 +429,10 @@ async fn check_probe(r: &mut Report, session: &Session, conn: &Conn) {
         ),
         Err(e) => r.fail(
             "pipes",
-            format!("the probe payload on pipe {name} failed: {e:#}"),
+            format!(
+                "the probe payload on pipe {name} failed: {}",
+                crate::error::one_line(&e)
+            ),
         ),
     }
 }

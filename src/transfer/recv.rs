@@ -1310,7 +1310,7 @@ impl Follower<'_> {
                 None
             }
             Ok(Err(e)) if payload::is_payload_fault(&e) => {
-                eprintln!("skypipe: {e:#}");
+                eprintln!("skypipe: {}", crate::error::one_line(&e));
                 None
             }
             Ok(Err(e)) if e.downcast_ref::<Failure>().is_some() => None,

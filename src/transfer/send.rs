@@ -1483,7 +1483,7 @@ async fn abort_within(s: &mut Sender<'_>, reason: &str) -> bool {
 async fn try_abort(s: &mut Sender<'_>, reason: &str) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(6), s.abort(reason)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{e:#}")),
+        Ok(Err(e)) => Err(crate::error::one_line(&e)),
         Err(_) => Err("the server did not answer".into()),
     }
 }

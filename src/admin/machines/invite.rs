@@ -358,7 +358,7 @@ impl Host {
             },
             Err(e) => Outcome {
                 ok: false,
-                error: Some(format!("{e:#}")),
+                error: Some(crate::error::one_line(&e)),
             },
         }
     }

@@ -204,7 +204,7 @@ pub(crate) async fn cmd_join(
             Ok(code::OK)
         }
         Err(e) => {
-            guest.tell(false, Some(format!("{e:#}"))).await;
+            guest.tell(false, Some(crate::error::one_line(&e))).await;
             Err(e.context("nothing was saved"))
         }
     }

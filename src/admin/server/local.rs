@@ -542,7 +542,7 @@ fn say_what_skypipe_uses(conn: &Conn) {
 async fn pipes_stored(conn: &Conn) -> String {
     let session = match crate::client::session::connect(conn).await {
         Ok(s) => s,
-        Err(e) => return format!("unknown ({e:#})"),
+        Err(e) => return format!("unknown ({})", crate::error::one_line(&e)),
     };
     let layout = &session.layout;
     let queue = match session.js.get_stream(layout.queue_stream()).await {
