@@ -238,6 +238,31 @@ const RM_BATCH: usize = 64;
 /// How long `rm` waits for the server to hand over a ticket it asked for.
 const RM_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How many times `rm` makes the pipe's queue consumer again when it went while `rm` used it.
+const RM_RENEWALS: u32 = 3;
+
+/// Drops the payload of a ticket handed to `rm`: the ticket first (once it is gone no taker
+/// can be handed the payload), then its chunks.
+async fn drop_ticket(
+    session: &Session,
+    data: &async_nats::jetstream::stream::Stream<()>,
+    pipe: &PipeName,
+    ticket: &async_nats::jetstream::Message,
+) -> anyhow::Result<()> {
+    ticket
+        .double_ack_with(AckKind::Term)
+        .await
+        .map_err(anyhow::Error::from_boxed)
+        .with_context(|| format!("cannot drop a payload of pipe {pipe}"))?;
+    if let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) {
+        data.purge()
+            .filter(session.layout.payload_subject(pipe, &id))
+            .await
+            .with_context(|| format!("cannot drop payload {id} of pipe {pipe}"))?;
+    }
+    Ok(())
+}
+
 /// Drops the payloads waiting in `pipe` whose tickets are at most `upto`, taking their tickets
 /// from the pipe's work-queue consumer as a taker would: the consumer hands each ticket to one
 /// puller only, so a ticket a taker was handed, even a moment ago, is never `rm`'s. A ticket
@@ -253,11 +278,14 @@ async fn drop_waiting(
     upto: u64,
     n: usize,
 ) -> anyhow::Result<usize> {
-    let layout = &session.layout;
-    let consumer = session.queue_consumer(pipe).await?;
-    let data = session.js.get_stream_no_info(layout.data_stream()).await?;
+    let mut consumer = session.queue_consumer(pipe).await?;
+    let data = session
+        .js
+        .get_stream_no_info(session.layout.data_stream())
+        .await?;
     let mut kept_aside = Vec::new();
     let mut dropped = 0;
+    let mut renewals = 0;
     let result: anyhow::Result<()> = async {
         while dropped < n {
             // No wait: what waits now is handed over at once, and nothing else.
@@ -267,7 +295,7 @@ async fn drop_waiting(
                 .messages()
                 .await
                 .with_context(|| format!("cannot take the tickets of pipe {pipe}"))?;
-            let (mut got, mut past) = (0, false);
+            let (mut got, mut past, mut renewed) = (0, false, false);
             loop {
                 // A server that stopped answering does not end a pull request.
                 let next = tokio::time::timeout(RM_ANSWER, batch.next())
@@ -280,13 +308,25 @@ async fn drop_waiting(
                         )
                     })?;
                 let Some(ticket) = next else { break };
-                // Such as takers holding as many tickets as the pipe hands out at once.
-                let ticket = ticket.map_err(|e| {
-                    anyhow!(
-                        "dropped {dropped} of the {n} payloads waiting in pipe {pipe}: the \
-                         server hands out no more of its tickets now ({e})"
-                    )
-                })?;
+                let ticket = match ticket {
+                    Ok(ticket) => ticket,
+                    // The pipe's queue consumer went (a taker that left removed it, see
+                    // docs/protocol.md, "Consumers"): made again, as a taker does.
+                    Err(e) if renewals < RM_RENEWALS => {
+                        tracing::debug!("asking pipe {pipe} for its tickets again: {e}");
+                        renewals += 1;
+                        consumer = session.queue_consumer(pipe).await?;
+                        renewed = true;
+                        break;
+                    }
+                    // Such as takers holding as many tickets as the pipe hands out at once.
+                    Err(e) => {
+                        return Err(anyhow!(
+                            "dropped {dropped} of the {n} payloads waiting in pipe {pipe}: the \
+                             server hands out no more of its tickets now ({e})"
+                        ))
+                    }
+                };
                 got += 1;
                 let (seq, delivered) = ticket
                     .info()
@@ -298,21 +338,10 @@ async fn drop_waiting(
                     kept_aside.push(ticket);
                     continue;
                 }
-                // The ticket first: once it is gone no taker can be handed the payload.
-                ticket
-                    .double_ack_with(AckKind::Term)
-                    .await
-                    .map_err(anyhow::Error::from_boxed)
-                    .with_context(|| format!("cannot drop a payload of pipe {pipe}"))?;
-                if let Ok(id) = pipe::parse_ticket(ticket.headers.as_ref()) {
-                    data.purge()
-                        .filter(layout.payload_subject(pipe, &id))
-                        .await
-                        .with_context(|| format!("cannot drop payload {id} of pipe {pipe}"))?;
-                }
+                drop_ticket(session, &data, pipe, &ticket).await?;
                 dropped += 1;
             }
-            if got == 0 || past {
+            if !renewed && (got == 0 || past) {
                 break;
             }
         }

@@ -751,7 +751,7 @@ impl Session {
             "skypipe frees idle ones on servers 2.11 and later only"
         };
         format!(
-            "the account at {} has as many JetStream consumers as its limit allows and {why};              try again when a pipe is done, or ask for a higher consumer limit",
+            "the account at {} has as many JetStream consumers as its limit allows and {why}; try again when a pipe is done, or ask for a higher consumer limit",
             self.url
         )
     }
