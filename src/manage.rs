@@ -352,8 +352,5 @@ async fn drop_waiting(
         let _ = ticket.ack_with(AckKind::Nak(None)).await;
     }
     let _ = session.client.flush().await;
-    if kept_aside.is_empty() {
-        session.leave_pipe(pipe).await;
-    }
     result.map(|()| dropped)
 }

@@ -39,9 +39,6 @@ const REMOVAL_WITHIN: Duration = Duration::from_secs(2);
 /// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
 /// room for a pipe's queue consumer and the consumers that read its payloads.
 const MAKE_ROOM: usize = 4;
-/// The longest a taker that leaves waits on the server to remove its pipe's consumer: a
-/// server that stopped answering must not keep it from ending when it should.
-const LEAVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
@@ -732,14 +729,23 @@ impl Session {
         &self,
         pipe: &PipeName,
     ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-        match self.create_queue_consumer(pipe).await {
-            Err(e) if errors::is(e.as_ref(), Refusal::ConsumerLimit) => {
-                if self.make_room().await == 0 {
-                    return Err(e.context(self.no_room()));
+        let mut tries = 0;
+        loop {
+            match self.create_queue_consumer(pipe).await {
+                Err(e) if errors::is(e.as_ref(), Refusal::ConsumerLimit) => {
+                    if self.make_room().await == 0 {
+                        return Err(e.context(self.no_room()));
+                    }
+                    return self.create_queue_consumer(pipe).await;
                 }
-                self.create_queue_consumer(pipe).await
+                // Made while a taker that left removed it (docs/protocol.md, "Consumers"):
+                // the server found it gone half way; made again.
+                Err(e) if tries < QUEUE_CONSUMER_TRIES && consumer_went(e.as_ref()) => {
+                    tracing::debug!("the queue consumer of pipe {pipe} went meanwhile: {e:#}");
+                    tries += 1;
+                }
+                r => return r,
             }
-            r => r,
         }
     }
 
@@ -814,6 +820,20 @@ fn idle(info: &consumer::Info) -> bool {
         && info.num_waiting == 0
         && info.num_redelivered == 0
         && info.ack_floor.consumer_sequence >= info.delivered.consumer_sequence
+}
+
+/// How many times a taker makes its pipe's queue consumer when it goes while being made.
+const QUEUE_CONSUMER_TRIES: u32 = 3;
+
+/// Whether a consumer's creation failed because another client removed it meanwhile.
+fn consumer_went(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    [
+        ErrorCode::CONSUMER_DOES_NOT_EXIST,
+        ErrorCode::CONSUMER_NOT_FOUND,
+    ]
+    .into_iter()
+    .any(|code| errors::is(err, Refusal::Other(code)))
 }
 
 /// When a queue consumer was last used: its last delivery or acknowledgement, else its
@@ -903,21 +923,6 @@ impl Session {
         );
         removed
     }
-
-    /// A taker leaves the pipe: its queue consumer goes when nothing is in flight on it, so
-    /// pipes no longer used hold none of the account's consumers. Bounded in time; a failure
-    /// only leaves the consumer to its inactive threshold.
-    pub(crate) async fn leave_pipe(&self, pipe: &PipeName) {
-        let name = self.layout.queue_consumer(pipe);
-        let left = tokio::time::timeout(LEAVE_WITHIN, self.remove_idle_queue_consumer(&name)).await;
-        match left {
-            Ok(Ok(removed)) => {
-                tracing::debug!("left pipe {pipe} (its queue consumer removed: {removed})")
-            }
-            Ok(Err(e)) => tracing::debug!("left pipe {pipe}; its queue consumer stays: {e:#}"),
-            Err(_) => tracing::debug!("left pipe {pipe}; the server did not answer in time"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -940,6 +945,19 @@ mod tests {
         async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
             "Permissions Violation for Publish to \"{subject}\""
         )))
+    }
+
+    #[test]
+    fn a_consumer_removed_while_being_made_is_made_again() {
+        let api = |code: u64| -> async_nats::jetstream::Error {
+            serde_json::from_value(serde_json::json!({
+                "code": 400, "err_code": code, "description": "refused"
+            }))
+            .expect("a JetStream error")
+        };
+        assert!(consumer_went(&api(10149)));
+        assert!(consumer_went(&api(10014)));
+        assert!(!consumer_went(&api(10026)));
     }
 
     #[test]

@@ -1005,17 +1005,8 @@ pub(crate) async fn recv(
     let mut consumer = session.queue_consumer(pipe).await?;
     // The readiness line: from here on a payload sent to the pipe is this taker's.
     tracing::info!("waiting on pipe {pipe}");
-    let taken = take_one(session, settings, &mut consumer, cancel).await;
-    // Nothing of this taker is in flight now (its ticket is acked or given back): its
-    // pipe's queue consumer goes unless another taker uses it. Ctrl-C exits at once.
-    if !taken.as_ref().is_err_and(is_interrupted) {
-        session.leave_pipe(pipe).await;
-    }
-    taken
-}
-
-fn is_interrupted(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<Failure>(), Some(Failure::Interrupted))
+    // The pipe's queue consumer stays when the taker leaves (docs/protocol.md, "Consumers").
+    take_one(session, settings, &mut consumer, cancel).await
 }
 
 /// The body of [`recv`], on the pipe's queue consumer.
@@ -1226,11 +1217,6 @@ pub(crate) async fn follow(
     let _ = tokio::time::timeout(GIVE_BACK_WITHIN, fetcher).await;
     follower.wind_down(tickets).await;
     reception.finish();
-    // As a plain taker does: its pipe's queue consumer goes when nothing is in flight on it
-    // (payloads given back keep it).
-    if !result.as_ref().is_err_and(is_interrupted) {
-        session.leave_pipe(&pipe).await;
-    }
     result
 }
 

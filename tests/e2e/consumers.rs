@@ -168,9 +168,9 @@ fn a_taker_whose_pipes_consumer_was_removed_recovers() {
 }
 
 #[test]
-fn a_taker_that_leaves_takes_its_pipes_consumer_with_it_unless_another_waits() {
+fn takers_that_leave_leave_their_pipes_consumer_for_the_next() {
     let b = Bench::new();
-    // Two takers wait on one pipe; the first to be served leaves the consumer to the other.
+    // Two takers wait on one pipe and each takes one payload.
     let first = b.spawn_ready(&["recv", "two"], &waiting("two"));
     let second = b.spawn_ready(&["recv", "two"], &waiting("two"));
     assert!(
@@ -186,6 +186,7 @@ fn a_taker_that_leaves_takes_its_pipes_consumer_with_it_unless_another_waits() {
     let mut got = [a.stdout, c.stdout];
     got.sort();
     assert_eq!(got, [b"one\n".to_vec(), b"two\n".to_vec()]);
-    // Both gone: nothing of the pipe holds a consumer.
-    assert_eq!(queue_consumers(&b), Vec::<String>::new());
+    // Both gone: the pipe keeps its one queue consumer (removing it as a taker leaves raced
+    // other takers and handed a payload out twice); the account's limit makes room when needed.
+    assert_eq!(queue_consumers(&b).len(), 1, "{:?}", queue_consumers(&b));
 }
