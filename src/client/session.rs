@@ -39,6 +39,10 @@ const REMOVAL_WITHIN: Duration = Duration::from_secs(2);
 /// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
 /// room for a pipe's queue consumer and the consumers that read its payloads.
 const MAKE_ROOM: usize = 4;
+/// How many times a taker at the consumer limit makes room before it gives up, and the pause
+/// that grows between rounds.
+const ROOM_ROUNDS: u32 = 4;
+const ROOM_PAUSE: Duration = Duration::from_millis(100);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
@@ -729,20 +733,26 @@ impl Session {
         &self,
         pipe: &PipeName,
     ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-        let mut tries = 0;
+        let (mut tries, mut rooms) = (0, 0);
         loop {
             match self.create_queue_consumer(pipe).await {
+                // Other takers may take the room made before this one uses it: a few rounds,
+                // a little apart.
                 Err(e) if errors::is(e.as_ref(), Refusal::ConsumerLimit) => {
-                    if self.make_room().await == 0 {
+                    rooms += 1;
+                    if rooms > ROOM_ROUNDS {
                         return Err(e.context(self.no_room()));
                     }
-                    return self.create_queue_consumer(pipe).await;
+                    if self.make_room().await == 0 {
+                        tokio::time::sleep(ROOM_PAUSE * rooms).await;
+                    }
                 }
                 // Made while a taker that left removed it (docs/protocol.md, "Consumers"):
                 // the server found it gone half way; made again.
                 Err(e) if tries < QUEUE_CONSUMER_TRIES && consumer_went(e.as_ref()) => {
                     tracing::debug!("the queue consumer of pipe {pipe} went meanwhile: {e:#}");
                     tries += 1;
+                    tokio::time::sleep(ROOM_PAUSE * tries).await;
                 }
                 r => return r,
             }
@@ -757,7 +767,7 @@ impl Session {
             "skypipe frees idle ones on servers 2.11 and later only"
         };
         format!(
-            "the account at {} has as many JetStream consumers as its limit allows and {why}; try again when a pipe is done, or ask for a higher consumer limit",
+            "the account at {} has as many JetStream consumers as its limit allows and {why}; try again when a pipe is done, remove consumers the account no longer needs (`nats consumer ls`), or ask for a higher consumer limit",
             self.url
         )
     }
@@ -797,7 +807,10 @@ impl Session {
                 {
                     Ok(c) => Ok(c),
                     Err(_) => {
-                        let advice = errors::advice(&e, &self.layout);
+                        // At the consumer limit the caller makes room, and says so if it can't.
+                        let advice = (!errors::is(&e, Refusal::ConsumerLimit))
+                            .then(|| errors::advice(&e, &self.layout))
+                            .flatten();
                         let err = anyhow!(e).context(format!(
                             "cannot create the queue consumer of pipe {pipe} on {}",
                             self.url
@@ -822,8 +835,30 @@ fn idle(info: &consumer::Info) -> bool {
         && info.ack_floor.consumer_sequence >= info.delivered.consumer_sequence
 }
 
+/// Whether every ticket a queue consumer saw acknowledged is gone from the stream. The server
+/// moves a consumer's acknowledgement floor before it removes the acknowledged message from a
+/// work-queue stream; a consumer removed in between would leave that ticket for the pipe's next
+/// consumer, which would hand it out a second time.
+async fn acks_settled(stream: &stream::Stream<()>, info: &consumer::Info) -> anyhow::Result<bool> {
+    let floor = info.ack_floor.stream_sequence;
+    if floor == 0 {
+        return Ok(true);
+    }
+    match stream
+        .get_first_raw_message_by_subject(&info.config.filter_subject, 1)
+        .await
+    {
+        Ok(first) => Ok(first.sequence > floor),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How many times a taker makes its pipe's queue consumer when it goes while being made.
 const QUEUE_CONSUMER_TRIES: u32 = 3;
+
+const CONSUMER_STORE_FAILED: async_nats::jetstream::ErrorCode =
+    async_nats::jetstream::ErrorCode(10012);
 
 /// Whether a consumer's creation failed because another client removed it meanwhile.
 fn consumer_went(err: &(dyn std::error::Error + 'static)) -> bool {
@@ -831,6 +866,8 @@ fn consumer_went(err: &(dyn std::error::Error + 'static)) -> bool {
     [
         ErrorCode::CONSUMER_DOES_NOT_EXIST,
         ErrorCode::CONSUMER_NOT_FOUND,
+        // The server still removing the store of the one removed.
+        CONSUMER_STORE_FAILED,
     ]
     .into_iter()
     .any(|code| errors::is(err, Refusal::Other(code)))
@@ -872,7 +909,10 @@ impl Session {
                 return Ok(false);
             }
             let info = stream.consumer_info(name).await?;
-            Ok::<_, anyhow::Error>(idle(&info) && looked_from.elapsed() < REMOVAL_WITHIN)
+            if !idle(&info) || !acks_settled(&stream, &info).await? {
+                return Ok(false);
+            }
+            Ok::<_, anyhow::Error>(looked_from.elapsed() < REMOVAL_WITHIN)
         }
         .await;
         if let Ok(true) = looked {
@@ -957,6 +997,7 @@ mod tests {
         };
         assert!(consumer_went(&api(10149)));
         assert!(consumer_went(&api(10014)));
+        assert!(consumer_went(&api(10012)));
         assert!(!consumer_went(&api(10026)));
     }
 

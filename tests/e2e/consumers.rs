@@ -190,3 +190,38 @@ fn takers_that_leave_leave_their_pipes_consumer_for_the_next() {
     // other takers and handed a payload out twice); the account's limit makes room when needed.
     assert_eq!(queue_consumers(&b).len(), 1, "{:?}", queue_consumers(&b));
 }
+
+#[test]
+fn takers_churning_over_more_pipes_than_the_consumer_limit_get_each_payload_once() {
+    // Eight pipes, room for six consumers: four workers, each taking from two pipes in turn,
+    // make room all the time from consumers their neighbours used a moment ago. A consumer
+    // removed while the server still held a ticket it had just acknowledged would hand that
+    // ticket out again to the next consumer of the pipe.
+    let b = consumer_quota(6);
+    const WORKERS: usize = 4;
+    const ROUNDS: usize = 30;
+    std::thread::scope(|s| {
+        for w in 0..WORKERS {
+            let b = &b;
+            s.spawn(move || {
+                for r in 0..ROUNDS {
+                    let pipe = format!("churn-{}", w + WORKERS * (r % 2));
+                    let data = format!("worker {w} round {r}\n");
+                    assert_ok(&b.send_bytes(&[&pipe], data.as_bytes()));
+                    let got = b.recv(&["recv", &pipe]);
+                    assert!(
+                        got.status.success(),
+                        "worker {w} round {r}: {}",
+                        stderr_of(&got).trim_end()
+                    );
+                    assert_eq!(
+                        String::from_utf8_lossy(&got.stdout),
+                        data,
+                        "worker {w} round {r} on {pipe}"
+                    );
+                }
+            });
+        }
+    });
+    assert!(queue_consumers(&b).len() <= 6);
+}
