@@ -47,9 +47,13 @@ impl Place {
         self.pass()
     }
 
-    /// A reader opened with `stored_ahead` chunks stored after its start.
-    pub(crate) fn on_opened(&mut self, stored_ahead: u64) {
+    /// A reader opened with `stored_ahead` chunks stored after its start (and after the first
+    /// chunk, written already when there was one). Nothing ahead: everything stored is written,
+    /// and a sender that is quiet for now must not hold back the payloads after it. Returns
+    /// whether to let the next one in now.
+    pub(crate) fn on_opened(&mut self, stored_ahead: u64) -> bool {
         self.behind = stored_ahead > 0;
+        !self.behind && self.pass()
     }
 
     /// A stored chunk arrived, `last` when nothing more is stored after it.
@@ -132,7 +136,7 @@ mod tests {
     fn a_stored_payload_lets_the_next_one_write_once_everything_stored_is_written() {
         let mut p = Place::default();
         assert!(p.behind(), "nothing written from the ticket on");
-        p.on_opened(3);
+        assert!(!p.on_opened(3));
         assert!(p.behind());
         p.on_stored(false);
         assert!(
@@ -149,6 +153,18 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_opened_with_nothing_more_stored_lets_the_next_one_in_at_once() {
+        // Its first chunk written, nothing stored after it: a sender quiet for now (a host
+        // whose log has no new line) must not hold back the hosts after it.
+        let mut p = Place::default();
+        assert!(p.on_opened(0));
+        assert!(!p.behind());
+        assert!(!p.on_live_written(true), "already let in");
+        let mut q = Place::default();
+        assert!(!q.on_opened(2), "two stored chunks to write first");
+    }
+
+    #[test]
     fn a_payload_with_nothing_stored_is_live_and_lets_the_next_one_in_at_once() {
         let mut p = Place::default();
         assert!(p.on_nothing_stored());
@@ -159,7 +175,7 @@ mod tests {
     #[test]
     fn a_live_payload_lets_the_next_one_in_once_it_has_caught_up_with_its_sender() {
         let mut p = Place::default();
-        p.on_opened(2);
+        assert!(!p.on_opened(2));
         assert!(
             !p.on_live_written(false),
             "stored chunks before it are missing"

@@ -42,10 +42,11 @@ use crate::transfer::reception::Reception;
 const TICKET_POLL: Duration = Duration::from_secs(30);
 /// Chunks asked for per pull request while reading a payload (bounds memory).
 const READ_BATCH: i64 = 16;
-/// The same for each payload a follower reads: the batches of all its payloads arrive on one
-/// connection, and their sum must stay well under the server's per-connection buffer (64 MiB)
-/// or the server cuts the follower off as a slow consumer.
-const FOLLOW_READ_BATCH: i64 = 2;
+/// The same for each payload a follower reads. Payloads write in turn, so only those whose
+/// turn came read at once. Fewer stalled: the client's ordered pull of 2 chunks at a time lost
+/// track of its requests when more were stored, and waited 10 s for the next (a host's lines
+/// held back every host after it in the follower's order).
+const FOLLOW_READ_BATCH: i64 = 16;
 /// How often a taker checks on its sender and its server while reading.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How long a server may take to answer the question "are you there?".
@@ -526,8 +527,8 @@ impl Take<'_> {
             "reading payload {id} after stream sequence {after} ({})",
             stored.name
         );
-        self.place.on_opened(ahead);
-        self.follow_place(false);
+        let pass = self.place.on_opened(ahead);
+        self.follow_place(pass);
         let end = self.read_on(&mut stored, out, cancel).await?;
         self.consumer = Some(stored.name);
         Ok(end)

@@ -232,3 +232,112 @@ fn a_small_payload_taken_while_a_listener_is_busy_still_reaches_it() {
     let want = String::from_utf8_lossy(&big).into_owned();
     assert_eq!(rest, want.lines().collect::<Vec<_>>());
 }
+
+/// A host's `skypipe send logs`, its stdin left open for lines to come.
+fn host(b: &Bench) -> (Proc, std::process::ChildStdin) {
+    let mut child = b
+        .cmd(&["send", "logs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .start();
+    let stdin = child.child_stdin();
+    (child, stdin)
+}
+
+/// Whether `text` holds `line` as a line of its own.
+fn has_line(text: &[u8], line: &str) -> bool {
+    String::from_utf8_lossy(text).lines().any(|l| l == line)
+}
+
+#[test]
+fn a_quiet_host_does_not_hold_back_the_hosts_after_it() {
+    let b = Bench::new();
+    let mut follower = b.spawn_ready(&["logs", "--follow", "--timeout", "3s"], &following("logs"));
+    // The first host writes one line, then nothing for a long time (a quiet log).
+    let (quiet, mut quiet_in) = host(&b);
+    quiet_in.write_all(b"quiet first\n").expect("write");
+    follower.wait_stdout_until("the quiet host's line", |t| has_line(t, "quiet first"));
+    // Twenty hosts after it each write a line: out while the first stays quiet.
+    let hosts: Vec<_> = (0..20)
+        .map(|i| {
+            let (child, mut stdin) = host(&b);
+            stdin
+                .write_all(format!("host {i}\n").as_bytes())
+                .expect("write");
+            (child, stdin)
+        })
+        .collect();
+    follower.wait_stdout_until("every host's line", |t| {
+        (0..20).all(|i| has_line(t, &format!("host {i}")))
+    });
+    quiet_in.write_all(b"quiet last\n").expect("write");
+    drop(quiet_in);
+    for (child, stdin) in hosts {
+        drop(stdin);
+        assert_ok(&child.wait_output(HANG));
+    }
+    assert_ok(&quiet.wait_output(HANG));
+    let out = follower.wait_output(HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    let mut want = vec!["quiet first".to_string(), "quiet last".to_string()];
+    want.extend((0..20).map(|i| format!("host {i}")));
+    want.sort();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn sixty_hosts_into_one_follower_every_line_once_and_soon() {
+    // A fleet CI can afford: sixty hosts, each a live stream of twenty lines at five a second,
+    // into one follower that stamps each line as it reads it.
+    const HOSTS: usize = 60;
+    const LINES: usize = 20;
+    let b = Bench::new();
+    let mut follower = b.spawn_ready(&["logs", "--follow", "--timeout", "3s"], &following("logs"));
+    let stdout = follower.child_stdout();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| (std::time::Instant::now(), l))
+            .collect::<Vec<_>>()
+    });
+    let mut hosts: Vec<_> = (0..HOSTS).map(|_| host(&b)).collect();
+    let mut sent = HashMap::new();
+    for n in 0..LINES {
+        for (h, (_, stdin)) in hosts.iter_mut().enumerate() {
+            let line = format!("host {h} line {n}");
+            stdin
+                .write_all(format!("{line}\n").as_bytes())
+                .expect("write");
+            sent.insert(line, std::time::Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (child, stdin) in hosts {
+        drop(stdin);
+        assert_ok(&child.wait_output(HANG));
+    }
+    let out = follower.wait_output(HANG);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr_of(&out));
+    let got = reader.join().expect("reader");
+    let mut seen = HashMap::new();
+    let mut latest = Duration::ZERO;
+    for (at, line) in &got {
+        let sent_at = sent
+            .get(line)
+            .unwrap_or_else(|| panic!("a line nobody sent, or torn: {line:?}"));
+        *seen.entry(line.clone()).or_insert(0) += 1;
+        latest = latest.max(at.saturating_duration_since(*sent_at));
+    }
+    assert_eq!(seen.len(), HOSTS * LINES, "every line");
+    assert!(seen.values().all(|n| *n == 1), "no line twice");
+    assert!(
+        latest < Duration::from_secs(10),
+        "a line came {latest:?} after it was written"
+    );
+}

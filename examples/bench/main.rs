@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! bench [--size-mib N] [--runs N] [--latency-runs N] [--memory-mib N] [--only CASES]
+//!       [--hosts N,N,...] [--fleet-secs N] [--fleet-rate N]
 //! ```
-//! CASES is a comma-separated list of: throughput, latency, memory, fan, monitor, startup.
+//! CASES is a comma-separated list of: throughput, latency, memory, fan, monitor, startup,
+//! join, fleet (fleet runs only when named).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,12 +18,17 @@ use std::time::{Duration, Instant};
 
 use skypipe_nats::ServerConfig;
 
+mod fleet;
+
 struct Opts {
     size_mib: u64,
     runs: usize,
     latency_runs: usize,
     memory_mib: u64,
     only: Vec<String>,
+    hosts: Vec<usize>,
+    fleet_secs: u64,
+    fleet_rate: u32,
 }
 
 fn parse_opts() -> Opts {
@@ -41,6 +48,9 @@ fn parse_opts() -> Opts {
         ]
         .map(String::from)
         .to_vec(),
+        hosts: vec![50, 100, 200, 300],
+        fleet_secs: 60,
+        fleet_rate: 5,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -52,6 +62,9 @@ fn parse_opts() -> Opts {
             "--latency-runs" => o.latency_runs = v.parse().unwrap_or(o.latency_runs),
             "--memory-mib" => o.memory_mib = v.parse().unwrap_or(o.memory_mib),
             "--only" => o.only = v.split(',').map(str::to_string).collect(),
+            "--hosts" => o.hosts = v.split(',').filter_map(|n| n.parse().ok()).collect(),
+            "--fleet-secs" => o.fleet_secs = v.parse().unwrap_or(o.fleet_secs),
+            "--fleet-rate" => o.fleet_rate = v.parse().unwrap_or(o.fleet_rate),
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -600,6 +613,9 @@ fn main() {
     }
     if o.only.iter().any(|c| c == "join") {
         join(&b, &o);
+    }
+    if o.only.iter().any(|c| c == "fleet") {
+        fleet::fleet(&b, &o.hosts, o.fleet_rate, o.fleet_secs);
     }
     drop(server);
 }
