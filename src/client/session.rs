@@ -30,12 +30,12 @@ pub(crate) const TICKET_PROGRESS: Duration = Duration::from_secs(10);
 /// Durable queue consumers of pipes nobody uses go away after this (those a taker that left
 /// removed itself are gone already: docs/protocol.md, "Consumers").
 pub(crate) const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long an idle queue consumer is paused while skypipe looks at it before removing it: a
-/// skypipe that dies in between leaves it paused no longer than this.
-const REMOVAL_PAUSE: Duration = Duration::from_secs(10);
+/// How long a queue consumer is paused while skypipe looks at it before removing it: one
+/// found busy (or a skypipe that dies in between) leaves it paused no longer than this.
+const REMOVAL_PAUSE: Duration = Duration::from_secs(4);
 /// The longest a look at a paused consumer may take for its removal to go ahead (well within
 /// the pause, whatever the clocks of client and server say).
-const REMOVAL_WITHIN: Duration = Duration::from_secs(2);
+const REMOVAL_WITHIN: Duration = Duration::from_secs(1);
 /// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
 /// room for a pipe's queue consumer and the consumers that read its payloads.
 const MAKE_ROOM: usize = 4;
@@ -835,6 +835,12 @@ fn idle(info: &consumer::Info) -> bool {
         && info.ack_floor.consumer_sequence >= info.delivered.consumer_sequence
 }
 
+/// Whether a pause deadline the server reports is the one this client asked for (the server
+/// keeps it to the nanosecond; a microsecond of slack for any rounding on the way).
+fn same_instant(a: time::OffsetDateTime, b: time::OffsetDateTime) -> bool {
+    (a - b).abs() < time::Duration::microseconds(1)
+}
+
 /// Whether every ticket a queue consumer saw acknowledged is gone from the stream. The server
 /// moves a consumer's acknowledgement floor before it removes the acknowledged message from a
 /// work-queue stream; a consumer removed in between would leave that ticket for the pipe's next
@@ -891,8 +897,11 @@ impl Session {
 
     /// Removes a pipe's queue consumer when nothing is in flight on it (docs/protocol.md,
     /// "Consumers"): it is paused first, so no ticket can be handed out between the look and
-    /// the removal; a taker that asks meanwhile finds it gone and makes it again. `Ok(true)`
-    /// when it was removed.
+    /// the removal; a taker that asks meanwhile finds it gone and makes it again. The pause is
+    /// this client's own (its deadline says so): one paused later by another client, or a
+    /// consumer made again since, is left to that client. A consumer found busy is not resumed,
+    /// since resuming could undo the pause another client is about to remove it under; its
+    /// pause runs out within [`REMOVAL_PAUSE`]. `Ok(true)` when it was removed.
     pub(crate) async fn remove_idle_queue_consumer(&self, name: &str) -> anyhow::Result<bool> {
         if !self.can_pause() {
             return Ok(false);
@@ -904,24 +913,23 @@ impl Session {
         let until = time::OffsetDateTime::now_utc() + REMOVAL_PAUSE;
         let paused = stream.pause_consumer(name, until).await?;
         let looked_from = std::time::Instant::now();
-        let looked = async {
-            if !paused.paused || paused.pause_remaining.unwrap_or_default() < REMOVAL_WITHIN * 2 {
-                return Ok(false);
-            }
-            let info = stream.consumer_info(name).await?;
-            if !idle(&info) || !acks_settled(&stream, &info).await? {
-                return Ok(false);
-            }
-            Ok::<_, anyhow::Error>(looked_from.elapsed() < REMOVAL_WITHIN)
+        if !paused.paused || paused.pause_remaining.unwrap_or_default() < REMOVAL_WITHIN * 2 {
+            return Ok(false);
         }
-        .await;
-        if let Ok(true) = looked {
-            stream.delete_consumer(name).await?;
-            tracing::debug!("removed the idle queue consumer {name}");
-            return Ok(true);
+        let info = stream.consumer_info(name).await?;
+        let ours = info
+            .config
+            .pause_until
+            .is_some_and(|at| same_instant(at, until));
+        if !ours || !idle(&info) || !acks_settled(&stream, &info).await? {
+            return Ok(false);
         }
-        stream.resume_consumer(name).await?;
-        looked
+        if looked_from.elapsed() >= REMOVAL_WITHIN {
+            return Ok(false);
+        }
+        stream.delete_consumer(name).await?;
+        tracing::debug!("removed the idle queue consumer {name}");
+        Ok(true)
     }
 
     /// Makes room under the account's consumer limit: removes up to [`MAKE_ROOM`] of
@@ -985,6 +993,14 @@ mod tests {
         async_nats::Event::ServerError(async_nats::ServerError::Other(format!(
             "Permissions Violation for Publish to \"{subject}\""
         )))
+    }
+
+    #[test]
+    fn a_pause_is_ours_only_with_the_deadline_we_asked_for() {
+        let ours = time::OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(1_765_000_123);
+        assert!(same_instant(ours, ours));
+        assert!(!same_instant(ours + time::Duration::milliseconds(1), ours));
+        assert!(!same_instant(ours, ours + REMOVAL_PAUSE));
     }
 
     #[test]

@@ -208,7 +208,7 @@ fn takers_churning_over_more_pipes_than_the_consumer_limit_get_each_payload_once
                     let pipe = format!("churn-{}", w + WORKERS * (r % 2));
                     let data = format!("worker {w} round {r}\n");
                     assert_ok(&b.send_bytes(&[&pipe], data.as_bytes()));
-                    let got = b.recv(&["recv", &pipe]);
+                    let got = b.recv(&["-v", "recv", &pipe]);
                     assert!(
                         got.status.success(),
                         "worker {w} round {r}: {}",
@@ -217,7 +217,8 @@ fn takers_churning_over_more_pipes_than_the_consumer_limit_get_each_payload_once
                     assert_eq!(
                         String::from_utf8_lossy(&got.stdout),
                         data,
-                        "worker {w} round {r} on {pipe}"
+                        "worker {w} round {r} on {pipe}: {}",
+                        stderr_of(&got)
                     );
                 }
             });
