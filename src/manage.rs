@@ -310,8 +310,9 @@ async fn drop_waiting(
                 let Some(ticket) = next else { break };
                 let ticket = match ticket {
                     Ok(ticket) => ticket,
-                    // The pipe's queue consumer went (a taker that left removed it, see
-                    // docs/protocol.md, "Consumers"): made again, as a taker does.
+                    // The pipe's queue consumer went (removed to make room under the
+                    // account's consumer limit, see docs/protocol.md, "Consumers"): made
+                    // again, as a taker does.
                     Err(e) if renewals < RM_RENEWALS => {
                         tracing::debug!("asking pipe {pipe} for its tickets again: {e}");
                         renewals += 1;

@@ -27,8 +27,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 pub(crate) const TICKET_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often a receiver tells the server it is still working on its ticket.
 pub(crate) const TICKET_PROGRESS: Duration = Duration::from_secs(10);
-/// Durable queue consumers of pipes nobody uses go away after this (those a taker that left
-/// removed itself are gone already: docs/protocol.md, "Consumers").
+/// Durable queue consumers of pipes nobody uses go away after this (or sooner, to make room
+/// under the account's consumer limit: docs/protocol.md, "Consumers").
 pub(crate) const QUEUE_CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a queue consumer is paused while skypipe looks at it before removing it: one
 /// found busy (or a skypipe that dies in between) leaves it paused no longer than this.
@@ -39,10 +39,11 @@ const REMOVAL_WITHIN: Duration = Duration::from_secs(1);
 /// Idle queue consumers removed at once when the account's consumer limit refuses a new one:
 /// room for a pipe's queue consumer and the consumers that read its payloads.
 const MAKE_ROOM: usize = 4;
-/// How many times a taker at the consumer limit makes room before it gives up, and the pause
-/// that grows between rounds.
+/// How many times a taker at the consumer limit makes room before it gives up.
 const ROOM_ROUNDS: u32 = 4;
-const ROOM_PAUSE: Duration = Duration::from_millis(100);
+/// The pause between two tries at making a queue consumer, times the try: after a round of
+/// making room that freed nothing, or after the consumer went while being made.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A connected client plus what skypipe learned about the server.
 #[derive(Clone)]
@@ -744,15 +745,15 @@ impl Session {
                         return Err(e.context(self.no_room()));
                     }
                     if self.make_room().await == 0 {
-                        tokio::time::sleep(ROOM_PAUSE * rooms).await;
+                        tokio::time::sleep(RETRY_PAUSE * rooms).await;
                     }
                 }
-                // Made while a taker that left removed it (docs/protocol.md, "Consumers"):
-                // the server found it gone half way; made again.
+                // Made while another client removed it to make room (docs/protocol.md,
+                // "Consumers"): the server found it gone half way; made again.
                 Err(e) if tries < QUEUE_CONSUMER_TRIES && consumer_went(e.as_ref()) => {
                     tracing::debug!("the queue consumer of pipe {pipe} went meanwhile: {e:#}");
                     tries += 1;
-                    tokio::time::sleep(ROOM_PAUSE * tries).await;
+                    tokio::time::sleep(RETRY_PAUSE * tries).await;
                 }
                 r => return r,
             }

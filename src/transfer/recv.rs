@@ -75,8 +75,8 @@ pub(crate) enum Taken {
 }
 
 /// Waits for the next ticket of a pipe. `Ok(None)` when `timeout` ran out. A pull that
-/// fails (the consumer was removed as idle by another taker that left, the server went away
-/// for a moment) makes the consumer again before asking again.
+/// fails (the consumer was removed as idle to make room under the consumer limit, the server
+/// went away for a moment) makes the consumer again before asking again.
 pub(crate) async fn take_ticket(
     session: &Session,
     pipe: &PipeName,

@@ -64,13 +64,7 @@ fn twenty_concurrent_senders_aggregate_whole_lines_in_order() {
     let follower = b.spawn_ready(&["logs", "--follow", "--timeout", "4s"], &following("logs"));
     let senders: Vec<_> = (0..20)
         .map(|s| {
-            let mut child = b
-                .cmd(&["send", "logs"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .start();
-            let mut stdin = child.stdin.take().expect("stdin");
+            let (child, mut stdin) = host(&b);
             let data = numbered(&format!("sender-{s:02} line"), 5000);
             let writer = std::thread::spawn(move || {
                 // Written in odd-sized pieces so cuts can only keep lines whole by choice.
@@ -241,7 +235,7 @@ fn host(b: &Bench) -> (Proc, std::process::ChildStdin) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .start();
-    let stdin = child.child_stdin();
+    let stdin = child.stdin.take().expect("stdin");
     (child, stdin)
 }
 
@@ -297,7 +291,7 @@ fn sixty_hosts_into_one_follower_every_line_once_and_soon() {
     const LINES: usize = 20;
     let b = Bench::new();
     let mut follower = b.spawn_ready(&["logs", "--follow", "--timeout", "3s"], &following("logs"));
-    let stdout = follower.child_stdout();
+    let stdout = follower.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stdout)

@@ -481,17 +481,6 @@ impl Proc {
         self.stdout_collector().now()
     }
 
-    /// The child's stdin, for the test to write to (spawned with `Stdio::piped()`).
-    pub fn child_stdin(&mut self) -> std::process::ChildStdin {
-        self.child.stdin.take().expect("stdin piped")
-    }
-
-    /// The child's stdout, for the test to read as it comes (nothing collects it then).
-    pub fn child_stdout(&mut self) -> std::process::ChildStdout {
-        assert!(self.stdout.is_none(), "stdout is collected already");
-        self.child.stdout.take().expect("stdout piped")
-    }
-
     fn stderr_collector(&mut self) -> &Collector {
         let child = &mut self.child;
         self.stderr
