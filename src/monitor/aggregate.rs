@@ -300,8 +300,11 @@ impl Aggregator {
         let queue = g.queues.get(&name).cloned().unwrap_or_default();
         let waiting = queue.tickets.saturating_sub(queue.ack_pending);
         let on = self.heard_on(&name);
-        // A payload being taken by someone not heard from yet: its rate is not known.
-        let rate_out = if !heard_enough || queue.ack_pending > u64::from(on.takers) {
+        // A payload being taken by someone not heard from yet: its rate is not known. A
+        // follower holds many tickets, so the tickets held are weighed against the payloads
+        // the takers heard say they take, not against the takers.
+        let announced = u64::try_from(on.taking.len()).unwrap_or(u64::MAX);
+        let rate_out = if !heard_enough || queue.ack_pending > announced {
             None
         } else {
             on.rate_out
@@ -687,6 +690,42 @@ mod tests {
         assert_eq!(pipe(&agg.snapshot(&held(2.5)), "p").takers, 1);
         // Killed at 2.1 s: its ticket stays out until the ack wait, the taker is gone.
         assert_eq!(pipe(&agg.snapshot(&held(5.5)), "p").takers, 0);
+    }
+
+    #[test]
+    fn a_follower_holding_three_tickets_is_one_taker_with_a_known_rate() {
+        let mut agg = Aggregator::default();
+        agg.listening_from(Duration::ZERO);
+        agg.live_from(Duration::ZERO);
+        for s in 0..3u32 {
+            let follower = Announce {
+                role: Role::Follow,
+                payloads: vec!["a".into(), "b".into(), "c".into()],
+                rate: Some(1_000),
+                ..taker("f1", 1_000 * u64::from(s), "a")
+            };
+            agg.announce("logs", follower, secs(0.1 + f64::from(s)));
+        }
+        let mut g = gathered(secs(2.5));
+        let held = Queue {
+            tickets: 3,
+            ack_pending: 3,
+            ..Queue::default()
+        };
+        g.queues.insert("logs".into(), held.clone());
+        let logs = agg.snapshot(&g).pipes.remove(0);
+        assert_eq!(logs.takers, 1);
+        close(logs.rate_out, 1_000.0);
+        // A fourth ticket out that no taker heard says it holds: its taker is not heard yet.
+        g.queues.insert(
+            "logs".into(),
+            Queue {
+                tickets: 4,
+                ack_pending: 4,
+                ..held
+            },
+        );
+        assert_eq!(agg.snapshot(&g).pipes.remove(0).rate_out, None);
     }
 
     #[test]

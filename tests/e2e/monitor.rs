@@ -397,3 +397,47 @@ fn monitor_once_and_json_say_when_a_paused_server_does_not_answer() {
         assert!(out.stdout.is_empty(), "{form}: no table made up");
     }
 }
+
+/// `monitor --json` beside a follower holding several payloads at once (many hosts' logs into
+/// one aggregator): one taker, every sender, and the pipe's out rate known (found: a follower
+/// holding more tickets than there were takers left the out rate unknown, so `monitor --json`
+/// waited its whole limit and then printed `null`).
+#[test]
+fn monitor_json_knows_the_out_rate_of_a_follower_holding_many_payloads() {
+    const HOSTS: usize = 4;
+    let b = Bench::new();
+    let mut follower = b.spawn_ready(&["logs", "--follow"], &following("logs"));
+    let feeds: Vec<_> = (0..HOSTS)
+        .map(|h| {
+            let lines = (0..240).map(move |n| format!("host {h} line {n}\n").into_bytes());
+            feed_pieces(b.cmd(&["send", "logs"]), lines, Duration::from_millis(25))
+        })
+        .collect();
+    follower.wait_stdout_until("a line of every host", |text| {
+        let text = String::from_utf8_lossy(text);
+        (0..HOSTS).all(|h| text.contains(&format!("host {h} line 1\n")))
+    });
+    let out = b.recv(&["monitor", "--json"]);
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let logs = row(&report, "name", "logs");
+    assert_eq!(logs["senders"], HOSTS, "{logs}");
+    assert_eq!(logs["takers"], 1, "one follower: {logs}");
+    let out_rate = logs["out_per_sec"].as_f64();
+    assert!(out_rate.is_some_and(|r| r > 0.0), "out rate: {logs}");
+    for (sender, feeder) in feeds {
+        feeder.join().expect("feeder");
+        assert_ok(&wait_output(sender, HANG));
+    }
+    interrupt(&follower);
+    let got = wait_output(follower, HANG);
+    let text = String::from_utf8_lossy(&got.stdout);
+    for h in 0..HOSTS {
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("host {h} ")))
+            .collect();
+        let want: Vec<_> = (0..240).map(|n| format!("host {h} line {n}")).collect();
+        assert_eq!(lines, want, "host {h}'s lines, once each and in order");
+    }
+}
