@@ -9,7 +9,8 @@
 //!       [--hosts N,N,...] [--fleet-secs N] [--fleet-rate N]
 //! ```
 //! CASES is a comma-separated list of: throughput, latency, memory, fan, monitor, startup,
-//! join, fleet (fleet runs only when named).
+//! join, fleet, burst (fleet and burst run only when named; burst sends one 1 MB payload from
+//! each of the largest of `--hosts` at once).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -617,6 +618,9 @@ fn main() {
     if o.only.iter().any(|c| c == "fleet") {
         fleet::fleet(&b, &o.hosts, o.fleet_rate, o.fleet_secs);
     }
+    if o.only.iter().any(|c| c == "burst") {
+        fleet::burst(&b, o.hosts.iter().copied().max().unwrap_or(300), 1);
+    }
     drop(server);
 }
 
@@ -693,10 +697,7 @@ fn fan(b: &Bench, o: &Opts) {
         // 10: fan-in, into one follower that takes every payload.
         let pipe = format!("fan-in-{run}");
         let out = b.path("fan-follower");
-        let mut c = b.skypipe(&["--recv", "--follow", &pipe]);
-        c.stdout(file_out(&out));
-        let mut follower = c.spawn().expect("spawn follower");
-        std::thread::sleep(Duration::from_millis(400));
+        let mut follower = fleet::follower_into(b, &pipe, &out);
         let start = Instant::now();
         let senders: Vec<Child> = (0..SENDERS)
             .map(|_| {
