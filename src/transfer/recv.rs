@@ -47,6 +47,9 @@ const READ_BATCH: i64 = 16;
 /// track of its requests when more were stored, and waited 10 s for the next (a host's lines
 /// held back every host after it in the follower's order).
 const FOLLOW_READ_BATCH: i64 = 16;
+/// How many of a follower's payloads waiting for their turn may hold their first stored chunk
+/// (up to 1 MiB each), fetched ahead so that the turn does not wait for it.
+const FOLLOW_PREFETCH: usize = 8;
 /// How often a taker checks on its sender and its server while reading.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How long a server may take to answer the question "are you there?".
@@ -346,6 +349,8 @@ struct Take<'a> {
     batch: i64,
     /// The payload's only chunk, when its ticket carried it.
     inline: Option<(pipe::ChunkMeta, bytes::Bytes)>,
+    /// Its first stored chunk, fetched while it waited for its turn.
+    first: Option<async_nats::jetstream::message::StreamMessage>,
     /// Lets the next payload of a follower start writing: passed once everything stored of
     /// this one is written (or when this one ends, dropped).
     turn: Option<oneshot::Sender<()>>,
@@ -459,14 +464,13 @@ impl Take<'_> {
     /// line) is then read without a consumer at all. Returns how the read ended, or the stream
     /// sequence to go on after (0 when nothing is stored yet).
     async fn read_first(&mut self, out: &Writer) -> anyhow::Result<Result<ReadEnd, u64>> {
-        let msg = match self
-            .data
-            .get_first_raw_message_by_subject(&self.subject, 1)
-            .await
-        {
-            Ok(m) => m,
-            // Not stored yet (or not allowed to ask): the consumer waits for it.
-            Err(_) => return Ok(Err(0)),
+        let msg = match self.first.take() {
+            Some(m) => m,
+            None => match self.fetch_first().await {
+                Some(m) => m,
+                // Not stored yet (or not allowed to ask): the consumer waits for it.
+                None => return Ok(Err(0)),
+            },
         };
         let meta = pipe::parse_chunk(Some(&msg.headers))
             .map_err(|e| payload::bad_headers(&self.reader.id, msg.sequence, e))?;
@@ -475,6 +479,14 @@ impl Take<'_> {
             .accept(meta, msg.payload, msg.sequence, out)
             .await?;
         Ok(ReadEnd::of(step).ok_or(msg.sequence))
+    }
+
+    /// The first stored chunk of the payload, if one is stored.
+    async fn fetch_first(&self) -> Option<async_nats::jetstream::message::StreamMessage> {
+        self.data
+            .get_first_raw_message_by_subject(&self.subject, 1)
+            .await
+            .ok()
     }
 
     /// Writes the chunk the ticket carried. Should it not be the whole payload after all, the
@@ -808,6 +820,8 @@ pub(crate) struct Taker<'a> {
     pub(crate) progress: Option<&'a Reception>,
     /// A follower's count of payloads with stored chunks still to write.
     pub(crate) backlog: Option<&'a Backlog>,
+    /// A follower's permits to fetch a payload's first chunk before its turn.
+    pub(crate) prefetch: Option<&'a Semaphore>,
 }
 
 /// A follower's payloads write in the order of their tickets: each waits for the one before
@@ -940,6 +954,7 @@ impl Taker<'_> {
             consumer: None,
             batch: self.batch,
             inline,
+            first: None,
             turn,
             pipe: self.pipe.clone(),
             live: None,
@@ -950,17 +965,33 @@ impl Taker<'_> {
     }
 
     /// Waits for the payload's turn (a payload before this one that ended, however, closes
-    /// its side), then reads it.
+    /// its side), fetching its first stored chunk meanwhile when the follower has room for it
+    /// (see [`FOLLOW_PREFETCH`]); then reads it.
     async fn read_in_turn(
         &self,
         take: &mut Take<'_>,
         wait: Option<oneshot::Receiver<()>>,
     ) -> anyhow::Result<ReadEnd> {
-        if let Some(wait) = wait {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return Ok(ReadEnd::Cancelled),
-                _ = wait => {}
+        if let Some(mut wait) = wait {
+            // Only a payload's first taking: one given back part-way resumes at its first
+            // stored chunk, which the taker before may still purge while this one waits.
+            let first_taking = take.ticket.info().is_ok_and(|i| i.delivered == 1);
+            let prefetch = self
+                .prefetch
+                .filter(|_| take.inline.is_none() && first_taking);
+            let mut fetched = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Ok(ReadEnd::Cancelled),
+                    _ = &mut wait => break,
+                    permit = async { prefetch?.acquire().await.ok() }, if fetched.is_none() => {
+                        if permit.is_some() {
+                            take.first = take.fetch_first().await;
+                        }
+                        fetched = Some(permit);
+                    }
+                }
             }
         }
         take.read(self.out, self.cancel).await
@@ -1045,6 +1076,7 @@ async fn take_one(
             whole_lines: false,
             progress: Some(&reception),
             backlog: None,
+            prefetch: None,
         };
         let taken = taker.take(ticket, Turn::default()).await;
         reception.finish();
@@ -1189,6 +1221,7 @@ pub(crate) async fn follow(
         previous: None,
         tasks: JoinSet::new(),
         backlog: Backlog::default(),
+        prefetch: Arc::new(Semaphore::new(FOLLOW_PREFETCH)),
         idle: Idle::new(
             Instant::now(),
             settings.timeout,
@@ -1235,6 +1268,8 @@ struct Follower<'a> {
     previous: Option<oneshot::Receiver<()>>,
     tasks: JoinSet<anyhow::Result<Taken>>,
     backlog: Backlog,
+    /// Permits to fetch a payload's first chunk before its turn.
+    prefetch: Arc<Semaphore>,
     idle: Idle,
 }
 
@@ -1252,6 +1287,7 @@ impl Follower<'_> {
         } = self.reception;
         let (out, active, senders) = (out.clone(), active.clone(), senders.clone());
         let (stop, backlog) = (self.stop.clone(), self.backlog.clone());
+        let prefetch = self.prefetch.clone();
         let (quiet, sender_timeout) = (self.settings.quiet, self.settings.sender_timeout);
         let (pass, next) = oneshot::channel();
         let turn = Turn {
@@ -1273,6 +1309,7 @@ impl Follower<'_> {
                 whole_lines: true,
                 progress: None,
                 backlog: Some(&backlog),
+                prefetch: Some(&prefetch),
             };
             let taken = taker.take(ticket, turn).await;
             drop(permit);
