@@ -470,6 +470,10 @@ pub(crate) fn burst(b: &Bench, hosts: usize, mb: u64) {
     let out = b.path("burst-out");
     let server_before = b.server_pid.and_then(cpu_ticks).unwrap_or(0);
     let mut follower = follower_into(b, "burst", &out);
+    let (follower_before, children_before) = (
+        cpu_ticks(follower.id()).unwrap_or(0),
+        super::children_ticks(),
+    );
     let start = Instant::now();
     let senders: Vec<Child> = inputs
         .iter()
@@ -487,6 +491,8 @@ pub(crate) fn burst(b: &Bench, hosts: usize, mb: u64) {
     }
     let server_cpu_s =
         (b.server_pid.and_then(cpu_ticks).unwrap_or(0) - server_before) as f64 / 100.0;
+    let follower_cpu_s = (cpu_ticks(follower.id()).unwrap_or(0) - follower_before) as f64 / 100.0;
+    let senders_cpu_s = (super::children_ticks() - children_before) as f64 / 100.0;
     let _ = super::nix_kill(&follower);
     let _ = follower.wait();
     let (whole, broken) = check_lines(&out, &lines);
@@ -500,10 +506,13 @@ pub(crate) fn burst(b: &Bench, hosts: usize, mb: u64) {
         super::mbs(one_total, one_took)
     );
     println!(
-        "| {hosts} hosts x {mb} MB (all started within {:.2} s; server CPU {server_cpu_s:.1} s) | {whole} of {hosts} | {broken} | {:.2} | {:.0} | {:.2} |",
+        "| {hosts} hosts x {mb} MB (all started within {:.2} s) | {whole} of {hosts} | {broken} | {:.2} | {:.0} | {:.2} |",
         started.as_secs_f64(),
         took.as_secs_f64(),
         super::mbs(total, took),
         took.as_secs_f64() / one_took.as_secs_f64()
+    );
+    println!(
+        "\nCPU of the burst: server {server_cpu_s:.2} s, follower {follower_cpu_s:.2} s, the {hosts} senders {senders_cpu_s:.2} s."
     );
 }

@@ -647,6 +647,8 @@ fn fan(b: &Bench, o: &Opts) {
     const LISTENERS: usize = 10;
     const SENDERS: usize = 50;
     let (mut out_mbs, mut in_mbs) = (vec![], vec![]);
+    // Of the last fan-in run: CPU seconds of the server, the follower and the senders.
+    let mut in_cpu = (0.0, 0.0, 0.0);
     // Listeners are a live tap: one that falls behind the taker misses chunks and exits 1.
     let mut behind = 0;
     let fan_mib = 512;
@@ -698,6 +700,9 @@ fn fan(b: &Bench, o: &Opts) {
         let pipe = format!("fan-in-{run}");
         let out = b.path("fan-follower");
         let mut follower = fleet::follower_into(b, &pipe, &out);
+        let server_before = b.server_pid.and_then(cpu_ticks).unwrap_or(0);
+        let (follower_before, children_before) =
+            (cpu_ticks(follower.id()).unwrap_or(0), children_ticks());
         let start = Instant::now();
         let senders: Vec<Child> = (0..SENDERS)
             .map(|_| {
@@ -712,6 +717,14 @@ fn fan(b: &Bench, o: &Opts) {
         let total = small_bytes * SENDERS as u64;
         wait_sizes(std::slice::from_ref(&out), total, Duration::from_secs(300));
         let t = start.elapsed();
+        let follower_cpu = cpu_ticks(follower.id()).unwrap_or(0) - follower_before;
+        let senders_cpu = children_ticks() - children_before;
+        let server_cpu = b.server_pid.and_then(cpu_ticks).unwrap_or(0) - server_before;
+        in_cpu = (
+            server_cpu as f64 / 100.0,
+            follower_cpu as f64 / 100.0,
+            senders_cpu as f64 / 100.0,
+        );
         let _ = nix_kill(&follower);
         let _ = follower.wait();
         check_size(&out, total);
@@ -735,6 +748,10 @@ fn fan(b: &Bench, o: &Opts) {
         "| 10. fan-in: {SENDERS} senders x 10 MiB into one `--follow` taker | {:.0} |",
         median(in_mbs)
     );
+    println!(
+        "\nCPU of the last fan-in run: server {:.2} s, follower {:.2} s, the {SENDERS} senders {:.2} s.",
+        in_cpu.0, in_cpu.1, in_cpu.2
+    );
 }
 
 /// Stops a follower the way Ctrl-C does.
@@ -754,6 +771,22 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// CPU time (clock ticks) of this process's children that ended and were waited for.
+pub(crate) fn children_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(end) = stat.rfind(')') else { return 0 };
+    let fields: Vec<&str> = stat[end + 2..].split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(13) + tick(14)
 }
 
 /// The dashboard, running for real in a detached tmux session; returns its pid.
