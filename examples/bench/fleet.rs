@@ -66,17 +66,18 @@ pub(crate) fn peak_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Starts a follower of `pipe` and waits until it says it waits; its stdout comes back as
-/// lines with the instant each was read.
-fn start_follower(b: &Bench, pipe: &str) -> (Child, mpsc::Receiver<(Instant, String)>) {
+/// Starts `skypipe -v recv --follow pipe` with `stdout`, and waits until it says it waits.
+/// FLEET_FOLLOWER_LOG=FILE keeps its debug log.
+fn spawn_follower(b: &Bench, pipe: &str, stdout: Stdio) -> Child {
     let mut c = b.skypipe(&["-v", "recv", "--follow", pipe]);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdout(stdout).stderr(Stdio::piped());
+    let mut log = std::env::var_os("FLEET_FOLLOWER_LOG").map(|p| {
+        c.env("SKYPIPE_LOG", "skypipe=debug");
+        std::fs::File::create(p).expect("the follower's log file")
+    });
     let mut child = c.spawn().expect("spawn follower");
     let stderr = child.stderr.take().expect("stderr");
     let (ready_tx, ready_rx) = mpsc::channel();
-    // FLEET_FOLLOWER_LOG=FILE keeps the follower's log (with SKYPIPE_LOG for more of it).
-    let mut log = std::env::var_os("FLEET_FOLLOWER_LOG")
-        .map(|p| std::fs::File::create(p).expect("the follower's log file"));
     std::thread::spawn(move || {
         let mut ready = Some(ready_tx);
         for line in BufReader::new(stderr).lines() {
@@ -96,6 +97,13 @@ fn start_follower(b: &Bench, pipe: &str) -> (Child, mpsc::Receiver<(Instant, Str
     ready_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the follower waits");
+    child
+}
+
+/// Starts a follower of `pipe` and waits until it says it waits; its stdout comes back as
+/// lines with the instant each was read.
+fn start_follower(b: &Bench, pipe: &str) -> (Child, mpsc::Receiver<(Instant, String)>) {
+    let mut child = spawn_follower(b, pipe, Stdio::piped());
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -354,36 +362,7 @@ pub(crate) fn fleet(b: &Bench, sizes: &[usize], rate: u32, secs: u64) {
 
 /// Starts a follower of `pipe` writing to `out`, and waits until it says it waits.
 pub(crate) fn follower_into(b: &Bench, pipe: &str, out: &std::path::Path) -> Child {
-    let mut c = b.skypipe(&["-v", "recv", "--follow", pipe]);
-    c.stdout(super::file_out(out)).stderr(Stdio::piped());
-    // FLEET_FOLLOWER_LOG=FILE keeps the follower's debug log.
-    let mut log = std::env::var_os("FLEET_FOLLOWER_LOG").map(|p| {
-        c.env("SKYPIPE_LOG", "skypipe=debug");
-        std::fs::File::create(p).expect("the follower's log file")
-    });
-    let mut child = c.spawn().expect("spawn follower");
-    let stderr = child.stderr.take().expect("stderr");
-    let (ready_tx, ready_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(log) = log.as_mut() {
-                let _ = writeln!(log, "{line}");
-            }
-            if line.contains("waiting on pipe") {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            } else if line.contains("ERROR") || line.contains("WARN") {
-                eprintln!("follower: {line}");
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the follower waits");
-    child
+    spawn_follower(b, pipe, super::file_out(out))
 }
 
 /// Writes host `h`'s payload to `path`: lines `h{h} l{n} {pad}` until it holds `bytes`.
