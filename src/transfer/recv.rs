@@ -885,7 +885,7 @@ impl Taker<'_> {
             eprintln!("skypipe: {}", resumed_note(&id, at));
         }
         let read = match read {
-            Ok(ReadEnd::Done(end)) => flushed(self.out, end).await,
+            Ok(ReadEnd::Done(end)) => flushed(self.out, end, &take.reader).await,
             read => read,
         };
         let stopped = stopped(&read);
@@ -999,10 +999,19 @@ impl Taker<'_> {
 }
 
 /// A read that came to the payload's end, once what it wrote is flushed: stopped after all
-/// when the flush failed or was interrupted.
-async fn flushed(out: &Writer, end: End) -> anyhow::Result<ReadEnd> {
+/// when the flush failed, or was interrupted before every chunk was written (a Ctrl-C that
+/// comes as the last write ends leaves a payload that was written whole, not one to give back
+/// with nothing left of it stored).
+async fn flushed(out: &Writer, end: End, reader: &Reader) -> anyhow::Result<ReadEnd> {
     Ok(match out.flush().await {
-        WriteEnd::Interrupted => ReadEnd::Cancelled,
+        WriteEnd::Interrupted => {
+            out.settle(SETTLE_WITHIN).await;
+            if reader.mark.chunks() >= reader.chunks() {
+                ReadEnd::Done(end)
+            } else {
+                ReadEnd::Cancelled
+            }
+        }
         failed @ WriteEnd::Failed(_) => ReadEnd::Stopped(failed),
         WriteEnd::Ok | WriteEnd::Closed => ReadEnd::Done(end),
     })
